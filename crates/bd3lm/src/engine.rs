@@ -1,0 +1,210 @@
+//! The interface every backend implements (the exact CPU reference here, the WGSL engine in
+//! `bd3lm-gpu`), and the CPU implementation.
+//!
+//! Methods return futures because GPU readback is asynchronous in the browser; the CPU
+//! engine's futures are ready immediately.
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::forward::{self, Activations, State};
+use crate::sampler;
+use crate::weights::Weights;
+use std::future::Future;
+
+/// Which rows of the block get a categorical draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    All,
+    One(usize),
+}
+
+/// One denoising draw: run the model on `block` (unless `reuse`), SUBS, nucleus, then the
+/// categorical race for the selected rows.
+#[derive(Debug, Clone)]
+pub struct DrawRequest<'a> {
+    pub block: &'a [u32],
+    pub rows: Rows,
+    pub nucleus_p: f64,
+    /// SplitMix64 seed of this step; row `r` uses elements `r*V .. (r+1)*V` of its stream.
+    pub uniform_seed: u64,
+    /// `None`: draw from `p_x0` (first hitting). `Some(s/t)`: draw from the posterior row.
+    pub mask_prob: Option<f32>,
+    /// The block did not change since the last draw: reuse its `p_x0` without a model call.
+    pub reuse: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowDraw {
+    pub row: usize,
+    pub token: u32,
+    /// `p_x0` of the drawn token after the nucleus filter (what the page tints by).
+    pub confidence: f32,
+}
+
+pub trait Engine {
+    fn config(&self) -> &Config;
+    /// Empties the KV cache (start of a new sample).
+    fn reset(&mut self);
+    /// Committed tokens currently in the cache (at most `model_length - block_size`).
+    fn cached_tokens(&self) -> usize;
+    /// Model calls (forward passes, commit passes included) since creation.
+    fn forward_count(&self) -> u64;
+    /// The store pass (spec §7.2): runs the clean block and appends its K/V to the cache,
+    /// sliding the window when it is full (spec §7.3).
+    fn commit(&mut self, block: &[u32]) -> impl Future<Output = Result<()>>;
+    /// Raw logits `[B, V]` of a block given the cached prefix (tests, conformance, eval).
+    fn logits(&mut self, block: &[u32]) -> impl Future<Output = Result<Vec<f32>>>;
+    /// Hidden states after the embedding and after each layer (and, where the backend can,
+    /// the layer-0 intermediates), for conformance checks.
+    fn activations(&mut self, block: &[u32]) -> impl Future<Output = Result<Activations>>;
+    fn draw(&mut self, req: &DrawRequest<'_>) -> impl Future<Output = Result<Vec<RowDraw>>>;
+    /// The backend's nucleus filter on given log-prob rows: (kept count, kept mass) per row.
+    fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> impl Future<Output = Result<Vec<(usize, f64)>>>;
+    /// The backend's categorical race on given probability rows `[rows, V]` and a step seed.
+    fn race_probe(&mut self, probs: &[f64], seed: u64) -> impl Future<Output = Result<Vec<u32>>>;
+    /// Human-readable backend description (e.g. the GPU adapter).
+    fn describe(&self) -> String;
+}
+
+/// The exact CPU reference engine.
+pub struct CpuEngine {
+    weights: Weights,
+    state: State,
+    /// Nucleus-filtered `p_x0` per row from the last model call, computed lazily per row.
+    p_rows: Vec<Option<Vec<f64>>>,
+    log_probs: Vec<f32>,
+    forwards: u64,
+}
+
+impl CpuEngine {
+    pub fn new(weights: &Weights) -> CpuEngine {
+        let weights = weights.dequantized();
+        let state = State::new(&weights.config, &weights.inv_freq);
+        CpuEngine {
+            p_rows: vec![None; weights.config.block_size],
+            weights,
+            state,
+            log_probs: Vec::new(),
+            forwards: 0,
+        }
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    fn run(&mut self, block: &[u32], commit: bool, logits: bool, probe: Option<&mut Activations>) -> Option<Vec<f32>> {
+        self.forwards += 1;
+        forward::forward_block(&self.weights, &mut self.state, block, commit, logits, probe)
+    }
+
+    fn check_block(&self, block: &[u32]) -> Result<()> {
+        let cfg = &self.weights.config;
+        if block.len() != cfg.block_size {
+            return Err(crate::Error::InvalidArgument(format!(
+                "a block has {} tokens, got {}",
+                cfg.block_size,
+                block.len()
+            )));
+        }
+        if let Some(&t) = block.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "token id {t} is outside the vocabulary (size {})",
+                cfg.vocab_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Engine for CpuEngine {
+    fn config(&self) -> &Config {
+        &self.weights.config
+    }
+
+    fn reset(&mut self) {
+        self.state.cached = 0;
+        self.p_rows.iter_mut().for_each(|r| *r = None);
+    }
+
+    fn cached_tokens(&self) -> usize {
+        self.state.cached
+    }
+
+    fn forward_count(&self) -> u64 {
+        self.forwards
+    }
+
+    async fn commit(&mut self, block: &[u32]) -> Result<()> {
+        self.check_block(block)?;
+        self.run(block, true, false, None);
+        Ok(())
+    }
+
+    async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
+        self.check_block(block)?;
+        Ok(self.run(block, false, true, None).unwrap_or_default())
+    }
+
+    async fn activations(&mut self, block: &[u32]) -> Result<Activations> {
+        self.check_block(block)?;
+        let mut probe = Activations::default();
+        self.run(block, false, true, Some(&mut probe));
+        Ok(probe)
+    }
+
+    async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
+        self.check_block(req.block)?;
+        let (v, mask) = (self.weights.config.vocab_size, self.weights.config.mask_id());
+        if !req.reuse || self.log_probs.is_empty() {
+            let mut logits = self.run(req.block, false, true, None).unwrap_or_default();
+            sampler::subs_log_probs(&mut logits, req.block, v, mask);
+            self.log_probs = logits;
+            self.p_rows.iter_mut().for_each(|r| *r = None);
+        }
+        let rows: Vec<usize> = match req.rows {
+            Rows::All => (0..req.block.len()).collect(),
+            Rows::One(r) => vec![r],
+        };
+        let mut draws = Vec::with_capacity(rows.len());
+        for r in rows {
+            let p = self.p_rows[r].get_or_insert_with(|| {
+                let mut p = sampler::probs_from_log_probs(&self.log_probs[r * v..(r + 1) * v]);
+                sampler::nucleus(&mut p, req.nucleus_p);
+                p
+            });
+            let offset = (r * v) as u64;
+            let token = match req.mask_prob {
+                None => sampler::race(p, req.uniform_seed, offset),
+                Some(mp) => sampler::race(&sampler::posterior_row(p, mp, mask), req.uniform_seed, offset),
+            };
+            draws.push(RowDraw {
+                row: r,
+                token,
+                confidence: p[token as usize] as f32,
+            });
+        }
+        Ok(draws)
+    }
+
+    async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
+        let v = self.weights.config.vocab_size;
+        Ok(log_probs
+            .chunks_exact(v)
+            .map(|row| sampler::nucleus(&mut sampler::probs_from_log_probs(row), p))
+            .collect())
+    }
+
+    async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
+        let v = self.weights.config.vocab_size;
+        Ok(probs
+            .chunks_exact(v)
+            .enumerate()
+            .map(|(r, row)| sampler::race(row, seed, (r * v) as u64))
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        "cpu (exact f32/f64 reference)".to_string()
+    }
+}

@@ -1,0 +1,418 @@
+//! The semi-autoregressive outer loop (spec §9.1) as a step-by-step state machine: each call of
+//! [`Generator::next`] does one bounded piece of work (one denoising step, one commit pass or
+//! one block start) and reports it as an [`Event`], so a terminal can stream and a web page
+//! can repaint and stay responsive between steps.
+
+use crate::engine::{DrawRequest, Engine, RowDraw, Rows};
+use crate::error::{Error, Result};
+use crate::rng::{self, SplitMix64};
+use crate::sampler;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplerKind {
+    /// The paper's sampler (spec §9.3): one token per model call; `max_steps` caps the calls
+    /// per block and must be at least the block size.
+    FirstHitting { max_steps: usize },
+    /// The DDPM posterior sampler (spec §9.2) on a `steps`-point grid per block.
+    Posterior { steps: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingOptions {
+    pub sampler: SamplerKind,
+    /// Nucleus mass (spec §9.4); 1.0 disables the filter.
+    pub nucleus_p: f64,
+    pub seed: u64,
+    /// Reproduce the reference's t = 0 behaviour of the posterior sampler (spec §9.2).
+    /// Off by default: the last grid step unmasks everything with the model's distribution
+    /// (a deliberate deviation; the conformance runner turns it on).
+    pub t0_quirk: bool,
+    /// Stop once the sequence holds a second EOS/BOS id, cut right after it (spec §9.6 var_length).
+    pub stop_at_eos: bool,
+    /// Stop when the unigram entropy of the last 256 tokens drops below 4 nats (spec §9.6).
+    pub stop_on_low_entropy: bool,
+}
+
+impl Default for SamplingOptions {
+    fn default() -> Self {
+        SamplingOptions {
+            sampler: SamplerKind::FirstHitting { max_steps: 5000 },
+            nucleus_p: 0.9,
+            seed: 0,
+            t0_quirk: false,
+            stop_at_eos: false,
+            stop_on_low_entropy: false,
+        }
+    }
+}
+
+/// Recorded choices to replay a reference trace exactly (conformance).
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Uniform-stream seed of each step.
+    pub seeds: Vec<u64>,
+    /// First hitting: the position revealed at each step.
+    pub chosen: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Length,
+    Eos,
+    LowEntropy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reveal {
+    /// Absolute position in the sequence.
+    pub position: usize,
+    pub token: u32,
+    pub confidence: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A block made only of prompt tokens was committed with one store pass.
+    PromptBlockCommitted { block: usize },
+    /// A block starts: prompt tokens where the prompt reaches, MASK elsewhere.
+    BlockStarted { block: usize, start: usize, tokens: Vec<u32> },
+    /// One denoising step (one model call, or none when `p_x0` was reused).
+    Step {
+        block: usize,
+        step: usize,
+        t: f32,
+        s: f32,
+        mask_prob: Option<f32>,
+        model_called: bool,
+        revealed: Vec<Reveal>,
+        /// Raw draws before carry-over (every row when replaying).
+        draws: Vec<RowDraw>,
+        tokens: Vec<u32>,
+    },
+    /// The finished block was committed to the KV cache (one store pass).
+    BlockCommitted { block: usize, start: usize, tokens: Vec<u32> },
+    Finished { reason: FinishReason },
+}
+
+#[derive(Debug, Clone)]
+struct Denoising {
+    block: usize,
+    start: usize,
+    tokens: Vec<u32>,
+    step: usize,
+    /// Whether the previous step changed the block (the posterior sampler reuses p_x0 if not).
+    changed: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Start,
+    NextBlock,
+    Denoise(Denoising),
+    Commit(Denoising),
+    Done(FinishReason),
+}
+
+pub struct Generator {
+    opts: SamplingOptions,
+    block_size: usize,
+    mask: u32,
+    eos: u32,
+    total_len: usize,
+    prompt_len: usize,
+    sequence: Vec<u32>,
+    /// Tokens committed to the KV cache so far (absolute count; the next block starts here).
+    committed_len: usize,
+    phase: Phase,
+    global_step: u64,
+    positions: SplitMix64,
+    replay: Option<Replay>,
+    draw_all_rows: bool,
+}
+
+/// The posterior grid point `i` of `linspace(1, 0, T)` in f32, bit-exact with torch's CPU
+/// kernel (which evaluates `start + step * i` as one fused multiply-add; checked against the
+/// fixture grids for T = 8 and T = 16).
+pub fn linspace_point(i: usize, steps: usize) -> f32 {
+    if steps == 1 {
+        return 1.0;
+    }
+    let step = (0.0f32 - 1.0f32) / (steps - 1) as f32;
+    if i < steps / 2 {
+        step.mul_add(i as f32, 1.0)
+    } else {
+        0.0f32 - step * (steps - i - 1) as f32
+    }
+}
+
+impl Generator {
+    /// `prompt` must start with BOS; `total_len` is the final sequence length (prompt
+    /// included), rounded up to whole blocks.
+    pub fn new(
+        block_size: usize,
+        model_length: usize,
+        mask: u32,
+        eos: u32,
+        prompt: Vec<u32>,
+        total_len: usize,
+        opts: SamplingOptions,
+    ) -> Result<Generator> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt must contain at least the BOS token".into()));
+        }
+        // The first generated token must share the window with the whole prompt.
+        let max_prompt = model_length - 1;
+        if prompt.len() > max_prompt {
+            return Err(Error::PromptTooLong { tokens: prompt.len(), max: max_prompt });
+        }
+        match opts.sampler {
+            SamplerKind::FirstHitting { max_steps } if max_steps < block_size => {
+                return Err(Error::InvalidArgument(format!(
+                    "first-hitting reveals one token per step: steps ({max_steps}) must be at least the block size ({block_size})"
+                )))
+            }
+            SamplerKind::Posterior { steps: 0 } => {
+                return Err(Error::InvalidArgument("the posterior sampler needs at least 1 step per block".into()))
+            }
+            _ => {}
+        }
+        if !(opts.nucleus_p > 0.0 && opts.nucleus_p <= 1.0) {
+            return Err(Error::InvalidArgument(format!("top-p must be in (0, 1], got {}", opts.nucleus_p)));
+        }
+        let total_len = total_len.max(prompt.len() + 1).div_ceil(block_size) * block_size;
+        Ok(Generator {
+            positions: SplitMix64::new(opts.seed ^ 0x5851_F42D_4C95_7F2D),
+            opts,
+            block_size,
+            mask,
+            eos,
+            total_len,
+            prompt_len: prompt.len(),
+            sequence: prompt,
+            committed_len: 0,
+            phase: Phase::Start,
+            global_step: 0,
+            replay: None,
+            draw_all_rows: false,
+        })
+    }
+
+    /// Replays recorded seeds and positions, drawing every row (as the reference does).
+    pub fn with_replay(mut self, replay: Replay) -> Generator {
+        self.replay = Some(replay);
+        self.draw_all_rows = true;
+        self
+    }
+
+    /// Draw every row of the block at each step (the reference's behaviour; costs more).
+    pub fn draw_all_rows(mut self, all: bool) -> Generator {
+        self.draw_all_rows = all;
+        self
+    }
+
+    /// Tokens so far: prompt, committed blocks and the block being denoised (MASK where masked).
+    pub fn tokens(&self) -> Vec<u32> {
+        let mut out = self.sequence.clone();
+        if let Phase::Denoise(d) | Phase::Commit(d) = &self.phase {
+            out.truncate(d.start);
+            out.extend(&d.tokens);
+        }
+        out
+    }
+
+    /// Committed tokens (prompt included).
+    pub fn committed(&self) -> &[u32] {
+        &self.sequence
+    }
+
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    pub fn total_len(&self) -> usize {
+        self.total_len
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done(_))
+    }
+
+    /// Rewrites the block being denoised (conformance: resynchronise after a divergence).
+    pub fn force_block(&mut self, tokens: &[u32]) {
+        if let Phase::Denoise(d) | Phase::Commit(d) = &mut self.phase {
+            if tokens.len() == d.tokens.len() {
+                d.tokens.copy_from_slice(tokens);
+                if !d.tokens.contains(&self.mask) {
+                    self.phase = Phase::Commit(d.clone());
+                }
+            }
+        }
+    }
+
+    /// Does the next piece of work and reports it.
+    pub async fn next<E: Engine>(&mut self, engine: &mut E) -> Result<Event> {
+        let b = self.block_size;
+        match std::mem::replace(&mut self.phase, Phase::NextBlock) {
+            Phase::Start => {
+                engine.reset();
+                self.sequence.truncate(self.prompt_len);
+                self.committed_len = 0;
+                self.phase = Phase::NextBlock;
+                Box::pin(self.next(engine)).await
+            }
+            Phase::Done(reason) => {
+                self.phase = Phase::Done(reason);
+                Ok(Event::Finished { reason })
+            }
+            Phase::NextBlock => {
+                let start = self.committed_len;
+                let block = start / b;
+                if start >= self.total_len {
+                    self.phase = Phase::Done(FinishReason::Length);
+                    return Ok(Event::Finished { reason: FinishReason::Length });
+                }
+                if start + b <= self.prompt_len {
+                    engine.commit(&self.sequence[start..start + b]).await?;
+                    self.committed_len += b;
+                    self.phase = Phase::NextBlock;
+                    return Ok(Event::PromptBlockCommitted { block });
+                }
+                let mut tokens = vec![self.mask; b];
+                for (i, t) in tokens.iter_mut().enumerate() {
+                    if start + i < self.sequence.len() {
+                        *t = self.sequence[start + i];
+                    }
+                }
+                self.sequence.truncate(start);
+                self.phase = Phase::Denoise(Denoising { block, start, tokens: tokens.clone(), step: 0, changed: true });
+                Ok(Event::BlockStarted { block, start, tokens })
+            }
+            Phase::Denoise(d) => self.denoise_step(engine, d).await,
+            Phase::Commit(d) => {
+                engine.commit(&d.tokens).await?;
+                self.sequence.extend(&d.tokens);
+                self.committed_len += b;
+                let event = Event::BlockCommitted { block: d.block, start: d.start, tokens: d.tokens };
+                self.phase = match self.stop_check() {
+                    Some(reason) => Phase::Done(reason),
+                    None => Phase::NextBlock,
+                };
+                Ok(event)
+            }
+        }
+    }
+
+    fn stop_check(&mut self) -> Option<FinishReason> {
+        if self.opts.stop_at_eos {
+            let mut seen = 0;
+            for (i, &t) in self.sequence.iter().enumerate() {
+                if t == self.eos {
+                    seen += 1;
+                    if seen == 2 {
+                        self.sequence.truncate(i + 1);
+                        return Some(FinishReason::Eos);
+                    }
+                }
+            }
+        }
+        if self.opts.stop_on_low_entropy && self.sequence.len() > 256 {
+            let tail = &self.sequence[self.sequence.len() - 256..];
+            if sampler::unigram_entropy(tail) < 4.0 {
+                return Some(FinishReason::LowEntropy);
+            }
+        }
+        None
+    }
+
+    fn step_seed_and_position(&self) -> (u64, Option<usize>) {
+        let k = self.global_step as usize;
+        if let Some(r) = &self.replay {
+            let seed = r.seeds.get(k).copied().unwrap_or_else(|| rng::step_seed(self.opts.seed, k as u64));
+            return (seed, r.chosen.get(k).copied());
+        }
+        (rng::step_seed(self.opts.seed, k as u64), None)
+    }
+
+    async fn denoise_step<E: Engine>(&mut self, engine: &mut E, mut d: Denoising) -> Result<Event> {
+        let masked: Vec<usize> = (0..d.tokens.len()).filter(|&i| d.tokens[i] == self.mask).collect();
+        let (seed, replay_pos) = self.step_seed_and_position();
+        let mut revealed = Vec::new();
+        let (t, s, mask_prob, model_called, draws);
+        match self.opts.sampler {
+            SamplerKind::FirstHitting { max_steps } => {
+                if d.step >= max_steps {
+                    return Err(Error::InvalidArgument(format!("block {} still has masks after {max_steps} steps", d.block)));
+                }
+                let pos = match replay_pos {
+                    Some(p) => p,
+                    None => masked[self.positions.below(masked.len())],
+                };
+                if d.tokens.get(pos) != Some(&self.mask) {
+                    return Err(Error::InvalidArgument(format!("replayed position {pos} is not masked")));
+                }
+                let rows = if self.draw_all_rows { Rows::All } else { Rows::One(pos) };
+                let req = DrawRequest {
+                    block: &d.tokens,
+                    rows,
+                    nucleus_p: self.opts.nucleus_p,
+                    uniform_seed: seed,
+                    mask_prob: None,
+                    reuse: false,
+                };
+                draws = engine.draw(&req).await?;
+                let chosen = draws.iter().find(|r| r.row == pos).copied().ok_or_else(|| {
+                    Error::Backend(format!("the engine returned no draw for row {pos}"))
+                })?;
+                d.tokens[pos] = chosen.token;
+                revealed.push(Reveal { position: d.start + pos, token: chosen.token, confidence: chosen.confidence });
+                (t, s, mask_prob, model_called) = (1.0, 0.0, None, true);
+                d.changed = true;
+            }
+            SamplerKind::Posterior { steps } => {
+                if d.step >= steps {
+                    return Err(Error::InvalidArgument(format!("block {} still has masks after {steps} steps", d.block)));
+                }
+                t = linspace_point(d.step, steps);
+                let dt = (1.0f64 / steps as f64) as f32;
+                s = t - dt;
+                let mp = if t == 0.0 && !self.opts.t0_quirk { 0.0 } else { s / t };
+                mask_prob = Some(mp);
+                model_called = d.step == 0 || d.changed;
+                let req = DrawRequest {
+                    block: &d.tokens,
+                    rows: Rows::All,
+                    nucleus_p: self.opts.nucleus_p,
+                    uniform_seed: seed,
+                    mask_prob: Some(mp),
+                    reuse: !model_called,
+                };
+                draws = engine.draw(&req).await?;
+                let mut changed = false;
+                for draw in &draws {
+                    let r = draw.row;
+                    if d.tokens[r] == self.mask && draw.token != self.mask {
+                        d.tokens[r] = draw.token;
+                        changed = true;
+                        revealed.push(Reveal { position: d.start + r, token: draw.token, confidence: draw.confidence });
+                    }
+                }
+                d.changed = changed;
+            }
+        }
+        self.global_step += 1;
+        d.step += 1;
+        let event = Event::Step {
+            block: d.block,
+            step: d.step - 1,
+            t,
+            s,
+            mask_prob,
+            model_called,
+            revealed,
+            draws,
+            tokens: d.tokens.clone(),
+        };
+        self.phase = if d.tokens.contains(&self.mask) { Phase::Denoise(d) } else { Phase::Commit(d) };
+        Ok(event)
+    }
+}

@@ -1,0 +1,22 @@
+//! BD3-LM core: config, checkpoints and packages, tokenizer, the exact samplers and the CPU
+//! reference forward. Pure Rust; builds natively and for `wasm32-unknown-unknown`.
+
+pub mod checkpoint;
+pub mod config;
+pub mod conformance;
+pub mod engine;
+pub mod error;
+pub mod fixture;
+pub mod forward;
+pub mod generate;
+pub mod quant;
+pub mod rng;
+pub mod sampler;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::Config;
+pub use engine::{CpuEngine, DrawRequest, Engine, RowDraw, Rows};
+pub use error::{Error, Result};
+pub use generate::{Event, FinishReason, Generator, SamplerKind, SamplingOptions};
+pub use weights::Weights;

@@ -1,0 +1,300 @@
+//! Weight matrices in the storage schemes of a package: f32, f16, and block-wise int8 / int4
+//! with groups of [`GROUP`] values along a row (the reduction dimension of the matmuls).
+//!
+//! * `q8`: symmetric int8, one f16 scale per group: `x = q * scale`.
+//! * `q4`: asymmetric 4-bit, f16 scale and f16 minimum per group: `x = q * scale + min`,
+//!   two values per byte, low nibble first. The scale/min pair is chosen per group by a small
+//!   search that minimises the squared error (measured in `docs/quantization.md`).
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+/// Values per quantization group (along a row).
+pub const GROUP: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    F32,
+    F16,
+    Q8,
+    Q4,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::F32 => "f32",
+            Scheme::F16 => "f16",
+            Scheme::Q8 => "q8",
+            Scheme::Q4 => "q4",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Scheme> {
+        match name {
+            "f32" => Some(Scheme::F32),
+            "f16" => Some(Scheme::F16),
+            "q8" => Some(Scheme::Q8),
+            "q4" => Some(Scheme::Q4),
+            _ => None,
+        }
+    }
+
+    /// Whether a row of `cols` values can be stored in this scheme.
+    pub fn supports_cols(self, cols: usize) -> bool {
+        match self {
+            Scheme::F32 => true,
+            Scheme::F16 => cols % 2 == 0,
+            Scheme::Q8 | Scheme::Q4 => cols % GROUP == 0,
+        }
+    }
+
+    /// Bytes of a `rows x cols` matrix in this scheme (data + scales).
+    pub fn bytes(self, rows: usize, cols: usize) -> usize {
+        let groups = rows * cols.div_ceil(GROUP);
+        match self {
+            Scheme::F32 => rows * cols * 4,
+            Scheme::F16 => rows * cols * 2,
+            Scheme::Q8 => rows * cols + groups * 2,
+            Scheme::Q4 => rows * cols / 2 + groups * 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatrixData {
+    F32(Vec<f32>),
+    /// f16 bit patterns, row-major.
+    F16(Vec<u16>),
+    /// int8 values row-major; f16 scales `[rows, cols / GROUP]`.
+    Q8 { q: Vec<i8>, scales: Vec<u16> },
+    /// 4-bit values, two per byte (low nibble = even column); f16 scales and minimums per group.
+    Q4 { q: Vec<u8>, scales: Vec<u16>, mins: Vec<u16> },
+}
+
+/// A row-major `rows x cols` weight matrix (PyTorch `nn.Linear` layout `[out, in]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: MatrixData,
+}
+
+impl Matrix {
+    pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>) -> Matrix {
+        assert_eq!(values.len(), rows * cols, "matrix data length");
+        Matrix { rows, cols, data: MatrixData::F32(values) }
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        match self.data {
+            MatrixData::F32(_) => Scheme::F32,
+            MatrixData::F16(_) => Scheme::F16,
+            MatrixData::Q8 { .. } => Scheme::Q8,
+            MatrixData::Q4 { .. } => Scheme::Q4,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.scheme().bytes(self.rows, self.cols)
+    }
+
+    /// Re-encodes an f32 matrix in `scheme`. Panics if the matrix is not f32 or the row length
+    /// does not suit the scheme: callers check [`Scheme::supports_cols`] first.
+    pub fn quantize(&self, scheme: Scheme) -> Matrix {
+        let values = match &self.data {
+            MatrixData::F32(v) => v,
+            _ => panic!("quantize expects an f32 matrix"),
+        };
+        assert!(scheme.supports_cols(self.cols), "{} rows of {}", scheme.name(), self.cols);
+        let data = match scheme {
+            Scheme::F32 => MatrixData::F32(values.clone()),
+            Scheme::F16 => MatrixData::F16(values.iter().map(|&x| f16::from_f32(x).to_bits()).collect()),
+            Scheme::Q8 => quantize_q8(values),
+            Scheme::Q4 => quantize_q4(values),
+        };
+        Matrix { rows: self.rows, cols: self.cols, data }
+    }
+
+    /// Writes row `r` as f32 into `out` (length `cols`).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let c = self.cols;
+        let start = r * c;
+        match &self.data {
+            MatrixData::F32(v) => out.copy_from_slice(&v[start..start + c]),
+            MatrixData::F16(v) => {
+                for (o, &b) in out.iter_mut().zip(&v[start..start + c]) {
+                    *o = f16::from_bits(b).to_f32();
+                }
+            }
+            MatrixData::Q8 { q, scales } => {
+                for (g, chunk) in out.chunks_mut(GROUP).enumerate() {
+                    let scale = f16::from_bits(scales[start / GROUP + g]).to_f32();
+                    let base = start + g * GROUP;
+                    for (i, o) in chunk.iter_mut().enumerate() {
+                        *o = q[base + i] as f32 * scale;
+                    }
+                }
+            }
+            MatrixData::Q4 { q, scales, mins } => {
+                for (g, chunk) in out.chunks_mut(GROUP).enumerate() {
+                    let scale = f16::from_bits(scales[start / GROUP + g]).to_f32();
+                    let min = f16::from_bits(mins[start / GROUP + g]).to_f32();
+                    let base = start + g * GROUP;
+                    for (i, o) in chunk.iter_mut().enumerate() {
+                        *o = nibble(q, base + i) as f32 * scale + min;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole matrix as f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        if let MatrixData::F32(v) = &self.data {
+            return v.clone();
+        }
+        let mut out = vec![0.0; self.rows * self.cols];
+        for (r, row) in out.chunks_mut(self.cols).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        out
+    }
+
+    /// f32 values, when the matrix is stored in f32.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            MatrixData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+fn nibble(q: &[u8], i: usize) -> u8 {
+    let byte = q[i / 2];
+    if i % 2 == 0 {
+        byte & 0x0f
+    } else {
+        byte >> 4
+    }
+}
+
+fn quantize_q8(values: &[f32]) -> MatrixData {
+    let mut q = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(values.len() / GROUP);
+    for group in values.chunks(GROUP) {
+        let absmax = group.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = f16::from_f32(absmax / 127.0);
+        let s = scale.to_f32();
+        scales.push(scale.to_bits());
+        for &x in group {
+            let v = if s > 0.0 { (x / s).round().clamp(-127.0, 127.0) } else { 0.0 };
+            q.push(v as i8);
+        }
+    }
+    MatrixData::Q8 { q, scales }
+}
+
+/// Quantizes one group to 4 bits with the (scale, min) pair of least squared error among a
+/// few candidates: the plain min/max range and ranges shrunk from either end, which keeps
+/// outliers from wasting levels.
+fn quantize_q4_group(group: &[f32]) -> (Vec<u8>, u16, u16) {
+    let lo = group.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut best: Option<(f32, Vec<u8>, u16, u16)> = None;
+    let shrinks = [0.0f32, 0.02, 0.05, 0.1, 0.15, 0.2];
+    for &a in &shrinks {
+        for &b in &shrinks {
+            let range = hi - lo;
+            let (mn, mx) = (lo + a * range, hi - b * range);
+            let scale = f16::from_f32(((mx - mn) / 15.0).max(0.0));
+            let min = f16::from_f32(mn);
+            let (s, m) = (scale.to_f32(), min.to_f32());
+            let mut err = 0f32;
+            let codes: Vec<u8> = group
+                .iter()
+                .map(|&x| {
+                    let c = if s > 0.0 { ((x - m) / s).round().clamp(0.0, 15.0) } else { 0.0 };
+                    let d = c * s + m - x;
+                    err += d * d;
+                    c as u8
+                })
+                .collect();
+            if best.as_ref().is_none_or(|(e, ..)| err < *e) {
+                best = Some((err, codes, scale.to_bits(), min.to_bits()));
+            }
+        }
+    }
+    let (_, codes, scale, min) = best.expect("at least one candidate");
+    (codes, scale, min)
+}
+
+fn quantize_q4(values: &[f32]) -> MatrixData {
+    let mut q = vec![0u8; values.len() / 2];
+    let mut scales = Vec::with_capacity(values.len() / GROUP);
+    let mut mins = Vec::with_capacity(values.len() / GROUP);
+    for (g, group) in values.chunks(GROUP).enumerate() {
+        let (codes, scale, min) = quantize_q4_group(group);
+        scales.push(scale);
+        mins.push(min);
+        for (i, c) in codes.into_iter().enumerate() {
+            let idx = g * GROUP + i;
+            q[idx / 2] |= if idx % 2 == 0 { c } else { c << 4 };
+        }
+    }
+    MatrixData::Q4 { q, scales, mins }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rows: usize, cols: usize) -> Matrix {
+        let mut state = 12345u64;
+        let values = (0..rows * cols)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect();
+        Matrix::from_f32(rows, cols, values)
+    }
+
+    fn max_err(a: &Matrix, b: &Matrix) -> f32 {
+        a.to_f32().iter().zip(b.to_f32()).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    #[test]
+    fn schemes_round_trip_within_their_step() {
+        let m = sample(8, 64);
+        assert_eq!(max_err(&m, &m.quantize(Scheme::F32)), 0.0);
+        assert!(max_err(&m, &m.quantize(Scheme::F16)) < 1e-4);
+        // q8: half a step of absmax/127 (absmax <= 0.1), plus f16 rounding of the scale.
+        assert!(max_err(&m, &m.quantize(Scheme::Q8)) < 0.1 / 127.0 * 0.51 + 1e-4);
+        // q4: half a step of range/15 (range <= 0.2) at worst when no shrink wins.
+        assert!(max_err(&m, &m.quantize(Scheme::Q4)) < 0.2 / 15.0 * 0.5 * 1.5);
+    }
+
+    #[test]
+    fn sizes_match_the_data() {
+        for scheme in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4] {
+            let q = sample(4, 64).quantize(scheme);
+            let actual = match &q.data {
+                MatrixData::F32(v) => v.len() * 4,
+                MatrixData::F16(v) => v.len() * 2,
+                MatrixData::Q8 { q, scales } => q.len() + scales.len() * 2,
+                MatrixData::Q4 { q, scales, mins } => q.len() + scales.len() * 2 + mins.len() * 2,
+            };
+            assert_eq!(q.bytes(), actual, "{scheme:?}");
+        }
+    }
+
+    #[test]
+    fn constant_groups_are_exact() {
+        let m = Matrix::from_f32(1, 32, vec![0.25; 32]);
+        assert_eq!(m.quantize(Scheme::Q4).to_f32(), vec![0.25; 32]);
+        let z = Matrix::from_f32(1, 32, vec![0.0; 32]);
+        assert_eq!(z.quantize(Scheme::Q8).to_f32(), vec![0.0; 32]);
+    }
+}
