@@ -41,6 +41,15 @@ pub struct RowDraw {
     pub confidence: f32,
 }
 
+/// Work counters a backend reports for benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    /// GPU dispatches in one forward of one block (0 on the CPU).
+    pub dispatches_per_forward: usize,
+    /// Bytes read back from the device by the last `draw` (0 on the CPU).
+    pub readback_bytes_last_draw: usize,
+}
+
 pub trait Engine {
     fn config(&self) -> &Config;
     /// Empties the KV cache (start of a new sample).
@@ -64,6 +73,9 @@ pub trait Engine {
     fn race_probe(&mut self, probs: &[f64], seed: u64) -> impl Future<Output = Result<Vec<u32>>>;
     /// Human-readable backend description (e.g. the GPU adapter).
     fn describe(&self) -> String;
+    fn counters(&self) -> EngineCounters {
+        EngineCounters::default()
+    }
 }
 
 /// The exact CPU reference engine.

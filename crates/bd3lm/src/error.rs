@@ -82,21 +82,21 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(file: impl Into<String>, err: impl std::fmt::Display) -> Self {
+    pub fn io(file: impl Into<String>, err: impl std::fmt::Display) -> Self {
         Error::Io {
             file: file.into(),
             message: err.to_string(),
         }
     }
 
-    pub(crate) fn config(field: &str, message: impl Into<String>) -> Self {
+    pub fn config(field: &str, message: impl Into<String>) -> Self {
         Error::Config {
             field: field.to_string(),
             message: message.into(),
         }
     }
 
-    pub(crate) fn package(file: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn package(file: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Package {
             file: file.into(),
             message: message.into(),

@@ -9,6 +9,7 @@ pub mod error;
 pub mod fixture;
 pub mod forward;
 pub mod generate;
+pub mod package;
 pub mod quant;
 pub mod rng;
 pub mod sampler;
@@ -16,7 +17,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::Config;
-pub use engine::{CpuEngine, DrawRequest, Engine, RowDraw, Rows};
+pub use engine::{CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw, Rows};
 pub use error::{Error, Result};
 pub use generate::{Event, FinishReason, Generator, SamplerKind, SamplingOptions};
 pub use weights::Weights;
