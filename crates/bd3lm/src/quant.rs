@@ -111,8 +111,8 @@ impl Matrix {
         let data = match scheme {
             Scheme::F32 => MatrixData::F32(values.clone()),
             Scheme::F16 => MatrixData::F16(values.iter().map(|&x| f16::from_f32(x).to_bits()).collect()),
-            Scheme::Q8 => quantize_q8(values),
-            Scheme::Q4 => quantize_q4(values),
+            Scheme::Q8 => in_parallel(values, quantize_q8),
+            Scheme::Q4 => in_parallel(values, quantize_q4),
         };
         Matrix { rows: self.rows, cols: self.cols, data }
     }
@@ -169,6 +169,48 @@ impl Matrix {
             _ => None,
         }
     }
+}
+
+/// Runs a group-wise quantizer on contiguous slices in parallel threads and joins the results
+/// (identical to one sequential call: groups are independent). One thread on wasm.
+fn in_parallel(values: &[f32], quantize: fn(&[f32]) -> MatrixData) -> MatrixData {
+    in_parallel_above(values, quantize, 1 << 20)
+}
+
+fn in_parallel_above(values: &[f32], quantize: fn(&[f32]) -> MatrixData, min_per_thread: usize) -> MatrixData {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.min(values.len() / min_per_thread.max(1)).max(1);
+    if threads == 1 {
+        return quantize(values);
+    }
+    let per_thread = (values.len() / GROUP).div_ceil(threads) * GROUP;
+    let results: Vec<MatrixData> = std::thread::scope(|scope| {
+        let handles: Vec<_> = values
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || quantize(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut joined = results.into_iter();
+    let mut out = joined.next().unwrap_or(MatrixData::F32(Vec::new()));
+    for next in joined {
+        match (&mut out, next) {
+            (MatrixData::Q8 { q, scales }, MatrixData::Q8 { q: q2, scales: s2 }) => {
+                q.extend(q2);
+                scales.extend(s2);
+            }
+            (MatrixData::Q4 { q, scales, mins }, MatrixData::Q4 { q: q2, scales: s2, mins: m2 }) => {
+                q.extend(q2);
+                scales.extend(s2);
+                mins.extend(m2);
+            }
+            _ => unreachable!("one quantizer yields one scheme"),
+        }
+    }
+    out
 }
 
 fn nibble(q: &[u8], i: usize) -> u8 {
@@ -287,6 +329,15 @@ mod tests {
                 MatrixData::Q4 { q, scales, mins } => q.len() + scales.len() * 2 + mins.len() * 2,
             };
             assert_eq!(q.bytes(), actual, "{scheme:?}");
+        }
+    }
+
+    #[test]
+    fn parallel_quantization_equals_sequential() {
+        let m = sample(64, 96);
+        let values = m.as_f32().unwrap();
+        for quantize in [quantize_q8 as fn(&[f32]) -> MatrixData, quantize_q4] {
+            assert_eq!(in_parallel_above(values, quantize, 32), quantize(values));
         }
     }
 
