@@ -127,18 +127,22 @@ fn prompt_ids(tok: &Tokenizer, text: &str, model_length: usize, truncate: bool) 
     Ok(kept)
 }
 
-/// One line of the denoising view: the block's tokens, masked ones as ░.
-fn render_block(tok: &Tokenizer, tokens: &[u32]) -> String {
-    tokens
+/// Characters of committed text shown before the block in `--show-steps`.
+const CONTEXT_CHARS: usize = 32;
+
+/// One line of the denoising view: the end of the committed text, then the block between
+/// `▕ ▏` with masked positions as ░.
+fn render_block(tok: &Tokenizer, committed: &[u32], block: &[u32]) -> String {
+    let visible = |s: String| s.replace('\n', "⏎");
+    let tail = &committed[committed.len().saturating_sub(CONTEXT_CHARS)..];
+    let context = visible(tok.decode(tail));
+    let skip = context.chars().count().saturating_sub(CONTEXT_CHARS);
+    let context: String = context.chars().skip(skip).collect();
+    let block: String = block
         .iter()
-        .map(|&t| {
-            if t == tok.mask {
-                MASK_GLYPH.to_string()
-            } else {
-                tok.token_text(t).replace('\n', "⏎")
-            }
-        })
-        .collect()
+        .map(|&t| if t == tok.mask { MASK_GLYPH.to_string() } else { visible(tok.token_text(t)) })
+        .collect();
+    format!("{context:>width$}▕{block}▏", width = CONTEXT_CHARS)
 }
 
 struct Output {
@@ -207,10 +211,12 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
     while !stop.load(Ordering::SeqCst) {
         match pollster::block_on(gen.next(&mut engine))? {
             Event::BlockStarted { block, tokens, .. } if args.show_steps => {
-                eprintln!("[block {block:>4}] {}", render_block(tok, &tokens));
+                let view = render_block(tok, gen.committed(), &tokens);
+                eprintln!("block {block:>4} start   {view}");
             }
             Event::Step { block, step, tokens, .. } if args.show_steps => {
-                eprintln!("[{block:>4}.{step:<3}] {}", render_block(tok, &tokens));
+                let view = render_block(tok, gen.committed(), &tokens);
+                eprintln!("block {block:>4} step {step:<3}{view}");
             }
             Event::BlockCommitted { .. } => out.emit(tok, gen.committed())?,
             Event::Finished { reason: r } => {

@@ -31,7 +31,7 @@ fn posterior_sampler_and_show_steps() {
     ])
     .ok();
     assert!(r.stdout.starts_with("We"), "{}", r.stdout);
-    let step_lines = r.stderr.lines().filter(|l| l.starts_with("[   ") || l.starts_with("[block")).count();
+    let step_lines = r.stderr.lines().filter(|l| l.starts_with("block ") && l.contains(" step ")).count();
     assert!(step_lines >= 3, "expected the denoising view:\n{}", r.stderr);
     assert!(r.stderr.contains('░'), "masked positions are shown as ░:\n{}", r.stderr);
 }
