@@ -31,7 +31,7 @@ pub struct QuantReportArgs {
     chunks: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Formats to compare (comma-separated).
+    /// Formats to compare (comma-separated; empty for only --plan candidates).
     #[arg(long, value_delimiter = ',', default_value = "f16,q8,q4")]
     formats: Vec<String>,
     /// Extra mixed plans `EMBEDDING:TRANSFORMER:LM_HEAD` (e.g. q8:q4:q8), repeatable.
@@ -49,7 +49,7 @@ fn parse_scheme(s: &str) -> CliResult<Scheme> {
 /// Candidates: (label, plan).
 fn candidates(args: &QuantReportArgs) -> CliResult<Vec<(String, SchemePlan)>> {
     let mut out = Vec::new();
-    for f in &args.formats {
+    for f in args.formats.iter().filter(|f| !f.is_empty()) {
         let scheme = parse_scheme(f)?;
         out.push((scheme.name().to_string(), SchemePlan::for_format(scheme)));
     }
@@ -142,8 +142,8 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
 
 fn report(args: &QuantReportArgs, source: &ModelSource, plans: &[(String, SchemePlan)], stats: &[QualityStats], sizes: &[u64], masked: usize) {
     if !args.json {
-        println!("| format | embedding / transformer / LM head | top-1 agreement | mean KL (nats) | max KL | max abs logit err | NELBO f32 -> quant (nats/token) | package (all files) |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| format | embedding / transformer / LM head | top-1 agreement | largest f32 top-2 gap at a disagreement (nats) | mean KL (nats) | max KL | max abs logit err | NELBO f32 -> quant (nats/token) | package (all files) |");
+        println!("|---|---|---|---|---|---|---|---|---|");
     }
     for (((label, plan), st), size) in plans.iter().zip(stats).zip(sizes) {
         let nelbo_ref = st.reference_loss / st.tokens.max(1) as f64;
@@ -154,17 +154,18 @@ fn report(args: &QuantReportArgs, source: &ModelSource, plans: &[(String, Scheme
                 "embedding": plan.embedding.name(), "transformer": plan.transformer.name(), "lm_head": plan.lm_head.name(),
                 "positions": st.positions, "masked_positions": masked,
                 "top1_agreement": st.top1_agreement(), "kl_mean": st.kl_mean(), "kl_max": st.kl_max,
-                "max_logit_err": st.max_logit_err, "nelbo_f32": nelbo_ref, "nelbo_quant": nelbo_q,
+                "max_logit_err": st.max_logit_err, "max_disagreement_gap": st.max_disagreement_gap, "nelbo_f32": nelbo_ref, "nelbo_quant": nelbo_q,
                 "package_bytes": size,
             });
             println!("{json}");
         } else {
             println!(
-                "| {label} | {} / {} / {} | {:.3}% | {:.2e} | {:.2e} | {:.3} | {nelbo_ref:.4} -> {nelbo_q:.4} | {:.3} MB |",
+                "| {label} | {} / {} / {} | {:.3}% | {:.3} | {:.2e} | {:.2e} | {:.3} | {nelbo_ref:.4} -> {nelbo_q:.4} | {:.3} MB |",
                 plan.embedding.name(),
                 plan.transformer.name(),
                 plan.lm_head.name(),
                 100.0 * st.top1_agreement(),
+                st.max_disagreement_gap,
                 st.kl_mean(),
                 st.kl_max,
                 st.max_logit_err,

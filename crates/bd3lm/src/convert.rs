@@ -7,7 +7,7 @@ use crate::checkpoint::{conditioning_vector, hf_tensor_specs};
 use crate::config::{Config, FREQUENCY_EMBEDDING_SIZE};
 use crate::error::Result;
 use crate::package::{PackageWriter, SchemePlan, TensorPiece, WeightsBuilder};
-use crate::quant::{Matrix, Scheme};
+use crate::quant::{Matrix, Q4Fit, Scheme};
 use crate::weights::Weights;
 
 /// A canonical tensor as produced by the conversion.
@@ -134,17 +134,27 @@ pub fn hf_value_count(cfg: &Config) -> u64 {
         .sum()
 }
 
-/// Re-encodes an f32 matrix in `scheme`, falling back to f16 then f32 when its rows do not
-/// suit the scheme (e.g. a row length that is not a multiple of the group size).
-pub fn encode_matrix(m: &Matrix, scheme: Scheme) -> Matrix {
+/// The q4 encoder per role, chosen by measurement (docs/quantization.md): the least-squares
+/// fit lowers the weight error everywhere and the output error of the transformer and LM
+/// head, but not of the embedding, which keeps the range fit.
+pub fn q4_fit(role: MatrixRole) -> Q4Fit {
+    match role {
+        MatrixRole::Embedding => Q4Fit::Range,
+        MatrixRole::Transformer | MatrixRole::LmHead => Q4Fit::LeastSquares,
+    }
+}
+
+/// Re-encodes a matrix of `role` in `scheme`, falling back to f16 then f32 when its rows do
+/// not suit the scheme (e.g. a row length that is not a multiple of the group size).
+pub fn encode_matrix(m: &Matrix, scheme: Scheme, role: MatrixRole) -> Matrix {
     let scheme = [scheme, Scheme::F16, Scheme::F32]
         .into_iter()
         .find(|s| s.supports_cols(m.cols))
         .unwrap_or(Scheme::F32);
     if m.scheme() == Scheme::F32 {
-        m.quantize(scheme)
+        m.quantize_with(scheme, q4_fit(role))
     } else {
-        Matrix::from_f32(m.rows, m.cols, m.to_f32()).quantize(scheme)
+        Matrix::from_f32(m.rows, m.cols, m.to_f32()).quantize_with(scheme, q4_fit(role))
     }
 }
 
@@ -159,7 +169,8 @@ pub fn hf_to_package<S: FnMut(&str, Vec<u8>) -> Result<()>>(
     let visit = |name: &str, tensor: Canonical| match tensor {
         Canonical::Vector(v) => writer.vector(name, &v),
         Canonical::Matrix(m) => {
-            let encoded = encode_matrix(&m, plan.scheme_for(matrix_role(name)));
+            let role = matrix_role(name);
+            let encoded = encode_matrix(&m, plan.scheme_for(role), role);
             drop(m);
             writer.matrix(name, &encoded)
         }

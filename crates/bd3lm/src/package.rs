@@ -416,25 +416,22 @@ pub fn load_package(manifest_json: &str, mut read: impl FnMut(&str) -> Result<Ve
     Ok((manifest.clone(), builder.finish()?, tokenizer))
 }
 
-/// Re-encodes every matrix of f32 weights according to `plan` (rows that do not suit a
-/// scheme fall back to f16, then f32).
+/// Re-encodes every matrix according to `plan` (rows that do not suit a scheme fall back to
+/// f16, then f32), exactly as the converter does.
 pub fn quantize_weights(weights: &Weights, plan: SchemePlan) -> Weights {
-    let q = |m: &Matrix, s: Scheme| {
-        let m = if m.scheme() == Scheme::F32 { m.clone() } else { Matrix::from_f32(m.rows, m.cols, m.to_f32()) };
-        let s = [s, Scheme::F16, Scheme::F32].into_iter().find(|s| s.supports_cols(m.cols)).unwrap_or(Scheme::F32);
-        m.quantize(s)
-    };
+    use crate::convert::{encode_matrix, MatrixRole};
+    let transformer = |m: &Matrix| encode_matrix(m, plan.transformer, MatrixRole::Transformer);
     Weights {
-        embedding: q(&weights.embedding, plan.embedding),
-        lm_head: q(&weights.lm_head, plan.lm_head),
+        embedding: encode_matrix(&weights.embedding, plan.embedding, MatrixRole::Embedding),
+        lm_head: encode_matrix(&weights.lm_head, plan.lm_head, MatrixRole::LmHead),
         layers: weights
             .layers
             .iter()
             .map(|l| LayerWeights {
-                qkv: q(&l.qkv, plan.transformer),
-                attn_out: q(&l.attn_out, plan.transformer),
-                mlp_in: q(&l.mlp_in, plan.transformer),
-                mlp_out: q(&l.mlp_out, plan.transformer),
+                qkv: transformer(&l.qkv),
+                attn_out: transformer(&l.attn_out),
+                mlp_in: transformer(&l.mlp_in),
+                mlp_out: transformer(&l.mlp_out),
                 ..l.clone()
             })
             .collect(),

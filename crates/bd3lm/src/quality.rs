@@ -17,6 +17,9 @@ pub struct QualityStats {
     pub kl_max: f64,
     /// Largest |raw logit difference| over every vocabulary entry of the masked rows.
     pub max_logit_err: f64,
+    /// Largest gap (nats) between the reference's two most likely tokens at a position where
+    /// the top-1 tokens disagree: small values mean disagreements are near-ties.
+    pub max_disagreement_gap: f64,
     /// NELBO sums of the reference and the candidate on these inputs (nats).
     pub reference_loss: f64,
     pub candidate_loss: f64,
@@ -64,7 +67,17 @@ fn compare_row(reference: &[f32], candidate: &[f32], mask: usize, stats: &mut Qu
         .sum::<f64>()
         .max(0.0);
     stats.positions += 1;
-    stats.top1_agree += u64::from(argmax(&p) == argmax(&q));
+    let top = argmax(&p);
+    if top == argmax(&q) {
+        stats.top1_agree += 1;
+    } else {
+        let second = p
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != top)
+            .fold(f64::NEG_INFINITY, |m, (_, &v)| m.max(v));
+        stats.max_disagreement_gap = stats.max_disagreement_gap.max(p[top] - second);
+    }
     stats.kl_sum += kl;
     stats.kl_max = stats.kl_max.max(kl);
     let err = reference
