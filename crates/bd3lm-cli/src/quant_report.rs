@@ -7,9 +7,9 @@ use crate::eval::text_chunks;
 use crate::model::{self, ModelSource};
 use crate::progress;
 use bd3lm::eval::{noise_chunks, NoiseOptions};
-use bd3lm::package::{self, quantize_weights, SchemePlan, SpecialTokens, MAX_SHARD_BYTES};
+use bd3lm::package::{self, quantize_weights_with, SchemePlan, SpecialTokens, MAX_SHARD_BYTES};
 use bd3lm::quality::{compare_engines, QualityStats};
-use bd3lm::quant::Scheme;
+use bd3lm::quant::{Q4Fit, Scheme};
 use bd3lm::rng::SplitMix64;
 use bd3lm::{CpuEngine, Weights};
 use std::path::PathBuf;
@@ -37,9 +37,18 @@ pub struct QuantReportArgs {
     /// Extra mixed plans `EMBEDDING:TRANSFORMER:LM_HEAD` (e.g. q8:q4:q8), repeatable.
     #[arg(long)]
     plan: Vec<String>,
+    /// q4 encoder: the default range fit, or the least-squares refinement (for comparison).
+    #[arg(long, value_enum, default_value_t = FitArg::Range)]
+    q4_fit: FitArg,
     /// One JSON object per candidate instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FitArg {
+    Range,
+    LeastSquares,
 }
 
 fn parse_scheme(s: &str) -> CliResult<Scheme> {
@@ -126,7 +135,11 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
         mask: cfg.mask_id(),
     };
     for (label, plan) in &plans {
-        let q = quantize_weights(&reference_weights, *plan);
+        let fit = match args.q4_fit {
+            FitArg::Range => Q4Fit::Range,
+            FitArg::LeastSquares => Q4Fit::LeastSquares,
+        };
+        let q = quantize_weights_with(&reference_weights, *plan, fit);
         sizes.push(package_bytes(&q, &tokenizer_json, &special, label)?);
         engines.push(CpuEngine::new(&q));
     }

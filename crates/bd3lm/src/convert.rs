@@ -134,27 +134,23 @@ pub fn hf_value_count(cfg: &Config) -> u64 {
         .sum()
 }
 
-/// The q4 encoder per role, chosen by measurement (docs/quantization.md): the least-squares
-/// fit lowers the weight error everywhere and the output error of the transformer and LM
-/// head, but not of the embedding, which keeps the range fit.
-pub fn q4_fit(role: MatrixRole) -> Q4Fit {
-    match role {
-        MatrixRole::Embedding => Q4Fit::Range,
-        MatrixRole::Transformer | MatrixRole::LmHead => Q4Fit::LeastSquares,
-    }
+/// Re-encodes a matrix in `scheme` with the default q4 fit ([`Q4Fit::Range`], chosen by
+/// measurement: docs/quantization.md), falling back to f16 then f32 when its rows do not suit
+/// the scheme (e.g. a row length that is not a multiple of the group size).
+pub fn encode_matrix(m: &Matrix, scheme: Scheme) -> Matrix {
+    encode_matrix_with(m, scheme, Q4Fit::Range)
 }
 
-/// Re-encodes a matrix of `role` in `scheme`, falling back to f16 then f32 when its rows do
-/// not suit the scheme (e.g. a row length that is not a multiple of the group size).
-pub fn encode_matrix(m: &Matrix, scheme: Scheme, role: MatrixRole) -> Matrix {
+/// [`encode_matrix`] with a choice of q4 encoder.
+pub fn encode_matrix_with(m: &Matrix, scheme: Scheme, fit: Q4Fit) -> Matrix {
     let scheme = [scheme, Scheme::F16, Scheme::F32]
         .into_iter()
         .find(|s| s.supports_cols(m.cols))
         .unwrap_or(Scheme::F32);
     if m.scheme() == Scheme::F32 {
-        m.quantize_with(scheme, q4_fit(role))
+        m.quantize_with(scheme, fit)
     } else {
-        Matrix::from_f32(m.rows, m.cols, m.to_f32()).quantize_with(scheme, q4_fit(role))
+        Matrix::from_f32(m.rows, m.cols, m.to_f32()).quantize_with(scheme, fit)
     }
 }
 
@@ -169,8 +165,7 @@ pub fn hf_to_package<S: FnMut(&str, Vec<u8>) -> Result<()>>(
     let visit = |name: &str, tensor: Canonical| match tensor {
         Canonical::Vector(v) => writer.vector(name, &v),
         Canonical::Matrix(m) => {
-            let role = matrix_role(name);
-            let encoded = encode_matrix(&m, plan.scheme_for(role), role);
+            let encoded = encode_matrix(&m, plan.scheme_for(matrix_role(name)));
             drop(m);
             writer.matrix(name, &encoded)
         }

@@ -419,19 +419,23 @@ pub fn load_package(manifest_json: &str, mut read: impl FnMut(&str) -> Result<Ve
 /// Re-encodes every matrix according to `plan` (rows that do not suit a scheme fall back to
 /// f16, then f32), exactly as the converter does.
 pub fn quantize_weights(weights: &Weights, plan: SchemePlan) -> Weights {
-    use crate::convert::{encode_matrix, MatrixRole};
-    let transformer = |m: &Matrix| encode_matrix(m, plan.transformer, MatrixRole::Transformer);
+    quantize_weights_with(weights, plan, crate::quant::Q4Fit::Range)
+}
+
+/// [`quantize_weights`] with a choice of q4 encoder (for measurements).
+pub fn quantize_weights_with(weights: &Weights, plan: SchemePlan, fit: crate::quant::Q4Fit) -> Weights {
+    let encode = |m: &Matrix, scheme| crate::convert::encode_matrix_with(m, scheme, fit);
     Weights {
-        embedding: encode_matrix(&weights.embedding, plan.embedding, MatrixRole::Embedding),
-        lm_head: encode_matrix(&weights.lm_head, plan.lm_head, MatrixRole::LmHead),
+        embedding: encode(&weights.embedding, plan.embedding),
+        lm_head: encode(&weights.lm_head, plan.lm_head),
         layers: weights
             .layers
             .iter()
             .map(|l| LayerWeights {
-                qkv: transformer(&l.qkv),
-                attn_out: transformer(&l.attn_out),
-                mlp_in: transformer(&l.mlp_in),
-                mlp_out: transformer(&l.mlp_out),
+                qkv: encode(&l.qkv, plan.transformer),
+                attn_out: encode(&l.attn_out, plan.transformer),
+                mlp_in: encode(&l.mlp_in, plan.transformer),
+                mlp_out: encode(&l.mlp_out, plan.transformer),
                 ..l.clone()
             })
             .collect(),
