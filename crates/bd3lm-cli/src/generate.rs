@@ -7,7 +7,7 @@ use crate::model::{self, ModelSource};
 use bd3lm::generate::{Event, FinishReason, Generator, SamplerKind, SamplingOptions};
 use bd3lm::tokenizer::{StreamDecoder, Tokenizer};
 use bd3lm::Engine;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -147,8 +147,10 @@ fn render_block(tok: &Tokenizer, committed: &[u32], block: &[u32]) -> String {
 
 struct Output {
     decoder: StreamDecoder,
-    /// Absolute position up to which committed tokens were streamed.
+    /// Absolute position up to which committed tokens were decoded.
     streamed: usize,
+    /// Text held back until the end (when the step view shares the terminal with stdout).
+    held: Option<String>,
 }
 
 impl Output {
@@ -158,7 +160,20 @@ impl Output {
         }
         let text = self.decoder.push(tok, &committed[self.streamed..]);
         self.streamed = committed.len();
-        print_flush(&text)
+        match &mut self.held {
+            Some(held) => {
+                held.push_str(&text);
+                Ok(())
+            }
+            None => print_flush(&text),
+        }
+    }
+
+    fn finish(&mut self, tok: &Tokenizer) -> CliResult<()> {
+        let rest = self.decoder.finish(tok);
+        let text = self.held.take().unwrap_or_default() + &rest;
+        print_flush(&text)?;
+        print_flush("\n")
     }
 }
 
@@ -203,8 +218,16 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
         eprintln!("[bd3lm] warning: Ctrl-C handler not installed ({e})");
     }
 
-    print_flush(&tok.decode(&prompt[1..]))?;
-    let mut out = Output { decoder: StreamDecoder::new(), streamed: prompt_len };
+    // The step view and streamed text on one terminal would interleave mid-line: then the
+    // text is printed once at the end (the step view shows the progress).
+    let hold = args.show_steps && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let prompt_text = tok.decode(&prompt[1..]);
+    let mut out = Output { decoder: StreamDecoder::new(), streamed: prompt_len, held: None };
+    if hold {
+        out.held = Some(prompt_text);
+    } else {
+        print_flush(&prompt_text)?;
+    }
     let started = Instant::now();
     let forwards_before = engine.forward_count();
     let mut reason = None;
@@ -226,8 +249,7 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
             _ => {}
         }
     }
-    print_flush(&out.decoder.finish(tok))?;
-    print_flush("\n")?;
+    out.finish(tok)?;
     let elapsed = started.elapsed().as_secs_f64();
     let generated = gen.committed().len().saturating_sub(prompt_len);
     let forwards = engine.forward_count() - forwards_before;

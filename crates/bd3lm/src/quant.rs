@@ -266,6 +266,17 @@ struct Q4Group {
 
 /// Encodes `group` with the f16-rounded `(scale, min)`, each value to its nearest level.
 fn encode_q4(group: &[f32], scale: f32, min: f32) -> Q4Group {
+    encode_q4_below(group, scale, min, f32::INFINITY).unwrap_or(Q4Group {
+        err: f32::INFINITY,
+        codes: [0; GROUP],
+        scale: f16::ZERO,
+        min: f16::ZERO,
+    })
+}
+
+/// [`encode_q4`], abandoned (`None`) as soon as its squared error reaches `bound`: the error
+/// only grows, so such a candidate can never beat the one that set the bound.
+fn encode_q4_below(group: &[f32], scale: f32, min: f32, bound: f32) -> Option<Q4Group> {
     let (scale, min) = (f16::from_f32(scale.max(0.0)), f16::from_f32(min));
     let (s, m) = (scale.to_f32(), min.to_f32());
     let mut codes = [0u8; GROUP];
@@ -274,9 +285,12 @@ fn encode_q4(group: &[f32], scale: f32, min: f32) -> Q4Group {
         let code = if s > 0.0 { ((x - m) / s).round().clamp(0.0, 15.0) } else { 0.0 };
         let d = code * s + m - x;
         err += d * d;
+        if err >= bound {
+            return None;
+        }
         *c = code as u8;
     }
-    Q4Group { err, codes, scale, min }
+    Some(Q4Group { err, codes, scale, min })
 }
 
 /// Quantizes one group (of [`GROUP`] values) to 4 bits: the (scale, min) pair of least
@@ -295,9 +309,8 @@ fn quantize_q4_group(group: &[f32], fit: Q4Fit) -> Q4Group {
     for &a in &SHRINKS {
         for &b in &SHRINKS {
             let (mn, mx) = (lo + a * range, hi - b * range);
-            let candidate = encode_q4(group, (mx - mn) / 15.0, mn);
-            if candidate.err < best.err {
-                best = candidate;
+            if let Some(better) = encode_q4_below(group, (mx - mn) / 15.0, mn, best.err) {
+                best = better;
             }
         }
     }
