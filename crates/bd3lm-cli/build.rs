@@ -29,10 +29,14 @@ fn main() {
          pub static EMBEDDED_FILES: &[(&str, &[u8])] = &[\n",
     );
     for (name, path) in &entries {
-        code.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string()));
+        code.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
     }
     code.push_str("];\n");
     code.push_str(&format!("/// Where the embedded package came from.\npub const EMBEDDED_PACKAGE_DIR: &str = {EMBEDDED_PACKAGE:?};\n"));
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("embedded_model.rs");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("embedded_model.rs");
     std::fs::write(out, code).expect("write embedded_model.rs");
 }

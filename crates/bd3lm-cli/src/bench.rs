@@ -78,7 +78,14 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-fn bench_fill(engine: &mut AnyEngine, fill: usize, runs: usize, tokens: usize, bos: u32, seed: u64) -> CliResult<FillResult> {
+fn bench_fill(
+    engine: &mut AnyEngine,
+    fill: usize,
+    runs: usize,
+    tokens: usize,
+    bos: u32,
+    seed: u64,
+) -> CliResult<FillResult> {
     let cfg = engine.config().clone();
     let (b, mask) = (cfg.block_size, cfg.mask_id());
     let mut rng = SplitMix64::new(seed ^ fill as u64);
@@ -112,9 +119,21 @@ fn bench_fill(engine: &mut AnyEngine, fill: usize, runs: usize, tokens: usize, b
 
     // End to end: first hitting after a prompt that fills the cache to `fill`.
     let prompt = if fill == 0 { vec![bos] } else { ctx };
-    let opts = SamplingOptions { sampler: SamplerKind::FirstHitting { max_steps: b }, seed, ..SamplingOptions::default() };
+    let opts = SamplingOptions {
+        sampler: SamplerKind::FirstHitting { max_steps: b },
+        seed,
+        ..SamplingOptions::default()
+    };
     let prompt_len = prompt.len();
-    let mut gen = Generator::new(b, cfg.model_length, mask, bos, prompt, prompt_len + tokens, opts)?;
+    let mut gen = Generator::new(
+        b,
+        cfg.model_length,
+        mask,
+        bos,
+        prompt,
+        prompt_len + tokens,
+        opts,
+    )?;
     let mut started = None;
     loop {
         let event = pollster::block_on(gen.next(engine))?;
@@ -148,11 +167,20 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
     if tokens == 0 {
         return Err(CliError::Usage("--tokens must be at least 1".into()));
     }
-    let bos = loaded.tokenizer.as_ref().map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
+    let bos = loaded
+        .tokenizer
+        .as_ref()
+        .map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
     let mut engine = AnyEngine::new(args.backend, &loaded.weights)?;
     let adapter = engine.describe();
     if !args.json {
-        eprintln!("[bd3lm] {} ({}), backend {adapter}, block {}, {} runs per fill", source.describe(), loaded.format, cfg.block_size, args.runs);
+        eprintln!(
+            "[bd3lm] {} ({}), backend {adapter}, block {}, {} runs per fill",
+            source.describe(),
+            loaded.format,
+            cfg.block_size,
+            args.runs
+        );
         println!("| fill | ms/forward min | median | forwards/s | tokens/s (first hitting, {tokens} tokens) | dispatches/forward | readback bytes/step |");
         println!("|---|---|---|---|---|---|---|");
     }
@@ -179,7 +207,12 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         } else {
             println!(
                 "| {} | {:.3} | {:.3} | {forwards_per_s:.1} | {:.1} | {} | {} |",
-                r.fill, r.ms_min, r.ms_median, r.tokens_per_s, r.dispatches_per_forward, r.readback_bytes_per_step
+                r.fill,
+                r.ms_min,
+                r.ms_median,
+                r.tokens_per_s,
+                r.dispatches_per_forward,
+                r.readback_bytes_per_step
             );
         }
     }

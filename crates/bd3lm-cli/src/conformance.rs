@@ -20,7 +20,12 @@ pub struct ConformanceArgs {
     fixtures: Vec<PathBuf>,
 }
 
-const FIXTURE_FILES: [&str; 4] = ["config.json", "model.safetensors", "golden.safetensors", "notes.json"];
+const FIXTURE_FILES: [&str; 4] = [
+    "config.json",
+    "model.safetensors",
+    "golden.safetensors",
+    "notes.json",
+];
 
 fn check_fixture_dir(dir: &Path) -> CliResult<()> {
     if !dir.is_dir() {
@@ -30,7 +35,11 @@ fn check_fixture_dir(dir: &Path) -> CliResult<()> {
             FIXTURE_FILES.join(", ")
         )));
     }
-    let missing: Vec<&str> = FIXTURE_FILES.iter().copied().filter(|f| !dir.join(f).is_file()).collect();
+    let missing: Vec<&str> = FIXTURE_FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
     if !missing.is_empty() {
         return Err(CliError::Usage(format!(
             "{}: not a fixture directory (missing {})",
@@ -52,7 +61,8 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
     };
     let (mut checks, mut failures) = (0usize, 0usize);
     for dir in &args.fixtures {
-        let fixture = Fixture::from_dir(dir).map_err(|e| CliError::core(dir.display().to_string(), e))?;
+        let fixture =
+            Fixture::from_dir(dir).map_err(|e| CliError::core(dir.display().to_string(), e))?;
         let mut engine = AnyEngine::new(args.backend, &fixture.weights)?;
         let results = pollster::block_on(conformance::run(&fixture, &mut engine, tolerances));
         for r in &results {
@@ -68,7 +78,9 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
         failures
     );
     if failures > 0 {
-        return Err(CliError::Failed(format!("{failures} of {checks} conformance checks failed")));
+        return Err(CliError::Failed(format!(
+            "{failures} of {checks} conformance checks failed"
+        )));
     }
     Ok(())
 }

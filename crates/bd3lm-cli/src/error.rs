@@ -10,7 +10,10 @@ pub enum CliError {
     /// A bad flag value or combination.
     Usage(String),
     /// A core-library error (bad model files, too-long prompt, ...), with context.
-    Core { context: String, source: bd3lm::Error },
+    Core {
+        context: String,
+        source: bd3lm::Error,
+    },
     /// A file system problem with a path.
     Io { path: String, message: String },
     /// The GPU backend cannot be used.

@@ -38,8 +38,11 @@ pub struct EvalArgs {
 /// The evaluation sequences of a text file (spec §8.1 data layout).
 pub fn text_chunks(tok: &Tokenizer, path: &Path, model_length: usize) -> CliResult<Vec<Vec<u32>>> {
     let bytes = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| CliError::io(path, format!("not UTF-8 text: {e}")))?;
-    let ids = tok.encode(&text).map_err(|e| CliError::core(path.display().to_string(), e))?;
+    let text =
+        String::from_utf8(bytes).map_err(|e| CliError::io(path, format!("not UTF-8 text: {e}")))?;
+    let ids = tok
+        .encode(&text)
+        .map_err(|e| CliError::core(path.display().to_string(), e))?;
     let chunks = eval::make_chunks(&ids, model_length, tok.eos, tok.eos)?;
     if chunks.is_empty() {
         return Err(CliError::Usage(format!(
@@ -66,7 +69,11 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     let picked = eval::spread_indices(all.len(), args.max_chunks.unwrap_or(all.len()));
     let chunks: Vec<Vec<u32>> = picked.iter().map(|&i| all[i].clone()).collect();
     let mut engine = AnyEngine::new(args.backend, &loaded.weights)?;
-    let opts = EvalOptions { passes: args.passes, seed: args.seed, ..EvalOptions::default() };
+    let opts = EvalOptions {
+        passes: args.passes,
+        seed: args.seed,
+        ..EvalOptions::default()
+    };
     eprintln!(
         "[bd3lm] {}: {} of {} sequences of {} tokens, {} pass(es), seed {}, backend {}",
         source.describe(),
@@ -102,7 +109,10 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         });
         println!("{json}");
     } else {
-        println!("{:.4} nats/token (± {:.4} standard error over sequences)", result.nats_per_token, result.standard_error);
+        println!(
+            "{:.4} nats/token (± {:.4} standard error over sequences)",
+            result.nats_per_token, result.standard_error
+        );
         println!("perplexity <= {:.2}", result.perplexity_bound());
         eprintln!(
             "[bd3lm] {} tokens counted in {seconds:.1} s ({} forwards)",

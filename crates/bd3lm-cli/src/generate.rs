@@ -74,7 +74,10 @@ fn sampling_options(args: &GenerateArgs, block_size: usize) -> CliResult<Samplin
         return Err(CliError::Usage("--tokens must be at least 1".into()));
     }
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        return Err(CliError::Usage(format!("--top-p must be in (0, 1], got {}", args.top_p)));
+        return Err(CliError::Usage(format!(
+            "--top-p must be in (0, 1], got {}",
+            args.top_p
+        )));
     }
     let sampler = match args.sampler {
         SamplerArg::FirstHitting => {
@@ -104,7 +107,12 @@ fn sampling_options(args: &GenerateArgs, block_size: usize) -> CliResult<Samplin
 }
 
 /// `[BOS] + prompt ids`, shortened to its end when allowed and needed.
-fn prompt_ids(tok: &Tokenizer, text: &str, model_length: usize, truncate: bool) -> CliResult<Vec<u32>> {
+fn prompt_ids(
+    tok: &Tokenizer,
+    text: &str,
+    model_length: usize,
+    truncate: bool,
+) -> CliResult<Vec<u32>> {
     let ids = tok.prompt(text)?;
     let max = model_length - 1;
     if ids.len() <= max {
@@ -113,7 +121,10 @@ fn prompt_ids(tok: &Tokenizer, text: &str, model_length: usize, truncate: bool) 
     if !truncate {
         return Err(CliError::Usage(format!(
             "{} (or pass --truncate-prompt to keep the last {} prompt tokens)",
-            bd3lm::Error::PromptTooLong { tokens: ids.len(), max },
+            bd3lm::Error::PromptTooLong {
+                tokens: ids.len(),
+                max
+            },
             max - 1
         )));
     }
@@ -140,7 +151,13 @@ fn render_block(tok: &Tokenizer, committed: &[u32], block: &[u32]) -> String {
     let context: String = context.chars().skip(skip).collect();
     let block: String = block
         .iter()
-        .map(|&t| if t == tok.mask { MASK_GLYPH.to_string() } else { visible(tok.token_text(t)) })
+        .map(|&t| {
+            if t == tok.mask {
+                MASK_GLYPH.to_string()
+            } else {
+                visible(tok.token_text(t))
+            }
+        })
         .collect();
     format!("{context:>width$}▕{block}▏", width = CONTEXT_CHARS)
 }
@@ -220,9 +237,14 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
 
     // The step view and streamed text on one terminal would interleave mid-line: then the
     // text is printed once at the end (the step view shows the progress).
-    let hold = args.show_steps && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let hold =
+        args.show_steps && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let prompt_text = tok.decode(&prompt[1..]);
-    let mut out = Output { decoder: StreamDecoder::new(), streamed: prompt_len, held: None };
+    let mut out = Output {
+        decoder: StreamDecoder::new(),
+        streamed: prompt_len,
+        held: None,
+    };
     if hold {
         out.held = Some(prompt_text);
     } else {
@@ -237,7 +259,12 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
                 let view = render_block(tok, gen.committed(), &tokens);
                 eprintln!("block {block:>4} start   {view}");
             }
-            Event::Step { block, step, tokens, .. } if args.show_steps => {
+            Event::Step {
+                block,
+                step,
+                tokens,
+                ..
+            } if args.show_steps => {
                 let view = render_block(tok, gen.committed(), &tokens);
                 eprintln!("block {block:>4} step {step:<3}{view}");
             }

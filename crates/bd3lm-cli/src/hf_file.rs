@@ -34,25 +34,37 @@ impl HfFile {
         let len = file.metadata().map_err(|e| CliError::io(path, e))?.len();
         let bad = |m: String| CliError::io(path, format!("not a valid safetensors file: {m}"));
         if len < 8 {
-            return Err(bad(format!("{len} bytes is shorter than the 8-byte header length (truncated?)")));
+            return Err(bad(format!(
+                "{len} bytes is shorter than the 8-byte header length (truncated?)"
+            )));
         }
         let mut n = [0u8; 8];
         file.read_exact(&mut n).map_err(|e| CliError::io(path, e))?;
         let header_len = u64::from_le_bytes(n);
         if header_len > MAX_HEADER_BYTES || 8 + header_len > len {
-            return Err(bad(format!("header length {header_len} does not fit the {len}-byte file (truncated?)")));
+            return Err(bad(format!(
+                "header length {header_len} does not fit the {len}-byte file (truncated?)"
+            )));
         }
         let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header).map_err(|e| CliError::io(path, e))?;
-        let header: Value = serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
-        let entries = header.as_object().ok_or_else(|| bad("header is not a JSON object".into()))?;
+        file.read_exact(&mut header)
+            .map_err(|e| CliError::io(path, e))?;
+        let header: Value =
+            serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+        let entries = header
+            .as_object()
+            .ok_or_else(|| bad("header is not a JSON object".into()))?;
         let data_start = 8 + header_len;
         let mut tensors = HashMap::new();
         for (name, entry) in entries {
             if name == "__metadata__" {
                 continue;
             }
-            let field = |f: &str| entry.get(f).ok_or_else(|| bad(format!("tensor `{name}` has no `{f}`")));
+            let field = |f: &str| {
+                entry
+                    .get(f)
+                    .ok_or_else(|| bad(format!("tensor `{name}` has no `{f}`")))
+            };
             let dtype = field("dtype")?.as_str().unwrap_or_default().to_string();
             let numbers = |f: &str| -> CliResult<Vec<u64>> {
                 field(f)?
@@ -63,7 +75,9 @@ impl HfFile {
             let shape: Vec<usize> = numbers("shape")?.into_iter().map(|x| x as usize).collect();
             let offsets = numbers("data_offsets")?;
             let [start, end] = offsets[..] else {
-                return Err(bad(format!("tensor `{name}`: `data_offsets` needs two entries")));
+                return Err(bad(format!(
+                    "tensor `{name}`: `data_offsets` needs two entries"
+                )));
             };
             if start > end || data_start + end > len {
                 return Err(bad(format!(
@@ -71,9 +85,23 @@ impl HfFile {
                     data_start + end
                 )));
             }
-            tensors.insert(name.clone(), TensorInfo { dtype, shape, start, end });
+            tensors.insert(
+                name.clone(),
+                TensorInfo {
+                    dtype,
+                    shape,
+                    start,
+                    end,
+                },
+            );
         }
-        Ok(HfFile { path: path.to_path_buf(), file, data_start, len, tensors })
+        Ok(HfFile {
+            path: path.to_path_buf(),
+            file,
+            data_start,
+            len,
+            tensors,
+        })
     }
 
     /// File size in bytes.
@@ -88,17 +116,18 @@ impl HfFile {
     /// Checks names, shapes and dtypes of every tensor of the config before any work starts.
     pub fn check(&self, cfg: &Config) -> CliResult<()> {
         for (name, shape) in hf_tensor_specs(cfg) {
-            self.info(&name, &shape).map_err(|e| CliError::core("", e))?;
+            self.info(&name, &shape)
+                .map_err(|e| CliError::core("", e))?;
         }
         Ok(())
     }
 
     fn info(&self, name: &str, shape: &[usize]) -> bd3lm::Result<&TensorInfo> {
         let file = self.file_name();
-        let info = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.to_string() })?;
+        let info = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
+            file: file.clone(),
+            name: name.to_string(),
+        })?;
         if info.shape != shape {
             return Err(Error::TensorShape {
                 file,
@@ -119,7 +148,10 @@ impl HfFile {
         if info.end - info.start != 4 * elements as u64 {
             return Err(Error::Safetensors {
                 file,
-                message: format!("tensor `{name}` has {} data bytes for {elements} f32 values", info.end - info.start),
+                message: format!(
+                    "tensor `{name}` has {} data bytes for {elements} f32 values",
+                    info.end - info.start
+                ),
             });
         }
         Ok(info)
@@ -138,7 +170,9 @@ impl HfFile {
             .and_then(|_| self.file.read_exact(bytemuck::cast_slice_mut(&mut values)))
             .map_err(|e| Error::io(file, format!("reading tensor `{name}`: {e}")))?;
         if cfg!(target_endian = "big") {
-            values.iter_mut().for_each(|x| *x = f32::from_bits(x.to_bits().swap_bytes()));
+            values
+                .iter_mut()
+                .for_each(|x| *x = f32::from_bits(x.to_bits().swap_bytes()));
         }
         Ok(values)
     }

@@ -66,7 +66,10 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
     let (emb, transformer, head) = model.weights.schemes();
     println!("model:        {}", source.describe());
     if let Some(m) = &model.manifest {
-        println!("package:      {} (format version {}, {})", m.name, m.format_version, m.quantization);
+        println!(
+            "package:      {} (format version {}, {})",
+            m.name, m.format_version, m.quantization
+        );
     }
     println!(
         "config:       vocab {} | hidden {} | heads {} (dim {}) | layers {} | cond {} | context {} | block {}",
@@ -113,7 +116,9 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
         mb(largest_tensor_bytes(&model) as u64)
     );
     match args.backend {
-        Backend::Cpu => println!("backend:      cpu (exact f32/f64 reference; matrices dequantized to f32 in memory)"),
+        Backend::Cpu => println!(
+            "backend:      cpu (exact f32/f64 reference; matrices dequantized to f32 in memory)"
+        ),
         Backend::Gpu => match gpu_adapter_report() {
             Ok(report) => println!("backend:      gpu: {report}; {needs}"),
             Err(e) => println!("backend:      gpu unavailable ({e}); {needs}"),

@@ -63,7 +63,13 @@ impl ModelSource {
     /// Short name for reports (directory name).
     pub fn short_name(&self) -> String {
         let dir = match self {
-            ModelSource::Embedded => return EMBEDDED_PACKAGE_DIR.rsplit('/').next().unwrap_or("embedded").to_string(),
+            ModelSource::Embedded => {
+                return EMBEDDED_PACKAGE_DIR
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("embedded")
+                    .to_string()
+            }
             ModelSource::Package(p) | ModelSource::HuggingFace(p) => p,
         };
         dir.canonicalize()
@@ -115,7 +121,10 @@ fn load_package_files(
 ) -> CliResult<(Manifest, Weights, Vec<u8>)> {
     let manifest_bytes = read_file("manifest.json").map_err(|e| CliError::core(context, e))?;
     let text = String::from_utf8(manifest_bytes).map_err(|_| {
-        CliError::core(context, bd3lm::Error::package("manifest.json", "not UTF-8 text"))
+        CliError::core(
+            context,
+            bd3lm::Error::package("manifest.json", "not UTF-8 text"),
+        )
     })?;
     package::load_package(&text, read_file).map_err(|e| CliError::core(context, e))
 }
@@ -157,10 +166,15 @@ pub fn load(source: &ModelSource, tokenizer_override: Option<&Path>) -> CliResul
             let mut file = HfFile::open(&dir.join("model.safetensors"))?;
             file.check(&config)?;
             let bytes = file.len();
-            let weights = bd3lm::convert::hf_to_weights(&config, |n, s| file.read_f32(n, s), |_| {})
-                .map_err(|e| CliError::core(dir.display().to_string(), e))?;
+            let weights =
+                bd3lm::convert::hf_to_weights(&config, |n, s| file.read_f32(n, s), |_| {})
+                    .map_err(|e| CliError::core(dir.display().to_string(), e))?;
             let tok_path = dir.join("tokenizer.json");
-            let tok = if tok_path.is_file() { Some(read(&tok_path)?) } else { None };
+            let tok = if tok_path.is_file() {
+                Some(read(&tok_path)?)
+            } else {
+                None
+            };
             (weights, tok, None, "f32".to_string(), bytes)
         }
     };
@@ -169,11 +183,22 @@ pub fn load(source: &ModelSource, tokenizer_override: Option<&Path>) -> CliResul
         None => tokenizer_json,
     };
     let tokenizer = match &tokenizer_json {
-        Some(json) => Some(Tokenizer::from_bytes(json, weights.config.vocab_size).map_err(|e| {
-            let which = tokenizer_override.map_or_else(|| source.describe(), |p| p.display().to_string());
-            CliError::core(which, e)
-        })?),
+        Some(json) => Some(
+            Tokenizer::from_bytes(json, weights.config.vocab_size).map_err(|e| {
+                let which = tokenizer_override
+                    .map_or_else(|| source.describe(), |p| p.display().to_string());
+                CliError::core(which, e)
+            })?,
+        ),
         None => None,
     };
-    Ok(LoadedModel { source: source.clone(), weights, tokenizer, tokenizer_json, manifest, format, file_bytes })
+    Ok(LoadedModel {
+        source: source.clone(),
+        weights,
+        tokenizer,
+        tokenizer_json,
+        manifest,
+        format,
+        file_bytes,
+    })
 }

@@ -5,7 +5,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// A bar counting `total` items of `unit` (e.g. "seq", "MB").
 pub fn bar(total: u64, message: &str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    let template = format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{elapsed}}, eta {{eta}})");
+    let template =
+        format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{elapsed}}, eta {{eta}})");
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }

@@ -52,7 +52,8 @@ pub enum FitArg {
 }
 
 fn parse_scheme(s: &str) -> CliResult<Scheme> {
-    Scheme::parse(s).ok_or_else(|| CliError::Usage(format!("unknown format `{s}` (f32, f16, q8, q4)")))
+    Scheme::parse(s)
+        .ok_or_else(|| CliError::Usage(format!("unknown format `{s}` (f32, f16, q8, q4)")))
 }
 
 /// Candidates: (label, plan).
@@ -65,19 +66,33 @@ fn candidates(args: &QuantReportArgs) -> CliResult<Vec<(String, SchemePlan)>> {
     for p in &args.plan {
         let parts: Vec<&str> = p.split(':').collect();
         let [e, t, h] = parts[..] else {
-            return Err(CliError::Usage(format!("--plan {p}: expected EMBEDDING:TRANSFORMER:LM_HEAD, e.g. q8:q4:q8")));
+            return Err(CliError::Usage(format!(
+                "--plan {p}: expected EMBEDDING:TRANSFORMER:LM_HEAD, e.g. q8:q4:q8"
+            )));
         };
-        let plan = SchemePlan { embedding: parse_scheme(e)?, transformer: parse_scheme(t)?, lm_head: parse_scheme(h)? };
+        let plan = SchemePlan {
+            embedding: parse_scheme(e)?,
+            transformer: parse_scheme(t)?,
+            lm_head: parse_scheme(h)?,
+        };
         out.push((format!("{e}:{t}:{h}"), plan));
     }
     if out.is_empty() {
-        return Err(CliError::Usage("nothing to compare: give --formats or --plan".into()));
+        return Err(CliError::Usage(
+            "nothing to compare: give --formats or --plan".into(),
+        ));
     }
     Ok(out)
 }
 
 /// Uniformly random token sequences (BOS first, then ids below MASK, EOS excluded).
-fn random_chunks(count: usize, model_length: usize, vocab: usize, bos: u32, seed: u64) -> Vec<Vec<u32>> {
+fn random_chunks(
+    count: usize,
+    model_length: usize,
+    vocab: usize,
+    bos: u32,
+    seed: u64,
+) -> Vec<Vec<u32>> {
     let mut rng = SplitMix64::new(seed ^ 0xA5A5_5A5A_1234_5678);
     let regular = (vocab - 1) as u32;
     (0..count)
@@ -95,9 +110,23 @@ fn random_chunks(count: usize, model_length: usize, vocab: usize, bos: u32, seed
 }
 
 /// Bytes of the package this plan produces (all files, manifest included), built in memory.
-fn package_bytes(weights: &Weights, tokenizer_json: &[u8], special: &SpecialTokens, format: &str) -> CliResult<u64> {
-    let pkg = package::build_package("size", format, weights, tokenizer_json, special.clone(), serde_json::Value::Null, MAX_SHARD_BYTES)?;
-    let manifest = serde_json::to_string_pretty(&pkg.manifest).map_err(|e| CliError::Failed(e.to_string()))?;
+fn package_bytes(
+    weights: &Weights,
+    tokenizer_json: &[u8],
+    special: &SpecialTokens,
+    format: &str,
+) -> CliResult<u64> {
+    let pkg = package::build_package(
+        "size",
+        format,
+        weights,
+        tokenizer_json,
+        special.clone(),
+        serde_json::Value::Null,
+        MAX_SHARD_BYTES,
+    )?;
+    let manifest =
+        serde_json::to_string_pretty(&pkg.manifest).map_err(|e| CliError::Failed(e.to_string()))?;
     Ok(pkg.files.iter().map(|(_, b)| b.len() as u64).sum::<u64>() + manifest.len() as u64 + 1)
 }
 
@@ -114,24 +143,55 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
         Some(path) => {
             let all = text_chunks(loaded.tokenizer()?, path, cfg.model_length)?;
             let n = args.chunks.min(all.len());
-            (all[..n].to_vec(), format!("first {n} sequences of {}", path.display()))
+            (
+                all[..n].to_vec(),
+                format!("first {n} sequences of {}", path.display()),
+            )
         }
         None => {
-            let bos = loaded.tokenizer.as_ref().map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
-            (random_chunks(args.chunks, cfg.model_length, cfg.vocab_size, bos, args.seed), format!("{} random-token sequences", args.chunks))
+            let bos = loaded
+                .tokenizer
+                .as_ref()
+                .map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
+            (
+                random_chunks(
+                    args.chunks,
+                    cfg.model_length,
+                    cfg.vocab_size,
+                    bos,
+                    args.seed,
+                ),
+                format!("{} random-token sequences", args.chunks),
+            )
         }
     };
     let mut rng = SplitMix64::new(args.seed);
-    let noised = noise_chunks(&chunks, cfg.block_size, cfg.mask_id(), &mut rng, &NoiseOptions::default());
+    let noised = noise_chunks(
+        &chunks,
+        cfg.block_size,
+        cfg.mask_id(),
+        &mut rng,
+        &NoiseOptions::default(),
+    );
     let masked: usize = noised.iter().map(|c| c.masked_count(cfg.mask_id())).sum();
-    eprintln!("[bd3lm] {}: {input}, noised with seed {} ({masked} masked positions)", source.describe(), args.seed);
+    eprintln!(
+        "[bd3lm] {}: {input}, noised with seed {} ({masked} masked positions)",
+        source.describe(),
+        args.seed
+    );
 
     let mut engines = Vec::new();
     let mut sizes = Vec::new();
     let tokenizer_json = loaded.tokenizer_json.clone().unwrap_or_default();
     let special = SpecialTokens {
-        bos: loaded.tokenizer.as_ref().map_or((cfg.vocab_size - 2) as u32, |t| t.eos),
-        eos: loaded.tokenizer.as_ref().map_or((cfg.vocab_size - 2) as u32, |t| t.eos),
+        bos: loaded
+            .tokenizer
+            .as_ref()
+            .map_or((cfg.vocab_size - 2) as u32, |t| t.eos),
+        eos: loaded
+            .tokenizer
+            .as_ref()
+            .map_or((cfg.vocab_size - 2) as u32, |t| t.eos),
         mask: cfg.mask_id(),
     };
     for (label, plan) in &plans {
@@ -145,15 +205,25 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
     }
     let mut reference = CpuEngine::new(&reference_weights);
     let bar = progress::bar(noised.len() as u64, "comparing", "seq");
-    let stats = pollster::block_on(compare_engines(&mut reference, &mut engines, &noised, |done, _| {
-        bar.set_position(done as u64)
-    }))?;
+    let stats = pollster::block_on(compare_engines(
+        &mut reference,
+        &mut engines,
+        &noised,
+        |done, _| bar.set_position(done as u64),
+    ))?;
     bar.finish_and_clear();
     report(&args, &source, &plans, &stats, &sizes, masked);
     Ok(())
 }
 
-fn report(args: &QuantReportArgs, source: &ModelSource, plans: &[(String, SchemePlan)], stats: &[QualityStats], sizes: &[u64], masked: usize) {
+fn report(
+    args: &QuantReportArgs,
+    source: &ModelSource,
+    plans: &[(String, SchemePlan)],
+    stats: &[QualityStats],
+    sizes: &[u64],
+    masked: usize,
+) {
     if !args.json {
         println!("| format | embedding / transformer / LM head | top-1 agreement | largest f32 top-2 gap at a disagreement (nats) | mean KL (nats) | max KL | max abs logit err | NELBO f32 -> quant (nats/token) | package (all files) |");
         println!("|---|---|---|---|---|---|---|---|---|");

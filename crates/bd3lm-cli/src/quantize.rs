@@ -52,7 +52,10 @@ pub struct QuantizeArgs {
 }
 
 fn read_tokenizer(args: &QuantizeArgs, cfg: &Config) -> CliResult<(Vec<u8>, SpecialTokens)> {
-    let path = args.tokenizer.clone().unwrap_or_else(|| args.hf_dir.join("tokenizer.json"));
+    let path = args
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| args.hf_dir.join("tokenizer.json"));
     if !path.is_file() {
         return Err(CliError::Usage(format!(
             "{}: no tokenizer.json; a package ships its tokenizer, pass --tokenizer FILE (GPT-2 for the released models: models/tokenizers/gpt2/tokenizer.json)",
@@ -60,14 +63,22 @@ fn read_tokenizer(args: &QuantizeArgs, cfg: &Config) -> CliResult<(Vec<u8>, Spec
         )));
     }
     let bytes = std::fs::read(&path).map_err(|e| CliError::io(&path, e))?;
-    let tok = Tokenizer::from_bytes(&bytes, cfg.vocab_size).map_err(|e| CliError::core(path.display().to_string(), e))?;
-    let special = SpecialTokens { bos: tok.eos, eos: tok.eos, mask: tok.mask };
+    let tok = Tokenizer::from_bytes(&bytes, cfg.vocab_size)
+        .map_err(|e| CliError::core(path.display().to_string(), e))?;
+    let special = SpecialTokens {
+        bos: tok.eos,
+        eos: tok.eos,
+        mask: tok.mask,
+    };
     Ok((bytes, special))
 }
 
 fn prepare_out_dir(dir: &Path, force: bool) -> CliResult<()> {
     if dir.exists() {
-        let non_empty = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?.next().is_some();
+        let non_empty = std::fs::read_dir(dir)
+            .map_err(|e| CliError::io(dir, e))?
+            .next()
+            .is_some();
         if non_empty && !force {
             return Err(CliError::Usage(format!(
                 "{}: output directory is not empty (pass --force to overwrite)",
@@ -80,8 +91,10 @@ fn prepare_out_dir(dir: &Path, force: bool) -> CliResult<()> {
 
 pub fn run(args: QuantizeArgs) -> CliResult<()> {
     let config_path = args.hf_dir.join("config.json");
-    let config_text = std::fs::read_to_string(&config_path).map_err(|e| CliError::io(&config_path, e))?;
-    let cfg = Config::from_json_str(&config_text).map_err(|e| CliError::core(args.hf_dir.display().to_string(), e))?;
+    let config_text =
+        std::fs::read_to_string(&config_path).map_err(|e| CliError::io(&config_path, e))?;
+    let cfg = Config::from_json_str(&config_text)
+        .map_err(|e| CliError::core(args.hf_dir.display().to_string(), e))?;
     let (tokenizer_json, special) = read_tokenizer(&args, &cfg)?;
     let model_path = args.hf_dir.join("model.safetensors");
     let mut file = HfFile::open(&model_path)?;
@@ -102,8 +115,10 @@ pub fn run(args: QuantizeArgs) -> CliResult<()> {
         std::fs::write(&path, bytes).map_err(|e| bd3lm::Error::io(path.display().to_string(), e))
     });
     let read = |name: &str, shape: &[usize]| file.read_f32(name, shape);
-    convert::hf_to_package(&cfg, read, plan, &mut writer, |values| bar.set_position(values * 4))
-        .map_err(|e| CliError::core("", e))?;
+    convert::hf_to_package(&cfg, read, plan, &mut writer, |values| {
+        bar.set_position(values * 4)
+    })
+    .map_err(|e| CliError::core("", e))?;
     bar.finish_and_clear();
     let name = args.name.clone().unwrap_or_else(|| {
         args.out_dir
@@ -126,11 +141,15 @@ pub fn run(args: QuantizeArgs) -> CliResult<()> {
             },
         }),
     };
-    let manifest = writer.finish(info, &tokenizer_json).map_err(|e| CliError::core("", e))?;
+    let manifest = writer
+        .finish(info, &tokenizer_json)
+        .map_err(|e| CliError::core("", e))?;
     let text = serde_json::to_string_pretty(&manifest)
         .map_err(|e| CliError::Failed(format!("cannot encode manifest.json: {e}")))?;
     std::fs::write(&manifest_path, text + "\n").map_err(|e| CliError::io(&manifest_path, e))?;
-    let manifest_bytes = std::fs::metadata(&manifest_path).map(|m| m.len()).unwrap_or(0);
+    let manifest_bytes = std::fs::metadata(&manifest_path)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let total = manifest.download_bytes + manifest_bytes;
     println!(
         "wrote {} ({} files, {:.2} MB with manifest; embedding {}, transformer {}, LM head {}) in {:.1} s",

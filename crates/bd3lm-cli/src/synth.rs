@@ -43,7 +43,10 @@ pub struct SynthArgs {
 #[derive(Debug, Clone, Copy)]
 enum Init {
     /// `offset + scale * N(0, 1)`.
-    Normal { offset: f32, scale: f32 },
+    Normal {
+        offset: f32,
+        scale: f32,
+    },
     InvFreq,
     Constant(f32),
 }
@@ -58,7 +61,10 @@ fn init_for(name: &str, shape: &[usize], cfg: &Config) -> Init {
     } else if name == "sampling_eps_max" {
         Init::Constant(1.0)
     } else if name.contains("norm") {
-        Init::Normal { offset: 1.0, scale: 0.1 }
+        Init::Normal {
+            offset: 1.0,
+            scale: 0.1,
+        }
     } else if name.ends_with("vocab_embed.embedding") {
         normal(1.0)
     } else if name.ends_with("output_layer.linear.weight") {
@@ -84,7 +90,9 @@ struct LazyTensor<'a> {
 
 /// FNV-1a of the name: a per-tensor seed independent of write order.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl View for &LazyTensor<'_> {
@@ -131,7 +139,8 @@ fn config_for(args: &SynthArgs) -> CliResult<Config> {
     cfg.n_heads = args.heads.unwrap_or(cfg.n_heads);
     cfg.vocab_size = args.vocab_size.unwrap_or(cfg.vocab_size);
     cfg.model_length = args.model_length.unwrap_or(cfg.model_length);
-    cfg.validate().map_err(|e| CliError::Usage(format!("--block-size {}: {e}", args.block_size)))?;
+    cfg.validate()
+        .map_err(|e| CliError::Usage(format!("--block-size {}: {e}", args.block_size)))?;
     Ok(cfg)
 }
 
@@ -142,11 +151,15 @@ pub fn run(args: SynthArgs) -> CliResult<()> {
     config_json["return_dict"] = false.into();
     config_json["transformers_version"] = "4.49.0".into();
     let config_path = args.out.join("config.json");
-    let text = serde_json::to_string_pretty(&config_json).map_err(|e| CliError::Failed(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&config_json).map_err(|e| CliError::Failed(e.to_string()))?;
     std::fs::write(&config_path, text + "\n").map_err(|e| CliError::io(&config_path, e))?;
 
     let specs = hf_tensor_specs(&cfg);
-    let total: u64 = specs.iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
+    let total: u64 = specs
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64 * 4)
+        .sum();
     let bar = progress::byte_bar(total, "writing");
     let tensors: Vec<LazyTensor> = specs
         .into_iter()
@@ -162,8 +175,12 @@ pub fn run(args: SynthArgs) -> CliResult<()> {
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     let model_path = args.out.join("model.safetensors");
-    safetensors::serialize_to_file(tensors.iter().map(|t| (t.name.clone(), t)), Some(meta), &model_path)
-        .map_err(|e| CliError::io(&model_path, e))?;
+    safetensors::serialize_to_file(
+        tensors.iter().map(|t| (t.name.clone(), t)),
+        Some(meta),
+        &model_path,
+    )
+    .map_err(|e| CliError::io(&model_path, e))?;
     bar.finish_and_clear();
     println!(
         "wrote {} ({} parameters, {:.1} MB, block size {})",

@@ -10,23 +10,51 @@ const REFERENCE_NATS: f64 = 4.873;
 #[test]
 fn a_few_chunks_agree_with_the_reference_bound() {
     let val = demo_model().join("val.txt");
-    let r = run(["eval", "--model", &path(&demo_model()), "--text", &path(&val), "--max-chunks", "12", "--json"]).ok();
+    let r = run([
+        "eval",
+        "--model",
+        &path(&demo_model()),
+        "--text",
+        &path(&val),
+        "--max-chunks",
+        "12",
+        "--json",
+    ])
+    .ok();
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("JSON");
-    let (x, se) = (v["nats_per_token"].as_f64().unwrap(), v["standard_error"].as_f64().unwrap());
+    let (x, se) = (
+        v["nats_per_token"].as_f64().unwrap(),
+        v["standard_error"].as_f64().unwrap(),
+    );
     assert_eq!(v["sequences"], 12);
-    assert_eq!(v["sequences_in_text"], 253, "val.txt cuts into 253 sequences of 254 tokens");
+    assert_eq!(
+        v["sequences_in_text"], 253,
+        "val.txt cuts into 253 sequences of 254 tokens"
+    );
     assert_eq!(v["tokens_counted"], 12 * 255);
     // The estimator's spread must be informative, and the estimate within 3.5 standard errors
     // (chunks spread evenly over the text, so the spread covers their differing difficulty).
     assert!(se > 0.0 && se < 0.35, "standard error {se}");
-    assert!((x - REFERENCE_NATS).abs() < 3.5 * se, "{x} ± {se} vs {REFERENCE_NATS}");
+    assert!(
+        (x - REFERENCE_NATS).abs() < 3.5 * se,
+        "{x} ± {se} vs {REFERENCE_NATS}"
+    );
     assert!((v["perplexity_bound"].as_f64().unwrap() - x.exp()).abs() < 1e-9);
 }
 
 #[test]
 fn text_output_and_errors() {
     let val = demo_model().join("val.txt");
-    let r = run(["eval", "--text", &path(&val), "--max-chunks", "2", "--seed", "3"]).ok();
+    let r = run([
+        "eval",
+        "--text",
+        &path(&val),
+        "--max-chunks",
+        "2",
+        "--seed",
+        "3",
+    ])
+    .ok();
     assert!(r.stdout.contains(" nats/token"), "{}", r.stdout);
     assert!(r.stdout.contains("perplexity <= "), "{}", r.stdout);
     run(["eval", "--text", "/nonexistent.txt"]).fails_with(1, &["/nonexistent.txt"]);

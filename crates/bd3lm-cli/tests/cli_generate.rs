@@ -6,40 +6,98 @@ use common::*;
 
 #[test]
 fn generates_from_the_embedded_model_without_any_path() {
-    let r = run(["generate", "--prompt", "Once upon a time", "--tokens", "24", "--seed", "1"]).ok();
+    let r = run([
+        "generate",
+        "--prompt",
+        "Once upon a time",
+        "--tokens",
+        "24",
+        "--seed",
+        "1",
+    ])
+    .ok();
     let text = r.stdout.trim_end();
     assert!(text.starts_with("Once upon a time"), "{text}");
-    assert!(text.len() > "Once upon a time".len() + 20, "too little text: {text}");
+    assert!(
+        text.len() > "Once upon a time".len() + 20,
+        "too little text: {text}"
+    );
     assert!(!text.contains('\u{FFFD}'), "broken characters: {text}");
     assert!(r.stderr.contains("embedded default model"), "{}", r.stderr);
     // 24 tokens = 6 blocks of 4 (prompt ends mid-block) and the stats line counts them.
-    assert!(r.stderr.contains("tokens/s") && r.stderr.contains("forwards"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("tokens/s") && r.stderr.contains("forwards"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn same_seed_same_text_other_seed_other_text() {
-    let args = |seed: &str| run(["generate", "--prompt", "The Congress", "--tokens", "32", "--seed", seed]).ok().stdout;
+    let args = |seed: &str| {
+        run([
+            "generate",
+            "--prompt",
+            "The Congress",
+            "--tokens",
+            "32",
+            "--seed",
+            seed,
+        ])
+        .ok()
+        .stdout
+    };
     let a = args("7");
     assert_eq!(a, args("7"), "generation must be deterministic per seed");
-    assert_ne!(a, args("8"), "different seeds should give different samples");
+    assert_ne!(
+        a,
+        args("8"),
+        "different seeds should give different samples"
+    );
 }
 
 #[test]
 fn posterior_sampler_and_show_steps() {
     let r = run([
-        "generate", "--prompt", "We", "--tokens", "8", "--sampler", "posterior", "--steps", "6", "--show-steps", "--top-p", "1",
+        "generate",
+        "--prompt",
+        "We",
+        "--tokens",
+        "8",
+        "--sampler",
+        "posterior",
+        "--steps",
+        "6",
+        "--show-steps",
+        "--top-p",
+        "1",
     ])
     .ok();
     assert!(r.stdout.starts_with("We"), "{}", r.stdout);
-    let step_lines = r.stderr.lines().filter(|l| l.starts_with("block ") && l.contains(" step ")).count();
-    assert!(step_lines >= 3, "expected the denoising view:\n{}", r.stderr);
-    assert!(r.stderr.contains('░'), "masked positions are shown as ░:\n{}", r.stderr);
+    let step_lines = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("block ") && l.contains(" step "))
+        .count();
+    assert!(
+        step_lines >= 3,
+        "expected the denoising view:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains('░'),
+        "masked positions are shown as ░:\n{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn generation_beyond_the_context_slides_the_window() {
     // The demo model's context is 256 tokens.
-    let r = run(["generate", "--tokens", "300", "--seed", "2", "--top-p", "0.95"]).ok();
+    let r = run([
+        "generate", "--tokens", "300", "--seed", "2", "--top-p", "0.95",
+    ])
+    .ok();
     let stats = r.stderr.lines().last().unwrap_or_default().to_string();
     let generated: usize = stats
         .trim_start_matches("[bd3lm] ")
@@ -48,16 +106,31 @@ fn generation_beyond_the_context_slides_the_window() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no token count in `{stats}`"));
     assert!(generated >= 300, "{stats}");
-    assert!(r.stdout.trim().len() > 600, "expected about 300 tokens of text");
+    assert!(
+        r.stdout.trim().len() > 600,
+        "expected about 300 tokens of text"
+    );
 }
 
 #[test]
 fn stop_at_eos_ends_at_the_first_generated_end_of_text() {
     // The run ends either at the first generated <|endoftext|> (printed last, exactly once)
     // or at the length limit without one.
-    let r = run(["generate", "--tokens", "400", "--stop-at-eos", "--seed", "5"]).ok();
+    let r = run([
+        "generate",
+        "--tokens",
+        "400",
+        "--stop-at-eos",
+        "--seed",
+        "5",
+    ])
+    .ok();
     if r.stderr.contains("end of text") {
-        assert!(r.stdout.trim_end().ends_with("<|endoftext|>"), "{}", r.stdout);
+        assert!(
+            r.stdout.trim_end().ends_with("<|endoftext|>"),
+            "{}",
+            r.stdout
+        );
         assert_eq!(r.stdout.matches("<|endoftext|>").count(), 1);
     } else {
         assert!(r.stderr.contains("length reached"), "{}", r.stderr);
@@ -68,8 +141,17 @@ fn stop_at_eos_ends_at_the_first_generated_end_of_text() {
 #[test]
 fn too_long_prompt_is_refused_or_truncated() {
     let long = "the people of the United States ".repeat(80);
-    run(["generate", "--prompt", &long, "--tokens", "4"]).fails_with(2, &["prompt", "--truncate-prompt", "255"]);
-    let r = run(["generate", "--prompt", &long, "--tokens", "4", "--truncate-prompt"]).ok();
+    run(["generate", "--prompt", &long, "--tokens", "4"])
+        .fails_with(2, &["prompt", "--truncate-prompt", "255"]);
+    let r = run([
+        "generate",
+        "--prompt",
+        &long,
+        "--tokens",
+        "4",
+        "--truncate-prompt",
+    ])
+    .ok();
     assert!(r.stderr.contains("keeping its last 254"), "{}", r.stderr);
 }
 
@@ -85,11 +167,14 @@ fn invalid_flags_are_usage_errors() {
 
 #[test]
 fn missing_or_wrong_model_dir_is_a_clear_error() {
-    run(["generate", "--model", "/nonexistent/model"]).fails_with(1, &["/nonexistent/model", "no such model directory"]);
+    run(["generate", "--model", "/nonexistent/model"])
+        .fails_with(1, &["/nonexistent/model", "no such model directory"]);
     let empty = temp_dir("generate_empty_model_dir");
-    run(["generate", "--model", &path(&empty)]).fails_with(1, &["neither a model package", "manifest.json"]);
+    run(["generate", "--model", &path(&empty)])
+        .fails_with(1, &["neither a model package", "manifest.json"]);
     // A fixture checkpoint has no tokenizer.
-    run(["generate", "--model", &path(&fixture("tiny-v512-bs4"))]).fails_with(2, &["no tokenizer.json", "--tokenizer"]);
+    run(["generate", "--model", &path(&fixture("tiny-v512-bs4"))])
+        .fails_with(2, &["no tokenizer.json", "--tokenizer"]);
 }
 
 #[test]
@@ -108,11 +193,24 @@ fn gpu_backend_unavailable_suggests_cpu() {
 fn cpu_and_gpu_generate_the_same_text_when_a_gpu_is_available() {
     let model = path(&demo_model());
     let args = |backend: &str| {
-        run(["generate", "--model", &model, "--tokens", "48", "--seed", "11", "--backend", backend])
+        run([
+            "generate",
+            "--model",
+            &model,
+            "--tokens",
+            "48",
+            "--seed",
+            "11",
+            "--backend",
+            backend,
+        ])
     };
     let gpu = args("gpu");
     if gpu.code == 3 {
-        eprintln!("GPU backend unavailable, agreement not checked: {}", gpu.stderr.trim());
+        eprintln!(
+            "GPU backend unavailable, agreement not checked: {}",
+            gpu.stderr.trim()
+        );
         return;
     }
     let cpu = args("cpu").ok();

@@ -83,7 +83,10 @@ pub fn for_each_canonical_tensor(
     visit("cond", Canonical::Vector(cond.clone()))?;
     visit("rotary.inv_freq", Canonical::Vector(inv_freq))?;
     let embedding = get("backbone.vocab_embed.embedding", &[v, h])?;
-    visit("embedding", Canonical::Matrix(Matrix::from_f32(v, h, embedding)))?;
+    visit(
+        "embedding",
+        Canonical::Matrix(Matrix::from_f32(v, h, embedding)),
+    )?;
     for l in 0..cfg.n_layers {
         let p = format!("backbone.blocks.{l}");
         let q = format!("layers.{l}");
@@ -121,7 +124,10 @@ pub fn for_each_canonical_tensor(
     );
     visit("final.modulation", Canonical::Vector(final_modulation))?;
     let head = get("backbone.output_layer.linear.weight", &[v, h])?;
-    visit("lm_head.weight", Canonical::Matrix(Matrix::from_f32(v, h, head)))?;
+    visit(
+        "lm_head.weight",
+        Canonical::Matrix(Matrix::from_f32(v, h, head)),
+    )?;
     let head_bias = get("backbone.output_layer.linear.bias", &[v])?;
     visit("lm_head.bias", Canonical::Vector(head_bias))
 }
@@ -215,7 +221,10 @@ mod tests {
             .join("../../tests/fixtures")
             .join(name);
         let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-        (config, std::fs::read(dir.join("model.safetensors")).unwrap())
+        (
+            config,
+            std::fs::read(dir.join("model.safetensors")).unwrap(),
+        )
     }
 
     #[test]
@@ -224,9 +233,10 @@ mod tests {
         let cfg = Config::from_json_str(&config).unwrap();
         let st = parse_safetensors("model.safetensors", &bytes).unwrap();
         let mut seen = 0;
-        let streamed =
-            hf_to_weights(&cfg, read_from_safetensors("model.safetensors", &st), |n| seen = n)
-                .unwrap();
+        let streamed = hf_to_weights(&cfg, read_from_safetensors("model.safetensors", &st), |n| {
+            seen = n
+        })
+        .unwrap();
         assert_eq!(streamed, load_hf(&config, &bytes).unwrap());
         // Every value but the two unused eps scalars was read.
         assert_eq!(seen + 2, hf_value_count(&cfg));
@@ -237,8 +247,16 @@ mod tests {
         let (config, bytes) = fixture("tiny-v512-bs4");
         let cfg = Config::from_json_str(&config).unwrap();
         let st = parse_safetensors("model.safetensors", &bytes).unwrap();
-        let special = SpecialTokens { bos: 510, eos: 510, mask: 511 };
-        let plan = SchemePlan { embedding: Scheme::Q8, transformer: Scheme::Q4, lm_head: Scheme::F16 };
+        let special = SpecialTokens {
+            bos: 510,
+            eos: 510,
+            mask: 511,
+        };
+        let plan = SchemePlan {
+            embedding: Scheme::Q8,
+            transformer: Scheme::Q4,
+            lm_head: Scheme::F16,
+        };
         let mut files = Vec::new();
         let mut writer = PackageWriter::new(50_000, |name: &str, b: Vec<u8>| {
             files.push((name.to_string(), b));
@@ -256,7 +274,11 @@ mod tests {
         let manifest = writer.finish(info, b"{}").unwrap();
         let text = serde_json::to_string(&manifest).unwrap();
         let (_, loaded, _) = load_package(&text, |f| {
-            Ok(files.iter().find(|(n, _)| n == f).map(|(_, b)| b.clone()).unwrap())
+            Ok(files
+                .iter()
+                .find(|(n, _)| n == f)
+                .map(|(_, b)| b.clone())
+                .unwrap())
         })
         .unwrap();
         let expected = crate::package::quantize_weights(&load_hf(&config, &bytes).unwrap(), plan);

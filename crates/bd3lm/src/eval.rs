@@ -160,7 +160,14 @@ pub async fn for_each_noisy_block<E: Engine>(
 }
 
 /// `sum over masked tokens of -(1/t) log p(x0)` for one block, from its raw logits.
-pub fn block_loss(logits: &mut [f32], noisy: &[u32], clean: &[u32], t: f64, vocab: usize, mask: u32) -> f64 {
+pub fn block_loss(
+    logits: &mut [f32],
+    noisy: &[u32],
+    clean: &[u32],
+    t: f64,
+    vocab: usize,
+    mask: u32,
+) -> f64 {
     sampler::subs_log_probs(logits, noisy, vocab, mask);
     noisy
         .iter()
@@ -300,29 +307,47 @@ mod tests {
         // 9 ids + appended EOS = 10 tokens -> two chunks of 4, 2 dropped.
         assert_eq!(chunks, vec![vec![0, 1, 2, 3, 4, 0], vec![0, 5, 6, 7, 8, 0]]);
         let with_eos: Vec<u32> = vec![5, 6, 7, 99];
-        assert_eq!(make_chunks(&with_eos, 6, 0, 99).unwrap(), vec![vec![0, 5, 6, 7, 99, 99]]);
+        assert_eq!(
+            make_chunks(&with_eos, 6, 0, 99).unwrap(),
+            vec![vec![0, 5, 6, 7, 99, 99]]
+        );
     }
 
     #[test]
     fn antithetic_levels_cover_each_stratum_once() {
         let chunks = vec![vec![1u32; 16]; 4];
         let mut rng = SplitMix64::new(3);
-        let opts = NoiseOptions { eps_min: 0.0, eps_max: 1.0, batch: 4 };
+        let opts = NoiseOptions {
+            eps_min: 0.0,
+            eps_max: 1.0,
+            batch: 4,
+        };
         let noised = noise_chunks(&chunks, 4, 9, &mut rng, &opts);
         let mut strata: Vec<usize> = noised
             .iter()
             .flat_map(|c| c.t.iter().map(|t| (t * 16.0) as usize))
             .collect();
         strata.sort();
-        assert_eq!(strata, (0..16).collect::<Vec<_>>(), "one level per 1/K stratum");
-        assert!(noised.iter().all(|c| c.noisy[0] == 1), "position 0 is never masked");
+        assert_eq!(
+            strata,
+            (0..16).collect::<Vec<_>>(),
+            "one level per 1/K stratum"
+        );
+        assert!(
+            noised.iter().all(|c| c.noisy[0] == 1),
+            "position 0 is never masked"
+        );
     }
 
     #[test]
     fn masking_rate_follows_t() {
         let chunks = vec![vec![1u32; 4000]];
         let mut rng = SplitMix64::new(11);
-        let opts = NoiseOptions { eps_min: 0.3, eps_max: 0.3, batch: 1 };
+        let opts = NoiseOptions {
+            eps_min: 0.3,
+            eps_max: 0.3,
+            batch: 1,
+        };
         let noised = noise_chunks(&chunks, 4000, 9, &mut rng, &opts);
         let rate = noised[0].masked_count(9) as f64 / 3999.0;
         // Binomial(3999, 0.3): sd 0.0072; 5 sd.
@@ -334,9 +359,14 @@ mod tests {
     /// 1/t cancel. Checks the estimator's weighting, masking and counting end to end.
     #[test]
     fn uninformed_model_scores_log_vocab() {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v512-bs4");
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/tiny-v512-bs4");
         let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-        let mut weights = crate::checkpoint::load_hf(&config, &std::fs::read(dir.join("model.safetensors")).unwrap()).unwrap();
+        let mut weights = crate::checkpoint::load_hf(
+            &config,
+            &std::fs::read(dir.join("model.safetensors")).unwrap(),
+        )
+        .unwrap();
         let (v, h) = (weights.config.vocab_size, weights.config.hidden_dim);
         weights.lm_head = crate::quant::Matrix::from_f32(v, h, vec![0.0; v * h]);
         weights.lm_head_bias = vec![0.0; v];
@@ -344,9 +374,17 @@ mod tests {
         let n = weights.config.model_length;
         let mut rng = SplitMix64::new(5);
         let chunks: Vec<Vec<u32>> = (0..48)
-            .map(|_| std::iter::once(510).chain((1..n).map(|_| rng.below(510) as u32)).collect())
+            .map(|_| {
+                std::iter::once(510)
+                    .chain((1..n).map(|_| rng.below(510) as u32))
+                    .collect()
+            })
             .collect();
-        let opts = EvalOptions { passes: 2, seed: 1, ..EvalOptions::default() };
+        let opts = EvalOptions {
+            passes: 2,
+            seed: 1,
+            ..EvalOptions::default()
+        };
         let result = pollster::block_on(nelbo(&mut engine, &chunks, &opts, |_, _| {})).unwrap();
         let expected = ((v - 1) as f64).ln();
         assert!(result.standard_error < 0.1 * expected, "{result:?}");

@@ -85,21 +85,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::package("manifest.json", format!("not valid JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::package("manifest.json", format!("not valid JSON: {e}")))?;
         let version = value.get("format_version").and_then(|v| v.as_u64());
         if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT) {
-            return Err(Error::package("manifest.json", format!("not a {FORMAT} manifest (field `format`)")));
+            return Err(Error::package(
+                "manifest.json",
+                format!("not a {FORMAT} manifest (field `format`)"),
+            ));
         }
         match version {
             Some(v) if v as u32 > FORMAT_VERSION => {
-                return Err(Error::UnsupportedPackageVersion { found: v as u32, supported: FORMAT_VERSION })
+                return Err(Error::UnsupportedPackageVersion {
+                    found: v as u32,
+                    supported: FORMAT_VERSION,
+                })
             }
             Some(_) => {}
             None => return Err(Error::package("manifest.json", "missing `format_version`")),
         }
-        let manifest: Manifest =
-            serde_json::from_value(value).map_err(|e| Error::package("manifest.json", format!("invalid manifest: {e}")))?;
+        let manifest: Manifest = serde_json::from_value(value)
+            .map_err(|e| Error::package("manifest.json", format!("invalid manifest: {e}")))?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -117,11 +123,20 @@ impl Manifest {
         let cfg = self.model_config()?;
         let bad = |m: String| Error::package("manifest.json", m);
         if self.special_tokens.mask != cfg.mask_id() {
-            return Err(bad(format!("special_tokens.mask {} is not vocab_size - 1", self.special_tokens.mask)));
+            return Err(bad(format!(
+                "special_tokens.mask {} is not vocab_size - 1",
+                self.special_tokens.mask
+            )));
         }
-        for (what, id) in [("bos", self.special_tokens.bos), ("eos", self.special_tokens.eos)] {
+        for (what, id) in [
+            ("bos", self.special_tokens.bos),
+            ("eos", self.special_tokens.eos),
+        ] {
             if id >= cfg.mask_id() {
-                return Err(bad(format!("special_tokens.{what} {id} is not a tokenizer id (vocab_size {})", cfg.vocab_size)));
+                return Err(bad(format!(
+                    "special_tokens.{what} {id} is not a tokenizer id (vocab_size {})",
+                    cfg.vocab_size
+                )));
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -130,20 +145,31 @@ impl Manifest {
             let plain = !f.file.is_empty()
                 && f.file != "manifest.json"
                 && !f.file.starts_with('.')
-                && f.file.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                && f.file
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !plain {
-                return Err(bad(format!("file name `{}` is not a plain file name inside the package", f.file)));
+                return Err(bad(format!(
+                    "file name `{}` is not a plain file name inside the package",
+                    f.file
+                )));
             }
             if !names.insert(f.file.as_str()) {
                 return Err(bad(format!("file `{}` is listed twice", f.file)));
             }
             if f.sha256.len() != 64 || !f.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(bad(format!("file `{}`: sha256 is not 64 hex digits", f.file)));
+                return Err(bad(format!(
+                    "file `{}`: sha256 is not 64 hex digits",
+                    f.file
+                )));
             }
         }
         let total: u64 = self.files.iter().map(|f| f.bytes).sum::<u64>() + self.tokenizer.bytes;
         if total != self.download_bytes {
-            return Err(bad(format!("download_bytes {} is not the sum of the file sizes ({total})", self.download_bytes)));
+            return Err(bad(format!(
+                "download_bytes {} is not the sum of the file sizes ({total})",
+                self.download_bytes
+            )));
         }
         let mut tensor_names = std::collections::HashSet::new();
         for t in &self.tensors {
@@ -156,7 +182,12 @@ impl Manifest {
                 _ => false,
             };
             if !fits {
-                return Err(bad(format!("tensor `{}`: scheme {} does not fit shape {:?}", t.name, t.scheme.name(), t.shape)));
+                return Err(bad(format!(
+                    "tensor `{}`: scheme {} does not fit shape {:?}",
+                    t.name,
+                    t.scheme.name(),
+                    t.shape
+                )));
             }
         }
         for t in &self.tensors {
@@ -164,22 +195,34 @@ impl Manifest {
             let mut next = 0;
             for p in &t.pieces {
                 if !self.files.iter().any(|f| f.file == p.file) {
-                    return Err(bad(format!("tensor `{}` is in `{}`, which is not listed in `files`", t.name, p.file)));
+                    return Err(bad(format!(
+                        "tensor `{}` is in `{}`, which is not listed in `files`",
+                        t.name, p.file
+                    )));
                 }
                 if p.start_row != next {
-                    return Err(bad(format!("tensor `{}`: pieces do not cover rows contiguously", t.name)));
+                    return Err(bad(format!(
+                        "tensor `{}`: pieces do not cover rows contiguously",
+                        t.name
+                    )));
                 }
                 next += p.rows;
             }
             if next != rows {
-                return Err(bad(format!("tensor `{}`: pieces cover {next} of {rows} rows", t.name)));
+                return Err(bad(format!(
+                    "tensor `{}`: pieces cover {next} of {rows} rows",
+                    t.name
+                )));
             }
         }
         for (name, shape) in expected_tensors(&cfg) {
             match self.tensors.iter().find(|t| t.name == name) {
                 None => return Err(bad(format!("tensor `{name}` is missing"))),
                 Some(t) if t.shape != shape => {
-                    return Err(bad(format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape)))
+                    return Err(bad(format!(
+                        "tensor `{name}` has shape {:?}, expected {shape:?}",
+                        t.shape
+                    )))
                 }
                 Some(_) => {}
             }
@@ -198,11 +241,19 @@ impl Manifest {
 /// Checks a downloaded file against its manifest entry (size, then SHA-256).
 pub fn verify_file(entry: &FileEntry, bytes: &[u8]) -> Result<()> {
     if bytes.len() as u64 != entry.bytes {
-        return Err(Error::SizeMismatch { file: entry.file.clone(), expected: entry.bytes, found: bytes.len() as u64 });
+        return Err(Error::SizeMismatch {
+            file: entry.file.clone(),
+            expected: entry.bytes,
+            found: bytes.len() as u64,
+        });
     }
     let found = sha256_hex(bytes);
     if found != entry.sha256 {
-        return Err(Error::HashMismatch { file: entry.file.clone(), expected: entry.sha256.clone(), found });
+        return Err(Error::HashMismatch {
+            file: entry.file.clone(),
+            expected: entry.sha256.clone(),
+            found,
+        });
     }
     Ok(())
 }
@@ -242,11 +293,19 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
 pub enum TensorPiece {
     Vector(Vec<f32>),
     /// Rows `start_row .. start_row + matrix.rows` of a `[total_rows, matrix.cols]` matrix.
-    Rows { start_row: usize, total_rows: usize, matrix: Matrix },
+    Rows {
+        start_row: usize,
+        total_rows: usize,
+        matrix: Matrix,
+    },
 }
 
 /// Every tensor piece stored in one (already verified) shard.
-pub fn read_shard(manifest: &Manifest, file: &str, bytes: &[u8]) -> Result<Vec<(String, TensorPiece)>> {
+pub fn read_shard(
+    manifest: &Manifest,
+    file: &str,
+    bytes: &[u8],
+) -> Result<Vec<(String, TensorPiece)>> {
     let st = parse_safetensors(file, bytes)?;
     let mut out = Vec::new();
     for t in &manifest.tensors {
@@ -254,17 +313,33 @@ pub fn read_shard(manifest: &Manifest, file: &str, bytes: &[u8]) -> Result<Vec<(
             let key = piece_key(&t.name, p.start_row);
             let get = |suffix: &str, dtype: Dtype, shape: &[usize]| -> Result<&[u8]> {
                 let name = format!("{key}{suffix}");
-                let view = st.tensor(&name).map_err(|_| Error::MissingTensor { file: file.to_string(), name: name.clone() })?;
+                let view = st.tensor(&name).map_err(|_| Error::MissingTensor {
+                    file: file.to_string(),
+                    name: name.clone(),
+                })?;
                 if view.dtype() != dtype {
-                    return Err(Error::TensorDtype { file: file.into(), name, expected: format!("{dtype:?}"), found: format!("{:?}", view.dtype()) });
+                    return Err(Error::TensorDtype {
+                        file: file.into(),
+                        name,
+                        expected: format!("{dtype:?}"),
+                        found: format!("{:?}", view.dtype()),
+                    });
                 }
                 if view.shape() != shape {
-                    return Err(Error::TensorShape { file: file.into(), name, expected: shape.to_vec(), found: view.shape().to_vec() });
+                    return Err(Error::TensorShape {
+                        file: file.into(),
+                        name,
+                        expected: shape.to_vec(),
+                        found: view.shape().to_vec(),
+                    });
                 }
                 Ok(view.data())
             };
             if t.shape.len() == 1 {
-                out.push((t.name.clone(), TensorPiece::Vector(f32_from_le(get("", Dtype::F32, &t.shape)?))));
+                out.push((
+                    t.name.clone(),
+                    TensorPiece::Vector(f32_from_le(get("", Dtype::F32, &t.shape)?)),
+                ));
                 continue;
             }
             let (rows, cols) = (p.rows, t.shape[1]);
@@ -272,7 +347,10 @@ pub fn read_shard(manifest: &Manifest, file: &str, bytes: &[u8]) -> Result<Vec<(
                 Scheme::F32 => MatrixData::F32(f32_from_le(get("", Dtype::F32, &[rows, cols])?)),
                 Scheme::F16 => MatrixData::F16(u16_from_le(get("", Dtype::F16, &[rows, cols])?)),
                 Scheme::Q8 => MatrixData::Q8 {
-                    q: get(".q", Dtype::I8, &[rows, cols])?.iter().map(|&b| b as i8).collect(),
+                    q: get(".q", Dtype::I8, &[rows, cols])?
+                        .iter()
+                        .map(|&b| b as i8)
+                        .collect(),
                     scales: u16_from_le(get(".scale", Dtype::F16, &[rows, cols / GROUP])?),
                 },
                 Scheme::Q4 => MatrixData::Q4 {
@@ -282,16 +360,25 @@ pub fn read_shard(manifest: &Manifest, file: &str, bytes: &[u8]) -> Result<Vec<(
                 },
             };
             let matrix = Matrix { rows, cols, data };
-            out.push((t.name.clone(), TensorPiece::Rows { start_row: p.start_row, total_rows: t.shape[0], matrix }));
+            out.push((
+                t.name.clone(),
+                TensorPiece::Rows {
+                    start_row: p.start_row,
+                    total_rows: t.shape[0],
+                    matrix,
+                },
+            ));
         }
     }
     Ok(out)
 }
 
 fn u16_from_le(bytes: &[u8]) -> Vec<u16> {
-    bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+    bytes
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
-
 
 /// Collects tensor pieces into [`Weights`] (the CPU path; the GPU engine uploads pieces
 /// directly instead).
@@ -303,7 +390,11 @@ pub struct WeightsBuilder {
 
 impl WeightsBuilder {
     pub fn new(config: Config) -> Self {
-        WeightsBuilder { config, vectors: BTreeMap::new(), matrices: BTreeMap::new() }
+        WeightsBuilder {
+            config,
+            vectors: BTreeMap::new(),
+            matrices: BTreeMap::new(),
+        }
     }
 
     pub fn put(&mut self, name: String, piece: TensorPiece) {
@@ -311,22 +402,31 @@ impl WeightsBuilder {
             TensorPiece::Vector(v) => {
                 self.vectors.insert(name, v);
             }
-            TensorPiece::Rows { start_row, matrix, .. } => self.matrices.entry(name).or_default().push((start_row, matrix)),
+            TensorPiece::Rows {
+                start_row, matrix, ..
+            } => self
+                .matrices
+                .entry(name)
+                .or_default()
+                .push((start_row, matrix)),
         }
     }
 
     fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
-        self.vectors.remove(name).ok_or_else(|| Error::package("manifest.json", format!("tensor `{name}` was not loaded")))
+        self.vectors.remove(name).ok_or_else(|| {
+            Error::package("manifest.json", format!("tensor `{name}` was not loaded"))
+        })
     }
 
     fn matrix(&mut self, name: &str) -> Result<Matrix> {
-        let mut pieces = self
-            .matrices
-            .remove(name)
-            .ok_or_else(|| Error::package("manifest.json", format!("tensor `{name}` was not loaded")))?;
+        let mut pieces = self.matrices.remove(name).ok_or_else(|| {
+            Error::package("manifest.json", format!("tensor `{name}` was not loaded"))
+        })?;
         pieces.sort_by_key(|(start, _)| *start);
         let mut iter = pieces.into_iter().map(|(_, m)| m);
-        let mut whole = iter.next().ok_or_else(|| Error::package("manifest.json", format!("tensor `{name}` has no rows")))?;
+        let mut whole = iter.next().ok_or_else(|| {
+            Error::package("manifest.json", format!("tensor `{name}` has no rows"))
+        })?;
         for next in iter {
             whole = concat_rows(whole, next)?;
         }
@@ -367,20 +467,42 @@ fn concat_rows(a: Matrix, b: Matrix) -> Result<Matrix> {
     let rows = a.rows + b.rows;
     let cols = a.cols;
     let data = match (a.data, b.data) {
-        (MatrixData::F32(mut x), MatrixData::F32(y)) => { x.extend(y); MatrixData::F32(x) }
-        (MatrixData::F16(mut x), MatrixData::F16(y)) => { x.extend(y); MatrixData::F16(x) }
+        (MatrixData::F32(mut x), MatrixData::F32(y)) => {
+            x.extend(y);
+            MatrixData::F32(x)
+        }
+        (MatrixData::F16(mut x), MatrixData::F16(y)) => {
+            x.extend(y);
+            MatrixData::F16(x)
+        }
         (MatrixData::Q8 { mut q, mut scales }, MatrixData::Q8 { q: q2, scales: s2 }) => {
             q.extend(q2);
             scales.extend(s2);
             MatrixData::Q8 { q, scales }
         }
-        (MatrixData::Q4 { mut q, mut scales, mut mins }, MatrixData::Q4 { q: q2, scales: s2, mins: m2 }) => {
+        (
+            MatrixData::Q4 {
+                mut q,
+                mut scales,
+                mut mins,
+            },
+            MatrixData::Q4 {
+                q: q2,
+                scales: s2,
+                mins: m2,
+            },
+        ) => {
             q.extend(q2);
             scales.extend(s2);
             mins.extend(m2);
             MatrixData::Q4 { q, scales, mins }
         }
-        _ => return Err(Error::package("manifest.json", "pieces of one tensor use different schemes")),
+        _ => {
+            return Err(Error::package(
+                "manifest.json",
+                "pieces of one tensor use different schemes",
+            ))
+        }
     };
     Ok(Matrix { rows, cols, data })
 }
@@ -396,12 +518,19 @@ pub struct SchemePlan {
 impl SchemePlan {
     /// The plan behind each package format name (chosen by measurement, docs/quantization.md).
     pub fn for_format(format: Scheme) -> SchemePlan {
-        SchemePlan { embedding: format, transformer: format, lm_head: format }
+        SchemePlan {
+            embedding: format,
+            transformer: format,
+            lm_head: format,
+        }
     }
 }
 
 /// Loads a whole package held in memory (verifying every file) into [`Weights`].
-pub fn load_package(manifest_json: &str, mut read: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<(Manifest, Weights, Vec<u8>)> {
+pub fn load_package(
+    manifest_json: &str,
+    mut read: impl FnMut(&str) -> Result<Vec<u8>>,
+) -> Result<(Manifest, Weights, Vec<u8>)> {
     let manifest = Manifest::parse(manifest_json)?;
     let mut builder = WeightsBuilder::new(manifest.model_config()?);
     for entry in &manifest.files {
@@ -423,7 +552,11 @@ pub fn quantize_weights(weights: &Weights, plan: SchemePlan) -> Weights {
 }
 
 /// [`quantize_weights`] with a choice of q4 encoder (for measurements).
-pub fn quantize_weights_with(weights: &Weights, plan: SchemePlan, fit: crate::quant::Q4Fit) -> Weights {
+pub fn quantize_weights_with(
+    weights: &Weights,
+    plan: SchemePlan,
+    fit: crate::quant::Q4Fit,
+) -> Weights {
     let encode = |m: &Matrix, scheme| crate::convert::encode_matrix_with(m, scheme, fit);
     Weights {
         embedding: encode(&weights.embedding, plan.embedding),

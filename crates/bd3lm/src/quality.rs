@@ -51,7 +51,13 @@ fn subs_log_softmax(row: &[f32], mask: usize) -> Vec<f64> {
 fn argmax(row: &[f64]) -> usize {
     row.iter()
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -166,7 +172,11 @@ mod tests {
         compare_row(&p, &q, 2, &mut st);
         let q0 = 1f64.exp() / (1.0 + 1f64.exp());
         let expected = 0.5 * (0.5 / q0).ln() + 0.5 * (0.5 / (1.0 - q0)).ln();
-        assert!((st.kl_sum - expected).abs() < 1e-9, "{} vs {expected}", st.kl_sum);
+        assert!(
+            (st.kl_sum - expected).abs() < 1e-9,
+            "{} vs {expected}",
+            st.kl_sum
+        );
         assert_eq!(st.top1_agree, 1, "tie in p resolves to index 0, as does q");
         assert_eq!(st.max_logit_err, 1.0);
     }

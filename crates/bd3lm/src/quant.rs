@@ -45,8 +45,8 @@ impl Scheme {
     pub fn supports_cols(self, cols: usize) -> bool {
         match self {
             Scheme::F32 => true,
-            Scheme::F16 => cols % 2 == 0,
-            Scheme::Q8 | Scheme::Q4 => cols % GROUP == 0,
+            Scheme::F16 => cols.is_multiple_of(2),
+            Scheme::Q8 | Scheme::Q4 => cols.is_multiple_of(GROUP),
         }
     }
 
@@ -77,9 +77,16 @@ pub enum MatrixData {
     /// f16 bit patterns, row-major.
     F16(Vec<u16>),
     /// int8 values row-major; f16 scales `[rows, cols / GROUP]`.
-    Q8 { q: Vec<i8>, scales: Vec<u16> },
+    Q8 {
+        q: Vec<i8>,
+        scales: Vec<u16>,
+    },
     /// 4-bit values, two per byte (low nibble = even column); f16 scales and minimums per group.
-    Q4 { q: Vec<u8>, scales: Vec<u16>, mins: Vec<u16> },
+    Q4 {
+        q: Vec<u8>,
+        scales: Vec<u16>,
+        mins: Vec<u16>,
+    },
 }
 
 /// A row-major `rows x cols` weight matrix (PyTorch `nn.Linear` layout `[out, in]`).
@@ -93,7 +100,11 @@ pub struct Matrix {
 impl Matrix {
     pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>) -> Matrix {
         assert_eq!(values.len(), rows * cols, "matrix data length");
-        Matrix { rows, cols, data: MatrixData::F32(values) }
+        Matrix {
+            rows,
+            cols,
+            data: MatrixData::F32(values),
+        }
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -122,17 +133,28 @@ impl Matrix {
             MatrixData::F32(v) => v,
             _ => panic!("quantize expects an f32 matrix"),
         };
-        assert!(scheme.supports_cols(self.cols), "{} rows of {}", scheme.name(), self.cols);
+        assert!(
+            scheme.supports_cols(self.cols),
+            "{} rows of {}",
+            scheme.name(),
+            self.cols
+        );
         let data = match scheme {
             Scheme::F32 => MatrixData::F32(values.clone()),
-            Scheme::F16 => MatrixData::F16(values.iter().map(|&x| f16::from_f32(x).to_bits()).collect()),
+            Scheme::F16 => {
+                MatrixData::F16(values.iter().map(|&x| f16::from_f32(x).to_bits()).collect())
+            }
             Scheme::Q8 => in_parallel(values, quantize_q8),
             Scheme::Q4 => match fit {
                 Q4Fit::Range => in_parallel(values, quantize_q4),
                 Q4Fit::LeastSquares => in_parallel(values, quantize_q4_least_squares),
             },
         };
-        Matrix { rows: self.rows, cols: self.cols, data }
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
     }
 
     /// Writes row `r` as f32 into `out` (length `cols`).
@@ -195,7 +217,11 @@ fn in_parallel(values: &[f32], quantize: fn(&[f32]) -> MatrixData) -> MatrixData
     in_parallel_above(values, quantize, 1 << 20)
 }
 
-fn in_parallel_above(values: &[f32], quantize: fn(&[f32]) -> MatrixData, min_per_thread: usize) -> MatrixData {
+fn in_parallel_above(
+    values: &[f32],
+    quantize: fn(&[f32]) -> MatrixData,
+    min_per_thread: usize,
+) -> MatrixData {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = threads.min(values.len() / min_per_thread.max(1)).max(1);
     if threads == 1 {
@@ -220,7 +246,14 @@ fn in_parallel_above(values: &[f32], quantize: fn(&[f32]) -> MatrixData, min_per
                 q.extend(q2);
                 scales.extend(s2);
             }
-            (MatrixData::Q4 { q, scales, mins }, MatrixData::Q4 { q: q2, scales: s2, mins: m2 }) => {
+            (
+                MatrixData::Q4 { q, scales, mins },
+                MatrixData::Q4 {
+                    q: q2,
+                    scales: s2,
+                    mins: m2,
+                },
+            ) => {
                 q.extend(q2);
                 scales.extend(s2);
                 mins.extend(m2);
@@ -233,7 +266,7 @@ fn in_parallel_above(values: &[f32], quantize: fn(&[f32]) -> MatrixData, min_per
 
 fn nibble(q: &[u8], i: usize) -> u8 {
     let byte = q[i / 2];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         byte & 0x0f
     } else {
         byte >> 4
@@ -249,7 +282,11 @@ fn quantize_q8(values: &[f32]) -> MatrixData {
         let s = scale.to_f32();
         scales.push(scale.to_bits());
         for &x in group {
-            let v = if s > 0.0 { (x / s).round().clamp(-127.0, 127.0) } else { 0.0 };
+            let v = if s > 0.0 {
+                (x / s).round().clamp(-127.0, 127.0)
+            } else {
+                0.0
+            };
             q.push(v as i8);
         }
     }
@@ -282,7 +319,11 @@ fn encode_q4_below(group: &[f32], scale: f32, min: f32, bound: f32) -> Option<Q4
     let mut codes = [0u8; GROUP];
     let mut err = 0f32;
     for (c, &x) in codes.iter_mut().zip(group) {
-        let code = if s > 0.0 { ((x - m) / s).round().clamp(0.0, 15.0) } else { 0.0 };
+        let code = if s > 0.0 {
+            ((x - m) / s).round().clamp(0.0, 15.0)
+        } else {
+            0.0
+        };
         let d = code * s + m - x;
         err += d * d;
         if err >= bound {
@@ -290,7 +331,12 @@ fn encode_q4_below(group: &[f32], scale: f32, min: f32, bound: f32) -> Option<Q4
         }
         *c = code as u8;
     }
-    Some(Q4Group { err, codes, scale, min })
+    Some(Q4Group {
+        err,
+        codes,
+        scale,
+        min,
+    })
 }
 
 /// Quantizes one group (of [`GROUP`] values) to 4 bits: the (scale, min) pair of least
@@ -363,7 +409,7 @@ fn quantize_q4_fit(values: &[f32], fit: Q4Fit) -> MatrixData {
         mins.push(encoded.min.to_bits());
         for (i, c) in encoded.codes.into_iter().take(group.len()).enumerate() {
             let idx = g * GROUP + i;
-            q[idx / 2] |= if idx % 2 == 0 { c } else { c << 4 };
+            q[idx / 2] |= if idx.is_multiple_of(2) { c } else { c << 4 };
         }
     }
     MatrixData::Q4 { q, scales, mins }
@@ -377,7 +423,9 @@ mod tests {
         let mut state = 12345u64;
         let values = (0..rows * cols)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
             })
             .collect();
@@ -385,7 +433,10 @@ mod tests {
     }
 
     fn max_err(a: &Matrix, b: &Matrix) -> f32 {
-        a.to_f32().iter().zip(b.to_f32()).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+        a.to_f32()
+            .iter()
+            .zip(b.to_f32())
+            .fold(0.0, |m, (x, y)| m.max((x - y).abs()))
     }
 
     #[test]
@@ -427,7 +478,11 @@ mod tests {
         let m = sample(16, 64);
         let err = |fit| {
             let q = m.quantize_with(Scheme::Q4, fit).to_f32();
-            m.to_f32().iter().zip(q).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
+            m.to_f32()
+                .iter()
+                .zip(q)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
         };
         assert!(err(Q4Fit::LeastSquares) < err(Q4Fit::Range));
     }

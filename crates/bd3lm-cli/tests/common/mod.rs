@@ -32,17 +32,33 @@ pub struct Run {
 
 impl Run {
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "exit code {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "exit code {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
         self
     }
 
     /// Asserts the exit code and that stderr mentions every needle.
     pub fn fails_with(self, code: i32, needles: &[&str]) -> Run {
-        assert_eq!(self.code, code, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         for n in needles {
-            assert!(self.stderr.contains(n), "stderr lacks `{n}`:\n{}", self.stderr);
+            assert!(
+                self.stderr.contains(n),
+                "stderr lacks `{n}`:\n{}",
+                self.stderr
+            );
         }
-        assert!(!self.stderr.contains("panicked"), "a panic instead of an error:\n{}", self.stderr);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "a panic instead of an error:\n{}",
+            self.stderr
+        );
         self
     }
 }

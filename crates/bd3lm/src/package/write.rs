@@ -61,12 +61,27 @@ fn matrix_parts(key: &str, m: &Matrix) -> Vec<Part> {
         MatrixData::F32(v) => vec![part("", Dtype::F32, vec![r, c], le_bytes_f32(v))],
         MatrixData::F16(v) => vec![part("", Dtype::F16, vec![r, c], le_bytes_u16(v))],
         MatrixData::Q8 { q, scales } => vec![
-            part(".q", Dtype::I8, vec![r, c], q.iter().map(|&x| x as u8).collect()),
-            part(".scale", Dtype::F16, vec![r, c / GROUP], le_bytes_u16(scales)),
+            part(
+                ".q",
+                Dtype::I8,
+                vec![r, c],
+                q.iter().map(|&x| x as u8).collect(),
+            ),
+            part(
+                ".scale",
+                Dtype::F16,
+                vec![r, c / GROUP],
+                le_bytes_u16(scales),
+            ),
         ],
         MatrixData::Q4 { q, scales, mins } => vec![
             part(".q", Dtype::U8, vec![r, c / 2], q.clone()),
-            part(".scale", Dtype::F16, vec![r, c / GROUP], le_bytes_u16(scales)),
+            part(
+                ".scale",
+                Dtype::F16,
+                vec![r, c / GROUP],
+                le_bytes_u16(scales),
+            ),
             part(".min", Dtype::F16, vec![r, c / GROUP], le_bytes_u16(mins)),
         ],
     }
@@ -161,7 +176,11 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
         if bytes.len() > self.max_bytes {
             return Err(Error::package(
                 name,
-                format!("shard is {} bytes, over the {} limit", bytes.len(), self.max_bytes),
+                format!(
+                    "shard is {} bytes, over the {} limit",
+                    bytes.len(),
+                    self.max_bytes
+                ),
             ));
         }
         self.files.push(FileEntry {
