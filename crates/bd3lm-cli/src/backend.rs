@@ -33,9 +33,11 @@ impl Backend {
 /// GPU WIRING (1/3): replace with `bd3lm_gpu::GpuEngine` and delete [`NoGpu`].
 pub type GpuEngine = NoGpu;
 
-/// GPU WIRING (2/3): create the adapter and device (`GpuContext::new(&GpuOptions::default())`
-/// with `pollster::block_on`) and upload `weights` (`GpuEngine::new(&ctx, weights)`); map a
-/// missing adapter to a [`CliError::Gpu`] that suggests `--backend cpu`.
+/// GPU WIRING (2/3): create the adapter and device
+/// (`bd3lm_gpu::GpuContext::new(&GpuOptions::default())`), upload the weights
+/// (`GpuModel::from_weights(&ctx, weights)`) and build the engine (`GpuEngine::new(&ctx, model)`),
+/// driving the futures with `pollster::block_on`; map every `GpuError` to [`CliError::Gpu`]
+/// (its no-adapter message already suggests `--backend cpu`).
 pub fn gpu_engine(weights: &Weights) -> CliResult<GpuEngine> {
     let _ = weights;
     Err(CliError::Gpu(
@@ -45,7 +47,7 @@ pub fn gpu_engine(weights: &Weights) -> CliResult<GpuEngine> {
 }
 
 /// GPU WIRING (3/3): the adapter that `--backend gpu` would use and its limits (for
-/// `bd3lm info`), e.g. `ctx.adapter_summary()`.
+/// `bd3lm info`): `ctx.adapter_summary()` and `ctx.limits_summary()`.
 pub fn gpu_adapter_report() -> CliResult<String> {
     Err(CliError::Gpu("not wired yet in this build".into()))
 }
@@ -91,7 +93,7 @@ impl Engine for NoGpu {
 }
 
 pub enum AnyEngine {
-    Cpu(CpuEngine),
+    Cpu(Box<CpuEngine>),
     Gpu(GpuEngine),
 }
 
@@ -99,7 +101,7 @@ impl AnyEngine {
     /// Builds the engine for `backend` from weights (the CPU engine dequantizes to f32).
     pub fn new(backend: Backend, weights: &Weights) -> CliResult<AnyEngine> {
         match backend {
-            Backend::Cpu => Ok(AnyEngine::Cpu(CpuEngine::new(weights))),
+            Backend::Cpu => Ok(AnyEngine::Cpu(Box::new(CpuEngine::new(weights)))),
             Backend::Gpu => Ok(AnyEngine::Gpu(gpu_engine(weights)?)),
         }
     }

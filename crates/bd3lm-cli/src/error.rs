@@ -12,7 +12,7 @@ pub enum CliError {
     /// A core-library error (bad model files, too-long prompt, ...), with context.
     Core {
         context: String,
-        source: bd3lm::Error,
+        source: Box<bd3lm::Error>,
     },
     /// A file system problem with a path.
     Io { path: String, message: String },
@@ -37,7 +37,7 @@ impl CliError {
     pub fn core(context: impl Into<String>, source: bd3lm::Error) -> Self {
         CliError::Core {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -72,7 +72,7 @@ impl From<bd3lm::Error> for CliError {
             bd3lm::Error::InvalidArgument(m) => CliError::Usage(m),
             source => CliError::Core {
                 context: String::new(),
-                source,
+                source: Box::new(source),
             },
         }
     }
