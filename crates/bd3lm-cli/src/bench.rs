@@ -131,7 +131,7 @@ fn bench_fill(
         mask,
         bos,
         prompt,
-        prompt_len + tokens,
+        prompt_len.saturating_add(tokens).min(usize::MAX / 2),
         opts,
     )?;
     let mut started = None;

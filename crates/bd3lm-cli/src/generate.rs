@@ -125,16 +125,16 @@ fn prompt_ids(
                 tokens: ids.len(),
                 max
             },
-            max - 1
+            max.saturating_sub(1)
         )));
     }
     eprintln!(
         "[bd3lm] prompt is {} tokens; keeping its last {} (context {model_length})",
         ids.len() - 1,
-        max - 1
+        max.saturating_sub(1)
     );
     let mut kept = vec![ids[0]];
-    kept.extend_from_slice(&ids[ids.len() - (max - 1)..]);
+    kept.extend_from_slice(&ids[ids.len() - max.saturating_sub(1)..]);
     Ok(kept)
 }
 
@@ -216,7 +216,7 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
         cfg.mask_id(),
         tok.eos,
         prompt.clone(),
-        prompt_len + args.tokens,
+        prompt_len.saturating_add(args.tokens).min(usize::MAX / 2),
         opts,
     )?;
     eprintln!(
