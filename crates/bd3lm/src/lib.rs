@@ -4,12 +4,15 @@
 pub mod checkpoint;
 pub mod config;
 pub mod conformance;
+pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod fixture;
 pub mod forward;
 pub mod generate;
 pub mod package;
+pub mod quality;
 pub mod quant;
 pub mod rng;
 pub mod sampler;

@@ -10,11 +10,16 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::quant::{Matrix, MatrixData, Scheme, GROUP};
 use crate::weights::{LayerWeights, Weights};
-use safetensors::{Dtype, View};
+use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+mod write;
+pub use write::{
+    build_package, piece_key, shard_name, slice_rows, write_weights, PackageFiles, PackageInfo,
+    PackageWriter,
+};
 
 pub const FORMAT: &str = "bd3lm-package";
 pub const FORMAT_VERSION: u32 = 1;
@@ -122,6 +127,68 @@ impl Manifest {
                 "special_tokens.mask {} is not vocab_size - 1",
                 self.special_tokens.mask
             )));
+        }
+        for (what, id) in [
+            ("bos", self.special_tokens.bos),
+            ("eos", self.special_tokens.eos),
+        ] {
+            if id >= cfg.mask_id() {
+                return Err(bad(format!(
+                    "special_tokens.{what} {id} is not a tokenizer id (vocab_size {})",
+                    cfg.vocab_size
+                )));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for f in self.files.iter().chain(std::iter::once(&self.tokenizer)) {
+            // Files live side by side in the package directory (or under one URL prefix).
+            let plain = !f.file.is_empty()
+                && f.file != "manifest.json"
+                && !f.file.starts_with('.')
+                && f.file
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !plain {
+                return Err(bad(format!(
+                    "file name `{}` is not a plain file name inside the package",
+                    f.file
+                )));
+            }
+            if !names.insert(f.file.as_str()) {
+                return Err(bad(format!("file `{}` is listed twice", f.file)));
+            }
+            if f.sha256.len() != 64 || !f.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad(format!(
+                    "file `{}`: sha256 is not 64 hex digits",
+                    f.file
+                )));
+            }
+        }
+        let total: u64 = self.files.iter().map(|f| f.bytes).sum::<u64>() + self.tokenizer.bytes;
+        if total != self.download_bytes {
+            return Err(bad(format!(
+                "download_bytes {} is not the sum of the file sizes ({total})",
+                self.download_bytes
+            )));
+        }
+        let mut tensor_names = std::collections::HashSet::new();
+        for t in &self.tensors {
+            if !tensor_names.insert(t.name.as_str()) {
+                return Err(bad(format!("tensor `{}` is listed twice", t.name)));
+            }
+            let fits = match t.shape.as_slice() {
+                [_] => t.scheme == Scheme::F32,
+                [_, cols] => t.scheme.supports_cols(*cols),
+                _ => false,
+            };
+            if !fits {
+                return Err(bad(format!(
+                    "tensor `{}`: scheme {} does not fit shape {:?}",
+                    t.name,
+                    t.scheme.name(),
+                    t.shape
+                )));
+            }
         }
         for t in &self.tensors {
             let rows = t.shape.first().copied().unwrap_or(1);
@@ -313,14 +380,6 @@ fn u16_from_le(bytes: &[u8]) -> Vec<u16> {
         .collect()
 }
 
-fn piece_key(name: &str, start_row: usize) -> String {
-    if start_row == 0 {
-        name.to_string()
-    } else {
-        format!("{name}@{start_row}")
-    }
-}
-
 /// Collects tensor pieces into [`Weights`] (the CPU path; the GPU engine uploads pieces
 /// directly instead).
 pub struct WeightsBuilder {
@@ -467,258 +526,6 @@ impl SchemePlan {
     }
 }
 
-/// One tensor ready for a shard: its safetensors parts.
-struct Part {
-    key: String,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for &Part {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-fn matrix_parts(key: &str, m: &Matrix) -> Vec<Part> {
-    let (r, c) = (m.rows, m.cols);
-    let le16 = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let part = |suffix: &str, dtype, shape: Vec<usize>, data| Part {
-        key: format!("{key}{suffix}"),
-        dtype,
-        shape,
-        data,
-    };
-    match &m.data {
-        MatrixData::F32(v) => vec![part(
-            "",
-            Dtype::F32,
-            vec![r, c],
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        )],
-        MatrixData::F16(v) => vec![part("", Dtype::F16, vec![r, c], le16(v))],
-        MatrixData::Q8 { q, scales } => vec![
-            part(
-                ".q",
-                Dtype::I8,
-                vec![r, c],
-                q.iter().map(|&x| x as u8).collect(),
-            ),
-            part(".scale", Dtype::F16, vec![r, c / GROUP], le16(scales)),
-        ],
-        MatrixData::Q4 { q, scales, mins } => vec![
-            part(".q", Dtype::U8, vec![r, c / 2], q.clone()),
-            part(".scale", Dtype::F16, vec![r, c / GROUP], le16(scales)),
-            part(".min", Dtype::F16, vec![r, c / GROUP], le16(mins)),
-        ],
-    }
-}
-
-/// Rows `start..end` of a matrix (any scheme).
-pub fn slice_rows(m: &Matrix, start: usize, end: usize) -> Matrix {
-    let (c, g) = (m.cols, m.cols / GROUP);
-    let rows = end - start;
-    let data = match &m.data {
-        MatrixData::F32(v) => MatrixData::F32(v[start * c..end * c].to_vec()),
-        MatrixData::F16(v) => MatrixData::F16(v[start * c..end * c].to_vec()),
-        MatrixData::Q8 { q, scales } => MatrixData::Q8 {
-            q: q[start * c..end * c].to_vec(),
-            scales: scales[start * g..end * g].to_vec(),
-        },
-        MatrixData::Q4 { q, scales, mins } => MatrixData::Q4 {
-            q: q[start * c / 2..end * c / 2].to_vec(),
-            scales: scales[start * g..end * g].to_vec(),
-            mins: mins[start * g..end * g].to_vec(),
-        },
-    };
-    Matrix {
-        rows,
-        cols: c,
-        data,
-    }
-}
-
-/// A package in memory: the manifest and every file's bytes (tokenizer included).
-pub struct PackageFiles {
-    pub manifest: Manifest,
-    pub files: Vec<(String, Vec<u8>)>,
-}
-
-/// Packs tensors into shards of at most `max_bytes`, cutting big matrices into row pieces.
-struct ShardWriter {
-    max_bytes: usize,
-    shards: Vec<Vec<Part>>,
-    current_bytes: usize,
-    tensors: Vec<TensorEntry>,
-}
-
-impl ShardWriter {
-    fn push(&mut self, parts: Vec<Part>) -> String {
-        // 256 bytes of header per tensor is a generous bound for its JSON entry.
-        let size: usize = parts.iter().map(|p| p.data.len() + 256).sum();
-        if self.current_bytes + size > self.max_bytes
-            && !self.shards.last().is_some_and(Vec::is_empty)
-        {
-            self.shards.push(Vec::new());
-            self.current_bytes = 0;
-        }
-        self.current_bytes += size;
-        if let Some(shard) = self.shards.last_mut() {
-            shard.extend(parts);
-        }
-        shard_name(self.shards.len() - 1)
-    }
-
-    fn vector(&mut self, name: &str, v: &[f32]) {
-        let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let file = self.push(vec![Part {
-            key: name.to_string(),
-            dtype: Dtype::F32,
-            shape: vec![v.len()],
-            data,
-        }]);
-        let pieces = vec![Piece {
-            file,
-            start_row: 0,
-            rows: v.len(),
-        }];
-        self.tensors.push(TensorEntry {
-            name: name.to_string(),
-            shape: vec![v.len()],
-            scheme: Scheme::F32,
-            pieces,
-        });
-    }
-
-    fn matrix(&mut self, name: &str, m: &Matrix) {
-        let row_bytes = m.bytes() / m.rows.max(1) + 1;
-        let rows_per_piece = ((self.max_bytes / 2) / row_bytes).max(1);
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        while start < m.rows {
-            let end = (start + rows_per_piece).min(m.rows);
-            let piece = if start == 0 && end == m.rows {
-                m.clone()
-            } else {
-                slice_rows(m, start, end)
-            };
-            let file = self.push(matrix_parts(&piece_key(name, start), &piece));
-            pieces.push(Piece {
-                file,
-                start_row: start,
-                rows: end - start,
-            });
-            start = end;
-        }
-        self.tensors.push(TensorEntry {
-            name: name.to_string(),
-            shape: vec![m.rows, m.cols],
-            scheme: m.scheme(),
-            pieces,
-        });
-    }
-}
-
-/// Builds a package from weights (in the schemes they already have) and tokenizer bytes.
-pub fn build_package(
-    name: &str,
-    quantization: &str,
-    weights: &Weights,
-    tokenizer_json: &[u8],
-    special: SpecialTokens,
-    source: serde_json::Value,
-    max_shard_bytes: usize,
-) -> Result<PackageFiles> {
-    let cfg = &weights.config;
-    let mut w = ShardWriter {
-        max_bytes: max_shard_bytes,
-        shards: vec![Vec::new()],
-        current_bytes: 0,
-        tensors: Vec::new(),
-    };
-    w.vector("cond", &weights.cond);
-    w.vector("rotary.inv_freq", &weights.inv_freq);
-    w.matrix("embedding", &weights.embedding);
-    for (l, lw) in weights.layers.iter().enumerate() {
-        let p = format!("layers.{l}");
-        w.vector(&format!("{p}.norm1"), &lw.norm1);
-        w.matrix(&format!("{p}.qkv"), &lw.qkv);
-        w.matrix(&format!("{p}.attn_out"), &lw.attn_out);
-        w.vector(&format!("{p}.norm2"), &lw.norm2);
-        w.matrix(&format!("{p}.mlp_in.weight"), &lw.mlp_in);
-        w.vector(&format!("{p}.mlp_in.bias"), &lw.mlp_in_bias);
-        w.matrix(&format!("{p}.mlp_out.weight"), &lw.mlp_out);
-        w.vector(&format!("{p}.mlp_out.bias"), &lw.mlp_out_bias);
-        w.vector(&format!("{p}.modulation"), &lw.modulation);
-    }
-    w.vector("final.norm", &weights.final_norm);
-    w.vector("final.modulation", &weights.final_modulation);
-    w.matrix("lm_head.weight", &weights.lm_head);
-    w.vector("lm_head.bias", &weights.lm_head_bias);
-
-    let mut files = Vec::new();
-    let mut entries = Vec::new();
-    for (i, parts) in w.shards.iter().enumerate() {
-        let mut meta = std::collections::HashMap::new();
-        meta.insert("format".to_string(), FORMAT.to_string());
-        let bytes = safetensors::serialize(parts.iter().map(|p| (p.key.clone(), p)), Some(meta))
-            .map_err(|e| Error::package(shard_name(i), format!("cannot serialize: {e}")))?;
-        if bytes.len() > max_shard_bytes {
-            return Err(Error::package(
-                shard_name(i),
-                format!(
-                    "shard is {} bytes, over the {max_shard_bytes} limit",
-                    bytes.len()
-                ),
-            ));
-        }
-        entries.push(FileEntry {
-            file: shard_name(i),
-            bytes: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
-        });
-        files.push((shard_name(i), bytes));
-    }
-    let tokenizer = FileEntry {
-        file: "tokenizer.json".into(),
-        bytes: tokenizer_json.len() as u64,
-        sha256: sha256_hex(tokenizer_json),
-    };
-    files.push(("tokenizer.json".to_string(), tokenizer_json.to_vec()));
-    let download_bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        name: name.to_string(),
-        quantization: quantization.to_string(),
-        config: cfg.to_json(),
-        special_tokens: special,
-        tokenizer,
-        files: entries,
-        tensors: w.tensors,
-        parameters: weights.parameter_count(),
-        download_bytes,
-        gpu_bytes: (weights.stored_bytes() + crate::weights::kv_cache_bytes(cfg)) as u64,
-        source,
-    };
-    manifest.validate()?;
-    Ok(PackageFiles { manifest, files })
-}
-
-fn shard_name(i: usize) -> String {
-    format!("weights-{i:05}.safetensors")
-}
-
 /// Loads a whole package held in memory (verifying every file) into [`Weights`].
 pub fn load_package(
     manifest_json: &str,
@@ -738,32 +545,30 @@ pub fn load_package(
     Ok((manifest.clone(), builder.finish()?, tokenizer))
 }
 
-/// Re-encodes every matrix of f32 weights according to `plan` (rows that do not suit a
-/// scheme fall back to f16, then f32).
+/// Re-encodes every matrix according to `plan` (rows that do not suit a scheme fall back to
+/// f16, then f32), exactly as the converter does.
 pub fn quantize_weights(weights: &Weights, plan: SchemePlan) -> Weights {
-    let q = |m: &Matrix, s: Scheme| {
-        let m = if m.scheme() == Scheme::F32 {
-            m.clone()
-        } else {
-            Matrix::from_f32(m.rows, m.cols, m.to_f32())
-        };
-        let s = [s, Scheme::F16, Scheme::F32]
-            .into_iter()
-            .find(|s| s.supports_cols(m.cols))
-            .unwrap_or(Scheme::F32);
-        m.quantize(s)
-    };
+    quantize_weights_with(weights, plan, crate::quant::Q4Fit::Range)
+}
+
+/// [`quantize_weights`] with a choice of q4 encoder (for measurements).
+pub fn quantize_weights_with(
+    weights: &Weights,
+    plan: SchemePlan,
+    fit: crate::quant::Q4Fit,
+) -> Weights {
+    let encode = |m: &Matrix, scheme| crate::convert::encode_matrix_with(m, scheme, fit);
     Weights {
-        embedding: q(&weights.embedding, plan.embedding),
-        lm_head: q(&weights.lm_head, plan.lm_head),
+        embedding: encode(&weights.embedding, plan.embedding),
+        lm_head: encode(&weights.lm_head, plan.lm_head),
         layers: weights
             .layers
             .iter()
             .map(|l| LayerWeights {
-                qkv: q(&l.qkv, plan.transformer),
-                attn_out: q(&l.attn_out, plan.transformer),
-                mlp_in: q(&l.mlp_in, plan.transformer),
-                mlp_out: q(&l.mlp_out, plan.transformer),
+                qkv: encode(&l.qkv, plan.transformer),
+                attn_out: encode(&l.attn_out, plan.transformer),
+                mlp_in: encode(&l.mlp_in, plan.transformer),
+                mlp_out: encode(&l.mlp_out, plan.transformer),
                 ..l.clone()
             })
             .collect(),

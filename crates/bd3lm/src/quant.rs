@@ -45,8 +45,8 @@ impl Scheme {
     pub fn supports_cols(self, cols: usize) -> bool {
         match self {
             Scheme::F32 => true,
-            Scheme::F16 => cols % 2 == 0,
-            Scheme::Q8 | Scheme::Q4 => cols % GROUP == 0,
+            Scheme::F16 => cols.is_multiple_of(2),
+            Scheme::Q8 | Scheme::Q4 => cols.is_multiple_of(GROUP),
         }
     }
 
@@ -60,6 +60,15 @@ impl Scheme {
             Scheme::Q4 => rows * cols / 2 + groups * 4,
         }
     }
+}
+
+/// How the q4 encoder picks each group's (scale, min); both decode the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Q4Fit {
+    /// The best of a grid of ranges shrunk from either end of [min, max].
+    Range,
+    /// [`Q4Fit::Range`], then alternating least-squares refinement (lower squared error).
+    LeastSquares,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -111,9 +120,15 @@ impl Matrix {
         self.scheme().bytes(self.rows, self.cols)
     }
 
-    /// Re-encodes an f32 matrix in `scheme`. Panics if the matrix is not f32 or the row length
-    /// does not suit the scheme: callers check [`Scheme::supports_cols`] first.
+    /// Re-encodes an f32 matrix in `scheme` (q4 with the range fit). Panics if the matrix is
+    /// not f32 or the row length does not suit the scheme: callers check
+    /// [`Scheme::supports_cols`] first.
     pub fn quantize(&self, scheme: Scheme) -> Matrix {
+        self.quantize_with(scheme, Q4Fit::Range)
+    }
+
+    /// [`Matrix::quantize`] with a choice of q4 encoder (the decoded format is the same).
+    pub fn quantize_with(&self, scheme: Scheme, fit: Q4Fit) -> Matrix {
         let values = match &self.data {
             MatrixData::F32(v) => v,
             _ => panic!("quantize expects an f32 matrix"),
@@ -129,8 +144,11 @@ impl Matrix {
             Scheme::F16 => {
                 MatrixData::F16(values.iter().map(|&x| f16::from_f32(x).to_bits()).collect())
             }
-            Scheme::Q8 => quantize_q8(values),
-            Scheme::Q4 => quantize_q4(values),
+            Scheme::Q8 => in_parallel(values, quantize_q8),
+            Scheme::Q4 => match fit {
+                Q4Fit::Range => in_parallel(values, quantize_q4),
+                Q4Fit::LeastSquares => in_parallel(values, quantize_q4_least_squares),
+            },
         };
         Matrix {
             rows: self.rows,
@@ -193,9 +211,62 @@ impl Matrix {
     }
 }
 
+/// Runs a group-wise quantizer on contiguous slices in parallel threads and joins the results
+/// (identical to one sequential call: groups are independent). One thread on wasm.
+fn in_parallel(values: &[f32], quantize: fn(&[f32]) -> MatrixData) -> MatrixData {
+    in_parallel_above(values, quantize, 1 << 20)
+}
+
+fn in_parallel_above(
+    values: &[f32],
+    quantize: fn(&[f32]) -> MatrixData,
+    min_per_thread: usize,
+) -> MatrixData {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.min(values.len() / min_per_thread.max(1)).max(1);
+    if threads == 1 {
+        return quantize(values);
+    }
+    let per_thread = (values.len() / GROUP).div_ceil(threads) * GROUP;
+    let results: Vec<MatrixData> = std::thread::scope(|scope| {
+        let handles: Vec<_> = values
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || quantize(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut joined = results.into_iter();
+    let mut out = joined.next().unwrap_or(MatrixData::F32(Vec::new()));
+    for next in joined {
+        match (&mut out, next) {
+            (MatrixData::Q8 { q, scales }, MatrixData::Q8 { q: q2, scales: s2 }) => {
+                q.extend(q2);
+                scales.extend(s2);
+            }
+            (
+                MatrixData::Q4 { q, scales, mins },
+                MatrixData::Q4 {
+                    q: q2,
+                    scales: s2,
+                    mins: m2,
+                },
+            ) => {
+                q.extend(q2);
+                scales.extend(s2);
+                mins.extend(m2);
+            }
+            _ => unreachable!("one quantizer yields one scheme"),
+        }
+    }
+    out
+}
+
 fn nibble(q: &[u8], i: usize) -> u8 {
     let byte = q[i / 2];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         byte & 0x0f
     } else {
         byte >> 4
@@ -222,55 +293,123 @@ fn quantize_q8(values: &[f32]) -> MatrixData {
     MatrixData::Q8 { q, scales }
 }
 
-/// Quantizes one group to 4 bits with the (scale, min) pair of least squared error among a
-/// few candidates: the plain min/max range and ranges shrunk from either end, which keeps
-/// outliers from wasting levels.
-fn quantize_q4_group(group: &[f32]) -> (Vec<u8>, u16, u16) {
+/// One 4-bit encoding of a group: codes, f16 scale and min, and its squared error.
+struct Q4Group {
+    err: f32,
+    codes: [u8; GROUP],
+    scale: f16,
+    min: f16,
+}
+
+/// Encodes `group` with the f16-rounded `(scale, min)`, each value to its nearest level.
+fn encode_q4(group: &[f32], scale: f32, min: f32) -> Q4Group {
+    encode_q4_below(group, scale, min, f32::INFINITY).unwrap_or(Q4Group {
+        err: f32::INFINITY,
+        codes: [0; GROUP],
+        scale: f16::ZERO,
+        min: f16::ZERO,
+    })
+}
+
+/// [`encode_q4`], abandoned (`None`) as soon as its squared error reaches `bound`: the error
+/// only grows, so such a candidate can never beat the one that set the bound.
+fn encode_q4_below(group: &[f32], scale: f32, min: f32, bound: f32) -> Option<Q4Group> {
+    let (scale, min) = (f16::from_f32(scale.max(0.0)), f16::from_f32(min));
+    let (s, m) = (scale.to_f32(), min.to_f32());
+    let mut codes = [0u8; GROUP];
+    let mut err = 0f32;
+    for (c, &x) in codes.iter_mut().zip(group) {
+        let code = if s > 0.0 {
+            ((x - m) / s).round().clamp(0.0, 15.0)
+        } else {
+            0.0
+        };
+        let d = code * s + m - x;
+        err += d * d;
+        if err >= bound {
+            return None;
+        }
+        *c = code as u8;
+    }
+    Some(Q4Group {
+        err,
+        codes,
+        scale,
+        min,
+    })
+}
+
+/// Quantizes one group (of [`GROUP`] values) to 4 bits: the (scale, min) pair of least
+/// squared error among ranges shrunk from either end of [min, max] (so outliers do not waste
+/// levels); with [`Q4Fit::LeastSquares`] then refined by alternating a least-squares fit of
+/// (scale, min) to the codes with re-rounding. The refinement lowers the weight error by
+/// 5–6 % on the demo model but did not improve its outputs (docs/quantization.md), so the
+/// range fit is the default.
+fn quantize_q4_group(group: &[f32], fit: Q4Fit) -> Q4Group {
+    const SHRINKS: [f32; 6] = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2];
+    const REFINEMENTS: usize = 6;
     let lo = group.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut best: Option<(f32, Vec<u8>, u16, u16)> = None;
-    let shrinks = [0.0f32, 0.02, 0.05, 0.1, 0.15, 0.2];
-    for &a in &shrinks {
-        for &b in &shrinks {
-            let range = hi - lo;
+    let range = hi - lo;
+    let mut best = encode_q4(group, range / 15.0, lo);
+    for &a in &SHRINKS {
+        for &b in &SHRINKS {
             let (mn, mx) = (lo + a * range, hi - b * range);
-            let scale = f16::from_f32(((mx - mn) / 15.0).max(0.0));
-            let min = f16::from_f32(mn);
-            let (s, m) = (scale.to_f32(), min.to_f32());
-            let mut err = 0f32;
-            let codes: Vec<u8> = group
-                .iter()
-                .map(|&x| {
-                    let c = if s > 0.0 {
-                        ((x - m) / s).round().clamp(0.0, 15.0)
-                    } else {
-                        0.0
-                    };
-                    let d = c * s + m - x;
-                    err += d * d;
-                    c as u8
-                })
-                .collect();
-            if best.as_ref().is_none_or(|(e, ..)| err < *e) {
-                best = Some((err, codes, scale.to_bits(), min.to_bits()));
+            if let Some(better) = encode_q4_below(group, (mx - mn) / 15.0, mn, best.err) {
+                best = better;
             }
         }
     }
-    let (_, codes, scale, min) = best.expect("at least one candidate");
-    (codes, scale, min)
+    if fit == Q4Fit::Range {
+        return best;
+    }
+    let mut codes = best.codes;
+    let n = group.len() as f64;
+    for _ in 0..REFINEMENTS {
+        // Least squares of x ≈ code·s + m over the group, codes fixed.
+        let (mut sc, mut scc, mut sx, mut scx) = (0f64, 0f64, 0f64, 0f64);
+        for (&c, &x) in codes.iter().zip(group) {
+            let (c, x) = (c as f64, x as f64);
+            sc += c;
+            scc += c * c;
+            sx += x;
+            scx += c * x;
+        }
+        let det = n * scc - sc * sc;
+        if det <= 0.0 {
+            break;
+        }
+        let s = (n * scx - sc * sx) / det;
+        let m = (sx - s * sc) / n;
+        let candidate = encode_q4(group, s as f32, m as f32);
+        if candidate.err >= best.err {
+            break;
+        }
+        codes = candidate.codes;
+        best = candidate;
+    }
+    best
 }
 
 fn quantize_q4(values: &[f32]) -> MatrixData {
+    quantize_q4_fit(values, Q4Fit::Range)
+}
+
+fn quantize_q4_least_squares(values: &[f32]) -> MatrixData {
+    quantize_q4_fit(values, Q4Fit::LeastSquares)
+}
+
+fn quantize_q4_fit(values: &[f32], fit: Q4Fit) -> MatrixData {
     let mut q = vec![0u8; values.len() / 2];
     let mut scales = Vec::with_capacity(values.len() / GROUP);
     let mut mins = Vec::with_capacity(values.len() / GROUP);
     for (g, group) in values.chunks(GROUP).enumerate() {
-        let (codes, scale, min) = quantize_q4_group(group);
-        scales.push(scale);
-        mins.push(min);
-        for (i, c) in codes.into_iter().enumerate() {
+        let encoded = quantize_q4_group(group, fit);
+        scales.push(encoded.scale.to_bits());
+        mins.push(encoded.min.to_bits());
+        for (i, c) in encoded.codes.into_iter().take(group.len()).enumerate() {
             let idx = g * GROUP + i;
-            q[idx / 2] |= if idx % 2 == 0 { c } else { c << 4 };
+            q[idx / 2] |= if idx.is_multiple_of(2) { c } else { c << 4 };
         }
     }
     MatrixData::Q4 { q, scales, mins }
@@ -323,6 +462,29 @@ mod tests {
             };
             assert_eq!(q.bytes(), actual, "{scheme:?}");
         }
+    }
+
+    #[test]
+    fn parallel_quantization_equals_sequential() {
+        let m = sample(64, 96);
+        let values = m.as_f32().unwrap();
+        for quantize in [quantize_q8 as fn(&[f32]) -> MatrixData, quantize_q4] {
+            assert_eq!(in_parallel_above(values, quantize, 32), quantize(values));
+        }
+    }
+
+    #[test]
+    fn least_squares_fit_lowers_the_error_of_the_range_fit() {
+        let m = sample(16, 64);
+        let err = |fit| {
+            let q = m.quantize_with(Scheme::Q4, fit).to_f32();
+            m.to_f32()
+                .iter()
+                .zip(q)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+        };
+        assert!(err(Q4Fit::LeastSquares) < err(Q4Fit::Range));
     }
 
     #[test]

@@ -1,0 +1,86 @@
+//! `bd3lm conformance`: replays golden fixture directories against a backend, one line per
+//! check, non-zero exit when any check fails.
+
+use crate::backend::{AnyEngine, Backend, DEFAULT_BACKEND};
+use crate::error::{CliError, CliResult};
+use bd3lm::conformance::{self, Tolerances};
+use bd3lm::fixture::Fixture;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct ConformanceArgs {
+    /// Backend to check.
+    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+    backend: Backend,
+    /// One JSON object per check instead of text lines.
+    #[arg(long)]
+    json: bool,
+    /// Fixture directories (config.json, model.safetensors, golden.safetensors, notes.json).
+    #[arg(required = true)]
+    fixtures: Vec<PathBuf>,
+}
+
+const FIXTURE_FILES: [&str; 4] = [
+    "config.json",
+    "model.safetensors",
+    "golden.safetensors",
+    "notes.json",
+];
+
+fn check_fixture_dir(dir: &Path) -> CliResult<()> {
+    if !dir.is_dir() {
+        return Err(CliError::Usage(format!(
+            "{}: not a fixture directory (expected a directory with {})",
+            dir.display(),
+            FIXTURE_FILES.join(", ")
+        )));
+    }
+    let missing: Vec<&str> = FIXTURE_FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{}: not a fixture directory (missing {})",
+            dir.display(),
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+pub fn run(args: ConformanceArgs) -> CliResult<()> {
+    // Check every argument before the (slow) runs, so a typo fails at once.
+    for dir in &args.fixtures {
+        check_fixture_dir(dir)?;
+    }
+    let tolerances = match args.backend {
+        Backend::Cpu => Tolerances::CPU,
+        Backend::Gpu => Tolerances::GPU,
+    };
+    let (mut checks, mut failures) = (0usize, 0usize);
+    for dir in &args.fixtures {
+        let fixture =
+            Fixture::from_dir(dir).map_err(|e| CliError::core(dir.display().to_string(), e))?;
+        let mut engine = AnyEngine::new(args.backend, &fixture.weights)?;
+        let results = pollster::block_on(conformance::run(&fixture, &mut engine, tolerances));
+        for r in &results {
+            println!("{}", if args.json { r.json() } else { r.line() });
+            checks += 1;
+            failures += usize::from(!r.pass);
+        }
+    }
+    eprintln!(
+        "{checks} checks on {} fixture(s), backend {}: {} failed",
+        args.fixtures.len(),
+        args.backend.name(),
+        failures
+    );
+    if failures > 0 {
+        return Err(CliError::Failed(format!(
+            "{failures} of {checks} conformance checks failed"
+        )));
+    }
+    Ok(())
+}

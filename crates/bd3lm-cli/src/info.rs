@@ -1,0 +1,131 @@
+//! `bd3lm info`: what a model is and what running it takes.
+
+use crate::backend::{gpu_adapter_report, Backend, DEFAULT_BACKEND};
+use crate::error::CliResult;
+use crate::model::{self, LoadedModel, ModelSource};
+use bd3lm::weights::kv_cache_bytes;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    /// Package directory or Hugging Face directory; default: the embedded model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// tokenizer.json to use instead of the model's own.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Backend whose adapter to describe.
+    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+    backend: Backend,
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.2} MB", bytes as f64 / 1e6)
+}
+
+/// Counts of matrices and their bytes per scheme.
+fn scheme_summary(model: &LoadedModel) -> String {
+    let w = &model.weights;
+    let mut by_scheme: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut add = |m: &bd3lm::quant::Matrix| {
+        let e = by_scheme.entry(m.scheme().name()).or_default();
+        e.0 += 1;
+        e.1 += m.bytes();
+    };
+    add(&w.embedding);
+    add(&w.lm_head);
+    for l in &w.layers {
+        for (_, m) in l.matrices() {
+            add(m);
+        }
+    }
+    by_scheme
+        .iter()
+        .map(|(s, (n, b))| format!("{s}: {n} matrices, {}", mb(*b as u64)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The largest single weight tensor (what a GPU storage-buffer binding must hold).
+fn largest_tensor_bytes(model: &LoadedModel) -> usize {
+    let w = &model.weights;
+    let mut largest = w.embedding.bytes().max(w.lm_head.bytes());
+    for l in &w.layers {
+        for (_, m) in l.matrices() {
+            largest = largest.max(m.bytes());
+        }
+    }
+    largest
+}
+
+pub fn run(args: InfoArgs) -> CliResult<()> {
+    let source = ModelSource::resolve(args.model.as_deref())?;
+    let model = model::load(&source, args.tokenizer.as_deref())?;
+    let cfg = model.config();
+    let (emb, transformer, head) = model.weights.schemes();
+    println!("model:        {}", source.describe());
+    if let Some(m) = &model.manifest {
+        println!(
+            "package:      {} (format version {}, {})",
+            m.name, m.format_version, m.quantization
+        );
+    }
+    println!(
+        "config:       vocab {} | hidden {} | heads {} (dim {}) | layers {} | cond {} | context {} | block {}",
+        cfg.vocab_size,
+        cfg.hidden_dim,
+        cfg.n_heads,
+        cfg.head_dim(),
+        cfg.n_layers,
+        cfg.cond_dim,
+        cfg.model_length,
+        cfg.block_size
+    );
+    println!(
+        "parameters:   {} in the checkpoint; {} stored (adaLN folded into constants)",
+        cfg.parameter_count(),
+        model.weights.parameter_count()
+    );
+    println!(
+        "schemes:      embedding {}, transformer {}, LM head {} ({})",
+        emb.name(),
+        transformer.name(),
+        head.name(),
+        scheme_summary(&model)
+    );
+    let kv = kv_cache_bytes(cfg) as u64;
+    println!(
+        "sizes:        files {}, weights as stored {}, KV cache (f32, full context) {}",
+        mb(model.file_bytes),
+        mb(model.weights.stored_bytes() as u64),
+        mb(kv)
+    );
+    match &model.tokenizer {
+        Some(tok) => println!(
+            "tokenizer:    {} tokens; <|endoftext|> (BOS = EOS) = {}, MASK = {} (not a tokenizer token)",
+            cfg.vocab_size - 1,
+            tok.eos,
+            tok.mask
+        ),
+        None => println!("tokenizer:    none (pass --tokenizer FILE); MASK = {}", cfg.mask_id()),
+    }
+    let needs = format!(
+        "needs {} of device memory, largest buffer {}",
+        mb(model.weights.stored_bytes() as u64 + kv),
+        mb(largest_tensor_bytes(&model) as u64)
+    );
+    match args.backend {
+        Backend::Cpu => println!(
+            "backend:      cpu (exact f32/f64 reference; matrices dequantized to f32 in memory)"
+        ),
+        Backend::Gpu => match gpu_adapter_report() {
+            Ok(report) => println!("backend:      gpu: {report}; {needs}"),
+            Err(e) => println!("backend:      gpu unavailable ({e}); {needs}"),
+        },
+    }
+    if args.backend == Backend::Cpu {
+        println!("gpu:          {needs} (see `bd3lm info --backend gpu`)");
+    }
+    Ok(())
+}
