@@ -2,7 +2,7 @@
 //! KV-cache fills, and first-hitting generation speed end to end, with the engine's work
 //! counters. `--json` prints one object per fill with a fixed set of keys.
 
-use crate::backend::{AnyEngine, Backend, DEFAULT_BACKEND};
+use crate::backend::{self, AnyEngine, Backend, DEFAULT_BACKEND};
 use crate::error::{CliError, CliResult};
 use crate::model::{self, ModelSource};
 use bd3lm::engine::{DrawRequest, Rows};
@@ -17,7 +17,7 @@ pub struct BenchArgs {
     /// Package directory or Hugging Face directory; default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
     /// Measure only at this cache fill (tokens, a multiple of the block size, at most
     /// model_length - block_size); default: 0, n/2 and n - B.
@@ -171,7 +171,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         .tokenizer
         .as_ref()
         .map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
-    let mut engine = AnyEngine::new(args.backend, &loaded.weights)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights)?;
     let adapter = engine.describe();
     if !args.json {
         eprintln!(

@@ -1,7 +1,7 @@
 //! `bd3lm conformance`: replays golden fixture directories against a backend, one line per
 //! check, non-zero exit when any check fails.
 
-use crate::backend::{AnyEngine, Backend, DEFAULT_BACKEND};
+use crate::backend::{self, Backend, DEFAULT_BACKEND};
 use crate::error::{CliError, CliResult};
 use bd3lm::conformance::{self, Tolerances};
 use bd3lm::fixture::Fixture;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct ConformanceArgs {
     /// Backend to check.
-    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
     /// One JSON object per check instead of text lines.
     #[arg(long)]
@@ -63,7 +63,7 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
     for dir in &args.fixtures {
         let fixture =
             Fixture::from_dir(dir).map_err(|e| CliError::core(dir.display().to_string(), e))?;
-        let mut engine = AnyEngine::new(args.backend, &fixture.weights)?;
+        let mut engine = backend::engine(args.backend, &fixture.weights)?;
         let results = pollster::block_on(conformance::run(&fixture, &mut engine, tolerances));
         for r in &results {
             println!("{}", if args.json { r.json() } else { r.line() });

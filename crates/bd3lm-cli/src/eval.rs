@@ -1,6 +1,6 @@
 //! `bd3lm eval`: the BD3-LM NELBO bound of a text file (spec §8.1).
 
-use crate::backend::{AnyEngine, Backend, DEFAULT_BACKEND};
+use crate::backend::{self, Backend, DEFAULT_BACKEND};
 use crate::error::{CliError, CliResult};
 use crate::model::{self, ModelSource};
 use crate::progress;
@@ -28,7 +28,7 @@ pub struct EvalArgs {
     /// Evaluate only this many sequences, spread evenly over the text.
     #[arg(long)]
     max_chunks: Option<usize>,
-    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
     /// Print the result as one JSON object.
     #[arg(long)]
@@ -68,7 +68,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     let all = text_chunks(loaded.tokenizer()?, &args.text, cfg.model_length)?;
     let picked = eval::spread_indices(all.len(), args.max_chunks.unwrap_or(all.len()));
     let chunks: Vec<Vec<u32>> = picked.iter().map(|&i| all[i].clone()).collect();
-    let mut engine = AnyEngine::new(args.backend, &loaded.weights)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights)?;
     let opts = EvalOptions {
         passes: args.passes,
         seed: args.seed,

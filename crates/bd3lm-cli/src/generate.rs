@@ -1,7 +1,7 @@
 //! `bd3lm generate`: drives the block-diffusion sampler, streaming text to stdout as blocks
 //! are committed; progress, the denoising view (`--show-steps`) and stats go to stderr.
 
-use crate::backend::{AnyEngine, Backend, DEFAULT_BACKEND};
+use crate::backend::{self, Backend, DEFAULT_BACKEND};
 use crate::error::{CliError, CliResult};
 use crate::model::{self, ModelSource};
 use bd3lm::generate::{Event, FinishReason, Generator, SamplerKind, SamplingOptions};
@@ -55,7 +55,7 @@ pub struct GenerateArgs {
     top_p: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
     /// Print each denoising step of each block on stderr (masked positions as ░).
     #[arg(long)]
@@ -209,7 +209,7 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
     let tok = loaded.tokenizer()?;
     let prompt = prompt_ids(tok, &args.prompt, cfg.model_length, args.truncate_prompt)?;
     let prompt_len = prompt.len();
-    let mut engine = AnyEngine::new(args.backend, &loaded.weights)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights)?;
     let mut gen = Generator::new(
         cfg.block_size,
         cfg.model_length,

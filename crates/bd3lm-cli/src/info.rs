@@ -16,7 +16,7 @@ pub struct InfoArgs {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Backend whose adapter to describe.
-    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+    #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
 }
 

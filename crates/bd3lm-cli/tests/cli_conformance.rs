@@ -15,6 +15,22 @@ fn fixture_dirs() -> Vec<String> {
     dirs
 }
 
+/// The CLI runs the WGSL engine too (the GPU crate's own test replays every fixture).
+#[test]
+fn gpu_backend_passes_a_fixture() {
+    let dir = path(&fixture("tiny-v512-bs4"));
+    let r = run(["conformance", "--backend", "gpu", &dir]).ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PASS tiny-v512-bs4 trace/ddpm")),
+        "{}",
+        r.stdout
+    );
+    assert!(lines.iter().all(|l| l.starts_with("PASS ")), "{}", r.stdout);
+}
+
 #[test]
 fn cpu_passes_every_fixture() {
     let dirs = fixture_dirs();

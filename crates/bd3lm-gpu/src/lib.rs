@@ -1,6 +1,7 @@
 //! The WGSL compute engine for BD3-LM on wgpu: native (Vulkan/Metal/DX12, lavapipe without a
 //! GPU) and in the browser (WebGPU), from the same code and the same shaders in `shaders/`.
 
+pub mod any;
 pub mod context;
 pub mod engine;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod plan;
 pub mod shaders;
 pub mod smoke;
 
+pub use any::AnyEngine;
 pub use context::{GpuContext, GpuOptions};
 pub use engine::{GpuEngine, SKIPPED_ROW};
 pub use error::GpuError;

@@ -63,9 +63,12 @@ impl Run {
     }
 }
 
+/// The binary, defaulting to the CPU backend (fast and exact for the tiny demo model); tests
+/// of the GPU backend pass `--backend gpu`.
 pub fn bd3lm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bd3lm"));
-    cmd.current_dir(std::env::temp_dir());
+    cmd.current_dir(std::env::temp_dir())
+        .env("BD3LM_BACKEND", "cpu");
     cmd
 }
 
@@ -83,6 +86,21 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     finish(bd3lm().args(args).output().expect("run bd3lm"))
+}
+
+/// Runs `bd3lm` with one extra environment variable.
+pub fn run_with_env<I, S>(key: &str, value: &str, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    finish(
+        bd3lm()
+            .env(key, value)
+            .args(args)
+            .output()
+            .expect("run bd3lm"),
+    )
 }
 
 pub fn path(p: &Path) -> String {
