@@ -126,7 +126,7 @@ impl GpuContext {
     /// Largest storage binding the engine will create on this device.
     pub fn max_binding_bytes(&self) -> u64 {
         MAX_BINDING_BYTES
-            .min(self.limits.max_storage_buffer_binding_size as u64)
+            .min(self.limits.max_storage_buffer_binding_size)
             .min(self.limits.max_buffer_size)
     }
 

@@ -58,7 +58,7 @@ impl GpuMatrix {
         cols: usize,
         scheme: Scheme,
     ) -> Result<GpuMatrix> {
-        if cols % 8 != 0 || !scheme.supports_cols(cols) {
+        if !cols.is_multiple_of(8) || !scheme.supports_cols(cols) {
             return Err(GpuError::Unsupported(format!(
                 "`{name}`: rows of {cols} values cannot be stored as {}",
                 scheme.name()

@@ -179,7 +179,7 @@ impl Config {
                 format!("{} is out of range 3..=16777216", self.vocab_size),
             ));
         }
-        if self.hidden_dim % self.n_heads != 0 {
+        if !self.hidden_dim.is_multiple_of(self.n_heads) {
             return Err(Error::config(
                 "n_heads",
                 format!(
@@ -188,7 +188,7 @@ impl Config {
                 ),
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(Error::config(
                 "n_heads",
                 format!(
@@ -206,7 +206,7 @@ impl Config {
                 ),
             ));
         }
-        if self.model_length % self.block_size != 0 {
+        if !self.model_length.is_multiple_of(self.block_size) {
             return Err(Error::BlockSizeMismatch {
                 model_length: self.model_length,
                 block_size: self.block_size,

@@ -295,11 +295,7 @@ fn layer(
         }
     }
     matmul(&mut s.proj, &s.attn, f32_of(&lw.attn_out), b, h, h);
-    for r in 0..b {
-        for i in 0..h {
-            s.x[r * h + i] += gate_msa[i] * s.proj[r * h + i];
-        }
-    }
+    gated_residual(&mut s.x, &s.proj, gate_msa);
     if let Some(p) = probe.as_deref_mut() {
         p.l0_attn = s.attn.clone();
         p.l0_attn_proj = s.proj.clone();
@@ -313,20 +309,30 @@ fn layer(
     }
     let f = 4 * h;
     matmul(&mut s.hidden, &s.xn, f32_of(&lw.mlp_in), b, h, f);
-    for r in 0..b {
-        for i in 0..f {
-            s.hidden[r * f + i] = gelu_tanh(s.hidden[r * f + i] + lw.mlp_in_bias[i]);
+    for row in s.hidden.chunks_exact_mut(f) {
+        for (v, &bias) in row.iter_mut().zip(&lw.mlp_in_bias) {
+            *v = gelu_tanh(*v + bias);
         }
     }
     matmul(&mut s.proj, &s.hidden, f32_of(&lw.mlp_out), b, f, h);
-    for r in 0..b {
-        for i in 0..h {
-            s.proj[r * h + i] += lw.mlp_out_bias[i];
-            s.x[r * h + i] += gate_mlp[i] * s.proj[r * h + i];
+    for row in s.proj.chunks_exact_mut(h) {
+        for (v, &bias) in row.iter_mut().zip(&lw.mlp_out_bias) {
+            *v += bias;
         }
     }
+    gated_residual(&mut s.x, &s.proj, gate_mlp);
     if let Some(p) = probe {
         p.l0_mlp_out = s.proj.clone();
+    }
+}
+
+/// `x += gate * branch` row by row (the gate multiplies the branch only, spec §4.3).
+fn gated_residual(x: &mut [f32], branch: &[f32], gate: &[f32]) {
+    let h = gate.len();
+    for (x_row, b_row) in x.chunks_exact_mut(h).zip(branch.chunks_exact(h)) {
+        for ((xv, &bv), &g) in x_row.iter_mut().zip(b_row).zip(gate) {
+            *xv += g * bv;
+        }
     }
 }
 
