@@ -63,6 +63,8 @@ pub struct Page {
     pub progress: RwSignal<Option<DownloadProgress>>,
     pub load_report: RwSignal<Option<String>>,
     pub error: RwSignal<Option<ErrorView>>,
+    /// Why downloads are not cached, when they are not.
+    pub cache_note: RwSignal<Option<String>>,
     /// A short message after an action (copied, stopped, finished ...).
     pub notice: RwSignal<Option<String>>,
     pub form: RwSignal<FormValues>,
@@ -87,6 +89,7 @@ impl Page {
             progress: RwSignal::new(None),
             load_report: RwSignal::new(None),
             error: RwSignal::new(None),
+            cache_note: RwSignal::new(None),
             notice: RwSignal::new(None),
             form: RwSignal::new(FormValues::default()),
             prompt: RwSignal::new("My fellow citizens,".to_string()),
@@ -111,6 +114,11 @@ impl Page {
             return cache;
         }
         let cache = Rc::new(PackageCache::open().await);
+        if let Some(why) = &cache.unavailable {
+            self.cache_note.set(Some(format!(
+                "Downloads are not cached ({why}): every visit downloads the model again."
+            )));
+        }
         *self.cache.borrow_mut() = Some(cache.clone());
         cache
     }
@@ -194,7 +202,6 @@ impl Page {
             engine,
             tokenizer,
             info,
-            kind,
         });
         self.phase.set(Phase::Ready);
         Ok(())

@@ -57,10 +57,6 @@ impl PackageCache {
         }
     }
 
-    pub fn is_available(&self) -> bool {
-        self.cache.is_some()
-    }
-
     async fn response(&self, url: &str) -> Option<Response> {
         let cache = self.cache.as_ref()?;
         let found = JsFuture::from(cache.match_with_str(url)).await.ok()?;

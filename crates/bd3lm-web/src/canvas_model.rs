@@ -100,6 +100,7 @@ impl CanvasModel {
     }
 
     /// Generated ids of the committed blocks.
+    #[cfg(test)]
     pub fn generated_ids(&self) -> &[u32] {
         &self.generated
     }
@@ -190,7 +191,8 @@ impl CanvasModel {
     }
 
     /// All text on the canvas (what Copy puts on the clipboard): settled text plus revealed
-    /// slots, without masks.
+    /// slots, without masks. (The page reads the same from its signals: `CanvasSignals::text`.)
+    #[cfg(test)]
     pub fn text(&self) -> String {
         let mut out: String = self.chunks.iter().map(|c| c.text.as_str()).collect();
         for slot in &self.slots {

@@ -86,7 +86,8 @@ pub fn Controls(page: Page) -> impl IntoView {
                 {form_input("pace", "Pause per step (ms)", form, |f| f.pace_ms.clone(), |f, v| f.pace_ms = v)}
             </div>
             <p class="hint">
-                "Any length works: beyond the model's context the oldest blocks slide out of the KV cache. "
+                "Any length works: beyond the model's context the oldest blocks slide out of the KV cache \
+                 (lengths are rounded up to whole blocks). "
                 "The pause only slows the display so you can watch blocks denoise; statistics leave it out."
             </p>
             <div class="row buttons">

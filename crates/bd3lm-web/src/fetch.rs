@@ -104,7 +104,7 @@ pub async fn fetch_bytes(
     let reader: ReadableStreamDefaultReader = body
         .get_reader()
         .dyn_into()
-        .map_err(browser::browser_error)?;
+        .map_err(|object| browser::browser_error(object.into()))?;
     let mut received: u64 = 0;
     loop {
         let step = JsFuture::from(reader.read()).await.map_err(interrupted)?;

@@ -11,6 +11,7 @@ pub fn EnvironmentNotice(page: Page) -> impl IntoView {
     let secure = page.secure;
     let webgpu = page.webgpu;
     let kind = page.engine_kind;
+    let cache_note = page.cache_note;
     let webgpu_words = move || match webgpu.get() {
         None => "Checking for WebGPU…".to_string(),
         Some(WebGpuStatus::Available {
@@ -37,6 +38,9 @@ pub fn EnvironmentNotice(page: Page) -> impl IntoView {
                 "through localhost."
             </p>
             <p id="webgpu">{webgpu_words}</p>
+            <p id="cache-note" hidden=move || cache_note.with(|n| n.is_none())>
+                {move || cache_note.get().unwrap_or_default()}
+            </p>
             <p id="engine">
                 {move || kind.get().map(|k| format!("Engine: {}.", k.label())).unwrap_or_default()}
                 " "

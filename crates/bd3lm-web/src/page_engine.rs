@@ -46,10 +46,10 @@ pub async fn choose_engine(webgpu: &crate::browser::WebGpuStatus) -> EngineKind 
     // for `Available` and return `EngineKind::Gpu`; keep these messages for the fallbacks.
     let reason = match webgpu {
         WebGpuStatus::Missing => {
-            "This browser does not offer WebGPU. It is on by default in Chrome and Edge 113+ (Windows, \
-             macOS, ChromeOS, Android), Safari 26+, and Firefox 141+ on Windows; on Linux start Chrome with \
-             --enable-unsafe-webgpu (or enable chrome://flags/#enable-unsafe-webgpu). It also needs \
-             https or localhost."
+            "This browser does not offer WebGPU. It is on by default in Chrome and Edge 113+ on Windows, \
+             macOS and ChromeOS (121+ on Android), in Safari 26+ and in Firefox 141+ on Windows; where \
+             Chrome does not enable it (e.g. some Linux setups), start it with --enable-unsafe-webgpu or \
+             turn on chrome://flags/#enable-unsafe-webgpu. WebGPU also needs https or localhost."
                 .to_string()
         }
         WebGpuStatus::NoAdapter => {

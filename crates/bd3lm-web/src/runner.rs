@@ -2,10 +2,10 @@
 //! two `Generator::next` calls (each call is one bounded piece of work: one denoising step or
 //! one commit pass), so input, Stop and repaints are never more than one step away.
 
-use crate::browser::{now_ms, yield_to_browser};
+use crate::browser::{self, now_ms, yield_to_browser};
 use crate::canvas_model::{CanvasChange, CanvasModel, Slot, TextChunk};
 use crate::loader::PackageInfo;
-use crate::page_engine::{EngineKind, PageEngine};
+use crate::page_engine::PageEngine;
 use crate::page_error::PageError;
 use crate::stats::{BusyClock, GenerationStats};
 use bd3lm::tokenizer::Tokenizer;
@@ -13,12 +13,14 @@ use bd3lm::{Engine, Event, FinishReason, Generator, SamplingOptions};
 use leptos::prelude::*;
 use std::cell::Cell;
 
+/// Steps longer than this are logged to the console: the page aims to block for less.
+const SLOW_STEP_MS: f64 = 100.0;
+
 /// A model ready to generate.
 pub struct LoadedModel {
     pub engine: PageEngine,
     pub tokenizer: Tokenizer,
     pub info: PackageInfo,
-    pub kind: EngineKind,
 }
 
 /// The signals the canvas view reads.
@@ -175,7 +177,13 @@ pub async fn generate(
         }
         let step_started = now_ms();
         let event = generator.next(&mut model.engine).await;
-        run_stats.longest_step_ms = run_stats.longest_step_ms.max(now_ms() - step_started);
+        let step_ms = now_ms() - step_started;
+        run_stats.longest_step_ms = run_stats.longest_step_ms.max(step_ms);
+        if step_ms > SLOW_STEP_MS {
+            browser::log(&format!(
+                "bd3lm: a step took {step_ms:.0} ms (the page was blocked that long)"
+            ));
+        }
         let event = match event {
             Ok(event) => event,
             Err(e) => {
