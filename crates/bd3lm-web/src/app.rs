@@ -314,22 +314,30 @@ pub fn App() -> impl IntoView {
             </p>
         </header>
         <EnvironmentNotice page=page.clone() />
-        <ModelPanel page=page.clone() />
-        <Controls page=page.clone() />
-        <div id="error" class="error" role="alert" hidden=move || error.with(|e| e.is_none())>
-            <span id="error-text">{move || error.with(|e| e.as_ref().map(|e| e.message.clone()).unwrap_or_default())}</span>
-            <button
-                id="restart"
-                hidden=move || !error.with(|e| e.as_ref().is_some_and(|e| e.device_lost))
-                on:click=move |_| restart.load()
-            >
-                "Restart the engine"
-            </button>
+        <div class="layout">
+            <div class="side">
+                <ModelPanel page=page.clone() />
+                <Controls page=page.clone() />
+            </div>
+            <main class="main">
+                <div id="error" class="error" role="alert" hidden=move || error.with(|e| e.is_none())>
+                    <span id="error-text">
+                        {move || error.with(|e| e.as_ref().map(|e| e.message.clone()).unwrap_or_default())}
+                    </span>
+                    <button
+                        id="restart"
+                        hidden=move || !error.with(|e| e.as_ref().is_some_and(|e| e.device_lost))
+                        on:click=move |_| restart.load()
+                    >
+                        "Restart the engine"
+                    </button>
+                </div>
+                <p id="notice" class="notice" hidden=move || notice.with(|n| n.is_none())>
+                    {move || notice.get().unwrap_or_default()}
+                </p>
+                <Canvas canvas=page.canvas phase=page.phase />
+                <StatsView page=page.clone() />
+            </main>
         </div>
-        <p id="notice" class="notice" hidden=move || notice.with(|n| n.is_none())>
-            {move || notice.get().unwrap_or_default()}
-        </p>
-        <Canvas canvas=page.canvas phase=page.phase />
-        <StatsView page=page.clone() />
     }
 }

@@ -7,7 +7,7 @@ use crate::canvas_model::{CanvasChange, CanvasModel, Slot, TextChunk};
 use crate::loader::PackageInfo;
 use crate::page_engine::PageEngine;
 use crate::page_error::PageError;
-use crate::stats::{BusyClock, GenerationStats};
+use crate::stats::{BusyClock, GenerationStats, StepTimes};
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::{Engine, Event, FinishReason, Generator, SamplingOptions};
 use leptos::prelude::*;
@@ -119,7 +119,7 @@ pub async fn generate(
 ) -> RunEnd {
     let cfg = model.engine.config().clone();
     let tok = &model.tokenizer;
-    let (ids, mut canvas_model) = if settings.continue_text {
+    let (ids, canvas_model) = if settings.continue_text {
         let chunks = canvas.chunks.get_untracked();
         let text: String = chunks.iter().map(|c| c.text.as_str()).collect();
         match prompt_ids(tok, &text, Some(cfg.model_length - 1)) {
@@ -142,7 +142,7 @@ pub async fn generate(
         }
     };
     let total_len = ids.len() + settings.new_tokens;
-    let mut generator = match Generator::new(
+    let generator = match Generator::new(
         cfg.block_size,
         cfg.model_length,
         cfg.mask_id(),
@@ -164,57 +164,86 @@ pub async fn generate(
         canvas.chunks.set(Vec::new());
     }
     publisher.publish(&canvas_model, CanvasChange::Slots);
+    stats.set(GenerationStats::default());
+    let mut run = Run {
+        generator,
+        canvas: canvas_model,
+        publisher,
+        stats_signal: stats,
+        stats: GenerationStats::default(),
+        step_times: StepTimes::default(),
+        pace_ms: settings.pace_ms,
+    };
+    let end = run.drive(model, stop).await;
+    browser::log(&format!("bd3lm: {}", run.step_times.summary(SLOW_STEP_MS)));
+    end
+}
 
-    let clock = &mut BusyClock::start(now_ms());
-    let forwards_before = model.engine.forward_count();
-    let mut run_stats = GenerationStats::default();
-    stats.set(run_stats.clone());
-    loop {
-        if stop.get() {
-            let change = canvas_model.stop(tok);
-            publisher.publish(&canvas_model, change);
-            return RunEnd::Stopped;
+/// One generation in progress.
+struct Run {
+    generator: Generator,
+    canvas: CanvasModel,
+    publisher: Publisher,
+    stats_signal: RwSignal<GenerationStats>,
+    stats: GenerationStats,
+    step_times: StepTimes,
+    pace_ms: i32,
+}
+
+impl Run {
+    /// Steps the generator until it finishes, fails or is stopped.
+    async fn drive(&mut self, model: &mut LoadedModel, stop: &Cell<bool>) -> RunEnd {
+        let tok = &model.tokenizer;
+        let clock = &mut BusyClock::start(now_ms());
+        let forwards_before = model.engine.forward_count();
+        loop {
+            if stop.get() {
+                let change = self.canvas.stop(tok);
+                self.publisher.publish(&self.canvas, change);
+                return RunEnd::Stopped;
+            }
+            let step_started = now_ms();
+            let event = self.generator.next(&mut model.engine).await;
+            let step_ms = now_ms() - step_started;
+            self.step_times.push(step_ms);
+            self.stats.longest_step_ms = self.stats.longest_step_ms.max(step_ms);
+            if step_ms > SLOW_STEP_MS {
+                browser::log(&format!(
+                    "bd3lm: a step took {step_ms:.0} ms (the page was blocked that long)"
+                ));
+            }
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    // Keep what is on the canvas: revealed tokens become text.
+                    let change = self.canvas.stop(tok);
+                    self.publisher.publish(&self.canvas, change);
+                    return RunEnd::Failed(PageError::from_engine(e));
+                }
+            };
+            let change = self.canvas.apply(tok, &event);
+            self.publisher.publish(&self.canvas, change);
+            self.stats.forwards = model.engine.forward_count() - forwards_before;
+            self.stats.busy_ms = clock.busy_ms(now_ms());
+            let mut pause = 0;
+            match &event {
+                Event::Step { revealed, .. } => {
+                    self.stats.steps += 1;
+                    self.stats.tokens += revealed.len() as u64;
+                    pause = self.pace_ms;
+                }
+                Event::BlockCommitted { .. } if self.stats.first_block_ms.is_none() => {
+                    self.stats.first_block_ms = Some(self.stats.busy_ms);
+                }
+                Event::Finished { reason } => {
+                    self.stats_signal.set(self.stats.clone());
+                    return RunEnd::Finished(*reason);
+                }
+                _ => {}
+            }
+            self.stats_signal.set(self.stats.clone());
+            yield_to_browser(pause).await;
+            clock.add_pause(pause as f64);
         }
-        let step_started = now_ms();
-        let event = generator.next(&mut model.engine).await;
-        let step_ms = now_ms() - step_started;
-        run_stats.longest_step_ms = run_stats.longest_step_ms.max(step_ms);
-        if step_ms > SLOW_STEP_MS {
-            browser::log(&format!(
-                "bd3lm: a step took {step_ms:.0} ms (the page was blocked that long)"
-            ));
-        }
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                // Keep what is on the canvas: revealed tokens become text.
-                let change = canvas_model.stop(tok);
-                publisher.publish(&canvas_model, change);
-                return RunEnd::Failed(PageError::from_engine(e));
-            }
-        };
-        let change = canvas_model.apply(tok, &event);
-        publisher.publish(&canvas_model, change);
-        run_stats.forwards = model.engine.forward_count() - forwards_before;
-        run_stats.busy_ms = clock.busy_ms(now_ms());
-        let mut pause = 0;
-        match &event {
-            Event::Step { revealed, .. } => {
-                run_stats.steps += 1;
-                run_stats.tokens += revealed.len() as u64;
-                pause = settings.pace_ms;
-            }
-            Event::BlockCommitted { .. } if run_stats.first_block_ms.is_none() => {
-                run_stats.first_block_ms = Some(run_stats.busy_ms);
-            }
-            Event::Finished { reason } => {
-                stats.set(run_stats);
-                return RunEnd::Finished(*reason);
-            }
-            _ => {}
-        }
-        stats.set(run_stats.clone());
-        yield_to_browser(pause).await;
-        clock.add_pause(pause as f64);
     }
 }
