@@ -71,6 +71,9 @@ pub struct Page {
     pub prompt: RwSignal<String>,
     pub canvas: CanvasSignals,
     pub stats: RwSignal<GenerationStats>,
+    /// Runs started and ended (on the canvas as `data-runs-started` / `data-runs-ended`, so
+    /// tests and scripts can wait for the end of a particular run).
+    pub runs: RwSignal<(u32, u32)>,
     model: Rc<RefCell<Option<LoadedModel>>>,
     cache: Rc<RefCell<Option<Rc<PackageCache>>>>,
     stop: Rc<Cell<bool>>,
@@ -95,6 +98,7 @@ impl Page {
             prompt: RwSignal::new("My fellow citizens,".to_string()),
             canvas: CanvasSignals::new(),
             stats: RwSignal::new(GenerationStats::default()),
+            runs: RwSignal::new((0, 0)),
             model: Rc::new(RefCell::new(None)),
             cache: Rc::new(RefCell::new(None)),
             stop: Rc::new(Cell::new(false)),
@@ -247,10 +251,12 @@ impl Page {
         self.error.set(None);
         self.notice.set(None);
         self.phase.set(Phase::Generating);
+        self.runs.update(|(started, _)| *started += 1);
         let page = self.clone();
         spawn_local(async move {
             let end = runner::generate(&mut model, run, page.canvas, page.stats, &page.stop).await;
             browser::log(&format!("bd3lm: run ended: {end:?}"));
+            page.runs.update(|(_, ended)| *ended += 1);
             match end {
                 RunEnd::Failed(err) if err.is_device_lost() => {
                     // The engine is unusable; the text stays on the canvas.
@@ -335,7 +341,7 @@ pub fn App() -> impl IntoView {
                 <p id="notice" class="notice" hidden=move || notice.with(|n| n.is_none())>
                     {move || notice.get().unwrap_or_default()}
                 </p>
-                <Canvas canvas=page.canvas phase=page.phase />
+                <Canvas canvas=page.canvas phase=page.phase runs=page.runs />
                 <StatsView page=page.clone() />
             </main>
         </div>

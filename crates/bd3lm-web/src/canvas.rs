@@ -38,14 +38,24 @@ fn slot_view(slot: Slot) -> AnyView {
 }
 
 #[component]
-pub fn Canvas(canvas: CanvasSignals, phase: RwSignal<Phase>) -> impl IntoView {
+pub fn Canvas(
+    canvas: CanvasSignals,
+    phase: RwSignal<Phase>,
+    runs: RwSignal<(u32, u32)>,
+) -> impl IntoView {
     let chunks = canvas.chunks;
     let slots = canvas.slots;
     let empty = move || chunks.with(|c| c.is_empty()) && slots.with(|s| s.is_empty());
     view! {
         <section class="panel">
             <h2>"Output"</h2>
-            <div id="canvas" class="canvas" class:running=move || phase.get() == Phase::Generating>
+            <div
+                id="canvas"
+                class="canvas"
+                class:running=move || phase.get() == Phase::Generating
+                data-runs-started=move || runs.get().0.to_string()
+                data-runs-ended=move || runs.get().1.to_string()
+            >
                 <span class="placeholder" hidden=move || !empty()>
                     "Load the model and press Start: each block appears masked, its tokens are revealed step by step, "
                     "then it settles into the text."
