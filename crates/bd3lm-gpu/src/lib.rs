@@ -1,0 +1,17 @@
+//! The WGSL compute engine for BD3-LM on wgpu: native (Vulkan/Metal/DX12, lavapipe without a
+//! GPU) and in the browser (WebGPU), from the same code and the same shaders in `shaders/`.
+
+pub mod context;
+pub mod engine;
+pub mod error;
+pub mod kernels;
+pub mod model;
+pub mod pipelines;
+pub mod plan;
+pub mod shaders;
+pub mod smoke;
+
+pub use context::{GpuContext, GpuOptions};
+pub use engine::{GpuEngine, SKIPPED_ROW};
+pub use error::GpuError;
+pub use model::{GpuModel, GpuModelLoader};

@@ -35,11 +35,20 @@ pub fn hf_tensor_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         ]);
     }
     specs.extend([
-        ("backbone.output_layer.norm_final.weight".to_string(), vec![h]),
+        (
+            "backbone.output_layer.norm_final.weight".to_string(),
+            vec![h],
+        ),
         ("backbone.output_layer.linear.weight".into(), vec![v, h]),
         ("backbone.output_layer.linear.bias".into(), vec![v]),
-        ("backbone.output_layer.adaLN_modulation.weight".into(), vec![2 * h, c]),
-        ("backbone.output_layer.adaLN_modulation.bias".into(), vec![2 * h]),
+        (
+            "backbone.output_layer.adaLN_modulation.weight".into(),
+            vec![2 * h, c],
+        ),
+        (
+            "backbone.output_layer.adaLN_modulation.bias".into(),
+            vec![2 * h],
+        ),
         ("sampling_eps_min".into(), vec![]),
         ("sampling_eps_max".into(), vec![]),
     ]);
@@ -143,7 +152,9 @@ fn affine(w: &[f32], b: &[f32], x: &[f32]) -> Vec<f32> {
 /// `c = SiLU(W2 SiLU(W1 temb(0) + b1) + b2)` with `temb(0) = [1]*128 ++ [0]*128` (spec §4.2).
 pub fn conditioning_vector(w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32]) -> Vec<f32> {
     let half = FREQUENCY_EMBEDDING_SIZE / 2;
-    let temb: Vec<f32> = (0..FREQUENCY_EMBEDDING_SIZE).map(|i| if i < half { 1.0 } else { 0.0 }).collect();
+    let temb: Vec<f32> = (0..FREQUENCY_EMBEDDING_SIZE)
+        .map(|i| if i < half { 1.0 } else { 0.0 })
+        .collect();
     let h: Vec<f32> = affine(w1, b1, &temb).into_iter().map(silu).collect();
     affine(w2, b2, &h).into_iter().map(silu).collect()
 }

@@ -82,9 +82,15 @@ impl Config {
 
     /// Parameters of the HF checkpoint (spec §3), buffers excluded.
     pub fn parameter_count(&self) -> usize {
-        let (v, h, c, l) = (self.vocab_size, self.hidden_dim, self.cond_dim, self.n_layers);
+        let (v, h, c, l) = (
+            self.vocab_size,
+            self.hidden_dim,
+            self.cond_dim,
+            self.n_layers,
+        );
         let sigma_map = c * FREQUENCY_EMBEDDING_SIZE + c + c * c + c;
-        let layer = h + 3 * h * h + h * h + h + 4 * h * h + 4 * h + 4 * h * h + h + 6 * h * c + 6 * h;
+        let layer =
+            h + 3 * h * h + h * h + h + 4 * h * h + 4 * h + 4 * h * h + h + 6 * h * c + 6 * h;
         let output = h + v * h + v + 2 * h * c + 2 * h;
         v * h + sigma_map + l * layer + output
     }
@@ -131,7 +137,12 @@ impl Config {
                     format!("`{s}` checkpoints are not supported; BD3-LM checkpoints are float32"),
                 ))
             }
-            Some(other) => return Err(Error::config("torch_dtype", format!("expected a string, found {other}"))),
+            Some(other) => {
+                return Err(Error::config(
+                    "torch_dtype",
+                    format!("expected a string, found {other}"),
+                ))
+            }
         }
         cfg.validate()?;
         Ok(cfg)
@@ -142,7 +153,10 @@ impl Config {
         if self.model_type != "bd3lm" {
             return Err(Error::config(
                 "model_type",
-                format!("`{}` is not a BD3-LM checkpoint (expected \"bd3lm\")", self.model_type),
+                format!(
+                    "`{}` is not a BD3-LM checkpoint (expected \"bd3lm\")",
+                    self.model_type
+                ),
             ));
         }
         let positive = [
@@ -160,24 +174,36 @@ impl Config {
             }
         }
         if self.vocab_size < 3 || self.vocab_size > (1 << 24) {
-            return Err(Error::config("vocab_size", format!("{} is out of range 3..=16777216", self.vocab_size)));
+            return Err(Error::config(
+                "vocab_size",
+                format!("{} is out of range 3..=16777216", self.vocab_size),
+            ));
         }
         if self.hidden_dim % self.n_heads != 0 {
             return Err(Error::config(
                 "n_heads",
-                format!("hidden_dim {} is not divisible by n_heads {}", self.hidden_dim, self.n_heads),
+                format!(
+                    "hidden_dim {} is not divisible by n_heads {}",
+                    self.hidden_dim, self.n_heads
+                ),
             ));
         }
         if self.head_dim() % 2 != 0 {
             return Err(Error::config(
                 "n_heads",
-                format!("head dim {} must be even for rotary embeddings", self.head_dim()),
+                format!(
+                    "head dim {} must be even for rotary embeddings",
+                    self.head_dim()
+                ),
             ));
         }
         if self.block_size > self.model_length {
             return Err(Error::config(
                 "block_size",
-                format!("{} is larger than model_length {}", self.block_size, self.model_length),
+                format!(
+                    "{} is larger than model_length {}",
+                    self.block_size, self.model_length
+                ),
             ));
         }
         if self.model_length % self.block_size != 0 {
@@ -187,13 +213,22 @@ impl Config {
             });
         }
         if !self.adaln {
-            return Err(Error::config("adaln", "false is not supported (every BD3-LM checkpoint uses adaLN)"));
+            return Err(Error::config(
+                "adaln",
+                "false is not supported (every BD3-LM checkpoint uses adaLN)",
+            ));
         }
         if self.causal {
-            return Err(Error::config("causal", "true describes an autoregressive model, not block diffusion"));
+            return Err(Error::config(
+                "causal",
+                "true describes an autoregressive model, not block diffusion",
+            ));
         }
         if !self.cross_attn {
-            return Err(Error::config("cross_attn", "false is not supported (BD3-LM needs the block-diffusion masks)"));
+            return Err(Error::config(
+                "cross_attn",
+                "false is not supported (BD3-LM needs the block-diffusion masks)",
+            ));
         }
         if self.time_conditioning {
             return Err(Error::config(
@@ -236,7 +271,9 @@ fn get_usize(map: &Map<String, Value>, field: &str, default: usize) -> Result<us
         Some(v) => v
             .as_u64()
             .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| Error::config(field, format!("expected a non-negative integer, found {v}"))),
+            .ok_or_else(|| {
+                Error::config(field, format!("expected a non-negative integer, found {v}"))
+            }),
     }
 }
 
@@ -279,7 +316,8 @@ mod tests {
 
     #[test]
     fn missing_keys_take_class_defaults() {
-        let cfg = Config::from_json_str(r#"{"model_type":"bd3lm","block_size":4,"cond_dim":128}"#).unwrap();
+        let cfg = Config::from_json_str(r#"{"model_type":"bd3lm","block_size":4,"cond_dim":128}"#)
+            .unwrap();
         assert_eq!(cfg.vocab_size, 50258);
         assert!(cfg.adaln && !cfg.causal);
         assert_eq!(cfg.attn_backend, "flex");
@@ -288,14 +326,25 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let err = Config::from_json_str(r#"{"block_size":"four"}"#).unwrap_err();
-        assert!(matches!(&err, Error::Config { field, .. } if field == "block_size"), "{err}");
-        let err = Config::from_json_str(r#"{"n_heads":5,"hidden_dim":64,"block_size":4,"model_length":64}"#).unwrap_err();
-        assert!(matches!(&err, Error::Config { field, .. } if field == "n_heads"), "{err}");
-        let err = Config::from_json_str(r#"{"time_conditioning":true,"block_size":4}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { field, .. } if field == "block_size"),
+            "{err}"
+        );
+        let err = Config::from_json_str(
+            r#"{"n_heads":5,"hidden_dim":64,"block_size":4,"model_length":64}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { field, .. } if field == "n_heads"),
+            "{err}"
+        );
+        let err =
+            Config::from_json_str(r#"{"time_conditioning":true,"block_size":4}"#).unwrap_err();
         assert!(err.to_string().contains("time_conditioning"), "{err}");
         let err = Config::from_json_str("{not json").unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
-        let err = Config::from_json_str(r#"{"torch_dtype":"bfloat16","block_size":4}"#).unwrap_err();
+        let err =
+            Config::from_json_str(r#"{"torch_dtype":"bfloat16","block_size":4}"#).unwrap_err();
         assert!(err.to_string().contains("torch_dtype"), "{err}");
     }
 
@@ -303,7 +352,10 @@ mod tests {
     fn model_length_must_be_a_multiple_of_block_size() {
         let err = Config::from_json_str(r#"{"model_length":100,"block_size":16}"#).unwrap_err();
         match err {
-            Error::BlockSizeMismatch { model_length, block_size } => {
+            Error::BlockSizeMismatch {
+                model_length,
+                block_size,
+            } => {
                 assert_eq!((model_length, block_size), (100, 16));
             }
             other => panic!("unexpected {other}"),

@@ -41,6 +41,9 @@ pub struct RowDraw {
     pub confidence: f32,
 }
 
+/// [`Engine::race_probe`] result for a row the backend skipped.
+pub const SKIPPED_ROW: u32 = u32::MAX;
+
 /// Work counters a backend reports for benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineCounters {
@@ -68,8 +71,13 @@ pub trait Engine {
     fn activations(&mut self, block: &[u32]) -> impl Future<Output = Result<Activations>>;
     fn draw(&mut self, req: &DrawRequest<'_>) -> impl Future<Output = Result<Vec<RowDraw>>>;
     /// The backend's nucleus filter on given log-prob rows: (kept count, kept mass) per row.
-    fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> impl Future<Output = Result<Vec<(usize, f64)>>>;
-    /// The backend's categorical race on given probability rows `[rows, V]` and a step seed.
+    fn nucleus_probe(
+        &mut self,
+        log_probs: &[f32],
+        p: f64,
+    ) -> impl Future<Output = Result<Vec<(usize, f64)>>>;
+    /// The backend's categorical race on given probability rows `[rows, V]` and a step seed;
+    /// [`SKIPPED_ROW`] for rows the backend cannot take (non-finite values on a GPU).
     fn race_probe(&mut self, probs: &[f64], seed: u64) -> impl Future<Output = Result<Vec<u32>>>;
     /// Human-readable backend description (e.g. the GPU adapter).
     fn describe(&self) -> String;
@@ -105,7 +113,13 @@ impl CpuEngine {
         &self.weights
     }
 
-    fn run(&mut self, block: &[u32], commit: bool, logits: bool, probe: Option<&mut Activations>) -> Option<Vec<f32>> {
+    fn run(
+        &mut self,
+        block: &[u32],
+        commit: bool,
+        logits: bool,
+        probe: Option<&mut Activations>,
+    ) -> Option<Vec<f32>> {
         self.forwards += 1;
         forward::forward_block(&self.weights, &mut self.state, block, commit, logits, probe)
     }
@@ -167,7 +181,10 @@ impl Engine for CpuEngine {
 
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
         self.check_block(req.block)?;
-        let (v, mask) = (self.weights.config.vocab_size, self.weights.config.mask_id());
+        let (v, mask) = (
+            self.weights.config.vocab_size,
+            self.weights.config.mask_id(),
+        );
         if !req.reuse || self.log_probs.is_empty() {
             let mut logits = self.run(req.block, false, true, None).unwrap_or_default();
             sampler::subs_log_probs(&mut logits, req.block, v, mask);
@@ -188,7 +205,11 @@ impl Engine for CpuEngine {
             let offset = (r * v) as u64;
             let token = match req.mask_prob {
                 None => sampler::race(p, req.uniform_seed, offset),
-                Some(mp) => sampler::race(&sampler::posterior_row(p, mp, mask), req.uniform_seed, offset),
+                Some(mp) => sampler::race(
+                    &sampler::posterior_row(p, mp, mask),
+                    req.uniform_seed,
+                    offset,
+                ),
             };
             draws.push(RowDraw {
                 row: r,

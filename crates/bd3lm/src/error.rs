@@ -12,7 +12,9 @@ pub enum Error {
     #[error("config.json: field `{field}`: {message}")]
     Config { field: String, message: String },
 
-    #[error("config.json: model_length {model_length} is not a multiple of block_size {block_size}")]
+    #[error(
+        "config.json: model_length {model_length} is not a multiple of block_size {block_size}"
+    )]
     BlockSizeMismatch {
         model_length: usize,
         block_size: usize,

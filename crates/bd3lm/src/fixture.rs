@@ -65,7 +65,13 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn from_bytes(name: &str, config_json: &str, model: &[u8], golden: &[u8], notes_json: &str) -> Result<Fixture> {
+    pub fn from_bytes(
+        name: &str,
+        config_json: &str,
+        model: &[u8],
+        golden: &[u8],
+        notes_json: &str,
+    ) -> Result<Fixture> {
         let weights = checkpoint::load_hf(config_json, model)?;
         let golden = read_golden(golden)?;
         let notes: Value = serde_json::from_str(notes_json).map_err(|e| Error::Fixture {
@@ -73,16 +79,24 @@ impl Fixture {
             message: format!("not valid JSON: {e}"),
         })?;
         let traces = read_traces(&notes)?;
-        Ok(Fixture { name: name.to_string(), config: weights.config.clone(), weights, golden, traces })
+        Ok(Fixture {
+            name: name.to_string(),
+            config: weights.config.clone(),
+            weights,
+            golden,
+            traces,
+        })
     }
 
     /// Loads a fixture directory; anything else is an error that says what is missing.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: &std::path::Path) -> Result<Fixture> {
-        let read = |f: &str| std::fs::read(dir.join(f)).map_err(|e| Error::Fixture {
+        let read = |f: &str| {
+            std::fs::read(dir.join(f)).map_err(|e| Error::Fixture {
             file: dir.join(f).display().to_string(),
             message: format!("{e} (a fixture directory holds config.json, model.safetensors, golden.safetensors and notes.json)"),
-        });
+        })
+        };
         let name = dir
             .canonicalize()
             .ok()
@@ -90,7 +104,13 @@ impl Fixture {
             .unwrap_or_else(|| dir.display().to_string());
         let config = String::from_utf8_lossy(&read("config.json")?).to_string();
         let notes = String::from_utf8_lossy(&read("notes.json")?).to_string();
-        Fixture::from_bytes(&name, &config, &read("model.safetensors")?, &read("golden.safetensors")?, &notes)
+        Fixture::from_bytes(
+            &name,
+            &config,
+            &read("model.safetensors")?,
+            &read("golden.safetensors")?,
+            &notes,
+        )
     }
 
     pub fn tensor(&self, name: &str) -> Result<&GoldenTensor> {
@@ -116,9 +136,17 @@ fn read_golden(bytes: &[u8]) -> Result<BTreeMap<String, GoldenTensor>> {
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data = match view.dtype() {
-            Dtype::I64 => GoldenData::I64(raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect()),
+            Dtype::I64 => GoldenData::I64(
+                raw.chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            ),
             Dtype::F32 => GoldenData::F32(checkpoint::f32_from_le(raw)),
-            Dtype::F64 => GoldenData::F64(raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect()),
+            Dtype::F64 => GoldenData::F64(
+                raw.chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            ),
             other => {
                 return Err(Error::Fixture {
                     file: "golden.safetensors".into(),
@@ -126,30 +154,55 @@ fn read_golden(bytes: &[u8]) -> Result<BTreeMap<String, GoldenTensor>> {
                 })
             }
         };
-        out.insert(name, GoldenTensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            GoldenTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok(out)
 }
 
 fn read_traces(notes: &Value) -> Result<Vec<TraceConfig>> {
-    let obj = notes.as_object().ok_or_else(|| Error::Fixture { file: "notes.json".into(), message: "expected an object".into() })?;
-    let bad = |key: &str, what: &str| Error::Fixture { file: "notes.json".into(), message: format!("`{key}`: {what}") };
+    let obj = notes.as_object().ok_or_else(|| Error::Fixture {
+        file: "notes.json".into(),
+        message: "expected an object".into(),
+    })?;
+    let bad = |key: &str, what: &str| Error::Fixture {
+        file: "notes.json".into(),
+        message: format!("`{key}`: {what}"),
+    };
     let mut traces = Vec::new();
     for (key, cfg) in obj {
-        let Some(name) = key.strip_suffix("_cfg") else { continue };
-        let field = |f: &str| cfg.get(f).ok_or_else(|| bad(key, &format!("missing `{f}`")));
-        let sampler = field("sampler")?.as_str().ok_or_else(|| bad(key, "`sampler` is not a string"))?;
+        let Some(name) = key.strip_suffix("_cfg") else {
+            continue;
+        };
+        let field = |f: &str| {
+            cfg.get(f)
+                .ok_or_else(|| bad(key, &format!("missing `{f}`")))
+        };
+        let sampler = field("sampler")?
+            .as_str()
+            .ok_or_else(|| bad(key, "`sampler` is not a string"))?;
         let first_hitting = match sampler {
             "first_hitting" => true,
             "ddpm" => false,
             other => return Err(bad(key, &format!("unknown sampler `{other}`"))),
         };
-        let uint = |f: &str| -> Result<u64> { field(f)?.as_u64().ok_or_else(|| bad(key, &format!("`{f}` is not an integer"))) };
+        let uint = |f: &str| -> Result<u64> {
+            field(f)?
+                .as_u64()
+                .ok_or_else(|| bad(key, &format!("`{f}` is not an integer")))
+        };
         traces.push(TraceConfig {
             name: name.to_string(),
             first_hitting,
             steps: uint("T")? as usize,
-            nucleus_p: field("nucleus_p")?.as_f64().ok_or_else(|| bad(key, "`nucleus_p` is not a number"))?,
+            nucleus_p: field("nucleus_p")?
+                .as_f64()
+                .ok_or_else(|| bad(key, "`nucleus_p` is not a number"))?,
             seqlen: uint("seqlen")? as usize,
             seed: uint("seed")?,
         });

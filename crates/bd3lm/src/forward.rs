@@ -47,7 +47,12 @@ pub struct State {
 
 impl State {
     pub fn new(cfg: &Config, inv_freq: &[f32]) -> State {
-        let (n, h, b, half) = (cfg.model_length, cfg.hidden_dim, cfg.block_size, cfg.head_dim() / 2);
+        let (n, h, b, half) = (
+            cfg.model_length,
+            cfg.hidden_dim,
+            cfg.block_size,
+            cfg.head_dim() / 2,
+        );
         let mut rope_cos = vec![0.0; n * half];
         let mut rope_sin = vec![0.0; n * half];
         for p in 0..n {
@@ -92,7 +97,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in ra.iter().zip(rb) {
         tail += x * y;
     }
-    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + tail
 }
 
 /// `out[r, o] = sum_k x[r, k] w[o, k]` for `rows` rows (PyTorch `x @ W^T`).
@@ -106,11 +113,21 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], rows: usize, n_in: usize, n
 
 /// `out = LN(x) * weight * (1 + scale) + shift` per row (LayerNorm without bias, eps 1e-5,
 /// biased variance; statistics accumulated in f64).
-pub fn layer_norm_modulate(out: &mut [f32], x: &[f32], weight: &[f32], shift: &[f32], scale: &[f32]) {
+pub fn layer_norm_modulate(
+    out: &mut [f32],
+    x: &[f32],
+    weight: &[f32],
+    shift: &[f32],
+    scale: &[f32],
+) {
     let h = weight.len();
     for (o_row, x_row) in out.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
         let mean = x_row.iter().map(|&v| v as f64).sum::<f64>() / h as f64;
-        let var = x_row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / h as f64;
+        let var = x_row
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / h as f64;
         let rstd = 1.0 / (var + 1e-5).sqrt();
         for i in 0..h {
             let normed = ((x_row[i] as f64 - mean) * rstd) as f32;
@@ -178,7 +195,14 @@ pub fn forward_block(
     }
     let v = cfg.vocab_size;
     let mut out = vec![0.0; b * v];
-    matmul(&mut out, &s.xn, w.lm_head.as_f32().expect("CPU weights are f32"), b, h, v);
+    matmul(
+        &mut out,
+        &s.xn,
+        w.lm_head.as_f32().expect("CPU weights are f32"),
+        b,
+        h,
+        v,
+    );
     for row in out.chunks_exact_mut(v) {
         for (o, &bias) in row.iter_mut().zip(&w.lm_head_bias) {
             *o += bias;
@@ -192,13 +216,21 @@ fn slide_window(s: &mut State, cfg: &Config) {
     let (b, h, n) = (s.b, cfg.hidden_dim, cfg.model_length);
     for l in 0..cfg.n_layers {
         let base = l * n * h;
-        s.k_cache.copy_within(base + b * h..base + s.cached * h, base);
-        s.v_cache.copy_within(base + b * h..base + s.cached * h, base);
+        s.k_cache
+            .copy_within(base + b * h..base + s.cached * h, base);
+        s.v_cache
+            .copy_within(base + b * h..base + s.cached * h, base);
     }
     s.cached -= b;
 }
 
-fn layer(cfg: &Config, lw: &LayerWeights, s: &mut State, l: usize, mut probe: Option<&mut Activations>) {
+fn layer(
+    cfg: &Config,
+    lw: &LayerWeights,
+    s: &mut State,
+    l: usize,
+    mut probe: Option<&mut Activations>,
+) {
     let (b, h, n, nh) = (s.b, cfg.hidden_dim, cfg.model_length, cfg.n_heads);
     let d = h / nh;
     let half = d / 2;
@@ -227,7 +259,12 @@ fn layer(cfg: &Config, lw: &LayerWeights, s: &mut State, l: usize, mut probe: Op
         for j in 0..total {
             let src = &s.k_cache[base + j * h..base + (j + 1) * h][cols.clone()];
             let table = j * half..(j + 1) * half;
-            rope(&mut s.keys[j * d..(j + 1) * d], src, &s.rope_cos[table.clone()], &s.rope_sin[table]);
+            rope(
+                &mut s.keys[j * d..(j + 1) * d],
+                src,
+                &s.rope_cos[table.clone()],
+                &s.rope_sin[table],
+            );
         }
         for r in 0..b {
             let pos = c + r;

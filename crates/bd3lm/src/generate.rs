@@ -73,9 +73,15 @@ pub struct Reveal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A block made only of prompt tokens was committed with one store pass.
-    PromptBlockCommitted { block: usize },
+    PromptBlockCommitted {
+        block: usize,
+    },
     /// A block starts: prompt tokens where the prompt reaches, MASK elsewhere.
-    BlockStarted { block: usize, start: usize, tokens: Vec<u32> },
+    BlockStarted {
+        block: usize,
+        start: usize,
+        tokens: Vec<u32>,
+    },
     /// One denoising step (one model call, or none when `p_x0` was reused).
     Step {
         block: usize,
@@ -90,8 +96,14 @@ pub enum Event {
         tokens: Vec<u32>,
     },
     /// The finished block was committed to the KV cache (one store pass).
-    BlockCommitted { block: usize, start: usize, tokens: Vec<u32> },
-    Finished { reason: FinishReason },
+    BlockCommitted {
+        block: usize,
+        start: usize,
+        tokens: Vec<u32>,
+    },
+    Finished {
+        reason: FinishReason,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -158,12 +170,17 @@ impl Generator {
         opts: SamplingOptions,
     ) -> Result<Generator> {
         if prompt.is_empty() {
-            return Err(Error::InvalidArgument("the prompt must contain at least the BOS token".into()));
+            return Err(Error::InvalidArgument(
+                "the prompt must contain at least the BOS token".into(),
+            ));
         }
         // The first generated token must share the window with the whole prompt.
         let max_prompt = model_length - 1;
         if prompt.len() > max_prompt {
-            return Err(Error::PromptTooLong { tokens: prompt.len(), max: max_prompt });
+            return Err(Error::PromptTooLong {
+                tokens: prompt.len(),
+                max: max_prompt,
+            });
         }
         match opts.sampler {
             SamplerKind::FirstHitting { max_steps } if max_steps < block_size => {
@@ -177,7 +194,10 @@ impl Generator {
             _ => {}
         }
         if !(opts.nucleus_p > 0.0 && opts.nucleus_p <= 1.0) {
-            return Err(Error::InvalidArgument(format!("top-p must be in (0, 1], got {}", opts.nucleus_p)));
+            return Err(Error::InvalidArgument(format!(
+                "top-p must be in (0, 1], got {}",
+                opts.nucleus_p
+            )));
         }
         let total_len = total_len.max(prompt.len() + 1).div_ceil(block_size) * block_size;
         Ok(Generator {
@@ -269,7 +289,9 @@ impl Generator {
                 let block = start / b;
                 if start >= self.total_len {
                     self.phase = Phase::Done(FinishReason::Length);
-                    return Ok(Event::Finished { reason: FinishReason::Length });
+                    return Ok(Event::Finished {
+                        reason: FinishReason::Length,
+                    });
                 }
                 if start + b <= self.prompt_len {
                     engine.commit(&self.sequence[start..start + b]).await?;
@@ -284,15 +306,29 @@ impl Generator {
                     }
                 }
                 self.sequence.truncate(start);
-                self.phase = Phase::Denoise(Denoising { block, start, tokens: tokens.clone(), step: 0, changed: true });
-                Ok(Event::BlockStarted { block, start, tokens })
+                self.phase = Phase::Denoise(Denoising {
+                    block,
+                    start,
+                    tokens: tokens.clone(),
+                    step: 0,
+                    changed: true,
+                });
+                Ok(Event::BlockStarted {
+                    block,
+                    start,
+                    tokens,
+                })
             }
             Phase::Denoise(d) => self.denoise_step(engine, d).await,
             Phase::Commit(d) => {
                 engine.commit(&d.tokens).await?;
                 self.sequence.extend(&d.tokens);
                 self.committed_len += b;
-                let event = Event::BlockCommitted { block: d.block, start: d.start, tokens: d.tokens };
+                let event = Event::BlockCommitted {
+                    block: d.block,
+                    start: d.start,
+                    tokens: d.tokens,
+                };
                 self.phase = match self.stop_check() {
                     Some(reason) => Phase::Done(reason),
                     None => Phase::NextBlock,
@@ -327,30 +363,45 @@ impl Generator {
     fn step_seed_and_position(&self) -> (u64, Option<usize>) {
         let k = self.global_step as usize;
         if let Some(r) = &self.replay {
-            let seed = r.seeds.get(k).copied().unwrap_or_else(|| rng::step_seed(self.opts.seed, k as u64));
+            let seed = r
+                .seeds
+                .get(k)
+                .copied()
+                .unwrap_or_else(|| rng::step_seed(self.opts.seed, k as u64));
             return (seed, r.chosen.get(k).copied());
         }
         (rng::step_seed(self.opts.seed, k as u64), None)
     }
 
     async fn denoise_step<E: Engine>(&mut self, engine: &mut E, mut d: Denoising) -> Result<Event> {
-        let masked: Vec<usize> = (0..d.tokens.len()).filter(|&i| d.tokens[i] == self.mask).collect();
+        let masked: Vec<usize> = (0..d.tokens.len())
+            .filter(|&i| d.tokens[i] == self.mask)
+            .collect();
         let (seed, replay_pos) = self.step_seed_and_position();
         let mut revealed = Vec::new();
         let (t, s, mask_prob, model_called, draws);
         match self.opts.sampler {
             SamplerKind::FirstHitting { max_steps } => {
                 if d.step >= max_steps {
-                    return Err(Error::InvalidArgument(format!("block {} still has masks after {max_steps} steps", d.block)));
+                    return Err(Error::InvalidArgument(format!(
+                        "block {} still has masks after {max_steps} steps",
+                        d.block
+                    )));
                 }
                 let pos = match replay_pos {
                     Some(p) => p,
                     None => masked[self.positions.below(masked.len())],
                 };
                 if d.tokens.get(pos) != Some(&self.mask) {
-                    return Err(Error::InvalidArgument(format!("replayed position {pos} is not masked")));
+                    return Err(Error::InvalidArgument(format!(
+                        "replayed position {pos} is not masked"
+                    )));
                 }
-                let rows = if self.draw_all_rows { Rows::All } else { Rows::One(pos) };
+                let rows = if self.draw_all_rows {
+                    Rows::All
+                } else {
+                    Rows::One(pos)
+                };
                 let req = DrawRequest {
                     block: &d.tokens,
                     rows,
@@ -360,22 +411,37 @@ impl Generator {
                     reuse: false,
                 };
                 draws = engine.draw(&req).await?;
-                let chosen = draws.iter().find(|r| r.row == pos).copied().ok_or_else(|| {
-                    Error::Backend(format!("the engine returned no draw for row {pos}"))
-                })?;
+                let chosen = draws
+                    .iter()
+                    .find(|r| r.row == pos)
+                    .copied()
+                    .ok_or_else(|| {
+                        Error::Backend(format!("the engine returned no draw for row {pos}"))
+                    })?;
                 d.tokens[pos] = chosen.token;
-                revealed.push(Reveal { position: d.start + pos, token: chosen.token, confidence: chosen.confidence });
+                revealed.push(Reveal {
+                    position: d.start + pos,
+                    token: chosen.token,
+                    confidence: chosen.confidence,
+                });
                 (t, s, mask_prob, model_called) = (1.0, 0.0, None, true);
                 d.changed = true;
             }
             SamplerKind::Posterior { steps } => {
                 if d.step >= steps {
-                    return Err(Error::InvalidArgument(format!("block {} still has masks after {steps} steps", d.block)));
+                    return Err(Error::InvalidArgument(format!(
+                        "block {} still has masks after {steps} steps",
+                        d.block
+                    )));
                 }
                 t = linspace_point(d.step, steps);
                 let dt = (1.0f64 / steps as f64) as f32;
                 s = t - dt;
-                let mp = if t == 0.0 && !self.opts.t0_quirk { 0.0 } else { s / t };
+                let mp = if t == 0.0 && !self.opts.t0_quirk {
+                    0.0
+                } else {
+                    s / t
+                };
                 mask_prob = Some(mp);
                 model_called = d.step == 0 || d.changed;
                 let req = DrawRequest {
@@ -393,7 +459,11 @@ impl Generator {
                     if d.tokens[r] == self.mask && draw.token != self.mask {
                         d.tokens[r] = draw.token;
                         changed = true;
-                        revealed.push(Reveal { position: d.start + r, token: draw.token, confidence: draw.confidence });
+                        revealed.push(Reveal {
+                            position: d.start + r,
+                            token: draw.token,
+                            confidence: draw.confidence,
+                        });
                     }
                 }
                 d.changed = changed;
@@ -412,7 +482,11 @@ impl Generator {
             draws,
             tokens: d.tokens.clone(),
         };
-        self.phase = if d.tokens.contains(&self.mask) { Phase::Denoise(d) } else { Phase::Commit(d) };
+        self.phase = if d.tokens.contains(&self.mask) {
+            Phase::Denoise(d)
+        } else {
+            Phase::Commit(d)
+        };
         Ok(event)
     }
 }

@@ -80,21 +80,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::package("manifest.json", format!("not valid JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::package("manifest.json", format!("not valid JSON: {e}")))?;
         let version = value.get("format_version").and_then(|v| v.as_u64());
         if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT) {
-            return Err(Error::package("manifest.json", format!("not a {FORMAT} manifest (field `format`)")));
+            return Err(Error::package(
+                "manifest.json",
+                format!("not a {FORMAT} manifest (field `format`)"),
+            ));
         }
         match version {
             Some(v) if v as u32 > FORMAT_VERSION => {
-                return Err(Error::UnsupportedPackageVersion { found: v as u32, supported: FORMAT_VERSION })
+                return Err(Error::UnsupportedPackageVersion {
+                    found: v as u32,
+                    supported: FORMAT_VERSION,
+                })
             }
             Some(_) => {}
             None => return Err(Error::package("manifest.json", "missing `format_version`")),
         }
-        let manifest: Manifest =
-            serde_json::from_value(value).map_err(|e| Error::package("manifest.json", format!("invalid manifest: {e}")))?;
+        let manifest: Manifest = serde_json::from_value(value)
+            .map_err(|e| Error::package("manifest.json", format!("invalid manifest: {e}")))?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -112,29 +118,44 @@ impl Manifest {
         let cfg = self.model_config()?;
         let bad = |m: String| Error::package("manifest.json", m);
         if self.special_tokens.mask != cfg.mask_id() {
-            return Err(bad(format!("special_tokens.mask {} is not vocab_size - 1", self.special_tokens.mask)));
+            return Err(bad(format!(
+                "special_tokens.mask {} is not vocab_size - 1",
+                self.special_tokens.mask
+            )));
         }
         for t in &self.tensors {
             let rows = t.shape.first().copied().unwrap_or(1);
             let mut next = 0;
             for p in &t.pieces {
                 if !self.files.iter().any(|f| f.file == p.file) {
-                    return Err(bad(format!("tensor `{}` is in `{}`, which is not listed in `files`", t.name, p.file)));
+                    return Err(bad(format!(
+                        "tensor `{}` is in `{}`, which is not listed in `files`",
+                        t.name, p.file
+                    )));
                 }
                 if p.start_row != next {
-                    return Err(bad(format!("tensor `{}`: pieces do not cover rows contiguously", t.name)));
+                    return Err(bad(format!(
+                        "tensor `{}`: pieces do not cover rows contiguously",
+                        t.name
+                    )));
                 }
                 next += p.rows;
             }
             if next != rows {
-                return Err(bad(format!("tensor `{}`: pieces cover {next} of {rows} rows", t.name)));
+                return Err(bad(format!(
+                    "tensor `{}`: pieces cover {next} of {rows} rows",
+                    t.name
+                )));
             }
         }
         for (name, shape) in expected_tensors(&cfg) {
             match self.tensors.iter().find(|t| t.name == name) {
                 None => return Err(bad(format!("tensor `{name}` is missing"))),
                 Some(t) if t.shape != shape => {
-                    return Err(bad(format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape)))
+                    return Err(bad(format!(
+                        "tensor `{name}` has shape {:?}, expected {shape:?}",
+                        t.shape
+                    )))
                 }
                 Some(_) => {}
             }
@@ -153,11 +174,19 @@ impl Manifest {
 /// Checks a downloaded file against its manifest entry (size, then SHA-256).
 pub fn verify_file(entry: &FileEntry, bytes: &[u8]) -> Result<()> {
     if bytes.len() as u64 != entry.bytes {
-        return Err(Error::SizeMismatch { file: entry.file.clone(), expected: entry.bytes, found: bytes.len() as u64 });
+        return Err(Error::SizeMismatch {
+            file: entry.file.clone(),
+            expected: entry.bytes,
+            found: bytes.len() as u64,
+        });
     }
     let found = sha256_hex(bytes);
     if found != entry.sha256 {
-        return Err(Error::HashMismatch { file: entry.file.clone(), expected: entry.sha256.clone(), found });
+        return Err(Error::HashMismatch {
+            file: entry.file.clone(),
+            expected: entry.sha256.clone(),
+            found,
+        });
     }
     Ok(())
 }
@@ -197,11 +226,19 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
 pub enum TensorPiece {
     Vector(Vec<f32>),
     /// Rows `start_row .. start_row + matrix.rows` of a `[total_rows, matrix.cols]` matrix.
-    Rows { start_row: usize, total_rows: usize, matrix: Matrix },
+    Rows {
+        start_row: usize,
+        total_rows: usize,
+        matrix: Matrix,
+    },
 }
 
 /// Every tensor piece stored in one (already verified) shard.
-pub fn read_shard(manifest: &Manifest, file: &str, bytes: &[u8]) -> Result<Vec<(String, TensorPiece)>> {
+pub fn read_shard(
+    manifest: &Manifest,
+    file: &str,
+    bytes: &[u8],
+) -> Result<Vec<(String, TensorPiece)>> {
     let st = parse_safetensors(file, bytes)?;
     let mut out = Vec::new();
     for t in &manifest.tensors {
@@ -209,17 +246,33 @@ pub fn read_shard(manifest: &Manifest, file: &str, bytes: &[u8]) -> Result<Vec<(
             let key = piece_key(&t.name, p.start_row);
             let get = |suffix: &str, dtype: Dtype, shape: &[usize]| -> Result<&[u8]> {
                 let name = format!("{key}{suffix}");
-                let view = st.tensor(&name).map_err(|_| Error::MissingTensor { file: file.to_string(), name: name.clone() })?;
+                let view = st.tensor(&name).map_err(|_| Error::MissingTensor {
+                    file: file.to_string(),
+                    name: name.clone(),
+                })?;
                 if view.dtype() != dtype {
-                    return Err(Error::TensorDtype { file: file.into(), name, expected: format!("{dtype:?}"), found: format!("{:?}", view.dtype()) });
+                    return Err(Error::TensorDtype {
+                        file: file.into(),
+                        name,
+                        expected: format!("{dtype:?}"),
+                        found: format!("{:?}", view.dtype()),
+                    });
                 }
                 if view.shape() != shape {
-                    return Err(Error::TensorShape { file: file.into(), name, expected: shape.to_vec(), found: view.shape().to_vec() });
+                    return Err(Error::TensorShape {
+                        file: file.into(),
+                        name,
+                        expected: shape.to_vec(),
+                        found: view.shape().to_vec(),
+                    });
                 }
                 Ok(view.data())
             };
             if t.shape.len() == 1 {
-                out.push((t.name.clone(), TensorPiece::Vector(f32_from_le(get("", Dtype::F32, &t.shape)?))));
+                out.push((
+                    t.name.clone(),
+                    TensorPiece::Vector(f32_from_le(get("", Dtype::F32, &t.shape)?)),
+                ));
                 continue;
             }
             let (rows, cols) = (p.rows, t.shape[1]);
@@ -227,7 +280,10 @@ pub fn read_shard(manifest: &Manifest, file: &str, bytes: &[u8]) -> Result<Vec<(
                 Scheme::F32 => MatrixData::F32(f32_from_le(get("", Dtype::F32, &[rows, cols])?)),
                 Scheme::F16 => MatrixData::F16(u16_from_le(get("", Dtype::F16, &[rows, cols])?)),
                 Scheme::Q8 => MatrixData::Q8 {
-                    q: get(".q", Dtype::I8, &[rows, cols])?.iter().map(|&b| b as i8).collect(),
+                    q: get(".q", Dtype::I8, &[rows, cols])?
+                        .iter()
+                        .map(|&b| b as i8)
+                        .collect(),
                     scales: u16_from_le(get(".scale", Dtype::F16, &[rows, cols / GROUP])?),
                 },
                 Scheme::Q4 => MatrixData::Q4 {
@@ -237,14 +293,24 @@ pub fn read_shard(manifest: &Manifest, file: &str, bytes: &[u8]) -> Result<Vec<(
                 },
             };
             let matrix = Matrix { rows, cols, data };
-            out.push((t.name.clone(), TensorPiece::Rows { start_row: p.start_row, total_rows: t.shape[0], matrix }));
+            out.push((
+                t.name.clone(),
+                TensorPiece::Rows {
+                    start_row: p.start_row,
+                    total_rows: t.shape[0],
+                    matrix,
+                },
+            ));
         }
     }
     Ok(out)
 }
 
 fn u16_from_le(bytes: &[u8]) -> Vec<u16> {
-    bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+    bytes
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 fn piece_key(name: &str, start_row: usize) -> String {
@@ -265,7 +331,11 @@ pub struct WeightsBuilder {
 
 impl WeightsBuilder {
     pub fn new(config: Config) -> Self {
-        WeightsBuilder { config, vectors: BTreeMap::new(), matrices: BTreeMap::new() }
+        WeightsBuilder {
+            config,
+            vectors: BTreeMap::new(),
+            matrices: BTreeMap::new(),
+        }
     }
 
     pub fn put(&mut self, name: String, piece: TensorPiece) {
@@ -273,22 +343,31 @@ impl WeightsBuilder {
             TensorPiece::Vector(v) => {
                 self.vectors.insert(name, v);
             }
-            TensorPiece::Rows { start_row, matrix, .. } => self.matrices.entry(name).or_default().push((start_row, matrix)),
+            TensorPiece::Rows {
+                start_row, matrix, ..
+            } => self
+                .matrices
+                .entry(name)
+                .or_default()
+                .push((start_row, matrix)),
         }
     }
 
     fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
-        self.vectors.remove(name).ok_or_else(|| Error::package("manifest.json", format!("tensor `{name}` was not loaded")))
+        self.vectors.remove(name).ok_or_else(|| {
+            Error::package("manifest.json", format!("tensor `{name}` was not loaded"))
+        })
     }
 
     fn matrix(&mut self, name: &str) -> Result<Matrix> {
-        let mut pieces = self
-            .matrices
-            .remove(name)
-            .ok_or_else(|| Error::package("manifest.json", format!("tensor `{name}` was not loaded")))?;
+        let mut pieces = self.matrices.remove(name).ok_or_else(|| {
+            Error::package("manifest.json", format!("tensor `{name}` was not loaded"))
+        })?;
         pieces.sort_by_key(|(start, _)| *start);
         let mut iter = pieces.into_iter().map(|(_, m)| m);
-        let mut whole = iter.next().ok_or_else(|| Error::package("manifest.json", format!("tensor `{name}` has no rows")))?;
+        let mut whole = iter.next().ok_or_else(|| {
+            Error::package("manifest.json", format!("tensor `{name}` has no rows"))
+        })?;
         for next in iter {
             whole = concat_rows(whole, next)?;
         }
@@ -329,20 +408,42 @@ fn concat_rows(a: Matrix, b: Matrix) -> Result<Matrix> {
     let rows = a.rows + b.rows;
     let cols = a.cols;
     let data = match (a.data, b.data) {
-        (MatrixData::F32(mut x), MatrixData::F32(y)) => { x.extend(y); MatrixData::F32(x) }
-        (MatrixData::F16(mut x), MatrixData::F16(y)) => { x.extend(y); MatrixData::F16(x) }
+        (MatrixData::F32(mut x), MatrixData::F32(y)) => {
+            x.extend(y);
+            MatrixData::F32(x)
+        }
+        (MatrixData::F16(mut x), MatrixData::F16(y)) => {
+            x.extend(y);
+            MatrixData::F16(x)
+        }
         (MatrixData::Q8 { mut q, mut scales }, MatrixData::Q8 { q: q2, scales: s2 }) => {
             q.extend(q2);
             scales.extend(s2);
             MatrixData::Q8 { q, scales }
         }
-        (MatrixData::Q4 { mut q, mut scales, mut mins }, MatrixData::Q4 { q: q2, scales: s2, mins: m2 }) => {
+        (
+            MatrixData::Q4 {
+                mut q,
+                mut scales,
+                mut mins,
+            },
+            MatrixData::Q4 {
+                q: q2,
+                scales: s2,
+                mins: m2,
+            },
+        ) => {
             q.extend(q2);
             scales.extend(s2);
             mins.extend(m2);
             MatrixData::Q4 { q, scales, mins }
         }
-        _ => return Err(Error::package("manifest.json", "pieces of one tensor use different schemes")),
+        _ => {
+            return Err(Error::package(
+                "manifest.json",
+                "pieces of one tensor use different schemes",
+            ))
+        }
     };
     Ok(Matrix { rows, cols, data })
 }
@@ -358,7 +459,11 @@ pub struct SchemePlan {
 impl SchemePlan {
     /// The plan behind each package format name (chosen by measurement, docs/quantization.md).
     pub fn for_format(format: Scheme) -> SchemePlan {
-        SchemePlan { embedding: format, transformer: format, lm_head: format }
+        SchemePlan {
+            embedding: format,
+            transformer: format,
+            lm_head: format,
+        }
     }
 }
 
@@ -388,12 +493,27 @@ impl View for &Part {
 fn matrix_parts(key: &str, m: &Matrix) -> Vec<Part> {
     let (r, c) = (m.rows, m.cols);
     let le16 = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let part = |suffix: &str, dtype, shape: Vec<usize>, data| Part { key: format!("{key}{suffix}"), dtype, shape, data };
+    let part = |suffix: &str, dtype, shape: Vec<usize>, data| Part {
+        key: format!("{key}{suffix}"),
+        dtype,
+        shape,
+        data,
+    };
     match &m.data {
-        MatrixData::F32(v) => vec![part("", Dtype::F32, vec![r, c], v.iter().flat_map(|x| x.to_le_bytes()).collect())],
+        MatrixData::F32(v) => vec![part(
+            "",
+            Dtype::F32,
+            vec![r, c],
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )],
         MatrixData::F16(v) => vec![part("", Dtype::F16, vec![r, c], le16(v))],
         MatrixData::Q8 { q, scales } => vec![
-            part(".q", Dtype::I8, vec![r, c], q.iter().map(|&x| x as u8).collect()),
+            part(
+                ".q",
+                Dtype::I8,
+                vec![r, c],
+                q.iter().map(|&x| x as u8).collect(),
+            ),
             part(".scale", Dtype::F16, vec![r, c / GROUP], le16(scales)),
         ],
         MatrixData::Q4 { q, scales, mins } => vec![
@@ -411,14 +531,21 @@ pub fn slice_rows(m: &Matrix, start: usize, end: usize) -> Matrix {
     let data = match &m.data {
         MatrixData::F32(v) => MatrixData::F32(v[start * c..end * c].to_vec()),
         MatrixData::F16(v) => MatrixData::F16(v[start * c..end * c].to_vec()),
-        MatrixData::Q8 { q, scales } => MatrixData::Q8 { q: q[start * c..end * c].to_vec(), scales: scales[start * g..end * g].to_vec() },
+        MatrixData::Q8 { q, scales } => MatrixData::Q8 {
+            q: q[start * c..end * c].to_vec(),
+            scales: scales[start * g..end * g].to_vec(),
+        },
         MatrixData::Q4 { q, scales, mins } => MatrixData::Q4 {
             q: q[start * c / 2..end * c / 2].to_vec(),
             scales: scales[start * g..end * g].to_vec(),
             mins: mins[start * g..end * g].to_vec(),
         },
     };
-    Matrix { rows, cols: c, data }
+    Matrix {
+        rows,
+        cols: c,
+        data,
+    }
 }
 
 /// A package in memory: the manifest and every file's bytes (tokenizer included).
@@ -439,7 +566,9 @@ impl ShardWriter {
     fn push(&mut self, parts: Vec<Part>) -> String {
         // 256 bytes of header per tensor is a generous bound for its JSON entry.
         let size: usize = parts.iter().map(|p| p.data.len() + 256).sum();
-        if self.current_bytes + size > self.max_bytes && !self.shards.last().is_some_and(Vec::is_empty) {
+        if self.current_bytes + size > self.max_bytes
+            && !self.shards.last().is_some_and(Vec::is_empty)
+        {
             self.shards.push(Vec::new());
             self.current_bytes = 0;
         }
@@ -452,9 +581,23 @@ impl ShardWriter {
 
     fn vector(&mut self, name: &str, v: &[f32]) {
         let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let file = self.push(vec![Part { key: name.to_string(), dtype: Dtype::F32, shape: vec![v.len()], data }]);
-        let pieces = vec![Piece { file, start_row: 0, rows: v.len() }];
-        self.tensors.push(TensorEntry { name: name.to_string(), shape: vec![v.len()], scheme: Scheme::F32, pieces });
+        let file = self.push(vec![Part {
+            key: name.to_string(),
+            dtype: Dtype::F32,
+            shape: vec![v.len()],
+            data,
+        }]);
+        let pieces = vec![Piece {
+            file,
+            start_row: 0,
+            rows: v.len(),
+        }];
+        self.tensors.push(TensorEntry {
+            name: name.to_string(),
+            shape: vec![v.len()],
+            scheme: Scheme::F32,
+            pieces,
+        });
     }
 
     fn matrix(&mut self, name: &str, m: &Matrix) {
@@ -464,12 +607,25 @@ impl ShardWriter {
         let mut start = 0;
         while start < m.rows {
             let end = (start + rows_per_piece).min(m.rows);
-            let piece = if start == 0 && end == m.rows { m.clone() } else { slice_rows(m, start, end) };
+            let piece = if start == 0 && end == m.rows {
+                m.clone()
+            } else {
+                slice_rows(m, start, end)
+            };
             let file = self.push(matrix_parts(&piece_key(name, start), &piece));
-            pieces.push(Piece { file, start_row: start, rows: end - start });
+            pieces.push(Piece {
+                file,
+                start_row: start,
+                rows: end - start,
+            });
             start = end;
         }
-        self.tensors.push(TensorEntry { name: name.to_string(), shape: vec![m.rows, m.cols], scheme: m.scheme(), pieces });
+        self.tensors.push(TensorEntry {
+            name: name.to_string(),
+            shape: vec![m.rows, m.cols],
+            scheme: m.scheme(),
+            pieces,
+        });
     }
 }
 
@@ -484,7 +640,12 @@ pub fn build_package(
     max_shard_bytes: usize,
 ) -> Result<PackageFiles> {
     let cfg = &weights.config;
-    let mut w = ShardWriter { max_bytes: max_shard_bytes, shards: vec![Vec::new()], current_bytes: 0, tensors: Vec::new() };
+    let mut w = ShardWriter {
+        max_bytes: max_shard_bytes,
+        shards: vec![Vec::new()],
+        current_bytes: 0,
+        tensors: Vec::new(),
+    };
     w.vector("cond", &weights.cond);
     w.vector("rotary.inv_freq", &weights.inv_freq);
     w.matrix("embedding", &weights.embedding);
@@ -513,12 +674,26 @@ pub fn build_package(
         let bytes = safetensors::serialize(parts.iter().map(|p| (p.key.clone(), p)), Some(meta))
             .map_err(|e| Error::package(shard_name(i), format!("cannot serialize: {e}")))?;
         if bytes.len() > max_shard_bytes {
-            return Err(Error::package(shard_name(i), format!("shard is {} bytes, over the {max_shard_bytes} limit", bytes.len())));
+            return Err(Error::package(
+                shard_name(i),
+                format!(
+                    "shard is {} bytes, over the {max_shard_bytes} limit",
+                    bytes.len()
+                ),
+            ));
         }
-        entries.push(FileEntry { file: shard_name(i), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+        entries.push(FileEntry {
+            file: shard_name(i),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
         files.push((shard_name(i), bytes));
     }
-    let tokenizer = FileEntry { file: "tokenizer.json".into(), bytes: tokenizer_json.len() as u64, sha256: sha256_hex(tokenizer_json) };
+    let tokenizer = FileEntry {
+        file: "tokenizer.json".into(),
+        bytes: tokenizer_json.len() as u64,
+        sha256: sha256_hex(tokenizer_json),
+    };
     files.push(("tokenizer.json".to_string(), tokenizer_json.to_vec()));
     let download_bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
     let manifest = Manifest {
@@ -545,7 +720,10 @@ fn shard_name(i: usize) -> String {
 }
 
 /// Loads a whole package held in memory (verifying every file) into [`Weights`].
-pub fn load_package(manifest_json: &str, mut read: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<(Manifest, Weights, Vec<u8>)> {
+pub fn load_package(
+    manifest_json: &str,
+    mut read: impl FnMut(&str) -> Result<Vec<u8>>,
+) -> Result<(Manifest, Weights, Vec<u8>)> {
     let manifest = Manifest::parse(manifest_json)?;
     let mut builder = WeightsBuilder::new(manifest.model_config()?);
     for entry in &manifest.files {
@@ -564,8 +742,15 @@ pub fn load_package(manifest_json: &str, mut read: impl FnMut(&str) -> Result<Ve
 /// scheme fall back to f16, then f32).
 pub fn quantize_weights(weights: &Weights, plan: SchemePlan) -> Weights {
     let q = |m: &Matrix, s: Scheme| {
-        let m = if m.scheme() == Scheme::F32 { m.clone() } else { Matrix::from_f32(m.rows, m.cols, m.to_f32()) };
-        let s = [s, Scheme::F16, Scheme::F32].into_iter().find(|s| s.supports_cols(m.cols)).unwrap_or(Scheme::F32);
+        let m = if m.scheme() == Scheme::F32 {
+            m.clone()
+        } else {
+            Matrix::from_f32(m.rows, m.cols, m.to_f32())
+        };
+        let s = [s, Scheme::F16, Scheme::F32]
+            .into_iter()
+            .find(|s| s.supports_cols(m.cols))
+            .unwrap_or(Scheme::F32);
         m.quantize(s)
     };
     Weights {

@@ -68,9 +68,16 @@ pub enum MatrixData {
     /// f16 bit patterns, row-major.
     F16(Vec<u16>),
     /// int8 values row-major; f16 scales `[rows, cols / GROUP]`.
-    Q8 { q: Vec<i8>, scales: Vec<u16> },
+    Q8 {
+        q: Vec<i8>,
+        scales: Vec<u16>,
+    },
     /// 4-bit values, two per byte (low nibble = even column); f16 scales and minimums per group.
-    Q4 { q: Vec<u8>, scales: Vec<u16>, mins: Vec<u16> },
+    Q4 {
+        q: Vec<u8>,
+        scales: Vec<u16>,
+        mins: Vec<u16>,
+    },
 }
 
 /// A row-major `rows x cols` weight matrix (PyTorch `nn.Linear` layout `[out, in]`).
@@ -84,7 +91,11 @@ pub struct Matrix {
 impl Matrix {
     pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>) -> Matrix {
         assert_eq!(values.len(), rows * cols, "matrix data length");
-        Matrix { rows, cols, data: MatrixData::F32(values) }
+        Matrix {
+            rows,
+            cols,
+            data: MatrixData::F32(values),
+        }
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -107,14 +118,25 @@ impl Matrix {
             MatrixData::F32(v) => v,
             _ => panic!("quantize expects an f32 matrix"),
         };
-        assert!(scheme.supports_cols(self.cols), "{} rows of {}", scheme.name(), self.cols);
+        assert!(
+            scheme.supports_cols(self.cols),
+            "{} rows of {}",
+            scheme.name(),
+            self.cols
+        );
         let data = match scheme {
             Scheme::F32 => MatrixData::F32(values.clone()),
-            Scheme::F16 => MatrixData::F16(values.iter().map(|&x| f16::from_f32(x).to_bits()).collect()),
+            Scheme::F16 => {
+                MatrixData::F16(values.iter().map(|&x| f16::from_f32(x).to_bits()).collect())
+            }
             Scheme::Q8 => quantize_q8(values),
             Scheme::Q4 => quantize_q4(values),
         };
-        Matrix { rows: self.rows, cols: self.cols, data }
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
     }
 
     /// Writes row `r` as f32 into `out` (length `cols`).
@@ -189,7 +211,11 @@ fn quantize_q8(values: &[f32]) -> MatrixData {
         let s = scale.to_f32();
         scales.push(scale.to_bits());
         for &x in group {
-            let v = if s > 0.0 { (x / s).round().clamp(-127.0, 127.0) } else { 0.0 };
+            let v = if s > 0.0 {
+                (x / s).round().clamp(-127.0, 127.0)
+            } else {
+                0.0
+            };
             q.push(v as i8);
         }
     }
@@ -215,7 +241,11 @@ fn quantize_q4_group(group: &[f32]) -> (Vec<u8>, u16, u16) {
             let codes: Vec<u8> = group
                 .iter()
                 .map(|&x| {
-                    let c = if s > 0.0 { ((x - m) / s).round().clamp(0.0, 15.0) } else { 0.0 };
+                    let c = if s > 0.0 {
+                        ((x - m) / s).round().clamp(0.0, 15.0)
+                    } else {
+                        0.0
+                    };
                     let d = c * s + m - x;
                     err += d * d;
                     c as u8
@@ -254,7 +284,9 @@ mod tests {
         let mut state = 12345u64;
         let values = (0..rows * cols)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
             })
             .collect();
@@ -262,7 +294,10 @@ mod tests {
     }
 
     fn max_err(a: &Matrix, b: &Matrix) -> f32 {
-        a.to_f32().iter().zip(b.to_f32()).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+        a.to_f32()
+            .iter()
+            .zip(b.to_f32())
+            .fold(0.0, |m, (x, y)| m.max((x - y).abs()))
     }
 
     #[test]

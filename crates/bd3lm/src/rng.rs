@@ -12,7 +12,8 @@ pub fn mix(mut z: u64) -> u64 {
 
 /// Element `j` of the stream that starts from state `seed`, in `[0, 1)` (exact in f64).
 pub fn uniform(seed: u64, j: u64) -> f64 {
-    (mix(seed.wrapping_add(j.wrapping_add(1).wrapping_mul(GAMMA))) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    (mix(seed.wrapping_add(j.wrapping_add(1).wrapping_mul(GAMMA))) >> 11) as f64
+        * (1.0 / (1u64 << 53) as f64)
 }
 
 /// Seed of step `k` of a run with base seed `seed`.

@@ -98,10 +98,13 @@ pub fn unigram_entropy(tokens: &[u32]) -> f64 {
         *counts.entry(t).or_insert(0usize) += 1;
     }
     let n = tokens.len() as f64;
-    counts.values().map(|&c| {
-        let p = c as f64 / n;
-        -p * p.ln()
-    }).sum()
+    counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.ln()
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -117,7 +120,11 @@ mod tests {
         assert_eq!(row[2], 0.0);
         assert!((row[0] - 0.625).abs() < 1e-15);
         let mut row = vec![0.95, 0.05];
-        assert_eq!(nucleus(&mut row, 0.9).0, 1, "the first token is always kept");
+        assert_eq!(
+            nucleus(&mut row, 0.9).0,
+            1,
+            "the first token is always kept"
+        );
     }
 
     #[test]
@@ -136,7 +143,11 @@ mod tests {
         subs_log_probs(&mut logits, &[3, 1], 4, 3);
         let p: f64 = logits[..4].iter().map(|&x| (x as f64).exp()).sum();
         assert!((p - 1.0).abs() < 1e-6);
-        assert_eq!(probs_from_log_probs(&logits[..4])[3], 0.0, "MASK has probability 0");
+        assert_eq!(
+            probs_from_log_probs(&logits[..4])[3],
+            0.0,
+            "MASK has probability 0"
+        );
         assert_eq!(&logits[4..], &[-1e6, 0.0, -1e6, -1e6]);
     }
 }

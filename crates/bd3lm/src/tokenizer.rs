@@ -16,10 +16,13 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Loads a `tokenizer.json` for a model of `vocab_size` entries.
     pub fn from_bytes(json: &[u8], vocab_size: usize) -> Result<Tokenizer> {
-        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer(format!("cannot parse tokenizer.json: {e}")))?;
-        let eos = inner
-            .token_to_id(ENDOFTEXT)
-            .ok_or_else(|| Error::Tokenizer(format!("tokenizer.json has no `{ENDOFTEXT}` token (needed as BOS/EOS)")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| Error::Tokenizer(format!("cannot parse tokenizer.json: {e}")))?;
+        let eos = inner.token_to_id(ENDOFTEXT).ok_or_else(|| {
+            Error::Tokenizer(format!(
+                "tokenizer.json has no `{ENDOFTEXT}` token (needed as BOS/EOS)"
+            ))
+        })?;
         let size = inner.get_vocab_size(true);
         if size + 1 != vocab_size {
             return Err(Error::Tokenizer(format!(
@@ -27,12 +30,19 @@ impl Tokenizer {
                 vocab_size - 1
             )));
         }
-        Ok(Tokenizer { inner, eos, mask: (vocab_size - 1) as u32 })
+        Ok(Tokenizer {
+            inner,
+            eos,
+            mask: (vocab_size - 1) as u32,
+        })
     }
 
     /// Ids of `text` without BOS/EOS (a literal `<|endoftext|>` becomes the special id).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 

@@ -78,28 +78,48 @@ impl Weights {
     pub fn stored_bytes(&self) -> usize {
         let vec = |v: &Vec<f32>| v.len() * 4;
         let mut total = self.embedding.bytes() + self.lm_head.bytes() + vec(&self.lm_head_bias);
-        total += vec(&self.cond) + vec(&self.inv_freq) + vec(&self.final_norm) + vec(&self.final_modulation);
+        total += vec(&self.cond)
+            + vec(&self.inv_freq)
+            + vec(&self.final_norm)
+            + vec(&self.final_modulation);
         for l in &self.layers {
             total += l.matrices().iter().map(|(_, m)| m.bytes()).sum::<usize>();
-            total += vec(&l.norm1) + vec(&l.norm2) + vec(&l.mlp_in_bias) + vec(&l.mlp_out_bias) + vec(&l.modulation);
+            total += vec(&l.norm1)
+                + vec(&l.norm2)
+                + vec(&l.mlp_in_bias)
+                + vec(&l.mlp_out_bias)
+                + vec(&l.modulation);
         }
         total
     }
 
     /// Parameters held (adaLN weights are folded into constants, so fewer than the checkpoint).
     pub fn parameter_count(&self) -> usize {
-        let mut n = self.embedding.rows * self.embedding.cols + self.lm_head.rows * self.lm_head.cols;
+        let mut n =
+            self.embedding.rows * self.embedding.cols + self.lm_head.rows * self.lm_head.cols;
         n += self.lm_head_bias.len() + self.final_norm.len() + self.final_modulation.len();
         for l in &self.layers {
-            n += l.matrices().iter().map(|(_, m)| m.rows * m.cols).sum::<usize>();
-            n += l.norm1.len() + l.norm2.len() + l.mlp_in_bias.len() + l.mlp_out_bias.len() + l.modulation.len();
+            n += l
+                .matrices()
+                .iter()
+                .map(|(_, m)| m.rows * m.cols)
+                .sum::<usize>();
+            n += l.norm1.len()
+                + l.norm2.len()
+                + l.mlp_in_bias.len()
+                + l.mlp_out_bias.len()
+                + l.modulation.len();
         }
         n
     }
 
     /// Schemes in use, for display (`embedding`, `transformer`, `lm_head`).
     pub fn schemes(&self) -> (Scheme, Scheme, Scheme) {
-        let t = self.layers.first().map(|l| l.qkv.scheme()).unwrap_or(Scheme::F32);
+        let t = self
+            .layers
+            .first()
+            .map(|l| l.qkv.scheme())
+            .unwrap_or(Scheme::F32);
         (self.embedding.scheme(), t, self.lm_head.scheme())
     }
 }

@@ -13,7 +13,11 @@ fn fixture_dirs() -> Vec<PathBuf> {
         .filter(|p| p.join("golden.safetensors").exists())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 3, "expected the three shared fixture cases in {}", root.display());
+    assert!(
+        dirs.len() >= 3,
+        "expected the three shared fixture cases in {}",
+        root.display()
+    );
     dirs
 }
 
@@ -24,7 +28,11 @@ fn cpu_reference_passes_every_fixture_check() {
         let fx = Fixture::from_dir(&dir).expect("fixture loads");
         let mut engine = CpuEngine::new(&fx.weights);
         let results = pollster::block_on(conformance::run(&fx, &mut engine, Tolerances::CPU));
-        assert!(results.iter().any(|r| r.check.starts_with("trace/")), "{}: no trace was replayed", fx.name);
+        assert!(
+            results.iter().any(|r| r.check.starts_with("trace/")),
+            "{}: no trace was replayed",
+            fx.name
+        );
         for r in results {
             println!("{}", r.line());
             if !r.pass {
@@ -32,5 +40,9 @@ fn cpu_reference_passes_every_fixture_check() {
             }
         }
     }
-    assert!(failures.is_empty(), "failed checks:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed checks:\n{}",
+        failures.join("\n")
+    );
 }

@@ -1,0 +1,187 @@
+//! Adapter and device: the one place that talks to wgpu's instance, with clean errors when
+//! there is no adapter (never a panic or a hang) and device-loss / validation tracking.
+
+use crate::error::{GpuError, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The largest storage binding the engine uses, whatever the adapter allows (WebGPU's default).
+pub const MAX_BINDING_BYTES: u64 = 128 << 20;
+
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Restrict the backends tried (native: honours `WGPU_BACKEND` when `None`).
+    pub backends: Option<wgpu::Backends>,
+    pub power_preference: wgpu::PowerPreference,
+}
+
+/// A device, its queue and what the engine needs to know about the adapter.
+#[derive(Clone)]
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    lost: Arc<AtomicBool>,
+    lost_reason: Arc<Mutex<String>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl GpuContext {
+    pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        #[cfg(target_arch = "wasm32")]
+        let mut desc = {
+            let mut d = wgpu::InstanceDescriptor::new_without_display_handle();
+            d.backends = wgpu::Backends::BROWSER_WEBGPU;
+            d
+        };
+        if let Some(b) = opts.backends {
+            desc.backends = b;
+        }
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: opts.power_preference,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter {
+                detail: e.to_string(),
+                hint: GpuError::NO_ADAPTER_HINT,
+            })?;
+        let info = adapter.get_info();
+        let adapter_limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("bd3lm"),
+                required_features: wgpu::Features::empty(),
+                required_limits: adapter_limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost_reason = Arc::new(Mutex::new(String::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        {
+            let (lost, reason) = (lost.clone(), lost_reason.clone());
+            device.set_device_lost_callback(move |why, msg| {
+                lost.store(true, Ordering::SeqCst);
+                if let Ok(mut r) = reason.lock() {
+                    *r = format!("{why:?}: {msg}");
+                }
+            });
+            let errors = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut list) = errors.lock() {
+                    list.push(e.to_string());
+                }
+            }));
+        }
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits: adapter_limits,
+            lost,
+            lost_reason,
+            errors,
+        })
+    }
+
+    /// One line naming the adapter: name, backend, device type.
+    pub fn adapter_summary(&self) -> String {
+        let name = if self.info.name.is_empty() {
+            "WebGPU adapter"
+        } else {
+            &self.info.name
+        };
+        format!(
+            "{name} ({:?}, {:?})",
+            self.info.backend, self.info.device_type
+        )
+    }
+
+    /// The limits that matter to the engine, for `bd3lm info`.
+    pub fn limits_summary(&self) -> String {
+        let l = &self.limits;
+        format!(
+            "max storage binding {} MiB (engine uses <= {} MiB), max buffer {} MiB, {} storage buffers per stage, {} invocations per workgroup, {} KiB workgroup memory",
+            l.max_storage_buffer_binding_size >> 20,
+            MAX_BINDING_BYTES.min(l.max_storage_buffer_binding_size as u64) >> 20,
+            l.max_buffer_size >> 20,
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_storage_size >> 10
+        )
+    }
+
+    /// Largest storage binding the engine will create on this device.
+    pub fn max_binding_bytes(&self) -> u64 {
+        MAX_BINDING_BYTES
+            .min(self.limits.max_storage_buffer_binding_size as u64)
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// Fails if the device was lost or reported an uncaptured error since the last check.
+    pub fn check(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            let reason = self
+                .lost_reason
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default();
+            return Err(GpuError::DeviceLost(reason));
+        }
+        if let Ok(mut list) = self.errors.lock() {
+            if let Some(first) = list.first().cloned() {
+                list.clear();
+                return Err(GpuError::Validation(first));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Copies `size` bytes of `src` into a mappable buffer and returns them, awaiting the map.
+    pub async fn read_buffer(
+        &self,
+        src: &wgpu::Buffer,
+        staging: &wgpu::Buffer,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, 0, staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        self.map_read(staging, size).await
+    }
+
+    /// Maps `staging` (already filled by submitted work) and returns its first `size` bytes.
+    pub async fn map_read(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let slice = staging.slice(..size);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let mapped = rx
+            .await
+            .map_err(|_| GpuError::Readback("the map callback was dropped".into()));
+        self.check()?;
+        mapped?.map_err(|e| GpuError::Readback(e.to_string()))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+}

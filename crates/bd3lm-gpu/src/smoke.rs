@@ -1,0 +1,94 @@
+//! The smoke kernels of `shaders/smoke.wgsl` (vectorised add, workgroup tree reduction), used
+//! by the native and browser tests to prove the whole toolchain against CPU loops.
+
+use crate::context::GpuContext;
+use crate::error::Result;
+use crate::pipelines::{PipelineCache, PipelineKey};
+use crate::shaders::Variant;
+use wgpu::util::DeviceExt;
+
+fn input(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+}
+
+async fn run(
+    ctx: &GpuContext,
+    entry: &'static str,
+    a: &[f32],
+    b: &[f32],
+    out_len: usize,
+    groups: u32,
+) -> Result<Vec<f32>> {
+    let cache = PipelineCache::new();
+    let pipeline = cache
+        .get(
+            ctx,
+            PipelineKey {
+                shader: "smoke.wgsl",
+                entry,
+                variant: Variant::default(),
+            },
+        )
+        .await?;
+    let (ab, bb) = (input(ctx, a), input(ctx, b));
+    let size = (out_len * 4) as u64;
+    let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let layout = pipeline.get_bind_group_layout(0);
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: ab.as_entire_binding(),
+    }];
+    if entry == "add" {
+        entries.push(wgpu::BindGroupEntry {
+            binding: 1,
+            resource: bb.as_entire_binding(),
+        });
+    }
+    entries.push(wgpu::BindGroupEntry {
+        binding: 2,
+        resource: out.as_entire_binding(),
+    });
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &layout,
+        entries: &entries,
+    });
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups, 1, 1);
+    }
+    ctx.queue.submit([enc.finish()]);
+    let bytes = ctx.read_buffer(&out, &staging, size).await?;
+    Ok(bytemuck::cast_slice(&bytes).to_vec())
+}
+
+/// `a + b` elementwise (lengths a multiple of 4).
+pub async fn add(ctx: &GpuContext, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
+    run(ctx, "add", a, b, a.len(), (a.len() / 4).div_ceil(64) as u32).await
+}
+
+/// Sums of consecutive chunks of 1024 values (256 threads x vec4), one per workgroup.
+pub async fn chunk_sums(ctx: &GpuContext, a: &[f32]) -> Result<Vec<f32>> {
+    let groups = (a.len() / 4).div_ceil(256);
+    let out = run(ctx, "reduce_sum", a, &[0.0; 4], groups * 4, groups as u32).await?;
+    Ok(out.chunks_exact(4).map(|c| c[0]).collect())
+}

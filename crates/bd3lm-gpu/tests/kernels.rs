@@ -1,0 +1,64 @@
+//! Every WGSL kernel against a CPU loop on seeded random inputs, on the native adapter
+//! (Mesa lavapipe here). The same bodies run in headless Chromium (tests/web.rs).
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use bd3lm_gpu::{GpuContext, GpuOptions};
+
+fn context() -> GpuContext {
+    pollster::block_on(GpuContext::new(&GpuOptions::default()))
+        .expect("a native GPU adapter (lavapipe: apt install mesa-vulkan-drivers)")
+}
+
+#[test]
+fn gpu_smoke_add_and_reduce() {
+    let ctx = context();
+    println!("adapter: {}", ctx.adapter_summary());
+    pollster::block_on(common::smoke(&ctx));
+}
+
+#[test]
+fn gpu_matmul_variants_match_cpu() {
+    pollster::block_on(common::matmul_variants(&context()));
+}
+
+#[test]
+fn gpu_embedding_gather_matches_cpu() {
+    pollster::block_on(common::embed_formats(&context()));
+}
+
+#[test]
+fn gpu_attention_over_ring_cache_matches_cpu() {
+    pollster::block_on(common::attention_ring(&context()));
+}
+
+#[test]
+fn gpu_sampling_modes_match_cpu() {
+    pollster::block_on(common::sampling_modes(&context()));
+}
+
+#[test]
+fn no_adapter_is_a_clean_typed_error() {
+    // No backend compiled for this OS can be found: request only the ones that are absent.
+    let backends = if cfg!(target_os = "linux") {
+        wgpu::Backends::METAL | wgpu::Backends::DX12
+    } else {
+        wgpu::Backends::empty()
+    };
+    let err = pollster::block_on(GpuContext::new(&GpuOptions {
+        backends: Some(backends),
+        ..Default::default()
+    }))
+    .err()
+    .expect("no adapter");
+    assert!(
+        matches!(err, bd3lm_gpu::GpuError::NoAdapter { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("--backend cpu") && text.contains("lavapipe"),
+        "actionable message: {text}"
+    );
+}

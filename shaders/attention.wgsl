@@ -1,0 +1,144 @@
+// Block attention with a KV cache (spec §5, §6.3, §7): the B queries of the current block
+// attend, unmasked, to every cached key and to the block's own keys (bidirectional inside
+// the block). One workgroup per head. The caches hold un-rotated K/V in a ring of n_ctx
+// slots; RoPE is applied here with window-relative positions (cache slot j -> position j,
+// block row r -> position cached + r), which re-bases positions after the window slides
+// exactly as the reference does. Softmax is computed online over key tiles of KT keys.
+
+const B: u32 = {{ROWS}}u;
+const D: u32 = {{HEAD_DIM}}u;
+const HALF: u32 = D / 2u;
+// Keys per tile (KT * D <= 4096 floats of shared memory).
+const KT: u32 = {{KT}}u;
+// vec4 accumulators per thread: B * D / 4 outputs over 256 threads.
+const ACC: u32 = (B * D / 4u + 255u) / 256u;
+
+struct AttnParams {
+    hidden: u32,
+    cache_layer_off: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+struct Step {
+    cached: u32,
+    ring_start: u32,
+    n_ctx: u32,
+    row_offset: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: AttnParams;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> kcache: array<f32>;
+@group(0) @binding(4) var<storage, read> vcache: array<vec4<f32>>;
+// [n_ctx, HALF] cos values followed by [n_ctx, HALF] sin values.
+@group(0) @binding(5) var<storage, read> rope: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+
+var<workgroup> qs: array<f32, B * D>;
+var<workgroup> kt: array<f32, KT * D>;
+var<workgroup> sc: array<f32, B * KT>;
+var<workgroup> m: array<f32, B>;
+var<workgroup> l: array<f32, B>;
+var<workgroup> alpha: array<f32, B>;
+
+// Element e of a head vector `src` rotated to position `pos` (rotate-half convention).
+fn rotate(x_e: f32, x_partner: f32, e: u32, pos: u32) -> f32 {
+    let i = e % HALF;
+    let c = rope[pos * HALF + i];
+    let s = rope[step.n_ctx * HALF + pos * HALF + i];
+    if (e < HALF) {
+        return x_e * c - x_partner * s;
+    }
+    return x_e * c + x_partner * s;
+}
+
+fn partner(e: u32) -> u32 {
+    if (e < HALF) {
+        return e + HALF;
+    }
+    return e - HALF;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let head = wg.x;
+    let h = p.hidden;
+    let total = step.cached + B;
+    for (var i = tid; i < B * D; i = i + 256u) {
+        let r = i / D;
+        let e = i % D;
+        let base = r * h + head * D;
+        qs[i] = rotate(q[base + e], q[base + partner(e)], e, step.cached + r);
+    }
+    if (tid < B) {
+        m[tid] = -3.4e38;
+        l[tid] = 0.0;
+    }
+    var acc: array<vec4<f32>, ACC>;
+    for (var a = 0u; a < ACC; a = a + 1u) {
+        acc[a] = vec4<f32>(0.0);
+    }
+    workgroupBarrier();
+    for (var j0 = 0u; j0 < total; j0 = j0 + KT) {
+        let tl = min(KT, total - j0);
+        for (var i = tid; i < tl * D; i = i + 256u) {
+            let jj = i / D;
+            let e = i % D;
+            let slot = (step.ring_start + j0 + jj) % step.n_ctx;
+            let base = p.cache_layer_off + slot * h + head * D;
+            kt[i] = rotate(kcache[base + e], kcache[base + partner(e)], e, j0 + jj);
+        }
+        workgroupBarrier();
+        for (var i = tid; i < B * tl; i = i + 256u) {
+            let r = i / tl;
+            let jj = i % tl;
+            var s = 0.0;
+            for (var e = 0u; e < D; e = e + 1u) {
+                s = s + qs[r * D + e] * kt[jj * D + e];
+            }
+            sc[r * KT + jj] = s * p.scale;
+        }
+        workgroupBarrier();
+        if (tid < B) {
+            var mx = m[tid];
+            for (var jj = 0u; jj < tl; jj = jj + 1u) {
+                mx = max(mx, sc[tid * KT + jj]);
+            }
+            let a = exp(m[tid] - mx);
+            var sum = 0.0;
+            for (var jj = 0u; jj < tl; jj = jj + 1u) {
+                let e = exp(sc[tid * KT + jj] - mx);
+                sc[tid * KT + jj] = e;
+                sum = sum + e;
+            }
+            l[tid] = l[tid] * a + sum;
+            m[tid] = mx;
+            alpha[tid] = a;
+        }
+        workgroupBarrier();
+        for (var a = 0u; a < ACC; a = a + 1u) {
+            let idx = tid + a * 256u;
+            if (idx < B * D / 4u) {
+                let r = idx / (D / 4u);
+                let d4 = idx % (D / 4u);
+                var v = acc[a] * alpha[r];
+                for (var jj = 0u; jj < tl; jj = jj + 1u) {
+                    let slot = (step.ring_start + j0 + jj) % step.n_ctx;
+                    v = v + sc[r * KT + jj] * vcache[(p.cache_layer_off + slot * h + head * D) / 4u + d4];
+                }
+                acc[a] = v;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var a = 0u; a < ACC; a = a + 1u) {
+        let idx = tid + a * 256u;
+        if (idx < B * D / 4u) {
+            let r = idx / (D / 4u);
+            let d4 = idx % (D / 4u);
+            out[(r * h + head * D) / 4u + d4] = acc[a] / l[r];
+        }
+    }
+}
