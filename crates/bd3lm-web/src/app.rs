@@ -15,10 +15,15 @@ use crate::settings::{self, FormValues};
 use crate::stats::GenerationStats;
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::FinishReason;
+use bd3lm_gpu::GpuContext;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+
+/// Largest model the page falls back to the CPU engine for when WebGPU fails on it: beyond
+/// this the CPU engine would need gigabytes of wasm memory and minutes per token.
+const CPU_FALLBACK_MAX_PARAMETERS: usize = 50_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -75,6 +80,8 @@ pub struct Page {
     /// tests and scripts can wait for the end of a particular run).
     pub runs: RwSignal<(u32, u32)>,
     model: Rc<RefCell<Option<LoadedModel>>>,
+    /// The WebGPU device, while the page has one (replaced after a device loss).
+    gpu: Rc<RefCell<Option<GpuContext>>>,
     cache: Rc<RefCell<Option<Rc<PackageCache>>>>,
     stop: Rc<Cell<bool>>,
     faults: Rc<Cell<FaultInjection>>,
@@ -100,6 +107,7 @@ impl Page {
             stats: RwSignal::new(GenerationStats::default()),
             runs: RwSignal::new((0, 0)),
             model: Rc::new(RefCell::new(None)),
+            gpu: Rc::new(RefCell::new(None)),
             cache: Rc::new(RefCell::new(None)),
             stop: Rc::new(Cell::new(false)),
             faults: Rc::new(Cell::new(FaultInjection::parse(
@@ -132,11 +140,12 @@ impl Page {
         let page = self.clone();
         spawn_local(async move {
             let status = browser::probe_webgpu().await;
-            let kind = page_engine::choose_engine(&status).await;
+            let (kind, ctx) = page_engine::choose_engine(&status).await;
             browser::log(&format!(
                 "bd3lm: WebGPU {status:?}; engine: {}",
                 kind.label()
             ));
+            *page.gpu.borrow_mut() = ctx;
             page.webgpu.set(Some(status));
             page.engine_kind.set(Some(kind));
             page.inspect_now().await;
@@ -176,10 +185,27 @@ impl Page {
         });
     }
 
+    /// The WebGPU device for the next load: the current one, or a new one after a loss.
+    async fn gpu_for_load(&self) -> Option<GpuContext> {
+        if !matches!(
+            self.engine_kind.get_untracked(),
+            Some(EngineKind::Gpu { .. })
+        ) {
+            return None;
+        }
+        let usable = self.gpu.borrow().clone().filter(|ctx| !ctx.is_lost());
+        if usable.is_some() {
+            return usable;
+        }
+        let status = self.webgpu.get_untracked()?;
+        let (kind, ctx) = page_engine::choose_engine(&status).await;
+        *self.gpu.borrow_mut() = ctx.clone();
+        self.engine_kind.set(Some(kind));
+        ctx
+    }
+
     async fn load_now(&self) -> Result<(), PageError> {
-        let (Some(info), Some(kind)) =
-            (self.info.get_untracked(), self.engine_kind.get_untracked())
-        else {
+        let Some(info) = self.info.get_untracked() else {
             return Err(PageError::Browser("no package has been checked yet".into()));
         };
         self.phase.set(Phase::Loading);
@@ -187,11 +213,39 @@ impl Page {
         self.load_report.set(None);
         // Free the previous model before the next one arrives.
         self.model.borrow_mut().take();
+        let gpu = self.gpu_for_load().await;
+        let on_gpu = gpu.is_some();
+        let loaded = match self.load_into(&info, gpu.as_ref()).await {
+            // The WebGPU engine failed on this model: the CPU engine can still run a small one.
+            Err(err @ (PageError::Engine(_) | PageError::DeviceLost(_)))
+                if on_gpu && info.manifest.parameters <= CPU_FALLBACK_MAX_PARAMETERS =>
+            {
+                browser::log(&format!(
+                    "bd3lm: WebGPU engine failed ({err}); using the CPU engine"
+                ));
+                self.engine_kind.set(Some(EngineKind::Cpu {
+                    reason: format!("The WebGPU engine could not run this model ({err})."),
+                }));
+                self.load_into(&info, None).await?
+            }
+            other => other?,
+        };
+        *self.model.borrow_mut() = Some(loaded);
+        self.phase.set(Phase::Ready);
+        Ok(())
+    }
+
+    /// Loads the package into the WebGPU engine on `gpu`, or the CPU engine.
+    async fn load_into(
+        &self,
+        info: &PackageInfo,
+        gpu: Option<&GpuContext>,
+    ) -> Result<LoadedModel, PageError> {
         let config = info.manifest.model_config().map_err(PageError::Package)?;
         let cache = self.cache().await;
-        let mut sink = ModelSink::new(&kind, config.clone());
+        let mut sink = ModelSink::new(gpu, config.clone())?;
         let progress = self.progress;
-        let files = loader::load(&info, &cache, &mut sink, &mut |p| {
+        let files = loader::load(info, &cache, &mut sink, &mut |p| {
             progress.set(Some(p.clone()))
         })
         .await?;
@@ -200,15 +254,17 @@ impl Page {
         // A simulated device loss applies to the first engine only, so a restart recovers.
         let faults = self.faults.replace(FaultInjection::default());
         let engine = sink.finish(faults).await?;
-        browser::log(&format!("bd3lm: model ready: {}", files.report.summary()));
-        self.load_report.set(Some(files.report.summary()));
-        *self.model.borrow_mut() = Some(LoadedModel {
+        let summary = files.report.summary();
+        browser::log(&format!(
+            "bd3lm: model ready on {}: {summary}",
+            if engine.is_gpu() { "WebGPU" } else { "the CPU" }
+        ));
+        self.load_report.set(Some(summary));
+        Ok(LoadedModel {
             engine,
             tokenizer,
-            info,
-        });
-        self.phase.set(Phase::Ready);
-        Ok(())
+            info: info.clone(),
+        })
     }
 
     pub fn start(&self, continue_text: bool) {

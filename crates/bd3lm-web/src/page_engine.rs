@@ -1,85 +1,116 @@
 //! The page's one choice of backend. Loading streams tensor pieces into a [`ModelSink`];
 //! finishing it gives a [`PageEngine`], which implements `bd3lm::Engine` by delegation so the
-//! generator does not care which backend runs.
-//!
-//! The WebGPU arm is not wired yet (the `bd3lm_gpu` engine is being written); every place it
-//! goes is marked `GPU:` below. Wiring it:
-//! 1. `EngineKind::Gpu` becomes reachable from [`choose_engine`] (create a `GpuContext`; on
-//!    error fall back to the CPU with the error's message as the reason).
-//! 2. `ModelSink::Gpu(GpuModelLoader)`: `put` forwards each piece (uploaded at once),
-//!    `finish` calls `loader.finish()` then `GpuEngine::new(&ctx, model)`.
-//! 3. `Backend::Gpu(GpuEngine)` delegates like the CPU arm.
+//! generator does not care which backend runs: the WGSL engine on WebGPU (`bd3lm_gpu`) when
+//! the browser has it, otherwise the exact CPU reference compiled to wasm.
 
+use crate::browser::WebGpuStatus;
 use crate::page_error::PageError;
 use bd3lm::forward::Activations;
 use bd3lm::package::{TensorPiece, WeightsBuilder};
 use bd3lm::{Config, CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw};
+use bd3lm_gpu::{GpuContext, GpuEngine, GpuModelLoader, GpuOptions};
 
 /// Which backend a load will build, and why, in words for the page.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineKind {
+    /// The WGSL engine on the browser's WebGPU adapter.
+    Gpu {
+        adapter: String,
+        fallback_adapter: bool,
+    },
     /// The exact CPU reference compiled to wasm (slow, but runs anywhere).
     Cpu { reason: String },
-    // GPU: Gpu { adapter: String },
 }
 
 impl EngineKind {
     pub fn label(&self) -> String {
         match self {
+            EngineKind::Gpu { adapter, .. } => format!("WebGPU ({adapter})"),
             EngineKind::Cpu { .. } => {
                 "CPU (reference engine in WebAssembly; slower than WebGPU)".to_string()
             }
         }
     }
 
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> String {
         match self {
-            EngineKind::Cpu { reason } => reason,
+            EngineKind::Gpu { fallback_adapter: true, .. } => {
+                "This adapter is the browser's software fallback (no GPU driver): correct, but slow.".to_string()
+            }
+            EngineKind::Gpu { .. } => String::new(),
+            EngineKind::Cpu { reason } => reason.clone(),
         }
     }
 }
 
-/// Picks the backend for the next load. `webgpu` is the browser's answer to the adapter probe.
-pub async fn choose_engine(webgpu: &crate::browser::WebGpuStatus) -> EngineKind {
-    use crate::browser::WebGpuStatus;
-    // GPU: when bd3lm_gpu is wired, try `GpuContext::new(&GpuOptions::default()).await` here
-    // for `Available` and return `EngineKind::Gpu`; keep these messages for the fallbacks.
-    let reason = match webgpu {
-        WebGpuStatus::Missing => {
-            "This browser does not offer WebGPU. It is on by default in Chrome and Edge 113+ on Windows, \
-             macOS and ChromeOS (121+ on Android), in Safari 26+ and in Firefox 141+ on Windows; where \
-             Chrome does not enable it (e.g. some Linux setups), start it with --enable-unsafe-webgpu or \
-             turn on chrome://flags/#enable-unsafe-webgpu. WebGPU also needs https or localhost."
-                .to_string()
-        }
+/// Why there is no WebGPU engine, in words that say what would work.
+pub fn no_webgpu_reason(webgpu: &WebGpuStatus) -> String {
+    match webgpu {
+        WebGpuStatus::Missing => "This browser does not offer WebGPU. It is on by default in Chrome and Edge 113+ on \
+             Windows, macOS and ChromeOS (121+ on Android), in Safari 26+ and in Firefox 141+ on Windows; where \
+             Chrome does not enable it (e.g. some Linux setups), start it with --enable-unsafe-webgpu or turn on \
+             chrome://flags/#enable-unsafe-webgpu. WebGPU also needs https or localhost."
+            .to_string(),
         WebGpuStatus::NoAdapter => {
-            "The browser has WebGPU but found no usable GPU adapter (blocked driver or GPU switched off)."
-                .to_string()
+            "The browser has WebGPU but found no usable GPU adapter (blocked driver or GPU switched off).".to_string()
         }
-        WebGpuStatus::Available { description, .. } => format!(
-            "WebGPU is available ({description}), but this build of the page does not include the WebGPU \
-             engine yet."
-        ),
+        WebGpuStatus::Available { .. } => String::new(),
+    }
+}
+
+/// Picks the backend: a WebGPU device when the browser offers an adapter and the device
+/// comes up, the CPU engine otherwise (with the reason).
+pub async fn choose_engine(webgpu: &WebGpuStatus) -> (EngineKind, Option<GpuContext>) {
+    let WebGpuStatus::Available {
+        description,
+        fallback,
+    } = webgpu
+    else {
+        return (
+            EngineKind::Cpu {
+                reason: no_webgpu_reason(webgpu),
+            },
+            None,
+        );
     };
-    EngineKind::Cpu { reason }
+    match GpuContext::new(&GpuOptions::default()).await {
+        Ok(ctx) => (
+            EngineKind::Gpu {
+                adapter: description.clone(),
+                fallback_adapter: *fallback,
+            },
+            Some(ctx),
+        ),
+        Err(e) => {
+            let reason = format!("WebGPU is present but the engine could not start on it ({e}).");
+            (EngineKind::Cpu { reason }, None)
+        }
+    }
 }
 
 /// Where tensor pieces go while a package streams in.
 pub enum ModelSink {
+    /// Each piece is uploaded to a GPU buffer as it arrives.
+    Gpu(Box<(GpuContext, GpuModelLoader)>),
     /// The CPU engine needs every tensor in wasm memory; fine for the demo model.
     Cpu(WeightsBuilder),
-    // GPU: Gpu(bd3lm_gpu::GpuModelLoader) - uploads each piece to a GPU buffer at once.
 }
 
 impl ModelSink {
-    pub fn new(kind: &EngineKind, config: Config) -> ModelSink {
-        match kind {
-            EngineKind::Cpu { .. } => ModelSink::Cpu(WeightsBuilder::new(config)),
-        }
+    /// A sink on `ctx` when given (the WebGPU engine), else for the CPU engine.
+    pub fn new(ctx: Option<&GpuContext>, config: Config) -> Result<ModelSink, PageError> {
+        Ok(match ctx {
+            Some(ctx) => {
+                let loader = GpuModelLoader::new(ctx, &config).map_err(gpu_error)?;
+                ModelSink::Gpu(Box::new((ctx.clone(), loader)))
+            }
+            None => ModelSink::Cpu(WeightsBuilder::new(config)),
+        })
     }
 
     pub fn put(&mut self, name: String, piece: TensorPiece) -> Result<(), PageError> {
         match self {
+            ModelSink::Gpu(gpu) => gpu.1.put(&name, &piece).map_err(gpu_error),
             ModelSink::Cpu(builder) => {
                 builder.put(name, piece);
                 Ok(())
@@ -89,12 +120,23 @@ impl ModelSink {
 
     pub async fn finish(self, faults: FaultInjection) -> Result<PageEngine, PageError> {
         let backend = match self {
-            ModelSink::Cpu(builder) => Backend::Cpu(CpuEngine::new(
+            ModelSink::Gpu(gpu) => {
+                let (ctx, loader) = *gpu;
+                let model = loader.finish().map_err(gpu_error)?;
+                Backend::Gpu(Box::new(
+                    GpuEngine::new(&ctx, model).await.map_err(gpu_error)?,
+                ))
+            }
+            ModelSink::Cpu(builder) => Backend::Cpu(Box::new(CpuEngine::new(
                 &builder.finish().map_err(PageError::Package)?,
-            )),
+            ))),
         };
         Ok(PageEngine { backend, faults })
     }
+}
+
+fn gpu_error(e: bd3lm_gpu::GpuError) -> PageError {
+    PageError::from_engine(e.into())
 }
 
 /// Test hook: `?fault=device-lost-after-N` makes the engine report a lost device after N
@@ -116,8 +158,8 @@ impl FaultInjection {
 }
 
 enum Backend {
-    Cpu(CpuEngine),
-    // GPU: Gpu(bd3lm_gpu::GpuEngine),
+    Gpu(Box<GpuEngine>),
+    Cpu(Box<CpuEngine>),
 }
 
 pub struct PageEngine {
@@ -125,17 +167,25 @@ pub struct PageEngine {
     faults: FaultInjection,
 }
 
-impl PageEngine {
-    fn inner(&self) -> &CpuEngine {
-        match &self.backend {
-            Backend::Cpu(e) => e,
+/// Calls the same method on whichever engine the page runs.
+macro_rules! delegate {
+    ($self:ident, $engine:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Gpu($engine) => $call,
+            Backend::Cpu($engine) => $call,
         }
-    }
+    };
+    (mut $self:ident, $engine:ident => $call:expr) => {
+        match &mut $self.backend {
+            Backend::Gpu($engine) => $call,
+            Backend::Cpu($engine) => $call,
+        }
+    };
+}
 
-    fn inner_mut(&mut self) -> &mut CpuEngine {
-        match &mut self.backend {
-            Backend::Cpu(e) => e,
-        }
+impl PageEngine {
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.backend, Backend::Gpu(_))
     }
 
     fn check_faults(&self) -> bd3lm::Result<()> {
@@ -148,42 +198,40 @@ impl PageEngine {
     }
 }
 
-// Every method delegates; while only the CPU arm exists, `inner` picks it. GPU: replace each
-// `self.inner*()` with a `match` over both arms.
 impl Engine for PageEngine {
     fn config(&self) -> &Config {
-        self.inner().config()
+        delegate!(self, e => e.config())
     }
 
     fn reset(&mut self) {
-        self.inner_mut().reset()
+        delegate!(mut self, e => e.reset())
     }
 
     fn cached_tokens(&self) -> usize {
-        self.inner().cached_tokens()
+        delegate!(self, e => e.cached_tokens())
     }
 
     fn forward_count(&self) -> u64 {
-        self.inner().forward_count()
+        delegate!(self, e => e.forward_count())
     }
 
     async fn commit(&mut self, block: &[u32]) -> bd3lm::Result<()> {
         self.check_faults()?;
-        self.inner_mut().commit(block).await
+        delegate!(mut self, e => e.commit(block).await)
     }
 
     async fn logits(&mut self, block: &[u32]) -> bd3lm::Result<Vec<f32>> {
         self.check_faults()?;
-        self.inner_mut().logits(block).await
+        delegate!(mut self, e => e.logits(block).await)
     }
 
     async fn activations(&mut self, block: &[u32]) -> bd3lm::Result<Activations> {
-        self.inner_mut().activations(block).await
+        delegate!(mut self, e => e.activations(block).await)
     }
 
     async fn draw(&mut self, req: &DrawRequest<'_>) -> bd3lm::Result<Vec<RowDraw>> {
         self.check_faults()?;
-        self.inner_mut().draw(req).await
+        delegate!(mut self, e => e.draw(req).await)
     }
 
     async fn nucleus_probe(
@@ -191,18 +239,18 @@ impl Engine for PageEngine {
         log_probs: &[f32],
         p: f64,
     ) -> bd3lm::Result<Vec<(usize, f64)>> {
-        self.inner_mut().nucleus_probe(log_probs, p).await
+        delegate!(mut self, e => e.nucleus_probe(log_probs, p).await)
     }
 
     async fn race_probe(&mut self, probs: &[f64], seed: u64) -> bd3lm::Result<Vec<u32>> {
-        self.inner_mut().race_probe(probs, seed).await
+        delegate!(mut self, e => e.race_probe(probs, seed).await)
     }
 
     fn describe(&self) -> String {
-        self.inner().describe()
+        delegate!(self, e => e.describe())
     }
 
     fn counters(&self) -> EngineCounters {
-        self.inner().counters()
+        delegate!(self, e => e.counters())
     }
 }
