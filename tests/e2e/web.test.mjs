@@ -117,7 +117,6 @@ await page.waitForFunction(() => document.querySelector('#package-costs')?.textC
 const costs = await text('#package-costs');
 check(/Download: [\d.]+ MB in \d+ files\. GPU memory: [\d.]+ MB/.test(costs), `sizes shown before download: "${costs}"`);
 check(modelFiles().length === 0, 'no model file fetched before Load is pressed');
-check((await text('#engine')).includes('Engine: CPU'), `engine named: "${await text('#engine')}"`);
 console.log(`  webgpu: ${await text('#webgpu')}`);
 
 // 2. Load over the network, with the one progress bar.
@@ -127,6 +126,9 @@ check((await text('#model-state')) === 'Model ready.', `model loads from the net
 const firstReport = await text('#load-report');
 check(/0 file\(s\) from the browser cache, \d+ from the network/.test(firstReport), `first load uses the network: "${firstReport}"`);
 check(/of [\d.]+ MB/.test(await text('#progress-text')), `progress text: "${await text('#progress-text')}"`);
+// SwiftShader is a software fallback adapter: for this small model "automatic" picks the CPU engine.
+check((await text('#engine')).includes('Engine: CPU') && (await text('#engine')).includes('software fallback'),
+  `engine named with its reason: "${await text('#engine')}"`);
 const shardCount = new Set(modelFiles()).size;
 check(shardCount >= 2, `model files fetched: ${shardCount}`);
 
@@ -261,6 +263,30 @@ check(badFile.startsWith('weights-00002.safetensors is corrupt') && served === 2
 check((await text('#model-state')) === 'No model loaded.', 'no model is built from a bad file');
 await page.unroute('**/weights-00002.safetensors');
 
+// 8b. The WGSL engine on WebGPU (SwiftShader here: correct but slow, so only two blocks).
+await page.selectOption('#engine-pref', 'webgpu');
+t0 = Date.now();
+await load();
+const gpuLoadMs = Date.now() - t0;
+check((await text('#model-state')) === 'Model ready.' && (await text('#engine')).startsWith('Engine: WebGPU'),
+  `loads on WebGPU in ${gpuLoadMs} ms: "${(await text('#engine')).slice(0, 60)}"`);
+await page.evaluate(() => { window.__e2e.slotHistory = {}; window.__e2e.runStart = performance.now(); });
+await settings({ tokens: 8, pace: 0, seed: 21 });
+t0 = Date.now();
+await run();
+const gpuRunMs = Date.now() - t0;
+const gpu = await page.evaluate(() => window.__e2e);
+const gpuPositions = Object.values(gpu.slotHistory);
+const gpuStats = Object.fromEntries(await Promise.all(['forwards-per-s', 'tokens-per-s', 'forwards', 'tokens', 'longest-step']
+  .map(async (k) => [k, await text(`#stat-${k}`)])));
+const gpuTasks = gpu.longTasks.filter((t) => t.start >= gpu.runStart);
+check((await text('#notice')).startsWith('Finished') && gpuPositions.length >= 8 && gpuPositions.every((h) => h[0] === 'masked' && h.includes('revealed')),
+  `WebGPU engine generated ${gpuStats.tokens} tokens, each shown masked then revealed, in ${gpuRunMs} ms: ${JSON.stringify(gpuStats)}`);
+check(gpuTasks.every((t) => t.duration <= LONG_TASK_LIMIT_MS),
+  `the page stays responsive while the GPU works (${gpuTasks.length} long tasks, longest ${gpuTasks.reduce((m, t) => Math.max(m, t.duration), 0).toFixed(0)} ms)`);
+await page.evaluate(() => window.scrollTo(0, 0));
+await page.screenshot({ path: path.join(outDir, 'webgpu-run.png'), fullPage: true });
+
 // 9. Lost device mid-run (simulated): reported, text kept, restart and continue.
 await page.goto(`${pageUrl}?fault=device-lost-after-20`);
 await load();
@@ -298,6 +324,7 @@ await settings({ tokens: 8, pace: 0, seed: 5 });
 await run();
 check((await text('#notice')).startsWith('Finished'), 'generation works there too');
 check((await text('#load-report')).includes('0 file(s) from the browser cache'), 'works without the Cache API (verified in wasm)');
+check((await text('#engine')).includes('Engine: CPU') && (await text('#engine')).includes('does not offer WebGPU'), 'falls back to the CPU engine, saying why');
 await page.screenshot({ path: path.join(outDir, 'insecure-context.png') });
 
 check(consoleErrors.length === 0, `no console errors${consoleErrors.length ? ': ' + consoleErrors.join(' | ') : ''}`);

@@ -7,7 +7,9 @@ use crate::controls::{Controls, StatsView};
 use crate::loader::{self, PackageInfo};
 use crate::model_panel::{EnvironmentNotice, ModelPanel};
 use crate::package_url::DEFAULT_PACKAGE_URL;
-use crate::page_engine::{self, EngineKind, FaultInjection, ModelSink};
+use crate::page_engine::{
+    self, EngineKind, EnginePreference, FaultInjection, ModelSink, CPU_ENGINE_MAX_PARAMETERS,
+};
 use crate::page_error::PageError;
 use crate::progress::DownloadProgress;
 use crate::runner::{self, CanvasSignals, LoadedModel, RunEnd, RunSettings};
@@ -20,10 +22,6 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-
-/// Largest model the page falls back to the CPU engine for when WebGPU fails on it: beyond
-/// this the CPU engine would need gigabytes of wasm memory and minutes per token.
-const CPU_FALLBACK_MAX_PARAMETERS: usize = 50_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -62,7 +60,9 @@ pub struct Page {
     pub phase: RwSignal<Phase>,
     pub secure: bool,
     pub webgpu: RwSignal<Option<WebGpuStatus>>,
+    /// The engine of the loaded model (or of the last load attempt).
     pub engine_kind: RwSignal<Option<EngineKind>>,
+    pub engine_pref: RwSignal<EnginePreference>,
     pub package_url: RwSignal<String>,
     pub info: RwSignal<Option<PackageInfo>>,
     pub progress: RwSignal<Option<DownloadProgress>>,
@@ -94,6 +94,9 @@ impl Page {
             secure: browser::is_secure_context(),
             webgpu: RwSignal::new(None),
             engine_kind: RwSignal::new(None),
+            engine_pref: RwSignal::new(EnginePreference::parse(
+                browser::query_param("engine").as_deref(),
+            )),
             package_url: RwSignal::new(DEFAULT_PACKAGE_URL.to_string()),
             info: RwSignal::new(None),
             progress: RwSignal::new(None),
@@ -140,14 +143,8 @@ impl Page {
         let page = self.clone();
         spawn_local(async move {
             let status = browser::probe_webgpu().await;
-            let (kind, ctx) = page_engine::choose_engine(&status).await;
-            browser::log(&format!(
-                "bd3lm: WebGPU {status:?}; engine: {}",
-                kind.label()
-            ));
-            *page.gpu.borrow_mut() = ctx;
+            browser::log(&format!("bd3lm: WebGPU {status:?}"));
             page.webgpu.set(Some(status));
-            page.engine_kind.set(Some(kind));
             page.inspect_now().await;
         });
     }
@@ -185,23 +182,32 @@ impl Page {
         });
     }
 
-    /// The WebGPU device for the next load: the current one, or a new one after a loss.
-    async fn gpu_for_load(&self) -> Option<GpuContext> {
-        if !matches!(
-            self.engine_kind.get_untracked(),
-            Some(EngineKind::Gpu { .. })
-        ) {
+    /// The engine for the next load of `info`: a WebGPU device (the current one, or a new one
+    /// after a loss), or `None` for the CPU engine, with `engine_kind` saying which and why.
+    async fn engine_for_load(&self, info: &PackageInfo) -> Option<GpuContext> {
+        let status = self.webgpu.get_untracked().unwrap_or(WebGpuStatus::Missing);
+        let pref = self.engine_pref.get_untracked();
+        if let Err(cpu) = page_engine::plan_engine(pref, &status, info.manifest.parameters) {
+            self.engine_kind.set(Some(cpu));
             return None;
         }
-        let usable = self.gpu.borrow().clone().filter(|ctx| !ctx.is_lost());
-        if usable.is_some() {
-            return usable;
+        let current = self.gpu.borrow().clone().filter(|ctx| !ctx.is_lost());
+        if let (Some(ctx), Some(EngineKind::Gpu { .. })) =
+            (&current, self.engine_kind.get_untracked())
+        {
+            return Some(ctx.clone());
         }
-        let status = self.webgpu.get_untracked()?;
-        let (kind, ctx) = page_engine::choose_engine(&status).await;
-        *self.gpu.borrow_mut() = ctx.clone();
-        self.engine_kind.set(Some(kind));
-        ctx
+        match page_engine::open_gpu(&status).await {
+            Ok((kind, ctx)) => {
+                *self.gpu.borrow_mut() = Some(ctx.clone());
+                self.engine_kind.set(Some(kind));
+                Some(ctx)
+            }
+            Err(reason) => {
+                self.engine_kind.set(Some(EngineKind::Cpu { reason }));
+                None
+            }
+        }
     }
 
     async fn load_now(&self) -> Result<(), PageError> {
@@ -213,12 +219,12 @@ impl Page {
         self.load_report.set(None);
         // Free the previous model before the next one arrives.
         self.model.borrow_mut().take();
-        let gpu = self.gpu_for_load().await;
+        let gpu = self.engine_for_load(&info).await;
         let on_gpu = gpu.is_some();
         let loaded = match self.load_into(&info, gpu.as_ref()).await {
             // The WebGPU engine failed on this model: the CPU engine can still run a small one.
             Err(err @ (PageError::Engine(_) | PageError::DeviceLost(_)))
-                if on_gpu && info.manifest.parameters <= CPU_FALLBACK_MAX_PARAMETERS =>
+                if on_gpu && info.manifest.parameters <= CPU_ENGINE_MAX_PARAMETERS =>
             {
                 browser::log(&format!(
                     "bd3lm: WebGPU engine failed ({err}); using the CPU engine"

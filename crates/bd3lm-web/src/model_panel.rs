@@ -4,6 +4,7 @@
 use crate::app::{Page, Phase};
 use crate::browser::WebGpuStatus;
 use crate::format;
+use crate::page_engine::EnginePreference;
 use leptos::prelude::*;
 
 #[component]
@@ -42,7 +43,11 @@ pub fn EnvironmentNotice(page: Page) -> impl IntoView {
                 {move || cache_note.get().unwrap_or_default()}
             </p>
             <p id="engine">
-                {move || kind.get().map(|k| format!("Engine: {}.", k.label())).unwrap_or_default()}
+                {move || {
+                    kind.get()
+                        .map(|k| format!("Engine: {}.", k.label()))
+                        .unwrap_or_else(|| "Engine: chosen when the model loads.".to_string())
+                }}
                 " "
                 <span class="reason">{move || kind.get().map(|k| k.reason().to_string()).unwrap_or_default()}</span>
             </p>
@@ -72,6 +77,7 @@ pub fn ModelPanel(page: Page) -> impl IntoView {
     let check = page.clone();
     let check_on_enter = page.clone();
     let load = page.clone();
+    let engine_pref = page.engine_pref;
     let facts = move || {
         info.with(|info| {
             let Some(info) = info else {
@@ -165,9 +171,29 @@ pub fn ModelPanel(page: Page) -> impl IntoView {
             </p>
             <p id="package-facts">{facts}</p>
             <p id="package-costs">{costs}</p>
-            <button id="load" disabled=move || busy() || info.with(|i| i.is_none()) on:click=move |_| load.load()>
-                {load_label}
-            </button>
+            <div class="row">
+                <button id="load" disabled=move || busy() || info.with(|i| i.is_none()) on:click=move |_| load.load()>
+                    {load_label}
+                </button>
+                <label class="field" for="engine-pref">
+                    <span>"Engine"</span>
+                    <select
+                        id="engine-pref"
+                        on:change=move |ev| engine_pref.set(EnginePreference::parse(Some(&event_target_value(&ev))))
+                    >
+                        {EnginePreference::ALL
+                            .into_iter()
+                            .map(|p| {
+                                view! {
+                                    <option value=p.key() selected=move || engine_pref.get() == p>
+                                        {p.label()}
+                                    </option>
+                                }
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+            </div>
             <div id="progress" class="progress" hidden=move || progress.with(|p| p.is_none())>
                 <div class="bar">
                     <div

@@ -58,33 +58,93 @@ pub fn no_webgpu_reason(webgpu: &WebGpuStatus) -> String {
     }
 }
 
-/// Picks the backend: a WebGPU device when the browser offers an adapter and the device
-/// comes up, the CPU engine otherwise (with the reason).
-pub async fn choose_engine(webgpu: &WebGpuStatus) -> (EngineKind, Option<GpuContext>) {
+/// Which engine the user asked for (`?engine=auto|webgpu|cpu`, or the select in the page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnginePreference {
+    /// WebGPU when there is a hardware adapter; with only the browser's software fallback
+    /// adapter, WebGPU for big models and the CPU engine for small ones (it is faster there).
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl EnginePreference {
+    pub const ALL: [EnginePreference; 3] = [
+        EnginePreference::Auto,
+        EnginePreference::Gpu,
+        EnginePreference::Cpu,
+    ];
+
+    pub fn parse(value: Option<&str>) -> EnginePreference {
+        match value {
+            Some("webgpu" | "gpu") => EnginePreference::Gpu,
+            Some("cpu") => EnginePreference::Cpu,
+            _ => EnginePreference::Auto,
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            EnginePreference::Auto => "auto",
+            EnginePreference::Gpu => "webgpu",
+            EnginePreference::Cpu => "cpu",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            EnginePreference::Auto => "automatic",
+            EnginePreference::Gpu => "WebGPU (WGSL engine)",
+            EnginePreference::Cpu => "CPU (reference engine)",
+        }
+    }
+}
+
+/// Models up to this size run on the CPU engine when WebGPU fails or only emulates a GPU.
+/// Beyond it the CPU engine needs too much wasm memory and time per token.
+pub const CPU_ENGINE_MAX_PARAMETERS: usize = 50_000_000;
+
+/// The decision for one load: the CPU engine (with the reason) or WebGPU.
+pub fn plan_engine(
+    pref: EnginePreference,
+    webgpu: &WebGpuStatus,
+    parameters: usize,
+) -> Result<(), EngineKind> {
+    let cpu = |reason: String| Err(EngineKind::Cpu { reason });
+    match (pref, webgpu) {
+        (EnginePreference::Cpu, _) => cpu("You chose the CPU engine.".into()),
+        (_, WebGpuStatus::Missing | WebGpuStatus::NoAdapter) => cpu(no_webgpu_reason(webgpu)),
+        (EnginePreference::Auto, WebGpuStatus::Available { fallback: true, .. })
+            if parameters <= CPU_ENGINE_MAX_PARAMETERS =>
+        {
+            cpu("The only WebGPU adapter here is the browser's software fallback (no GPU driver); for a model \
+                 this small the CPU engine is faster. Choose WebGPU to run the WGSL engine anyway."
+                .into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Opens a WebGPU device for the WGSL engine.
+pub async fn open_gpu(webgpu: &WebGpuStatus) -> Result<(EngineKind, GpuContext), String> {
     let WebGpuStatus::Available {
         description,
         fallback,
     } = webgpu
     else {
-        return (
-            EngineKind::Cpu {
-                reason: no_webgpu_reason(webgpu),
-            },
-            None,
-        );
+        return Err(no_webgpu_reason(webgpu));
     };
     match GpuContext::new(&GpuOptions::default()).await {
-        Ok(ctx) => (
+        Ok(ctx) => Ok((
             EngineKind::Gpu {
                 adapter: description.clone(),
                 fallback_adapter: *fallback,
             },
-            Some(ctx),
-        ),
-        Err(e) => {
-            let reason = format!("WebGPU is present but the engine could not start on it ({e}).");
-            (EngineKind::Cpu { reason }, None)
-        }
+            ctx,
+        )),
+        Err(e) => Err(format!(
+            "WebGPU is present but the engine could not start on it ({e})."
+        )),
     }
 }
 
