@@ -8,7 +8,7 @@
 const B: u32 = {{ROWS}}u;
 const D: u32 = {{HEAD_DIM}}u;
 const HALF: u32 = D / 2u;
-// Keys per tile (KT * D <= 4096 floats of shared memory).
+// Keys per tile, chosen so all workgroup memory fits WebGPU's default 16 KiB.
 const KT: u32 = {{KT}}u;
 // vec4 accumulators per thread: B * D / 4 outputs over 256 threads.
 const ACC: u32 = (B * D / 4u + 255u) / 256u;

@@ -27,7 +27,7 @@ struct SampleStep {
 @group(0) @binding(2) var<storage, read> tokens: array<u32>;
 @group(0) @binding(3) var<storage, read_write> result: array<u32>;
 
-var<workgroup> red: array<f32, 4096>;
+var<workgroup> red: array<f32, 2048>;
 var<workgroup> best_idx: array<u32, 256>;
 var<workgroup> shared_u: array<u32, 4>;
 var<workgroup> shared_f: array<f32, 4>;
@@ -200,7 +200,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
     }
     let lse = mx + log(reduce_sum(tid, s));
 
-    // Nucleus: smallest bit pattern t with mass(p >= t) <= top_p (16-ary search).
+    // Nucleus: smallest bit pattern t with mass(p >= t) <= top_p (8-ary search).
     var t = 0u;
     var kept_mass = 1.0;
     if (sp.top_p < 1.0) {
@@ -215,25 +215,25 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
             if (hi - lo <= 1u) {
                 break;
             }
-            let width = max((hi - lo) / 16u, 1u);
-            var bucket: array<f32, 16>;
-            for (var b = 0u; b < 16u; b = b + 1u) {
+            let width = max((hi - lo) / 8u, 1u);
+            var bucket: array<f32, 8>;
+            for (var b = 0u; b < 8u; b = b + 1u) {
                 bucket[b] = 0.0;
             }
             for (var v = tid; v < vocab; v = v + WG) {
                 let pv = exp(subs_logit(base, v) - lse);
                 let bits = bitcast<u32>(pv);
                 if (bits >= lo && bits < hi) {
-                    bucket[min((bits - lo) / width, 15u)] += pv;
+                    bucket[min((bits - lo) / width, 7u)] += pv;
                 }
             }
-            for (var b = 0u; b < 16u; b = b + 1u) {
+            for (var b = 0u; b < 8u; b = b + 1u) {
                 red[b * WG + tid] = bucket[b];
             }
             workgroupBarrier();
             for (var st = 128u; st > 0u; st = st >> 1u) {
                 if (tid < st) {
-                    for (var b = 0u; b < 16u; b = b + 1u) {
+                    for (var b = 0u; b < 8u; b = b + 1u) {
                         red[b * WG + tid] = red[b * WG + tid] + red[b * WG + tid + st];
                     }
                 }
@@ -246,7 +246,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
                 var new_lo = lo;
                 var new_hi = hi;
                 var new_mass = cum;
-                var i = 16u;
+                var i = 8u;
                 loop {
                     if (i == 0u) {
                         break;

@@ -21,7 +21,10 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
+    /// The device's limits: WebGPU's defaults, which the engine is written to fit.
     pub limits: wgpu::Limits,
+    /// What the adapter could offer (for `bd3lm info`).
+    pub adapter_limits: wgpu::Limits,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -57,7 +60,8 @@ impl GpuContext {
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("bd3lm"),
                 required_features: wgpu::Features::empty(),
-                required_limits: adapter_limits.clone(),
+                // WebGPU's default limits: the engine must run on any WebGPU device.
+                required_limits: wgpu::Limits::default(),
                 ..Default::default()
             })
             .await
@@ -80,11 +84,13 @@ impl GpuContext {
                 }
             }));
         }
+        let limits = device.limits();
         Ok(GpuContext {
             device,
             queue,
             info,
-            limits: adapter_limits,
+            limits,
+            adapter_limits,
             lost,
             lost_reason,
             errors,
@@ -104,13 +110,12 @@ impl GpuContext {
         )
     }
 
-    /// The limits that matter to the engine, for `bd3lm info`.
+    /// The adapter's limits that matter to the engine, for `bd3lm info`.
     pub fn limits_summary(&self) -> String {
-        let l = &self.limits;
+        let l = &self.adapter_limits;
         format!(
-            "max storage binding {} MiB (engine uses <= {} MiB), max buffer {} MiB, {} storage buffers per stage, {} invocations per workgroup, {} KiB workgroup memory",
+            "adapter: max storage binding {} MiB, max buffer {} MiB, {} storage buffers per stage, {} invocations per workgroup, {} KiB workgroup memory (the engine requests WebGPU's defaults: 128 MiB bindings, 8 storage buffers, 256 invocations, 16 KiB)",
             l.max_storage_buffer_binding_size >> 20,
-            MAX_BINDING_BYTES.min(l.max_storage_buffer_binding_size as u64) >> 20,
             l.max_buffer_size >> 20,
             l.max_storage_buffers_per_shader_stage,
             l.max_compute_invocations_per_workgroup,

@@ -74,10 +74,12 @@ pub struct MatmulVectors<'a> {
     pub gate: &'a [f32],
 }
 
-/// Runs one matmul variant on `rows` rows of `x` (`[rows, K]`); `out` is the initial output
-/// (`[rows, N]`, read by the residual variants).
+/// Runs one matmul variant on `rows` rows of `x` (`[rows, K]`) with `lanes` threads per
+/// column (1 or 8); `out` is the initial output (`[rows, N]`, read by the residual variants).
+#[allow(clippy::too_many_arguments)]
 pub async fn matmul(
     ctx: &GpuContext,
+    lanes: u32,
     m: &Matrix,
     x: &[f32],
     rows: usize,
@@ -131,6 +133,7 @@ pub async fn matmul(
     );
     let cache = PipelineCache::new();
     let spec = plan::MatmulSpec {
+        lanes,
         matrix: &g,
         vecs: &vecs,
         rows,
@@ -200,7 +203,7 @@ pub async fn attention(ctx: &GpuContext, a: &AttentionInputs<'_>) -> Result<Vec<
     let variant = Variant::default()
         .constant("ROWS", a.block as u32)
         .constant("HEAD_DIM", d as u32)
-        .constant("KT", (4096 / d).min(64) as u32);
+        .constant("KT", plan::attention_tile(a.block, d));
     let pipeline = cache
         .get(
             ctx,

@@ -165,11 +165,6 @@ pub(crate) fn weight_params(ctx: &GpuContext, m: &GpuMatrix) -> wgpu::Buffer {
     uniform(ctx, "weight params", &p, false)
 }
 
-/// K values per shared tile for `rows` rows (ROWS * TK <= 4096, a multiple of 64).
-fn tile_k(rows: usize) -> u32 {
-    ((4096 / rows).min(1024) / 64 * 64) as u32
-}
-
 pub(crate) fn bind(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
@@ -215,7 +210,31 @@ pub fn check_supported(ctx: &GpuContext, cfg: &bd3lm::Config) -> Result<()> {
     Ok(())
 }
 
+/// Inputs per shared tile of the LN matmuls: `rows * XT <= 2048` floats, a multiple of 64.
+fn input_tile(rows: usize) -> u32 {
+    ((2048 / rows) / 64 * 64).max(64) as u32
+}
+
+/// Keys per attention tile so the kernel's workgroup memory stays within 16 KiB.
+pub(crate) fn attention_tile(block: usize, head_dim: usize) -> u32 {
+    let mut kt = 64;
+    while kt > 4 && block * head_dim + kt * head_dim + block * kt + 3 * block > 4000 {
+        kt /= 2;
+    }
+    kt as u32
+}
+
+/// Threads per output column for this adapter (see matmul.wgsl).
+pub fn lanes_for(ctx: &GpuContext) -> u32 {
+    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        1
+    } else {
+        8
+    }
+}
+
 pub(crate) struct MatmulSpec<'a> {
+    pub lanes: u32,
     pub matrix: &'a GpuMatrix,
     pub vecs: &'a wgpu::Buffer,
     pub rows: usize,
@@ -235,7 +254,11 @@ pub(crate) async fn matmul(
     let mut variant = Variant::default()
         .flag(format_flag(spec.matrix.scheme))
         .constant("ROWS", spec.rows as u32)
-        .constant("TK", tile_k(spec.rows));
+        .constant("XT", input_tile(spec.rows))
+        .constant("LANES", spec.lanes);
+    if spec.lanes > 1 {
+        variant = variant.flag("SPLIT_K");
+    }
     for f in spec.flags {
         variant = variant.flag(f);
     }
@@ -269,7 +292,7 @@ pub(crate) async fn matmul(
     Ok(Dispatch {
         pipeline,
         bind_group,
-        groups: spec.matrix.rows.div_ceil(32) as u32,
+        groups: spec.matrix.rows.div_ceil(256 / spec.lanes as usize) as u32,
     })
 }
 
@@ -365,10 +388,11 @@ impl Plan {
         };
 
         let lay = model.vec_layout;
+        let lanes = lanes_for(ctx);
         let attn_variant = Variant::default()
             .constant("ROWS", b as u32)
             .constant("HEAD_DIM", d as u32)
-            .constant("KT", (4096 / d).min(64) as u32);
+            .constant("KT", attention_tile(b, d));
         let attn_pipeline = cache
             .get(
                 ctx,
@@ -386,6 +410,7 @@ impl Plan {
                 ctx,
                 cache,
                 MatmulSpec {
+                    lanes,
                     vecs: &model.vecs,
                     matrix: &lw.qkv,
                     rows: b,
@@ -430,6 +455,7 @@ impl Plan {
                 ctx,
                 cache,
                 MatmulSpec {
+                    lanes,
                     vecs: &model.vecs,
                     matrix: &lw.attn_out,
                     rows: b,
@@ -450,6 +476,7 @@ impl Plan {
                 ctx,
                 cache,
                 MatmulSpec {
+                    lanes,
                     vecs: &model.vecs,
                     matrix: &lw.mlp_in,
                     rows: b,
@@ -473,6 +500,7 @@ impl Plan {
                 ctx,
                 cache,
                 MatmulSpec {
+                    lanes,
                     vecs: &model.vecs,
                     matrix: &lw.mlp_out,
                     rows: b,
@@ -510,6 +538,7 @@ impl Plan {
             ctx,
             cache,
             MatmulSpec {
+                lanes,
                 vecs: &model.vecs,
                 matrix: &model.lm_head,
                 rows: b,
@@ -526,6 +555,7 @@ impl Plan {
             ctx,
             cache,
             MatmulSpec {
+                lanes,
                 vecs: &model.vecs,
                 matrix: &model.lm_head,
                 rows: 1,

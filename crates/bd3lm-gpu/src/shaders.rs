@@ -118,7 +118,8 @@ mod tests {
             .flag("EPI_GELU")
             .flag("FORMAT_Q8")
             .constant("ROWS", 4)
-            .constant("TK", 1024);
+            .constant("XT", 512)
+            .constant("LANES", 8);
         let src = expand("matmul.wgsl", &v).unwrap();
         assert!(src.contains("gelu_tanh(acc + vecs"));
         assert!(!src.contains("kcache"), "EPI_QKV code must be left out");

@@ -117,6 +117,17 @@ pub async fn run<E: Engine>(
     engine: &mut E,
     tol: Tolerances,
 ) -> Vec<CheckResult> {
+    run_observed(fixture, engine, tol, &mut |_| {}).await
+}
+
+/// [`run`], calling `observe` with the results so far after each group of checks (progress
+/// output and per-check timing in the browser tests).
+pub async fn run_observed<E: Engine>(
+    fixture: &Fixture,
+    engine: &mut E,
+    tol: Tolerances,
+    observe: &mut dyn FnMut(&[CheckResult]),
+) -> Vec<CheckResult> {
     let mut report = Report {
         case: &fixture.name,
         results: Vec::new(),
@@ -131,17 +142,21 @@ pub async fn run<E: Engine>(
     if let Err(e) = teacher_forced(fixture, engine, tol, &mut report).await {
         report.fail("teacher_forced", e.to_string());
     }
+    observe(&report.results);
     if let Err(e) = nucleus_checks(fixture, engine, tol, &mut report).await {
         report.fail("nucleus", e.to_string());
     }
+    observe(&report.results);
     for trace in &fixture.traces {
         if let Err(e) = categorical(fixture, engine, trace, &mut report).await {
             report.fail(&format!("categorical/{}", trace.name), e.to_string());
         }
+        observe(&report.results);
         match replay(fixture, engine, trace, tol).await {
             Ok(r) => report.results.push(r),
             Err(e) => report.fail(&format!("trace/{}", trace.name), e.to_string()),
         }
+        observe(&report.results);
     }
     report.results
 }

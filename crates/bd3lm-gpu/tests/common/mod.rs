@@ -103,17 +103,17 @@ pub async fn matmul_variants(ctx: &GpuContext) {
             MatmulKind::Residual,
             MatmulKind::ResidualBias,
         ] {
-            for rows in [1usize, 4, 16] {
+            for (rows, lanes) in [(1usize, 1u32), (4, 8), (16, 1), (16, 8), (5, 8)] {
                 let x = random(rows * k, 20 + rows as u64, 2.0);
                 let out = random(rows * n, 30, 1.0);
-                let gpu = kernels::matmul(ctx, &m, &x, rows, kind, &v, &out)
+                let gpu = kernels::matmul(ctx, lanes, &m, &x, rows, kind, &v, &out)
                     .await
                     .expect("matmul runs");
                 let cpu = cpu_matmul_ref(&m, &x, rows, kind, &v, &out);
                 let err = max_err(&gpu, &cpu);
                 assert!(
-                    err < 2e-5 * 16.0,
-                    "{scheme:?} {kind:?} rows {rows}: max error {err}"
+                    err < 3e-4,
+                    "{scheme:?} {kind:?} rows {rows} lanes {lanes}: max error {err}"
                 );
             }
         }

@@ -1,0 +1,135 @@
+//! The browser half of the GPU tests: the same kernel checks and the full fixture conformance,
+//! run by `wasm-bindgen-test` in headless Chromium on its WebGPU adapter (SwiftShader).
+//!
+//! Test data: fixture files are fetched over HTTP from the fixture server the test command
+//! starts (`scripts/serve-fixtures.py`, CORS enabled), at `BD3LM_FIXTURE_URL` (compile time;
+//! default `http://127.0.0.1:8765/`). Nothing large is embedded in the test binary.
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use bd3lm::conformance::{self, Tolerances};
+use bd3lm::fixture::Fixture;
+use bd3lm::CpuEngine;
+use bd3lm_gpu::{GpuContext, GpuEngine, GpuError, GpuOptions};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const FIXTURE_URL: &str = match option_env!("BD3LM_FIXTURE_URL") {
+    Some(u) => u,
+    None => "http://127.0.0.1:8765/",
+};
+const CASES: [&str; 3] = ["tiny-v512-bs4", "tiny-v512-bs16", "gpt2vocab-bs8"];
+
+async fn fetch(path: &str) -> Vec<u8> {
+    let url = format!("{FIXTURE_URL}{path}");
+    let window = web_sys::window().expect("a window");
+    let resp = JsFuture::from(window.fetch_with_str(&url))
+        .await
+        .unwrap_or_else(|e| panic!("fetch {url} failed ({e:?}): is the fixture server running (scripts/serve-fixtures.py)?"));
+    let resp: web_sys::Response = resp.dyn_into().expect("a Response");
+    assert!(resp.ok(), "GET {url}: HTTP {}", resp.status());
+    let buf = JsFuture::from(resp.array_buffer().expect("array_buffer"))
+        .await
+        .expect("body");
+    js_sys::Uint8Array::new(&buf).to_vec()
+}
+
+async fn fixture(case: &str) -> Fixture {
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    let config = text(fetch(&format!("{case}/config.json")).await);
+    let notes = text(fetch(&format!("{case}/notes.json")).await);
+    let model = fetch(&format!("{case}/model.safetensors")).await;
+    let golden = fetch(&format!("{case}/golden.safetensors")).await;
+    Fixture::from_bytes(case, &config, &model, &golden, &notes).expect("fixture loads")
+}
+
+async fn context() -> GpuContext {
+    GpuContext::new(&GpuOptions::default())
+        .await
+        .expect("WebGPU adapter (Chromium needs --enable-unsafe-webgpu)")
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_smoke_add_and_reduce() {
+    let ctx = context().await;
+    web_sys::console::log_1(&format!("adapter: {}", ctx.adapter_summary()).into());
+    common::smoke(&ctx).await;
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_kernels_match_cpu() {
+    let ctx = context().await;
+    common::matmul_variants(&ctx).await;
+    common::embed_formats(&ctx).await;
+    common::attention_ring(&ctx).await;
+    common::sampling_modes(&ctx).await;
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_missing_backend_is_a_clean_typed_error() {
+    let err = GpuContext::new(&GpuOptions {
+        backends: Some(wgpu::Backends::GL),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("no adapter");
+    assert!(matches!(err, GpuError::NoAdapter { .. }), "{err}");
+    assert!(
+        err.to_string().contains("WebGPU"),
+        "actionable message: {err}"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_conformance_on_every_fixture() {
+    let ctx = context().await;
+    let mut failures = Vec::new();
+    for case in CASES {
+        let fx = fixture(case).await;
+        let mut gpu = GpuEngine::from_weights(&ctx, &fx.weights)
+            .await
+            .expect("engine builds");
+        let (mut shown, mut t0) = (0, js_sys::Date::now());
+        let mut observe = |results: &[conformance::CheckResult]| {
+            let now = js_sys::Date::now();
+            for r in &results[shown..] {
+                web_sys::console::log_1(
+                    &format!("webgpu {} [{:.0} ms]", r.line(), now - t0).into(),
+                );
+            }
+            (shown, t0) = (results.len(), now);
+        };
+        for r in conformance::run_observed(&fx, &mut gpu, Tolerances::GPU, &mut observe).await {
+            if !r.pass {
+                failures.push(r.line());
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failed checks:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[wasm_bindgen_test]
+async fn wasm_cpu_reference_conformance() {
+    let fx = fixture("tiny-v512-bs4").await;
+    let mut cpu = CpuEngine::new(&fx.weights);
+    let results = conformance::run(&fx, &mut cpu, Tolerances::CPU).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.line())
+        .collect();
+    assert!(
+        results.len() > 10 && failed.is_empty(),
+        "failed checks:\n{}",
+        failed.join("\n")
+    );
+}

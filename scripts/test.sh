@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One command: install what is missing, then run every check and test: formatting, clippy
+# (native and wasm32), the native workspace tests (GPU tests on the native adapter, Mesa
+# lavapipe without a GPU), the wasm tests in headless Chromium with WebGPU, and the browser
+# end-to-end test of the page.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/setup.sh
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+started=$SECONDS
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "clippy (native)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "clippy (wasm32)"
+cargo clippy --target wasm32-unknown-unknown -p bd3lm -p bd3lm-gpu -p bd3lm-web --all-targets -- -D warnings
+
+step "native tests (CPU reference, GPU engine on $(vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed 's/.*= //' || echo 'the native adapter'))"
+cargo test --workspace
+
+step "wasm tests in headless Chromium (WebGPU)"
+python3 scripts/serve-fixtures.py 8765 tests/fixtures &
+fixture_server=$!
+trap 'kill $fixture_server 2>/dev/null || true' EXIT
+export WASM_BINDGEN_TEST_TIMEOUT=600
+cargo test --target wasm32-unknown-unknown -p bd3lm-gpu
+
+if [[ -x tests/e2e/run.sh ]]; then
+  step "browser end-to-end test"
+  tests/e2e/run.sh
+fi
+
+step "all tests passed in $((SECONDS - started)) s"
