@@ -15,8 +15,11 @@ use crate::package_url::{file_url, normalize_package_url, MANIFEST_FILE};
 use crate::page_engine::ModelSink;
 use crate::page_error::PageError;
 use crate::progress::DownloadProgress;
-use bd3lm::package::{read_shard, FileEntry, Manifest};
+use bd3lm::package::{read_shard, FileEntry, Manifest, TensorPiece};
 use js_sys::Uint8Array;
+
+/// Pieces at least this big get a turn of the event loop after their upload.
+const YIELD_AFTER_PIECE_BYTES: usize = 4_000_000;
 
 /// A package whose manifest was read, before its files are.
 #[derive(Debug, Clone)]
@@ -256,7 +259,15 @@ pub async fn load(
         let pieces = read_shard(&info.manifest, &entry.file, &bytes).map_err(PageError::Package)?;
         drop(bytes);
         for (name, piece) in pieces {
+            let bytes = match &piece {
+                TensorPiece::Vector(v) => v.len() * 4,
+                TensorPiece::Rows { matrix, .. } => matrix.bytes(),
+            };
             sink.put(name, piece)?;
+            // Uploading a big piece takes a while: let the page repaint between them.
+            if bytes >= YIELD_AFTER_PIECE_BYTES {
+                yield_to_browser(0).await;
+            }
         }
         yield_to_browser(0).await;
     }
