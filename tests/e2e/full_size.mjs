@@ -19,8 +19,11 @@ const ctx = await chromium.launchPersistentContext(userData, {
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 await ctx.addInitScript(() => {
-  window.__full = { longTasks: [], peakWasm: 0 };
-  new PerformanceObserver((l) => l.getEntries().forEach((t) => window.__full.longTasks.push(t.duration))).observe({ type: 'longtask', buffered: true });
+  window.__full = { longTasks: [], peakWasm: 0, logs: [] };
+  new PerformanceObserver((l) => l.getEntries().forEach((t) => window.__full.longTasks.push({ start: t.startTime, duration: t.duration })))
+    .observe({ type: 'longtask', buffered: true });
+  const log = console.log.bind(console);
+  console.log = (...args) => { window.__full.logs.push({ t: performance.now(), msg: String(args[0]).slice(0, 60) }); log(...args); };
   addEventListener('TrunkApplicationStarted', (e) => {
     const memory = e.detail.wasm.memory;
     setInterval(() => { window.__full.peakWasm = Math.max(window.__full.peakWasm, memory.buffer.byteLength); }, 50);
@@ -62,7 +65,12 @@ if ((await text('#model-state')) === 'Model ready.') {
   console.log(`text: ${JSON.stringify((await text('#canvas')).slice(0, 200))}`);
 }
 const full = await page.evaluate(() => window.__full);
-console.log(`peak wasm memory: ${(full.peakWasm / 1e6).toFixed(1)} MB; long tasks: ${full.longTasks.length}, longest ${Math.max(0, ...full.longTasks).toFixed(0)} ms`);
+const durations = full.longTasks.map((t) => t.duration);
+console.log(`peak wasm memory: ${(full.peakWasm / 1e6).toFixed(1)} MB; long tasks: ${durations.length}, longest ${Math.max(0, ...durations).toFixed(0)} ms`);
+for (const t of full.longTasks) {
+  const before = full.logs.filter((l) => l.t <= t.start).pop();
+  console.log(`  long task ${t.duration.toFixed(0)} ms at ${t.start.toFixed(0)} ms, after "${before ? before.msg : '(page start)'}"`);
+}
 await page.screenshot({ path: path.join(here, 'out', `full-size-${engine}.png`), fullPage: true });
 await ctx.close();
 fs.rmSync(userData, { recursive: true, force: true });

@@ -255,11 +255,18 @@ impl Page {
             progress.set(Some(p.clone()))
         })
         .await?;
+        let t_tokenizer = browser::now_ms();
         let tokenizer = Tokenizer::from_bytes(&files.tokenizer_json, config.vocab_size)
             .map_err(PageError::Package)?;
         // A simulated device loss applies to the first engine only, so a restart recovers.
         let faults = self.faults.replace(FaultInjection::default());
+        let t_engine = browser::now_ms();
         let engine = sink.finish(faults).await?;
+        browser::log(&format!(
+            "bd3lm: tokenizer parsed in {:.0} ms, engine built in {:.0} ms",
+            t_engine - t_tokenizer,
+            browser::now_ms() - t_engine
+        ));
         let summary = files.report.summary();
         browser::log(&format!(
             "bd3lm: model ready on {}: {summary}",

@@ -9,6 +9,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStreamDefaultReader, RequestCache, RequestInit, Response};
 
+/// Longest stretch of reading before the download loop yields to the event loop.
+const MAX_READ_SLICE_MS: f64 = 16.0;
+
 /// How a request may use the browser's HTTP cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpCache {
@@ -106,7 +109,14 @@ pub async fn fetch_bytes(
         .dyn_into()
         .map_err(|object| browser::browser_error(object.into()))?;
     let mut received: u64 = 0;
+    let mut last_yield = now_ms();
     loop {
+        // When the network is faster than the page, every `read()` is already resolved and
+        // the loop would run as one long task: give the event loop a turn now and then.
+        if now_ms() - last_yield > MAX_READ_SLICE_MS {
+            browser::yield_to_browser(0).await;
+            last_yield = now_ms();
+        }
         let step = JsFuture::from(reader.read()).await.map_err(interrupted)?;
         let done = Reflect::get(&step, &"done".into())
             .ok()

@@ -192,16 +192,25 @@ async fn load_file(
         progress.network_ms = base_network.1 + fetched.elapsed_ms;
         progress.activity = format!("verifying {}", entry.file);
         on_progress(progress);
+        let t_verify = now_ms();
         match mismatch(entry, &fetched.data, fetched.received).await? {
             None => {
                 report.files_from_network += 1;
                 report.network_bytes += entry.bytes;
+                let t_cache = now_ms();
                 if let Err(why) = cache.put(&url, &fetched.data).await {
                     report.cache_warnings.push(format!(
                         "{} could not be stored in the browser cache ({why}); it will be downloaded again next time.",
                         entry.file
                     ));
                 }
+                browser::log(&format!(
+                    "bd3lm: {}: downloaded in {:.0} ms, verified in {:.0} ms, cached in {:.0} ms",
+                    entry.file,
+                    fetched.elapsed_ms,
+                    t_cache - t_verify,
+                    now_ms() - t_cache
+                ));
                 return Ok(fetched.data);
             }
             Some(why) => {
@@ -254,21 +263,35 @@ pub async fn load(
         on_progress(&progress);
         yield_to_browser(0).await;
         // Only this shard is in wasm memory; its bytes are dropped before the next one.
+        let t_copy = now_ms();
         let bytes = data.to_vec();
         drop(data);
+        let t_parse = now_ms();
         let pieces = read_shard(&info.manifest, &entry.file, &bytes).map_err(PageError::Package)?;
         drop(bytes);
+        let t_upload = now_ms();
+        let mut longest_piece_ms = 0f64;
         for (name, piece) in pieces {
-            let bytes = match &piece {
+            let piece_bytes = match &piece {
                 TensorPiece::Vector(v) => v.len() * 4,
                 TensorPiece::Rows { matrix, .. } => matrix.bytes(),
             };
+            let t_piece = now_ms();
             sink.put(name, piece)?;
+            longest_piece_ms = longest_piece_ms.max(now_ms() - t_piece);
             // Uploading a big piece takes a while: let the page repaint between them.
-            if bytes >= YIELD_AFTER_PIECE_BYTES {
+            if piece_bytes >= YIELD_AFTER_PIECE_BYTES {
                 yield_to_browser(0).await;
             }
         }
+        browser::log(&format!(
+            "bd3lm: {}: copy into wasm {:.0} ms, parse {:.0} ms, hand to the engine {:.0} ms (longest piece {:.0} ms)",
+            entry.file,
+            t_parse - t_copy,
+            t_upload - t_parse,
+            now_ms() - t_upload,
+            longest_piece_ms
+        ));
         yield_to_browser(0).await;
     }
     progress.activity = "done".to_string();
