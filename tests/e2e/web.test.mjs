@@ -216,6 +216,14 @@ check((await text('#notice')).startsWith('Finished') && await page.locator('#can
 await page.evaluate(() => window.scrollTo(0, 0));
 await page.screenshot({ path: path.join(docsDir, 'web-finished.png'), fullPage: true });
 
+// 5c. A prompt longer than the model's context is refused in words; the model stays loaded.
+await page.fill('#prompt', 'We the people '.repeat(120));
+await page.click('#start');
+await page.waitForFunction(() => document.querySelector('#error-text')?.textContent.startsWith('Cannot start'));
+check((await text('#error-text')).includes('prompt') && (await text('#model-state')) === 'Model ready.',
+  `too-long prompt explained: "${(await text('#error-text')).slice(0, 110)}…"`);
+await page.fill('#prompt', 'My fellow citizens,');
+
 // 6. Reload: every file comes from the Cache API, no network request for model files.
 requests.length = 0;
 await page.reload();

@@ -27,6 +27,8 @@ pub enum PageError {
     },
     /// The manifest or a shard is not a valid package (bad JSON, missing tensor, ...).
     Package(bd3lm::Error),
+    /// The run cannot start with these settings (e.g. a prompt longer than the context).
+    Input(bd3lm::Error),
     /// The engine failed while loading or generating.
     Engine(bd3lm::Error),
     /// The GPU was taken away (driver reset, tab in the background too long, ...).
@@ -85,6 +87,7 @@ impl fmt::Display for PageError {
                  package. Re-create the package (bd3lm quantize) or upload it again."
             ),
             PageError::Package(err) => write!(f, "This is not a usable package: {err}"),
+            PageError::Input(err) => write!(f, "Cannot start: {err}"),
             PageError::Engine(err) => write!(f, "The engine failed: {err}"),
             PageError::DeviceLost(message) => write!(
                 f,

@@ -101,7 +101,7 @@ fn prompt_ids(
     text: &str,
     keep_tail: Option<usize>,
 ) -> Result<Vec<u32>, PageError> {
-    let ids = tok.prompt(text).map_err(PageError::Package)?;
+    let ids = tok.prompt(text).map_err(PageError::Input)?;
     Ok(match keep_tail {
         Some(max) if ids.len() > max => {
             let mut kept = vec![ids[0]];
@@ -154,7 +154,7 @@ pub async fn generate(
         settings.sampling,
     ) {
         Ok(g) => g,
-        Err(e) => return RunEnd::Failed(PageError::Engine(e)),
+        Err(e) => return RunEnd::Failed(PageError::Input(e)),
     };
     let mut publisher = Publisher {
         canvas,
