@@ -1,0 +1,418 @@
+//! The page: its state, the actions behind the buttons, and the layout of the sections.
+
+use crate::browser::{self, WebGpuStatus};
+use crate::cache::PackageCache;
+use crate::canvas::Canvas;
+use crate::controls::{Controls, StatsView};
+use crate::loader::{self, PackageInfo};
+use crate::model_panel::{EnvironmentNotice, ModelPanel};
+use crate::package_url::DEFAULT_PACKAGE_URL;
+use crate::page_engine::{
+    self, EngineKind, EnginePreference, FaultInjection, ModelSink, CPU_ENGINE_MAX_PARAMETERS,
+};
+use crate::page_error::PageError;
+use crate::progress::DownloadProgress;
+use crate::runner::{self, CanvasSignals, LoadedModel, RunEnd, RunSettings};
+use crate::settings::{self, FormValues};
+use crate::stats::GenerationStats;
+use bd3lm::tokenizer::Tokenizer;
+use bd3lm::FinishReason;
+use bd3lm_gpu::GpuContext;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Probing WebGPU and reading the default manifest.
+    Starting,
+    Inspecting,
+    /// A manifest is shown (or failed); no model loaded.
+    NoModel,
+    Loading,
+    Ready,
+    Generating,
+    Stopping,
+}
+
+/// An error as the page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorView {
+    pub message: String,
+    /// The GPU was lost: offer a restart.
+    pub device_lost: bool,
+}
+
+impl From<&PageError> for ErrorView {
+    fn from(err: &PageError) -> Self {
+        ErrorView {
+            message: err.to_string(),
+            device_lost: err.is_device_lost(),
+        }
+    }
+}
+
+/// Everything the page's components share. Signals are `Copy`; the engine, the cache and
+/// the stop flag are not `Send` and live behind `Rc`s used only by event handlers.
+#[derive(Clone)]
+pub struct Page {
+    pub phase: RwSignal<Phase>,
+    pub secure: bool,
+    pub webgpu: RwSignal<Option<WebGpuStatus>>,
+    /// The engine of the loaded model (or of the last load attempt).
+    pub engine_kind: RwSignal<Option<EngineKind>>,
+    pub engine_pref: RwSignal<EnginePreference>,
+    pub package_url: RwSignal<String>,
+    pub info: RwSignal<Option<PackageInfo>>,
+    pub progress: RwSignal<Option<DownloadProgress>>,
+    pub load_report: RwSignal<Option<String>>,
+    pub error: RwSignal<Option<ErrorView>>,
+    /// Why downloads are not cached, when they are not.
+    pub cache_note: RwSignal<Option<String>>,
+    /// A short message after an action (copied, stopped, finished ...).
+    pub notice: RwSignal<Option<String>>,
+    pub form: RwSignal<FormValues>,
+    pub prompt: RwSignal<String>,
+    pub canvas: CanvasSignals,
+    pub stats: RwSignal<GenerationStats>,
+    /// Runs started and ended (on the canvas as `data-runs-started` / `data-runs-ended`, so
+    /// tests and scripts can wait for the end of a particular run).
+    pub runs: RwSignal<(u32, u32)>,
+    model: Rc<RefCell<Option<LoadedModel>>>,
+    /// The WebGPU device, while the page has one (replaced after a device loss).
+    gpu: Rc<RefCell<Option<GpuContext>>>,
+    cache: Rc<RefCell<Option<Rc<PackageCache>>>>,
+    stop: Rc<Cell<bool>>,
+    faults: Rc<Cell<FaultInjection>>,
+}
+
+impl Page {
+    fn new() -> Self {
+        Page {
+            phase: RwSignal::new(Phase::Starting),
+            secure: browser::is_secure_context(),
+            webgpu: RwSignal::new(None),
+            engine_kind: RwSignal::new(None),
+            engine_pref: RwSignal::new(EnginePreference::parse(
+                browser::query_param("engine").as_deref(),
+            )),
+            package_url: RwSignal::new(DEFAULT_PACKAGE_URL.to_string()),
+            info: RwSignal::new(None),
+            progress: RwSignal::new(None),
+            load_report: RwSignal::new(None),
+            error: RwSignal::new(None),
+            cache_note: RwSignal::new(None),
+            notice: RwSignal::new(None),
+            form: RwSignal::new(FormValues::default()),
+            prompt: RwSignal::new("My fellow citizens,".to_string()),
+            canvas: CanvasSignals::new(),
+            stats: RwSignal::new(GenerationStats::default()),
+            runs: RwSignal::new((0, 0)),
+            model: Rc::new(RefCell::new(None)),
+            gpu: Rc::new(RefCell::new(None)),
+            cache: Rc::new(RefCell::new(None)),
+            stop: Rc::new(Cell::new(false)),
+            faults: Rc::new(Cell::new(FaultInjection::parse(
+                browser::query_param("fault").as_deref(),
+            ))),
+        }
+    }
+
+    fn fail(&self, err: &PageError) {
+        browser::log(&format!("bd3lm error: {err}"));
+        self.error.set(Some(ErrorView::from(err)));
+    }
+
+    async fn cache(&self) -> Rc<PackageCache> {
+        if let Some(cache) = self.cache.borrow().clone() {
+            return cache;
+        }
+        let cache = Rc::new(PackageCache::open().await);
+        if let Some(why) = &cache.unavailable {
+            self.cache_note.set(Some(format!(
+                "Downloads are not cached ({why}): every visit downloads the model again."
+            )));
+        }
+        *self.cache.borrow_mut() = Some(cache.clone());
+        cache
+    }
+
+    /// Probes WebGPU, picks the engine and reads the default package's manifest.
+    fn start_up(&self) {
+        let page = self.clone();
+        spawn_local(async move {
+            let status = browser::probe_webgpu().await;
+            browser::log(&format!("bd3lm: WebGPU {status:?}"));
+            page.webgpu.set(Some(status));
+            page.inspect_now().await;
+        });
+    }
+
+    pub fn inspect(&self) {
+        let page = self.clone();
+        spawn_local(async move { page.inspect_now().await });
+    }
+
+    async fn inspect_now(&self) {
+        self.phase.set(Phase::Inspecting);
+        self.error.set(None);
+        self.info.set(None);
+        let cache = self.cache().await;
+        match loader::inspect(&self.package_url.get_untracked(), &cache).await {
+            Ok(info) => self.info.set(Some(info)),
+            Err(e) => self.fail(&e),
+        }
+        let has_model = self.model.borrow().is_some();
+        self.phase.set(if has_model {
+            Phase::Ready
+        } else {
+            Phase::NoModel
+        });
+    }
+
+    pub fn load(&self) {
+        let page = self.clone();
+        spawn_local(async move {
+            if let Err(e) = page.load_now().await {
+                page.fail(&e);
+                page.progress.set(None);
+                page.phase.set(Phase::NoModel);
+            }
+        });
+    }
+
+    /// The engine for the next load of `info`: a WebGPU device (the current one, or a new one
+    /// after a loss), or `None` for the CPU engine, with `engine_kind` saying which and why.
+    async fn engine_for_load(&self, info: &PackageInfo) -> Option<GpuContext> {
+        let status = self.webgpu.get_untracked().unwrap_or(WebGpuStatus::Missing);
+        let pref = self.engine_pref.get_untracked();
+        if let Err(cpu) = page_engine::plan_engine(pref, &status, info.manifest.parameters) {
+            self.engine_kind.set(Some(cpu));
+            return None;
+        }
+        let current = self.gpu.borrow().clone().filter(|ctx| !ctx.is_lost());
+        if let (Some(ctx), Some(EngineKind::Gpu { .. })) =
+            (&current, self.engine_kind.get_untracked())
+        {
+            return Some(ctx.clone());
+        }
+        match page_engine::open_gpu(&status).await {
+            Ok((kind, ctx)) => {
+                *self.gpu.borrow_mut() = Some(ctx.clone());
+                self.engine_kind.set(Some(kind));
+                Some(ctx)
+            }
+            Err(reason) => {
+                self.engine_kind.set(Some(EngineKind::Cpu { reason }));
+                None
+            }
+        }
+    }
+
+    async fn load_now(&self) -> Result<(), PageError> {
+        let Some(info) = self.info.get_untracked() else {
+            return Err(PageError::Browser("no package has been checked yet".into()));
+        };
+        self.phase.set(Phase::Loading);
+        self.error.set(None);
+        self.load_report.set(None);
+        // Free the previous model before the next one arrives.
+        self.model.borrow_mut().take();
+        let gpu = self.engine_for_load(&info).await;
+        let on_gpu = gpu.is_some();
+        let loaded = match self.load_into(&info, gpu.as_ref()).await {
+            // The WebGPU engine failed on this model: the CPU engine can still run a small one.
+            Err(err @ (PageError::Engine(_) | PageError::DeviceLost(_)))
+                if on_gpu && info.manifest.parameters <= CPU_ENGINE_MAX_PARAMETERS =>
+            {
+                browser::log(&format!(
+                    "bd3lm: WebGPU engine failed ({err}); using the CPU engine"
+                ));
+                self.engine_kind.set(Some(EngineKind::Cpu {
+                    reason: format!("The WebGPU engine could not run this model ({err})."),
+                }));
+                self.load_into(&info, None).await?
+            }
+            other => other?,
+        };
+        *self.model.borrow_mut() = Some(loaded);
+        self.phase.set(Phase::Ready);
+        Ok(())
+    }
+
+    /// Loads the package into the WebGPU engine on `gpu`, or the CPU engine.
+    async fn load_into(
+        &self,
+        info: &PackageInfo,
+        gpu: Option<&GpuContext>,
+    ) -> Result<LoadedModel, PageError> {
+        let config = info.manifest.model_config().map_err(PageError::Package)?;
+        let cache = self.cache().await;
+        let mut sink = ModelSink::new(gpu, config.clone())?;
+        let progress = self.progress;
+        let files = loader::load(info, &cache, &mut sink, &mut |p| {
+            progress.set(Some(p.clone()))
+        })
+        .await?;
+        let t_tokenizer = browser::now_ms();
+        let tokenizer = Tokenizer::from_bytes(&files.tokenizer_json, config.vocab_size)
+            .map_err(PageError::Package)?;
+        // A simulated device loss applies to the first engine only, so a restart recovers.
+        let faults = self.faults.replace(FaultInjection::default());
+        let t_engine = browser::now_ms();
+        let engine = sink.finish(faults).await?;
+        browser::log(&format!(
+            "bd3lm: tokenizer parsed in {:.0} ms, engine built in {:.0} ms",
+            t_engine - t_tokenizer,
+            browser::now_ms() - t_engine
+        ));
+        let summary = files.report.summary();
+        browser::log(&format!(
+            "bd3lm: model ready on {}: {summary}",
+            if engine.is_gpu() { "WebGPU" } else { "the CPU" }
+        ));
+        self.load_report.set(Some(summary));
+        Ok(LoadedModel {
+            engine,
+            tokenizer,
+            info: info.clone(),
+        })
+    }
+
+    pub fn start(&self, continue_text: bool) {
+        let block_size = match self.model.borrow().as_ref() {
+            Some(m) => m
+                .info
+                .manifest
+                .model_config()
+                .map(|c| c.block_size)
+                .unwrap_or(1),
+            None => return,
+        };
+        let form = self.form.get_untracked();
+        let parsed = match settings::parse(&form, block_size, browser::random_seed) {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                self.error.set(Some(ErrorView {
+                    message,
+                    device_lost: false,
+                }));
+                return;
+            }
+        };
+        if form.random_seed {
+            // Show the seed that was drawn, so the run can be repeated.
+            self.form
+                .update(|f| f.seed = parsed.sampling.seed.to_string());
+        }
+        let Some(mut model) = self.model.borrow_mut().take() else {
+            return;
+        };
+        let run = RunSettings {
+            prompt_text: self.prompt.get_untracked(),
+            continue_text,
+            new_tokens: parsed.new_tokens,
+            sampling: parsed.sampling,
+            pace_ms: parsed.pace_ms,
+        };
+        self.stop.set(false);
+        self.error.set(None);
+        self.notice.set(None);
+        self.phase.set(Phase::Generating);
+        self.runs.update(|(started, _)| *started += 1);
+        let page = self.clone();
+        spawn_local(async move {
+            let end = runner::generate(&mut model, run, page.canvas, page.stats, &page.stop).await;
+            browser::log(&format!("bd3lm: run ended: {end:?}"));
+            page.runs.update(|(_, ended)| *ended += 1);
+            match end {
+                RunEnd::Failed(err) if err.is_device_lost() => {
+                    // The engine is unusable; the text stays on the canvas.
+                    drop(model);
+                    page.fail(&err);
+                    page.phase.set(Phase::NoModel);
+                    return;
+                }
+                RunEnd::Failed(err) => page.fail(&err),
+                RunEnd::Stopped => page
+                    .notice
+                    .set(Some("Stopped. The text so far is kept.".into())),
+                RunEnd::Finished(reason) => page.notice.set(Some(finish_words(reason).into())),
+            }
+            *page.model.borrow_mut() = Some(model);
+            page.phase.set(Phase::Ready);
+        });
+    }
+
+    pub fn stop(&self) {
+        if self.phase.get_untracked() == Phase::Generating {
+            self.stop.set(true);
+            self.phase.set(Phase::Stopping);
+        }
+    }
+
+    pub fn copy(&self) {
+        let text = self.canvas.text();
+        let notice = self.notice;
+        let error = self.error;
+        spawn_local(async move {
+            match browser::copy_text(&text).await {
+                Ok(()) => notice.set(Some(format!("Copied {} characters.", text.chars().count()))),
+                Err(e) => error.set(Some(ErrorView::from(&e))),
+            }
+        });
+    }
+}
+
+fn finish_words(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Length => "Finished: all requested tokens were generated.",
+        FinishReason::Eos => "Finished: the model ended the text.",
+        FinishReason::LowEntropy => "Finished: the text became repetitive.",
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    let page = Page::new();
+    page.start_up();
+    let error = page.error;
+    let notice = page.notice;
+    let restart = page.clone();
+    view! {
+        <header>
+            <h1>"BD3-LM in your browser"</h1>
+            <p class="lede">
+                "Block diffusion language model (Arriola et al., ICLR 2025): each block of tokens starts fully masked "
+                "and is revealed over a few denoising steps, then committed; blocks follow each other autoregressively."
+            </p>
+        </header>
+        <EnvironmentNotice page=page.clone() />
+        <div class="layout">
+            <div class="side">
+                <ModelPanel page=page.clone() />
+                <Controls page=page.clone() />
+            </div>
+            <main class="main">
+                <div id="error" class="error" role="alert" hidden=move || error.with(|e| e.is_none())>
+                    <span id="error-text">
+                        {move || error.with(|e| e.as_ref().map(|e| e.message.clone()).unwrap_or_default())}
+                    </span>
+                    <button
+                        id="restart"
+                        hidden=move || !error.with(|e| e.as_ref().is_some_and(|e| e.device_lost))
+                        on:click=move |_| restart.load()
+                    >
+                        "Restart the engine"
+                    </button>
+                </div>
+                <p id="notice" class="notice" hidden=move || notice.with(|n| n.is_none())>
+                    {move || notice.get().unwrap_or_default()}
+                </p>
+                <Canvas canvas=page.canvas phase=page.phase runs=page.runs />
+                <StatsView page=page.clone() />
+            </main>
+        </div>
+    }
+}

@@ -1,0 +1,221 @@
+//! The environment notice (secure context, WebGPU, which engine runs) and the model panel
+//! (package URL, what it costs before downloading, the one progress bar, the load report).
+
+use crate::app::{Page, Phase};
+use crate::browser::WebGpuStatus;
+use crate::format;
+use crate::page_engine::EnginePreference;
+use leptos::prelude::*;
+
+#[component]
+pub fn EnvironmentNotice(page: Page) -> impl IntoView {
+    let secure = page.secure;
+    let webgpu = page.webgpu;
+    let kind = page.engine_kind;
+    let cache_note = page.cache_note;
+    let webgpu_words = move || match webgpu.get() {
+        None => "Checking for WebGPU…".to_string(),
+        Some(WebGpuStatus::Available {
+            description,
+            fallback,
+        }) => {
+            let software = if fallback {
+                " (a software fallback adapter: correct but slow)"
+            } else {
+                ""
+            };
+            format!("WebGPU adapter: {description}{software}.")
+        }
+        Some(WebGpuStatus::NoAdapter) => "WebGPU is present but found no adapter.".to_string(),
+        Some(WebGpuStatus::Missing) => "No WebGPU in this browser.".to_string(),
+    };
+    view! {
+        <section id="environment" class="panel environment">
+            <p id="insecure" class="warning" hidden=secure>
+                "This page was opened over plain http from a site that is not this computer. Browsers only turn on "
+                "WebGPU, the Cache API and crypto.subtle in a secure context: https://, or http://localhost and "
+                "http://127.0.0.1. Here the model still runs on the CPU engine, downloads are not cached, and "
+                "files are verified with the page's own SHA-256. To fix it, serve the page over https or open it "
+                "through localhost."
+            </p>
+            <p id="webgpu">{webgpu_words}</p>
+            <p id="cache-note" hidden=move || cache_note.with(|n| n.is_none())>
+                {move || cache_note.get().unwrap_or_default()}
+            </p>
+            <p id="engine">
+                {move || {
+                    kind.get()
+                        .map(|k| format!("Engine: {}.", k.label()))
+                        .unwrap_or_else(|| "Engine: chosen when the model loads.".to_string())
+                }}
+                " "
+                <span class="reason">{move || kind.get().map(|k| k.reason().to_string()).unwrap_or_default()}</span>
+            </p>
+        </section>
+    }
+}
+
+#[component]
+pub fn ModelPanel(page: Page) -> impl IntoView {
+    let (phase, url, info, progress, report) = (
+        page.phase,
+        page.package_url,
+        page.info,
+        page.progress,
+        page.load_report,
+    );
+    let busy = move || {
+        matches!(
+            phase.get(),
+            Phase::Starting
+                | Phase::Inspecting
+                | Phase::Loading
+                | Phase::Generating
+                | Phase::Stopping
+        )
+    };
+    let check = page.clone();
+    let check_on_enter = page.clone();
+    let load = page.clone();
+    let engine_pref = page.engine_pref;
+    let facts = move || {
+        info.with(|info| {
+            let Some(info) = info else {
+                return String::new();
+            };
+            let m = &info.manifest;
+            let cfg = m.model_config().ok();
+            let shape = cfg
+                .map(|c| {
+                    format!(
+                        "block size {}, context {} tokens, {} layers × {} wide",
+                        c.block_size, c.model_length, c.n_layers, c.hidden_dim
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{} · {} parameters · {} · {}",
+                m.name,
+                format::count(m.parameters),
+                m.quantization,
+                shape
+            )
+        })
+    };
+    let costs = move || {
+        info.with(|info| {
+            let Some(info) = info else {
+                return String::new();
+            };
+            let m = &info.manifest;
+            let cached = if info.cached_files == info.total_files() {
+                " All files are in the browser cache: loading needs no network.".to_string()
+            } else if info.cached_files > 0 {
+                format!(
+                    " {} of {} files ({}) are already cached.",
+                    info.cached_files,
+                    info.total_files(),
+                    format::bytes(info.cached_bytes)
+                )
+            } else {
+                String::new()
+            };
+            let offline = if info.offline_manifest {
+                " (Offline: using the cached manifest.)"
+            } else {
+                ""
+            };
+            format!(
+                "Download: {} in {} files. GPU memory: {} (weights + KV cache).{cached}{offline}",
+                format::bytes(m.download_bytes),
+                info.total_files(),
+                format::bytes(m.gpu_bytes)
+            )
+        })
+    };
+    let load_label = move || match phase.get() {
+        Phase::Loading => "Loading…".to_string(),
+        Phase::Ready | Phase::Generating | Phase::Stopping => "Reload model".to_string(),
+        _ => info.with(|i| match i {
+            Some(i) if i.cached_files == i.total_files() => "Load model (cached)".to_string(),
+            Some(i) => format!(
+                "Download and load ({})",
+                format::bytes(i.manifest.download_bytes.saturating_sub(i.cached_bytes))
+            ),
+            None => "Load model".to_string(),
+        }),
+    };
+    view! {
+        <section id="model" class="panel">
+            <h2>"Model"</h2>
+            <div class="row">
+                <label for="package-url">"Package URL"</label>
+                <input
+                    id="package-url"
+                    type="text"
+                    spellcheck="false"
+                    prop:value=move || url.get()
+                    on:input=move |ev| url.set(event_target_value(&ev))
+                    on:keydown=move |ev| {
+                        if ev.key() == "Enter" {
+                            check_on_enter.inspect();
+                        }
+                    }
+                />
+                <button id="check" disabled=busy on:click=move |_| check.inspect()>"Check package"</button>
+            </div>
+            <p class="hint">
+                "The default is the demo package shipped with this page. Any package written by "
+                <code>"bd3lm quantize"</code>
+                " works: give the URL of its folder (the one holding manifest.json)."
+            </p>
+            <p id="package-facts">{facts}</p>
+            <p id="package-costs">{costs}</p>
+            <div class="row">
+                <button id="load" disabled=move || busy() || info.with(|i| i.is_none()) on:click=move |_| load.load()>
+                    {load_label}
+                </button>
+                <label class="field" for="engine-pref">
+                    <span>"Engine"</span>
+                    <select
+                        id="engine-pref"
+                        on:change=move |ev| engine_pref.set(EnginePreference::parse(Some(&event_target_value(&ev))))
+                    >
+                        {EnginePreference::ALL
+                            .into_iter()
+                            .map(|p| {
+                                view! {
+                                    <option value=p.key() selected=move || engine_pref.get() == p>
+                                        {p.label()}
+                                    </option>
+                                }
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+            </div>
+            <div id="progress" class="progress" hidden=move || progress.with(|p| p.is_none())>
+                <div class="bar">
+                    <div
+                        class="fill"
+                        style:width=move || format!("{:.1}%", progress.with(|p| p.as_ref().map(|p| p.fraction()).unwrap_or(0.0)) * 100.0)
+                    ></div>
+                </div>
+                <span id="progress-text">{move || progress.with(|p| p.as_ref().map(|p| p.summary()).unwrap_or_default())}</span>
+                <span class="activity">{move || progress.with(|p| p.as_ref().map(|p| p.activity.clone()).unwrap_or_default())}</span>
+            </div>
+            <p id="load-report" hidden=move || report.with(|r| r.is_none())>{move || report.get().unwrap_or_default()}</p>
+            <p id="model-state" class="state">
+                {move || match phase.get() {
+                    Phase::Starting => "Starting…",
+                    Phase::Inspecting => "Reading the manifest…",
+                    Phase::NoModel => "No model loaded.",
+                    Phase::Loading => "Loading the model…",
+                    Phase::Ready => "Model ready.",
+                    Phase::Generating => "Generating…",
+                    Phase::Stopping => "Stopping after this step…",
+                }}
+            </p>
+        </section>
+    }
+}

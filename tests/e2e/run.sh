@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# End-to-end test of the web demo in headless Chromium (docs/web.md).
+#
+# Builds the page with Trunk, serves dist/ on 127.0.0.1 under a sub-path (to prove it works
+# under any base path), and drives it with playwright-core: load the demo package, watch
+# blocks denoise, stop, continue after a simulated device loss, reload from the Cache API,
+# detect corrupted files, explain CORS and non-secure contexts. Screenshots go to docs/ and
+# tests/e2e/out/.
+#
+# Needs (see /work/shared/platform.md or docs/web.md): trunk 0.21.14, wasm-bindgen 0.2.130,
+# `npm i --prefix tools/npm binaryen@132.0.0 playwright-core`, node >= 18, python3,
+# /usr/bin/chromium. Env: E2E_SKIP_BUILD=1 reuses dist/; CHROMIUM=/path overrides the browser.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/tools/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+mkdir -p /tmp/xdg-e2e && chmod 700 /tmp/xdg-e2e && export XDG_RUNTIME_DIR=/tmp/xdg-e2e
+
+fail() { echo "e2e: $*" >&2; exit 1; }
+command -v node >/dev/null || fail "node is not installed"
+command -v python3 >/dev/null || fail "python3 is not installed"
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || fail "no Chromium at ${CHROMIUM:-/usr/bin/chromium} (apt-get install chromium)"
+[ -d tools/npm/node_modules/playwright-core ] || fail "playwright-core missing: npm i --prefix tools/npm binaryen@132.0.0 playwright-core"
+
+if [ "${E2E_SKIP_BUILD:-0}" != 1 ]; then
+  command -v trunk >/dev/null || fail "trunk is not installed (cargo install trunk --version 0.21.14 --locked)"
+  command -v wasm-bindgen >/dev/null || fail "wasm-bindgen is not installed (cargo install wasm-bindgen-cli --version 0.2.130)"
+  [ "$(wasm-opt --version 2>/dev/null | grep -o 'version [0-9]*')" = "version 132" ] \
+    || fail "wasm-opt 132 must be first on PATH (npm i --prefix tools/npm binaryen@132.0.0)"
+  [ -f web/dev-package/manifest.json ] || cargo run --quiet -p bd3lm-web --example make_dev_package
+  trunk build --release
+fi
+[ -f dist/index.html ] || fail "dist/index.html missing: build first"
+
+# Serve dist/ as http://127.0.0.1:PORT/some/base/path/ from a tree of symlinks.
+OUT="$ROOT/tests/e2e/out"
+WWW="$OUT/www"
+rm -rf "$WWW" && mkdir -p "$WWW/deploy/under"
+ln -s "$ROOT/dist" "$WWW/deploy/under/bd3lm"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$WWW" >"$OUT/server.log" 2>&1 &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/deploy/under/bd3lm/index.html')" 2>/dev/null && break
+  sleep 0.1
+done
+
+node "$ROOT/tests/e2e/web.test.mjs" "http://127.0.0.1:$PORT/deploy/under/bd3lm/" "$PORT"
