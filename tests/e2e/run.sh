@@ -28,7 +28,6 @@ if [ "${E2E_SKIP_BUILD:-0}" != 1 ]; then
   command -v wasm-bindgen >/dev/null || fail "wasm-bindgen is not installed (cargo install wasm-bindgen-cli --version 0.2.130)"
   [ "$(wasm-opt --version 2>/dev/null | grep -o 'version [0-9]*')" = "version 132" ] \
     || fail "wasm-opt 132 must be first on PATH (npm i --prefix tools/npm binaryen@132.0.0)"
-  [ -f web/dev-package/manifest.json ] || cargo run --quiet -p bd3lm-web --example make_dev_package
   trunk build --release
 fi
 [ -f dist/index.html ] || fail "dist/index.html missing: build first"

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! The CPU reference against every golden fixture in `tests/fixtures/`.
 
 use bd3lm::conformance::{self, Tolerances};

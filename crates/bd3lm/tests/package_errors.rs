@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! Loading a damaged package fails with a precise error naming the file (issue 5).
 
 use bd3lm::checkpoint;

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 use bd3lm::checkpoint;
 use bd3lm::package::{self, SchemePlan, SpecialTokens};
 use bd3lm::quant::Scheme;
