@@ -191,7 +191,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
             let json = serde_json::json!({
                 "model": source.short_name(),
                 "format": loaded.format,
-                "backend": args.backend.name(),
+                "backend": backend::engine_backend(&engine).name(),
                 "adapter": adapter,
                 "block_size": cfg.block_size,
                 "fill": r.fill,

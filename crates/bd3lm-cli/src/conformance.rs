@@ -55,15 +55,17 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
     for dir in &args.fixtures {
         check_fixture_dir(dir)?;
     }
-    let tolerances = match args.backend {
-        Backend::Cpu => Tolerances::CPU,
-        Backend::Gpu => Tolerances::GPU,
-    };
     let (mut checks, mut failures) = (0usize, 0usize);
+    let mut used = args.backend;
     for dir in &args.fixtures {
         let fixture =
             Fixture::from_dir(dir).map_err(|e| CliError::core(dir.display().to_string(), e))?;
         let mut engine = backend::engine(args.backend, &fixture.weights)?;
+        used = backend::engine_backend(&engine);
+        let tolerances = match used {
+            Backend::Cpu => Tolerances::CPU,
+            _ => Tolerances::GPU,
+        };
         let results = pollster::block_on(conformance::run(&fixture, &mut engine, tolerances));
         for r in &results {
             println!("{}", if args.json { r.json() } else { r.line() });
@@ -74,7 +76,7 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
     eprintln!(
         "{checks} checks on {} fixture(s), backend {}: {} failed",
         args.fixtures.len(),
-        args.backend.name(),
+        used.name(),
         failures
     );
     if failures > 0 {

@@ -1,5 +1,6 @@
 //! `bd3lm eval`: the BD3-LM NELBO bound of a text file (spec §8.1).
 
+use bd3lm::Engine;
 use crate::backend::{self, Backend, DEFAULT_BACKEND};
 use crate::error::{CliError, CliResult};
 use crate::model::{self, ModelSource};
@@ -82,7 +83,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         cfg.model_length,
         args.passes,
         args.seed,
-        args.backend.name()
+        engine.describe()
     );
     let bar = progress::bar((chunks.len() * args.passes) as u64, "eval", "seq");
     let started = Instant::now();
@@ -95,7 +96,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
         let json = serde_json::json!({
             "model": source.short_name(),
             "format": loaded.format,
-            "backend": args.backend.name(),
+            "backend": backend::engine_backend(&engine).name(),
             "text": args.text.display().to_string(),
             "sequences": chunks.len(),
             "sequences_in_text": all.len(),

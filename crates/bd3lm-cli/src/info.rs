@@ -116,6 +116,15 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
         mb(largest_tensor_bytes(&model) as u64)
     );
     match args.backend {
+        Backend::Auto => match gpu_adapter_report() {
+            Ok(report) if !report.starts_with("software") => {
+                println!("backend:      auto -> gpu: {report}; {needs}")
+            }
+            Ok(report) => println!(
+                "backend:      auto -> cpu (the only adapter is a software one: {report}); {needs}"
+            ),
+            Err(e) => println!("backend:      auto -> cpu (no GPU adapter: {e})"),
+        },
         Backend::Cpu => println!(
             "backend:      cpu (exact f32/f64 reference; matrices dequantized to f32 in memory)"
         ),

@@ -97,6 +97,11 @@ impl GpuContext {
         })
     }
 
+    /// Whether the adapter runs on the CPU (lavapipe, llvmpipe, SwiftShader, WARP).
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// One line naming the adapter: name, backend, device type.
     pub fn adapter_summary(&self) -> String {
         let name = if self.info.name.is_empty() {

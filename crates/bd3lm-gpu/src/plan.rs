@@ -226,7 +226,7 @@ pub(crate) fn attention_tile(block: usize, head_dim: usize) -> u32 {
 
 /// Threads per output column for this adapter (see matmul.wgsl).
 pub fn lanes_for(ctx: &GpuContext) -> u32 {
-    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+    if ctx.is_software() {
         1
     } else {
         8
