@@ -33,6 +33,10 @@ pub struct BenchArgs {
     seed: u64,
     #[arg(long)]
     json: bool,
+    /// Also print the wall time of each kernel kind of one forward (GPU backend; each
+    /// dispatch submitted alone and waited for, so launch overhead is included).
+    #[arg(long)]
+    profile: bool,
 }
 
 struct FillResult {
@@ -214,6 +218,20 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 r.dispatches_per_forward,
                 r.readback_bytes_per_step
             );
+        }
+    }
+    if args.profile {
+        let AnyEngine::Gpu(gpu) = &mut engine else {
+            return Err(CliError::Usage(
+                "--profile needs the GPU backend (--backend gpu)".into(),
+            ));
+        };
+        let block = vec![cfg.mask_id(); cfg.block_size];
+        let kernels = gpu.profile_kernels(&block, args.runs)?;
+        let total: f64 = kernels.iter().map(|(_, ms)| ms).sum();
+        println!("\n| kernel (one forward, fill 0) | ms | share |\n|---|---|---|");
+        for (name, ms) in kernels {
+            println!("| {name} | {ms:.3} | {:.0}% |", 100.0 * ms / total);
         }
     }
     Ok(())

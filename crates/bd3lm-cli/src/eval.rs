@@ -1,12 +1,12 @@
 //! `bd3lm eval`: the BD3-LM NELBO bound of a text file (spec §8.1).
 
-use bd3lm::Engine;
 use crate::backend::{self, Backend, DEFAULT_BACKEND};
 use crate::error::{CliError, CliResult};
 use crate::model::{self, ModelSource};
 use crate::progress;
 use bd3lm::eval::{self, EvalOptions};
 use bd3lm::tokenizer::Tokenizer;
+use bd3lm::Engine;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -404,3 +404,49 @@ impl Engine for GpuEngine {
         }
     }
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+impl GpuEngine {
+    /// Wall-clock milliseconds per dispatch of one forward (each kernel submitted alone
+    /// `repeats` times and waited for), summed by kernel kind; for `bd3lm bench --profile`.
+    pub fn profile_kernels(&mut self, block: &[u32], repeats: usize) -> Result<Vec<(String, f64)>> {
+        self.check_block(block)?;
+        self.upload_block(block, 0);
+        let mut kinds: Vec<(String, &crate::plan::Dispatch)> =
+            vec![("embed".into(), &self.plan.embed)];
+        for l in &self.plan.layers {
+            kinds.push(("qkv (LN + matmul)".into(), &l.qkv));
+            kinds.push(("attention".into(), &l.attention));
+            kinds.push(("attn_out (matmul + residual)".into(), &l.attn_out));
+            kinds.push(("mlp_in (LN + matmul + GELU)".into(), &l.mlp_in));
+            kinds.push(("mlp_out (matmul + residual)".into(), &l.mlp_out));
+        }
+        kinds.push(("lm_head, all rows".into(), &self.plan.head_all));
+        kinds.push(("lm_head, one row".into(), &self.plan.head_one));
+        kinds.push(("sample, all rows".into(), &self.plan.sample));
+        let mut totals: Vec<(String, f64)> = Vec::new();
+        for (name, d) in kinds {
+            let started = std::time::Instant::now();
+            for _ in 0..repeats {
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    d.record(&mut pass, None);
+                }
+                self.ctx.queue.submit([enc.finish()]);
+                self.ctx
+                    .device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| Error::Backend(e.to_string()))?;
+            }
+            let ms = started.elapsed().as_secs_f64() * 1000.0 / repeats as f64;
+            match totals.iter_mut().find(|(n, _)| *n == name) {
+                Some(t) => t.1 += ms,
+                None => totals.push((name, ms)),
+            }
+        }
+        self.logits_valid = false;
+        self.ctx.check().map_err(Error::from)?;
+        Ok(totals)
+    }
+}
