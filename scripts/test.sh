@@ -5,10 +5,16 @@
 # end-to-end test of the page.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/setup.sh
-
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 started=$SECONDS
+last=$SECONDS
+# Each step prints how long the previous one took, so CI logs show where the time goes.
+step() {
+  printf '\n\033[1m==> %s\033[0m (previous step %d s, total %d s)\n' "$*" $((SECONDS - last)) $((SECONDS - started))
+  last=$SECONDS
+}
+
+step "setup: install what is missing"
+source scripts/setup.sh
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -22,7 +28,10 @@ cargo clippy --target wasm32-unknown-unknown -p bd3lm -p bd3lm-gpu -p bd3lm-web 
 step "native tests (CPU reference, GPU engine on $(vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed 's/.*= //' || echo 'the native adapter'))"
 cargo test --workspace
 
-step "wasm tests in headless Chromium (WebGPU)"
+step "wasm tests: build"
+cargo test --target wasm32-unknown-unknown -p bd3lm-gpu --no-run
+
+step "wasm tests: run in headless Chromium (WebGPU)"
 python3 scripts/serve-fixtures.py 8765 tests/fixtures &
 fixture_server=$!
 trap 'kill $fixture_server 2>/dev/null || true' EXIT

@@ -235,28 +235,35 @@ check(modelFiles().length === 0, `no network request for model files on reload (
 check(/\d+ file\(s\) from the browser cache, 0 from the network/.test(await text('#load-report')), `report: "${await text('#load-report')}"`);
 
 // 7. A corrupted cached shard is detected, evicted and downloaded again.
-const victim = await page.evaluate(async () => {
+// The shard names come from the cache itself, so the checks hold for packages of any shard count.
+const weightShards = await page.evaluate(async () => {
   const cache = await caches.open('bd3lm-packages-v1');
-  const key = (await cache.keys()).map((r) => r.url).find((u) => u.endsWith('weights-00001.safetensors'));
+  return (await cache.keys()).map((r) => r.url).filter((u) => /weights-\d+\.safetensors$/.test(u)).sort();
+});
+check(weightShards.length >= 1, `the cache holds the package's weight shards (${weightShards.length})`);
+const victimName = weightShards[0].split('/').pop();
+const serverBadName = weightShards[weightShards.length - 1].split('/').pop();
+const victim = await page.evaluate(async (key) => {
+  const cache = await caches.open('bd3lm-packages-v1');
   const bytes = new Uint8Array(await (await cache.match(key)).arrayBuffer());
   bytes[bytes.length - 5] ^= 0xff;
   await cache.put(key, new Response(bytes));
   return key;
-});
+}, weightShards[0]);
 requests.length = 0;
 await page.reload();
 await load();
-check((await text('#load-report')).includes('The cached copy of weights-00001.safetensors failed verification'),
+check((await text('#load-report')).includes(`The cached copy of ${victimName} failed verification`),
   `tampered cache entry detected: "${await text('#load-report')}"`);
 check(modelFiles().length === 1 && modelFiles()[0] === victim, `only the bad shard was downloaded again (${modelFiles().join(', ')})`);
 
 // 8. A file that is corrupt on the server is fetched twice, then named.
-await page.evaluate(async () => {
+await page.evaluate(async (name) => {
   const cache = await caches.open('bd3lm-packages-v1');
-  for (const r of await cache.keys()) if (r.url.endsWith('weights-00002.safetensors')) await cache.delete(r);
-});
+  for (const r of await cache.keys()) if (r.url.endsWith(`/${name}`)) await cache.delete(r);
+}, serverBadName);
 let served = 0;
-await page.route('**/weights-00002.safetensors', async (route) => {
+await page.route(`**/${serverBadName}`, async (route) => {
   served++;
   const response = await route.fetch();
   const body = Buffer.from(await response.body());
@@ -266,10 +273,10 @@ await page.route('**/weights-00002.safetensors', async (route) => {
 await page.reload();
 await load();
 const badFile = await text('#error-text');
-check(badFile.startsWith('weights-00002.safetensors is corrupt') && served === 2,
+check(badFile.startsWith(`${serverBadName} is corrupt`) && served === 2,
   `server-side corruption: fetched ${served} times, then "${badFile.slice(0, 90)}…"`);
 check((await text('#model-state')) === 'No model loaded.', 'no model is built from a bad file');
-await page.unroute('**/weights-00002.safetensors');
+await page.unroute(`**/${serverBadName}`);
 
 // 8b. The WGSL engine on WebGPU (SwiftShader here: correct but slow, so only two blocks).
 await page.selectOption('#engine-pref', 'webgpu');
