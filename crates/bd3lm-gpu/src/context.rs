@@ -2,6 +2,7 @@
 //! there is no adapter (never a panic or a hang) and device-loss / validation tracking.
 
 use crate::error::{GpuError, Result};
+use crate::pipelines::PipelineCache;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +26,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// What the adapter could offer (for `bd3lm info`).
     pub adapter_limits: wgpu::Limits,
+    /// Pipelines are per device: every engine and kernel launcher on this context shares them,
+    /// so a second engine (a reloaded model, the next test) compiles nothing again.
+    pub pipelines: Arc<PipelineCache>,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -91,6 +95,7 @@ impl GpuContext {
             info,
             limits,
             adapter_limits,
+            pipelines: Arc::new(PipelineCache::new()),
             lost,
             lost_reason,
             errors,

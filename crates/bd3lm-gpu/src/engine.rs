@@ -5,7 +5,6 @@
 use crate::context::GpuContext;
 use crate::error::GpuError;
 use crate::model::GpuModel;
-use crate::pipelines::PipelineCache;
 use crate::plan::{mode, Plan, SampleStep, StepParams};
 use bd3lm::forward::Activations;
 use bd3lm::{Config, DrawRequest, Engine, EngineCounters, Error, Result, RowDraw, Rows};
@@ -18,7 +17,6 @@ pub struct GpuEngine {
     ctx: GpuContext,
     model: GpuModel,
     plan: Plan,
-    pipelines: PipelineCache,
     cached: usize,
     ring_start: usize,
     forwards: u64,
@@ -30,13 +28,11 @@ pub struct GpuEngine {
 
 impl GpuEngine {
     pub async fn new(ctx: &GpuContext, model: GpuModel) -> Result<GpuEngine, GpuError> {
-        let pipelines = PipelineCache::new();
-        let plan = Plan::new(ctx, &pipelines, &model).await?;
+        let plan = Plan::new(ctx, &ctx.pipelines, &model).await?;
         Ok(GpuEngine {
             ctx: ctx.clone(),
             model,
             plan,
-            pipelines,
             cached: 0,
             ring_start: 0,
             forwards: 0,
@@ -64,8 +60,9 @@ impl GpuEngine {
         self.model.weight_bytes() + self.plan.scratch_bytes
     }
 
+    /// Pipelines compiled on this engine's device (shared by every engine on the context).
     pub fn pipeline_count(&self) -> usize {
-        self.pipelines.len()
+        self.ctx.pipelines.len()
     }
 
     fn check_block(&self, block: &[u32]) -> Result<()> {

@@ -5,7 +5,7 @@
 use crate::context::GpuContext;
 use crate::error::Result;
 use crate::model::GpuMatrix;
-use crate::pipelines::{PipelineCache, PipelineKey};
+use crate::pipelines::PipelineKey;
 use crate::plan::{self, AttnParams, Dispatch, MatmulParams, SampleStep, StepParams};
 use crate::shaders::Variant;
 use bd3lm::quant::Matrix;
@@ -131,7 +131,7 @@ pub async fn matmul(
         },
         false,
     );
-    let cache = PipelineCache::new();
+    let cache = &ctx.pipelines;
     let spec = plan::MatmulSpec {
         lanes,
         matrix: &g,
@@ -144,14 +144,14 @@ pub async fn matmul(
         step: &step,
         caches: None,
     };
-    let dispatch = plan::matmul(ctx, &cache, spec).await?;
+    let dispatch = plan::matmul(ctx, cache, spec).await?;
     run_and_read(ctx, &dispatch, &output, rows * n).await
 }
 
 /// Embedding gather of `tokens` from `table`.
 pub async fn embed(ctx: &GpuContext, table: &Matrix, tokens: &[u32]) -> Result<Vec<f32>> {
     let g = upload_matrix(ctx, table)?;
-    let cache = PipelineCache::new();
+    let cache = &ctx.pipelines;
     let variant = Variant::default().flag(plan::format_flag(table.scheme()));
     let pipeline = cache
         .get(
@@ -199,7 +199,7 @@ pub struct AttentionInputs<'a> {
 
 pub async fn attention(ctx: &GpuContext, a: &AttentionInputs<'_>) -> Result<Vec<f32>> {
     let (h, d) = (a.heads * a.head_dim, a.head_dim);
-    let cache = PipelineCache::new();
+    let cache = &ctx.pipelines;
     let variant = Variant::default()
         .constant("ROWS", a.block as u32)
         .constant("HEAD_DIM", d as u32)
@@ -261,7 +261,7 @@ pub async fn sample(
     step: SampleStep,
 ) -> Result<Vec<(u32, f32)>> {
     let rows = logits.len() / step.vocab as usize;
-    let cache = PipelineCache::new();
+    let cache = &ctx.pipelines;
     let pipeline = cache
         .get(
             ctx,

@@ -3,7 +3,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::pipelines::{PipelineCache, PipelineKey};
+use crate::pipelines::PipelineKey;
 use crate::shaders::Variant;
 use wgpu::util::DeviceExt;
 
@@ -24,8 +24,8 @@ async fn run(
     out_len: usize,
     groups: u32,
 ) -> Result<Vec<f32>> {
-    let cache = PipelineCache::new();
-    let pipeline = cache
+    let pipeline = ctx
+        .pipelines
         .get(
             ctx,
             PipelineKey {

@@ -20,7 +20,7 @@ fn gpu_smoke_add_and_reduce() {
 
 #[test]
 fn gpu_matmul_variants_match_cpu() {
-    pollster::block_on(common::matmul_variants(&context()));
+    pollster::block_on(common::matmul_variants(&context(), true));
 }
 
 #[test]

@@ -63,7 +63,7 @@ async fn webgpu_smoke_add_and_reduce() {
 #[wasm_bindgen_test]
 async fn webgpu_kernels_match_cpu() {
     let ctx = context().await;
-    common::matmul_variants(&ctx).await;
+    common::matmul_variants(&ctx, false).await;
     common::embed_formats(&ctx).await;
     common::attention_ring(&ctx).await;
     common::sampling_modes(&ctx).await;
