@@ -3,7 +3,7 @@
 // Only the drawn token id and its probability are written (then read back), never the logits.
 //
 // f32 differs from the reference's f64 in two places: the nucleus border (the kept set is
-// found by a 16-ary search over the probabilities' bit patterns with f32 mass sums) and
+// found by an 8-ary search over the probabilities' bit patterns with f32 mass sums) and
 // near-ties of the race; docs/performance.md reports how often on the fixtures.
 
 const WG: u32 = 256u;

@@ -46,6 +46,8 @@ struct FillResult {
     tokens_per_s: f64,
     dispatches_per_forward: usize,
     readback_bytes_per_step: usize,
+    /// GPU buffers and bind groups created during the timed forwards and the generation.
+    objects_created: u64,
 }
 
 fn fills(args: &BenchArgs, n: usize, b: usize) -> CliResult<Vec<usize>> {
@@ -101,6 +103,7 @@ fn bench_fill(
     let block = vec![mask; b];
     let mut times = Vec::with_capacity(runs);
     let mut readback = 0;
+    let mut objects_before = 0;
     for run in 0..=runs {
         let req = DrawRequest {
             block: &block,
@@ -116,6 +119,8 @@ fn bench_fill(
         readback = engine.counters().readback_bytes_last_draw;
         if run > 0 {
             times.push(ms); // run 0 warms up caches and pipelines
+        } else {
+            objects_before = engine.counters().device_objects_created;
         }
     }
     times.sort_by(f64::total_cmp);
@@ -156,6 +161,7 @@ fn bench_fill(
         tokens_per_s: generated as f64 / seconds,
         dispatches_per_forward: dispatches,
         readback_bytes_per_step: readback,
+        objects_created: engine.counters().device_objects_created - objects_before,
     })
 }
 
@@ -185,8 +191,8 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
             cfg.block_size,
             args.runs
         );
-        println!("| fill | ms/forward min | median | forwards/s | tokens/s (first hitting, {tokens} tokens) | dispatches/forward | readback bytes/step |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| fill | ms/forward min | median | forwards/s | tokens/s (first hitting, {tokens} tokens) | dispatches/forward | readback bytes/step | GPU objects created |");
+        println!("|---|---|---|---|---|---|---|---|");
     }
     for fill in fills {
         let r = bench_fill(&mut engine, fill, args.runs, tokens, bos, args.seed)?;
@@ -206,17 +212,19 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 "tokens_per_s": r.tokens_per_s,
                 "dispatches_per_forward": r.dispatches_per_forward,
                 "readback_bytes_per_step": r.readback_bytes_per_step,
+                "gpu_objects_created": r.objects_created,
             });
             println!("{json}");
         } else {
             println!(
-                "| {} | {:.3} | {:.3} | {forwards_per_s:.1} | {:.1} | {} | {} |",
+                "| {} | {:.3} | {:.3} | {forwards_per_s:.1} | {:.1} | {} | {} | {} |",
                 r.fill,
                 r.ms_min,
                 r.ms_median,
                 r.tokens_per_s,
                 r.dispatches_per_forward,
-                r.readback_bytes_per_step
+                r.readback_bytes_per_step,
+                r.objects_created
             );
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::error::{GpuError, Result};
 use crate::pipelines::PipelineCache;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The largest storage binding the engine uses, whatever the adapter allows (WebGPU's default).
@@ -29,6 +29,10 @@ pub struct GpuContext {
     /// Pipelines are per device: every engine and kernel launcher on this context shares them,
     /// so a second engine (a reloaded model, the next test) compiles nothing again.
     pub pipelines: Arc<PipelineCache>,
+    /// Buffers and bind groups created through this context (the only way the crate creates
+    /// them: `clippy.toml` disallows the `wgpu::Device` methods), so benchmarks and tests can
+    /// show that a denoising step allocates nothing.
+    objects_created: Arc<AtomicU64>,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -96,10 +100,36 @@ impl GpuContext {
             limits,
             adapter_limits,
             pipelines: Arc::new(PipelineCache::new()),
+            objects_created: Arc::new(AtomicU64::new(0)),
             lost,
             lost_reason,
             errors,
         })
+    }
+
+    /// Buffers and bind groups created on this device so far.
+    pub fn objects_created(&self) -> u64 {
+        self.objects_created.load(Ordering::Relaxed)
+    }
+
+    #[allow(clippy::disallowed_methods)] // the one counted place that creates buffers
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
+        self.objects_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer(desc)
+    }
+
+    /// A buffer holding `contents`.
+    #[allow(clippy::disallowed_methods)]
+    pub fn create_buffer_init(&self, desc: &wgpu::util::BufferInitDescriptor) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.objects_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer_init(desc)
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    pub fn create_bind_group(&self, desc: &wgpu::BindGroupDescriptor) -> wgpu::BindGroup {
+        self.objects_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_bind_group(desc)
     }
 
     /// Whether the adapter runs on the CPU (lavapipe, llvmpipe, SwiftShader, WARP).

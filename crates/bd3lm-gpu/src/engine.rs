@@ -163,7 +163,7 @@ impl GpuEngine {
         let size = self.plan.logits.size();
         self.logits_staging
             .get_or_insert_with(|| {
-                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                self.ctx.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("logits staging"),
                     size,
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -251,7 +251,7 @@ impl Engine for GpuEngine {
         self.upload_block(block, 0);
         let size = self.plan.x.size();
         let layers = self.plan.layers.len();
-        let snapshots = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let snapshots = self.ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("activation snapshots"),
             size: size * (layers as u64 + 1),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -398,6 +398,7 @@ impl Engine for GpuEngine {
         EngineCounters {
             dispatches_per_forward: self.plan.dispatches_per_draw(),
             readback_bytes_last_draw: self.last_readback,
+            device_objects_created: self.ctx.objects_created(),
         }
     }
 }

@@ -9,17 +9,15 @@ use crate::pipelines::PipelineKey;
 use crate::plan::{self, AttnParams, Dispatch, MatmulParams, SampleStep, StepParams};
 use crate::shaders::Variant;
 use bd3lm::quant::Matrix;
-use wgpu::util::DeviceExt;
 
 fn buffer(ctx: &GpuContext, data: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffer {
     let mut padded = data.to_vec();
     padded.resize(data.len().div_ceil(16).max(1) * 16, 0);
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: &padded,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | extra,
-        })
+    ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: &padded,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | extra,
+    })
 }
 
 async fn run_and_read(
@@ -35,7 +33,7 @@ async fn run_and_read(
     }
     ctx.queue.submit([enc.finish()]);
     let size = (len * 4) as u64;
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+    let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: size.div_ceil(16) * 16,
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -164,13 +162,11 @@ pub async fn embed(ctx: &GpuContext, table: &Matrix, tokens: &[u32]) -> Result<V
         )
         .await?;
     let wp = plan::weight_params(ctx, &g);
-    let tok = ctx
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytemuck::cast_slice(tokens),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+    let tok = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(tokens),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
     let len = tokens.len() * table.cols;
     let out = buffer(ctx, &vec![0u8; len * 4], wgpu::BufferUsages::empty());
     let dispatch = Dispatch {

@@ -3,6 +3,7 @@
 
 pub mod any;
 pub mod context;
+mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod kernels;

@@ -7,7 +7,6 @@ use crate::error::{GpuError, Result};
 use bd3lm::package::TensorPiece;
 use bd3lm::quant::{Matrix, MatrixData, Scheme, GROUP};
 use bd3lm::{Config, Weights};
-use wgpu::util::DeviceExt;
 
 /// One buffer holding rows `start_row .. start_row + rows` of a matrix.
 pub struct MatrixPart {
@@ -80,7 +79,7 @@ impl GpuMatrix {
         let mut start = 0;
         while start < rows {
             let n = per_part.min(rows - start);
-            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(name),
                 size: part_bytes(scheme, n, cols),
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
@@ -336,7 +335,7 @@ impl GpuModelLoader {
             hidden: config.hidden_dim,
             layers: config.n_layers,
         };
-        let vecs = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let vecs = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("vecs"),
             size: (layout.len(config.vocab_size) * 4).div_ceil(16) as u64 * 16,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
@@ -403,13 +402,14 @@ impl GpuModelLoader {
         match piece {
             TensorPiece::Vector(v) if name == "rotary.inv_freq" => {
                 let table = rope_table(&self.config, v);
-                self.rope = Some(self.ctx.device.create_buffer_init(
-                    &wgpu::util::BufferInitDescriptor {
-                        label: Some("rope"),
-                        contents: bytemuck::cast_slice(&table),
-                        usage: wgpu::BufferUsages::STORAGE,
-                    },
-                ));
+                self.rope = Some(
+                    self.ctx
+                        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some("rope"),
+                            contents: bytemuck::cast_slice(&table),
+                            usage: wgpu::BufferUsages::STORAGE,
+                        }),
+                );
             }
             TensorPiece::Vector(_) if name == "cond" => {}
             TensorPiece::Vector(v) => {

@@ -7,85 +7,11 @@ use crate::error::{GpuError, Result};
 use crate::model::{GpuMatrix, GpuModel};
 use crate::pipelines::{PipelineCache, PipelineKey};
 use crate::shaders::Variant;
-use bd3lm::quant::Scheme;
-use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct WeightParams {
-    k: u32,
-    split_row: u32,
-    scale_off0: u32,
-    scale_off1: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct MatmulParams {
-    pub n: u32,
-    pub norm_off: u32,
-    pub shift_off: u32,
-    pub scale_off: u32,
-    pub bias_off: u32,
-    pub gate_off: u32,
-    pub hidden: u32,
-    pub cache_layer_off: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct StepParams {
-    pub cached: u32,
-    pub ring_start: u32,
-    pub n_ctx: u32,
-    pub row_offset: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct AttnParams {
-    pub hidden: u32,
-    pub cache_layer_off: u32,
-    pub scale: f32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub struct SampleStep {
-    pub vocab: u32,
-    pub mask: u32,
-    pub row_offset: u32,
-    pub mode: u32,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    pub top_p: f32,
-    pub mask_prob: f32,
-}
-
-/// Sampling kernel modes (see sampling.wgsl).
-pub mod mode {
-    pub const FIRST_HITTING: u32 = 0;
-    pub const POSTERIOR: u32 = 1;
-    pub const POSTERIOR_T0_QUIRK: u32 = 2;
-    pub const NUCLEUS_PROBE: u32 = 3;
-    pub const RACE_PROBE: u32 = 4;
-}
-
-pub struct Dispatch {
-    pub pipeline: wgpu::ComputePipeline,
-    pub bind_group: wgpu::BindGroup,
-    pub groups: u32,
-}
-
-impl Dispatch {
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, groups: Option<u32>) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(groups.unwrap_or(self.groups), 1, 1);
-    }
-}
+pub(crate) use crate::dispatch::{
+    bind, format_flag, storage, uniform, weight_params, AttnParams, MatmulParams,
+};
+pub use crate::dispatch::{mode, Dispatch, SampleStep, StepParams};
 
 pub struct LayerDispatches {
     pub qkv: Dispatch,
@@ -112,78 +38,6 @@ pub struct Plan {
     pub sample: Dispatch,
     /// Buffers only referenced by bind groups, kept for their lifetime and memory accounting.
     pub scratch_bytes: u64,
-}
-
-pub(crate) fn storage(
-    ctx: &GpuContext,
-    label: &str,
-    bytes: u64,
-    extra: wgpu::BufferUsages,
-) -> wgpu::Buffer {
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes.div_ceil(16).max(1) * 16,
-        usage: wgpu::BufferUsages::STORAGE | extra,
-        mapped_at_creation: false,
-    })
-}
-
-pub(crate) fn uniform<T: Pod>(
-    ctx: &GpuContext,
-    label: &str,
-    value: &T,
-    writable: bool,
-) -> wgpu::Buffer {
-    let mut usage = wgpu::BufferUsages::UNIFORM;
-    if writable {
-        usage |= wgpu::BufferUsages::COPY_DST;
-    }
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage,
-        })
-}
-
-pub(crate) fn format_flag(s: Scheme) -> &'static str {
-    match s {
-        Scheme::F32 => "FORMAT_F32",
-        Scheme::F16 => "FORMAT_F16",
-        Scheme::Q8 => "FORMAT_Q8",
-        Scheme::Q4 => "FORMAT_Q4",
-    }
-}
-
-pub(crate) fn weight_params(ctx: &GpuContext, m: &GpuMatrix) -> wgpu::Buffer {
-    let p = WeightParams {
-        k: m.cols as u32,
-        split_row: m.split_row(),
-        scale_off0: m.parts[0].scale_off,
-        scale_off1: m.parts.get(1).map(|p| p.scale_off).unwrap_or(0),
-    };
-    uniform(ctx, "weight params", &p, false)
-}
-
-pub(crate) fn bind(
-    ctx: &GpuContext,
-    pipeline: &wgpu::ComputePipeline,
-    buffers: &[&wgpu::Buffer],
-) -> wgpu::BindGroup {
-    let layout = pipeline.get_bind_group_layout(0);
-    let entries: Vec<wgpu::BindGroupEntry> = buffers
-        .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: b.as_entire_binding(),
-        })
-        .collect();
-    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &layout,
-        entries: &entries,
-    })
 }
 
 /// Checks the model against what the kernels support, with a reason when it does not fit.
@@ -233,6 +87,7 @@ pub fn lanes_for(ctx: &GpuContext) -> u32 {
     }
 }
 
+#[derive(Clone, Copy)]
 pub(crate) struct MatmulSpec<'a> {
     pub lanes: u32,
     pub matrix: &'a GpuMatrix,
@@ -344,7 +199,7 @@ impl Plan {
             wgpu::BufferUsages::empty(),
         );
         let result = storage(ctx, "result", (b * 8) as u64, copy_src);
-        let result_staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let result_staging = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("result staging"),
             size: ((b * 8) as u64).div_ceil(16) * 16,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -403,6 +258,19 @@ impl Plan {
                 },
             )
             .await?;
+        // What every block-row matmul of the forward shares; each call below names the rest.
+        let block_spec = MatmulSpec {
+            lanes,
+            matrix: &model.lm_head,
+            vecs: &model.vecs,
+            rows: b,
+            flags: &[],
+            params: MatmulParams::default(),
+            input: &x,
+            output: &x,
+            step: &step_main,
+            caches: None,
+        };
         let mut layers = Vec::with_capacity(l);
         for (li, lw) in model.layers.iter().enumerate() {
             let cache_layer_off = (li * n * h) as u32;
@@ -410,10 +278,7 @@ impl Plan {
                 ctx,
                 cache,
                 MatmulSpec {
-                    lanes,
-                    vecs: &model.vecs,
                     matrix: &lw.qkv,
-                    rows: b,
                     flags: &["LN", "EPI_QKV"],
                     params: MatmulParams {
                         n: (3 * h) as u32,
@@ -426,8 +291,8 @@ impl Plan {
                     },
                     input: &x,
                     output: &q,
-                    step: &step_main,
                     caches: Some((&kcache, &vcache)),
+                    ..block_spec
                 },
             )
             .await?;
@@ -455,10 +320,7 @@ impl Plan {
                 ctx,
                 cache,
                 MatmulSpec {
-                    lanes,
-                    vecs: &model.vecs,
                     matrix: &lw.attn_out,
-                    rows: b,
                     flags: &["EPI_RESIDUAL"],
                     params: MatmulParams {
                         n: h as u32,
@@ -467,8 +329,7 @@ impl Plan {
                     },
                     input: &attn,
                     output: &x,
-                    step: &step_main,
-                    caches: None,
+                    ..block_spec
                 },
             )
             .await?;
@@ -476,10 +337,7 @@ impl Plan {
                 ctx,
                 cache,
                 MatmulSpec {
-                    lanes,
-                    vecs: &model.vecs,
                     matrix: &lw.mlp_in,
-                    rows: b,
                     flags: &["LN", "EPI_GELU"],
                     params: MatmulParams {
                         n: (4 * h) as u32,
@@ -491,8 +349,7 @@ impl Plan {
                     },
                     input: &x,
                     output: &hidden,
-                    step: &step_main,
-                    caches: None,
+                    ..block_spec
                 },
             )
             .await?;
@@ -500,10 +357,7 @@ impl Plan {
                 ctx,
                 cache,
                 MatmulSpec {
-                    lanes,
-                    vecs: &model.vecs,
                     matrix: &lw.mlp_out,
-                    rows: b,
                     flags: &["EPI_RESIDUAL", "BIAS"],
                     params: MatmulParams {
                         n: h as u32,
@@ -513,8 +367,7 @@ impl Plan {
                     },
                     input: &hidden,
                     output: &x,
-                    step: &step_main,
-                    caches: None,
+                    ..block_spec
                 },
             )
             .await?;
@@ -538,16 +391,12 @@ impl Plan {
             ctx,
             cache,
             MatmulSpec {
-                lanes,
-                vecs: &model.vecs,
                 matrix: &model.lm_head,
-                rows: b,
                 flags: &["LN", "EPI_BIAS"],
                 params: head_params,
                 input: &x,
                 output: &logits,
-                step: &step_main,
-                caches: None,
+                ..block_spec
             },
         )
         .await?;
@@ -555,8 +404,6 @@ impl Plan {
             ctx,
             cache,
             MatmulSpec {
-                lanes,
-                vecs: &model.vecs,
                 matrix: &model.lm_head,
                 rows: 1,
                 flags: &["LN", "EPI_BIAS"],
@@ -564,7 +411,7 @@ impl Plan {
                 input: &x,
                 output: &logits,
                 step: &step_row,
-                caches: None,
+                ..block_spec
             },
         )
         .await?;

@@ -5,15 +5,13 @@ use crate::context::GpuContext;
 use crate::error::Result;
 use crate::pipelines::PipelineKey;
 use crate::shaders::Variant;
-use wgpu::util::DeviceExt;
 
 fn input(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytemuck::cast_slice(data),
-            usage: wgpu::BufferUsages::STORAGE,
-        })
+    ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(data),
+        usage: wgpu::BufferUsages::STORAGE,
+    })
 }
 
 async fn run(
@@ -37,13 +35,13 @@ async fn run(
         .await?;
     let (ab, bb) = (input(ctx, a), input(ctx, b));
     let size = (out_len * 4) as u64;
-    let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+    let out = ctx.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+    let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size,
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -64,7 +62,7 @@ async fn run(
         binding: 2,
         resource: out.as_entire_binding(),
     });
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+    let bind_group = ctx.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout: &layout,
         entries: &entries,

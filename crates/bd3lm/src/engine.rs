@@ -51,6 +51,9 @@ pub struct EngineCounters {
     pub dispatches_per_forward: usize,
     /// Bytes read back from the device by the last `draw` (0 on the CPU).
     pub readback_bytes_last_draw: usize,
+    /// GPU buffers and bind groups created on the engine's device so far (0 on the CPU):
+    /// constant after the engine is built, since a step allocates nothing.
+    pub device_objects_created: u64,
 }
 
 pub trait Engine {
