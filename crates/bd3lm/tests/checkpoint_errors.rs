@@ -82,17 +82,13 @@ fn every_fixture_checkpoint_has_exactly_the_spec_tensors() {
 fn truncated_checkpoint_is_a_safetensors_error() {
     let (config, bytes) = fixture_files("tiny-v512-bs4");
     for len in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
-        let err = checkpoint::load_hf(&config, &bytes[..len])
-            .err()
-            .expect("fails");
+        let err = checkpoint::load_hf(&config, &bytes[..len]).expect_err("fails");
         assert!(
             matches!(&err, Error::Safetensors { file, .. } if file == "model.safetensors"),
             "{len} bytes: {err}"
         );
     }
-    let err = checkpoint::load_hf(&config, &bytes[..bytes.len() / 2])
-        .err()
-        .expect("fails");
+    let err = checkpoint::load_hf(&config, &bytes[..bytes.len() / 2]).expect_err("fails");
     assert!(err.to_string().contains("truncated"), "{err}");
 }
 
@@ -103,7 +99,7 @@ fn missing_tensor_is_named() {
         .0
         .clone();
     let damaged = rewrite(&bytes, |n, d, s, b| (n != victim).then_some((d, s, b)));
-    let err = checkpoint::load_hf(&config, &damaged).err().expect("fails");
+    let err = checkpoint::load_hf(&config, &damaged).expect_err("fails");
     assert!(
         matches!(&err, Error::MissingTensor { name, .. } if *name == victim),
         "{err}"
@@ -126,7 +122,7 @@ fn wrong_shape_is_named_with_both_shapes() {
             Some((d, s, b))
         }
     });
-    let err = checkpoint::load_hf(&config, &damaged).err().expect("fails");
+    let err = checkpoint::load_hf(&config, &damaged).expect_err("fails");
     match &err {
         Error::TensorShape {
             name,
@@ -159,7 +155,7 @@ fn wrong_dtype_is_named() {
             Some((d, s, b))
         }
     });
-    let err = checkpoint::load_hf(&config, &damaged).err().expect("fails");
+    let err = checkpoint::load_hf(&config, &damaged).expect_err("fails");
     assert!(
         matches!(&err, Error::TensorDtype { name, .. } if *name == victim),
         "{err}"
@@ -170,13 +166,11 @@ fn wrong_dtype_is_named() {
 fn bad_config_json_is_a_config_error() {
     let (_, bytes) = fixture_files("tiny-v512-bs4");
     for bad in ["", "{not json", "[1, 2]", r#"{"block_size": "four"}"#] {
-        let err = checkpoint::load_hf(bad, &bytes).err().expect("fails");
+        let err = checkpoint::load_hf(bad, &bytes).expect_err("fails");
         assert!(matches!(err, Error::Config { .. }), "{bad:?}: {err}");
     }
     // A valid config that does not describe this file: the first mismatching tensor is named.
-    let err = checkpoint::load_hf(r#"{"hidden_dim": 96}"#, &bytes)
-        .err()
-        .expect("fails");
+    let err = checkpoint::load_hf(r#"{"hidden_dim": 96}"#, &bytes).expect_err("fails");
     assert!(
         matches!(err, Error::TensorShape { .. } | Error::MissingTensor { .. }),
         "{err}"
