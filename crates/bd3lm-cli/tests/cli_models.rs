@@ -258,6 +258,7 @@ fn bench_json_has_the_documented_keys() {
         "tokens_per_s",
         "dispatches_per_forward",
         "readback_bytes_per_step",
+        "gpu_objects_created",
     ];
     for line in &lines {
         let obj = line.as_object().unwrap();
@@ -270,6 +271,27 @@ fn bench_json_has_the_documented_keys() {
         assert!(line["tokens_per_s"].as_f64().unwrap() > 0.0);
     }
     run(["bench", "--ctx", "5"]).fails_with(2, &["--ctx 5", "multiple of the block size 4"]);
+
+    // The WGSL engine's counters: 5·L + 3 dispatches (4 layers), 8 bytes read back per
+    // first-hitting step, and no GPU object created while stepping.
+    let r = run([
+        "bench",
+        "--json",
+        "--backend",
+        "gpu",
+        "--ctx",
+        "8",
+        "--runs",
+        "2",
+        "--tokens",
+        "4",
+    ])
+    .ok();
+    let line: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["backend"], "gpu");
+    assert_eq!(line["dispatches_per_forward"], 5 * 4 + 3);
+    assert_eq!(line["readback_bytes_per_step"], 8);
+    assert_eq!(line["gpu_objects_created"], 0);
 }
 
 #[test]
