@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The benchmarks behind docs/performance.md: the demo model (q8 package and f32 original) on
+# both backends, and the full-size synthetic model (169.6M parameters, 16-token blocks; f32 and
+# q8) on the CPU and, at fill 0 only, on the GPU backend. JSON lines go to target/bench/.
+# Run it on an otherwise idle machine; on lavapipe the full-size GPU rows take ~10 minutes.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+mkdir -p /tmp/xdg-bench && chmod 700 /tmp/xdg-bench && export XDG_RUNTIME_DIR=/tmp/xdg-bench
+cargo build --release -p bd3lm-cli
+B=./target/release/bd3lm
+OUT=target/bench
+SYNTH=${SYNTH:-/tmp/synth-bs16}
+mkdir -p "$OUT"
+[ -f "$SYNTH/model.safetensors" ] || $B synth --out "$SYNTH" --block-size 16
+[ -f "$SYNTH-q8/manifest.json" ] || $B quantize "$SYNTH" "$SYNTH-q8" --format q8 \
+  --tokenizer models/tokenizers/gpt2/tokenizer.json
+echo "commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "conformance cpu: $($B conformance --backend cpu tests/fixtures/*/ | cut -d" " -f1 | sort | uniq -c | xargs)"
+echo "conformance gpu: $($B conformance --backend gpu tests/fixtures/*/ | cut -d" " -f1 | sort | uniq -c | xargs)"
+for m in models/sotu-tiny-bs4-q8 models/bd3lm-sotu-tiny-bs4; do
+  for backend in cpu gpu; do $B bench --model "$m" --backend $backend --runs 10 --json; done
+done | tee "$OUT/demo.jsonl"
+for m in "$SYNTH" "$SYNTH-q8"; do
+  $B bench --model "$m" --backend cpu --runs 5 --tokens 32 --json
+done | tee "$OUT/full-cpu.jsonl"
+for m in "$SYNTH" "$SYNTH-q8"; do
+  $B bench --model "$m" --backend gpu --ctx 0 --runs 3 --tokens 16 --json
+done | tee "$OUT/full-gpu.jsonl"
+$B bench --model models/sotu-tiny-bs4-q8 --backend gpu --ctx 0 --runs 3 --profile | tee "$OUT/demo-profile.md"
