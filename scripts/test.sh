@@ -28,15 +28,17 @@ cargo clippy --target wasm32-unknown-unknown -p bd3lm -p bd3lm-gpu -p bd3lm-web 
 step "native tests (CPU reference, GPU engine on $(vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed 's/.*= //' || echo 'the native adapter'))"
 cargo test --workspace
 
+# Only tests/web.rs has browser tests (the other targets are native-only and would be linked
+# and loaded for nothing).
 step "wasm tests: build"
-cargo test --target wasm32-unknown-unknown -p bd3lm-gpu --no-run
+cargo test --target wasm32-unknown-unknown -p bd3lm-gpu --test web --no-run
 
 step "wasm tests: run in headless Chromium (WebGPU)"
 python3 scripts/serve-fixtures.py 8765 tests/fixtures &
 fixture_server=$!
 trap 'kill $fixture_server 2>/dev/null || true' EXIT
 export WASM_BINDGEN_TEST_TIMEOUT=600
-cargo test --target wasm32-unknown-unknown -p bd3lm-gpu
+cargo test --target wasm32-unknown-unknown -p bd3lm-gpu --test web
 
 if [[ -x tests/e2e/run.sh ]]; then
   step "browser end-to-end test"

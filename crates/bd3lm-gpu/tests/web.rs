@@ -91,9 +91,19 @@ async fn webgpu_conformance_on_every_fixture() {
     let mut failures = Vec::new();
     for case in CASES {
         let fx = fixture(case).await;
+        let started = js_sys::Date::now();
         let mut gpu = GpuEngine::from_weights(&ctx, &fx.weights)
             .await
             .expect("engine builds");
+        // Visible with `-- --nocapture`: SwiftShader compiles each new pipeline slowly.
+        web_sys::console::log_1(
+            &format!(
+                "webgpu {case}: engine built in {:.0} ms ({} pipelines on the device)",
+                js_sys::Date::now() - started,
+                gpu.pipeline_count()
+            )
+            .into(),
+        );
         let (mut shown, mut t0) = (0, js_sys::Date::now());
         let mut observe = |results: &[conformance::CheckResult]| {
             let now = js_sys::Date::now();
