@@ -23,7 +23,7 @@ fn info_describes_the_embedded_model() {
 }
 
 #[test]
-fn info_on_an_hf_dir_and_on_the_gpu_hook() {
+fn info_on_an_hf_dir_and_with_the_gpu_backend() {
     let r = run(["info", "--model", &path(&demo_model())]).ok();
     assert!(
         r.stdout
@@ -34,6 +34,11 @@ fn info_on_an_hf_dir_and_on_the_gpu_hook() {
     let r = run(["info", "--backend", "gpu"]).ok();
     assert!(r.stdout.contains("backend:      gpu"), "{}", r.stdout);
     assert!(r.stdout.contains("largest buffer"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("adapter: max storage binding"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// Converting the demo checkpoint reproduces the embedded package byte for byte, and the
