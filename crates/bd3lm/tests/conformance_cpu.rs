@@ -4,23 +4,9 @@
 use bd3lm::conformance::{self, Tolerances};
 use bd3lm::fixture::Fixture;
 use bd3lm::CpuEngine;
-use std::path::PathBuf;
 
-fn fixture_dirs() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/fixtures exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("golden.safetensors").exists())
-        .collect();
-    dirs.sort();
-    assert!(
-        dirs.len() >= 3,
-        "expected the three shared fixture cases in {}",
-        root.display()
-    );
-    dirs
-}
+mod common;
+use common::fixture_dirs;
 
 #[test]
 fn cpu_reference_passes_every_fixture_check() {

@@ -2,13 +2,9 @@
 use bd3lm::checkpoint;
 use bd3lm::package::{self, SchemePlan, SpecialTokens};
 use bd3lm::quant::Scheme;
-use std::path::PathBuf;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
-}
+mod common;
+use common::fixture_dir as fixture;
 
 #[test]
 fn packages_round_trip_in_every_scheme_with_small_shards() {
