@@ -7,7 +7,9 @@ use crate::browser::WebGpuStatus;
 use crate::page_error::PageError;
 use bd3lm::forward::Activations;
 use bd3lm::package::{TensorPiece, WeightsBuilder};
-use bd3lm::{Config, CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw};
+use bd3lm::{
+    BlockRequest, Config, CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw, StepRecord,
+};
 use bd3lm_gpu::{GpuContext, GpuEngine, GpuModelLoader, GpuOptions};
 
 /// Which backend a load will build, and why, in words for the page.
@@ -292,6 +294,15 @@ impl Engine for PageEngine {
     async fn draw(&mut self, req: &DrawRequest<'_>) -> bd3lm::Result<Vec<RowDraw>> {
         self.check_faults()?;
         delegate!(mut self, e => e.draw(req).await)
+    }
+
+    fn runs_blocks(&self) -> bool {
+        delegate!(self, e => e.runs_blocks())
+    }
+
+    async fn denoise_block(&mut self, req: &BlockRequest<'_>) -> bd3lm::Result<Vec<StepRecord>> {
+        self.check_faults()?;
+        delegate!(mut self, e => e.denoise_block(req).await)
     }
 
     async fn nucleus_probe(

@@ -20,7 +20,10 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::Config;
-pub use engine::{CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw, Rows};
+pub use engine::{
+    BlockRequest, BlockStep, CpuEngine, DrawRequest, Engine, EngineCounters, RevealRule, RowDraw,
+    Rows, StepRecord,
+};
 pub use error::{Error, Result};
-pub use generate::{Event, FinishReason, Generator, SamplerKind, SamplingOptions};
+pub use generate::{Event, Execution, FinishReason, Generator, SamplerKind, SamplingOptions};
 pub use weights::Weights;
