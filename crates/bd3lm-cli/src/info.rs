@@ -18,6 +18,8 @@ pub struct InfoArgs {
     /// Backend whose adapter to describe.
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    #[command(flatten)]
+    gpu: crate::backend::GpuArgs,
 }
 
 fn mb(bytes: u64) -> String {
@@ -116,7 +118,7 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
         mb(largest_tensor_bytes(&model) as u64)
     );
     match args.backend {
-        Backend::Auto => match gpu_adapter_report() {
+        Backend::Auto => match gpu_adapter_report(&args.gpu) {
             Ok(report) if !report.starts_with("software") => {
                 println!("backend:      auto -> gpu: {report}; {needs}")
             }
@@ -128,7 +130,7 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
         Backend::Cpu => println!(
             "backend:      cpu (exact f32/f64 reference; matrices dequantized to f32 in memory)"
         ),
-        Backend::Gpu => match gpu_adapter_report() {
+        Backend::Gpu => match gpu_adapter_report(&args.gpu) {
             Ok(report) => println!("backend:      gpu: {report}; {needs}"),
             Err(e) => println!("backend:      gpu unavailable ({e}); {needs}"),
         },

@@ -187,6 +187,38 @@ impl GpuContext {
         )
     }
 
+    /// The adapter's limits that matter to the engine, as (name, value) figures.
+    pub fn limit_figures(&self) -> Vec<(&'static str, u64)> {
+        let l = &self.adapter_limits;
+        vec![
+            (
+                "max_storage_buffer_binding_size",
+                l.max_storage_buffer_binding_size,
+            ),
+            ("max_buffer_size", l.max_buffer_size),
+            (
+                "max_storage_buffers_per_shader_stage",
+                l.max_storage_buffers_per_shader_stage as u64,
+            ),
+            (
+                "max_compute_invocations_per_workgroup",
+                l.max_compute_invocations_per_workgroup as u64,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                l.max_compute_workgroup_storage_size as u64,
+            ),
+            (
+                "max_compute_workgroups_per_dimension",
+                l.max_compute_workgroups_per_dimension as u64,
+            ),
+            (
+                "min_uniform_buffer_offset_alignment",
+                l.min_uniform_buffer_offset_alignment as u64,
+            ),
+        ]
+    }
+
     /// Largest storage binding the engine will create on this device.
     pub fn max_binding_bytes(&self) -> u64 {
         MAX_BINDING_BYTES
