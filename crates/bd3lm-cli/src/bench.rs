@@ -292,6 +292,9 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 "submits_per_block": r.submits_per_block,
                 "workgroups_min": c.workgroups_min,
                 "weight_bytes_per_forward": c.weight_bytes_per_forward,
+                // Weight bytes streamed per second at that rate (divide by the GPU's peak
+                // memory bandwidth for the fraction reached).
+                "weight_gbytes_per_s": c.weight_bytes_per_forward as f64 * forwards_per_s / 1e9,
             });
             if let (Some(obj), Some(more)) = (json.as_object_mut(), fields.as_object()) {
                 obj.extend(more.clone());

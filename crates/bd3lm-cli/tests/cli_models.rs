@@ -269,6 +269,7 @@ fn bench_json_has_the_documented_keys() {
         "submits_per_block",
         "workgroups_min",
         "weight_bytes_per_forward",
+        "weight_gbytes_per_s",
     ];
     for line in &lines {
         let obj = line.as_object().unwrap();

@@ -334,6 +334,6 @@ mod tests {
             assert_eq!(wgsl_fields(name) * 4, size, "{name}");
             assert_eq!(size % 16, 0, "{name}: uniform structs are whole vec4s");
         }
-        assert!(STEP_BYTES <= STEP_STRIDE);
+        const { assert!(STEP_BYTES <= STEP_STRIDE) };
     }
 }

@@ -2,9 +2,6 @@
 //! natively, its wall time when submitted alone.
 
 use crate::dispatch::DispatchInfo;
-use crate::engine::GpuEngine;
-use crate::plan::Head;
-use bd3lm::{Engine, Error, Result};
 
 /// One dispatch of a step with its wall time (milliseconds; `None` when not timed).
 #[derive(Debug, Clone)]
@@ -12,6 +9,13 @@ pub struct DispatchProfile {
     pub info: DispatchInfo,
     pub ms: Option<f64>,
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+use {
+    crate::engine::GpuEngine,
+    crate::plan::Head,
+    bd3lm::{Engine, Error, Result},
+};
 
 #[cfg(not(target_arch = "wasm32"))]
 impl GpuEngine {

@@ -3,9 +3,12 @@
 //! per-step path; block sizes 1..16 against the CPU reference; the engine's counters.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
+use common::same_steps;
 use bd3lm::conformance::{self, Tolerances};
 use bd3lm::fixture::Fixture;
-use bd3lm::generate::{Event, Execution, Generator, Replay, SamplerKind, SamplingOptions};
+use bd3lm::generate::{Event, Execution, Generator, SamplerKind, SamplingOptions};
 use bd3lm::{CpuEngine, Engine};
 use bd3lm_gpu::{GpuContext, GpuEngine, GpuOptions, Tiling};
 use std::path::PathBuf;
@@ -67,138 +70,21 @@ fn gpu_engine_passes_every_fixture_check_in_the_hardware_tiling() {
     conformance_in(Tiling::Hardware);
 }
 
-/// Every step event of a generation (tokens, revealed ids and confidences, draws).
-fn run_events(gen: &mut Generator, engine: &mut impl Engine) -> Vec<Event> {
-    let mut events = Vec::new();
-    loop {
-        let e = pollster::block_on(gen.next(engine)).expect("step");
-        if matches!(e, Event::Finished { .. }) {
-            return events;
-        }
-        events.push(e);
-    }
-}
-
-/// Exact equality, confidences compared by their bits.
-fn same_steps(a: &[Event], b: &[Event]) -> bool {
-    let bits = |e: &Event| match e {
-        Event::Step {
-            tokens,
-            draws,
-            revealed,
-            ..
-        } => Some((
-            tokens.clone(),
-            draws
-                .iter()
-                .map(|d| (d.row, d.token, d.confidence.to_bits()))
-                .collect::<Vec<_>>(),
-            revealed
-                .iter()
-                .map(|r| (r.position, r.token, r.confidence.to_bits()))
-                .collect::<Vec<_>>(),
-        )),
-        _ => None,
-    };
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bits(x) == bits(y))
-}
-
 /// One submission per block and one submission per step give bit-identical ids and
-/// confidences: every fixture's first-hitting traces replayed (every row drawn), and a free
-/// generation past the context (only the revealed row drawn), in the hardware tiling (the
-/// block-size test below compares the two in both tilings).
+/// confidences on every fixture (replayed traces and a free generation past the context), in
+/// the hardware tiling (the block-size test below compares the two in both tilings).
 #[test]
 fn per_block_and_per_step_first_hitting_are_bit_identical_on_every_fixture() {
-    for tiling in [Tiling::Hardware] {
-        let ctx = context(tiling);
-        for dir in fixture_dirs() {
-            let fx = Fixture::from_dir(&dir).expect("fixture loads");
-            let cfg = fx.weights.config.clone();
-            let mut engine = engine(&ctx, &fx.weights);
-            let mut runs = Vec::new();
-            for trace in fx.traces.iter().filter(|t| t.first_hitting) {
-                let seeds: Vec<u64> = fx
-                    .tensor(&format!("{}_uniform_seed", trace.name))
-                    .unwrap()
-                    .as_i64()
-                    .iter()
-                    .map(|&s| s as u64)
-                    .collect();
-                let chosen: Vec<usize> = fx
-                    .tensor(&format!("{}_chosen_pos", trace.name))
-                    .unwrap()
-                    .as_i64()
-                    .iter()
-                    .map(|&p| p as usize)
-                    .collect();
-                let opts = SamplingOptions {
-                    sampler: SamplerKind::FirstHitting {
-                        max_steps: trace.steps,
-                    },
-                    nucleus_p: trace.nucleus_p,
-                    seed: trace.seed,
-                    ..SamplingOptions::default()
-                };
-                let prompt: Vec<u32> = match fx.get(&format!("{}_prompt", trace.name)) {
-                    Some(p) => p.as_i64().iter().map(|&x| x as u32).collect(),
-                    None => vec![fx.bos()],
-                };
-                runs.push((
-                    trace.name.clone(),
-                    opts,
-                    prompt,
-                    trace.seqlen,
-                    Some((seeds, chosen)),
-                ));
-            }
-            let free = SamplingOptions {
-                sampler: SamplerKind::FirstHitting {
-                    max_steps: cfg.block_size,
-                },
-                seed: 11,
-                ..SamplingOptions::default()
-            };
-            runs.push((
-                "free".into(),
-                free,
-                vec![fx.bos()],
-                cfg.model_length + 2 * cfg.block_size,
-                None,
-            ));
-            for (name, opts, prompt, len, replay) in runs {
-                let make = |execution| {
-                    let gen = Generator::new(
-                        cfg.block_size,
-                        cfg.model_length,
-                        cfg.mask_id(),
-                        fx.bos(),
-                        prompt.clone(),
-                        len,
-                        opts.clone(),
-                    )
-                    .unwrap()
-                    .execution(execution);
-                    match &replay {
-                        Some((seeds, chosen)) => gen.with_replay(Replay {
-                            seeds: seeds.clone(),
-                            chosen: chosen.clone(),
-                        }),
-                        None => gen,
-                    }
-                };
-                let block = run_events(&mut make(Execution::PerBlock), &mut engine);
-                let waits = engine.counters().host_waits;
-                let step = run_events(&mut make(Execution::PerStep), &mut engine);
-                assert!(engine.counters().host_waits > waits, "per-step waits");
-                assert!(!block.is_empty());
-                assert!(
-                    same_steps(&block, &step),
-                    "{tiling} {} {name}: per-block and per-step runs differ",
-                    fx.name
-                );
-            }
-        }
+    let ctx = context(Tiling::Hardware);
+    for dir in fixture_dirs() {
+        let fx = Fixture::from_dir(&dir).expect("fixture loads");
+        let mut engine = engine(&ctx, &fx.weights);
+        pollster::block_on(common::per_block_matches_per_step(&fx, &mut engine));
     }
+}
+
+fn run_events(gen: &mut Generator, engine: &mut impl Engine) -> Vec<Event> {
+    pollster::block_on(common::run_events(gen, engine))
 }
 
 /// A random model with every block size the engine supports (embedding rows, attention and

@@ -8,6 +8,9 @@ use bd3lm::rng::SplitMix64;
 use bd3lm::sampler;
 use bd3lm_gpu::kernels::launch::{self, AttentionInputs, MatmulKind, NormVectors, SampleStep};
 use bd3lm_gpu::plan::mode;
+use bd3lm::fixture::Fixture;
+use bd3lm::generate::{Event, Execution, Generator, Replay, SamplerKind, SamplingOptions};
+use bd3lm::Engine;
 use bd3lm_gpu::{GpuContext, Tiling};
 
 pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -155,15 +158,30 @@ fn cpu_norm(x: &[f32], v: &NormVectors) -> Vec<f32> {
     out
 }
 
-fn norm_vectors(h: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
-    let norm: Vec<f32> = random(h, seed, 0.3).iter().map(|x| 1.0 + x).collect();
-    (
-        norm,
-        random(h, seed + 1, 0.5),
-        random(h, seed + 2, 0.5),
-        random(h, seed + 3, 1.0),
-        random(h, seed + 4, 0.5),
-    )
+/// Random LayerNorm, modulation, gate and bias vectors of length `h`.
+struct OwnedNorm([Vec<f32>; 5]);
+
+impl OwnedNorm {
+    fn new(h: usize, seed: u64) -> OwnedNorm {
+        let norm: Vec<f32> = random(h, seed, 0.3).iter().map(|x| 1.0 + x).collect();
+        OwnedNorm([
+            norm,
+            random(h, seed + 1, 0.5),
+            random(h, seed + 2, 0.5),
+            random(h, seed + 3, 1.0),
+            random(h, seed + 4, 0.5),
+        ])
+    }
+
+    fn view(&self) -> NormVectors<'_> {
+        NormVectors {
+            norm: &self.0[0],
+            shift: &self.0[1],
+            scale: &self.0[2],
+            gate: &self.0[3],
+            bias: &self.0[4],
+        }
+    }
 }
 
 /// The embedding gather of every format with the first LayerNorm (hidden 768: each thread
@@ -172,14 +190,8 @@ fn norm_vectors(h: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>,
 pub async fn embed_formats(ctx: &GpuContext, block_sizes: &[usize]) {
     let (v, h) = (50, 768);
     let table = Matrix::from_f32(v, h, random(v * h, 40, 1.0));
-    let vecs = norm_vectors(h, 41);
-    let nv = NormVectors {
-        norm: &vecs.0,
-        shift: &vecs.1,
-        scale: &vecs.2,
-        gate: &vecs.3,
-        bias: &vecs.4,
-    };
+    let vecs = OwnedNorm::new(h, 41);
+    let nv = vecs.view();
     for (i, scheme) in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4].into_iter().enumerate() {
         let m = table.quantize(scheme);
         let deq = m.to_f32();
@@ -206,14 +218,8 @@ pub async fn residual_norm(ctx: &GpuContext) {
     let (h, rows, splits) = (768, 3, 3);
     let x = random(rows * h, 80, 1.0);
     let partials = random(splits * rows * h, 81, 1.0);
-    let vecs = norm_vectors(h, 82);
-    let nv = NormVectors {
-        norm: &vecs.0,
-        shift: &vecs.1,
-        scale: &vecs.2,
-        gate: &vecs.3,
-        bias: &vecs.4,
-    };
+    let vecs = OwnedNorm::new(h, 82);
+    let nv = vecs.view();
     for bias in [false, true] {
         let (gx, gxn) = launch::residual(ctx, &x, &partials, splits, rows, bias, &nv)
             .await
@@ -261,14 +267,8 @@ pub async fn split_bindings(ctx: &GpuContext) {
             assert!(err < 1e-3, "{tiling} rows {rows}: max error {err}");
         }
     }
-    let vecs = norm_vectors(k, 93);
-    let nv = NormVectors {
-        norm: &vecs.0,
-        shift: &vecs.1,
-        scale: &vecs.2,
-        gate: &vecs.3,
-        bias: &vecs.4,
-    };
+    let vecs = OwnedNorm::new(k, 93);
+    let nv = vecs.view();
     let tokens = [0u32, 299, 150, 151];
     let (x, _) = launch::embed(ctx, &m, &tokens, &nv).await.expect("embed runs");
     let deq = m.to_f32();
@@ -498,5 +498,142 @@ pub async fn sampling_modes(ctx: &GpuContext) {
                 tokens[r]
             );
         }
+    }
+}
+
+/// Every event of a generation up to `Finished` (excluded).
+pub async fn run_events(gen: &mut Generator, engine: &mut impl Engine) -> Vec<Event> {
+    let mut events = Vec::new();
+    loop {
+        let e = gen.next(engine).await.expect("step");
+        if matches!(e, Event::Finished { .. }) {
+            return events;
+        }
+        events.push(e);
+    }
+}
+
+/// Exact equality of the step events, confidences compared by their bits.
+pub fn same_steps(a: &[Event], b: &[Event]) -> bool {
+    let bits = |e: &Event| match e {
+        Event::Step {
+            tokens,
+            draws,
+            revealed,
+            ..
+        } => Some((
+            tokens.clone(),
+            draws
+                .iter()
+                .map(|d| (d.row, d.token, d.confidence.to_bits()))
+                .collect::<Vec<_>>(),
+            revealed
+                .iter()
+                .map(|r| (r.position, r.token, r.confidence.to_bits()))
+                .collect::<Vec<_>>(),
+        )),
+        _ => None,
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bits(x) == bits(y))
+}
+
+/// Makes the same generation for a given execution.
+pub type MakeGenerator = Box<dyn Fn(Execution) -> Generator>;
+
+/// The generations the per-block and per-step comparison runs on a fixture: each
+/// first-hitting trace replayed (every row drawn), and a free generation past the context
+/// (only the revealed row drawn), each named and made for a given execution.
+pub fn first_hitting_runs(fx: &Fixture) -> Vec<(String, MakeGenerator)> {
+    let cfg = fx.weights.config.clone();
+    let mut runs: Vec<(String, MakeGenerator)> = Vec::new();
+    for trace in fx.traces.iter().filter(|t| t.first_hitting) {
+        let ints = |name: &str| -> Vec<i64> {
+            fx.tensor(&format!("{}_{name}", trace.name))
+                .expect("trace tensor")
+                .as_i64()
+        };
+        let seeds: Vec<u64> = ints("uniform_seed").iter().map(|&s| s as u64).collect();
+        let chosen: Vec<usize> = ints("chosen_pos").iter().map(|&p| p as usize).collect();
+        let prompt: Vec<u32> = match fx.get(&format!("{}_prompt", trace.name)) {
+            Some(p) => p.as_i64().iter().map(|&x| x as u32).collect(),
+            None => vec![fx.bos()],
+        };
+        let opts = SamplingOptions {
+            sampler: SamplerKind::FirstHitting {
+                max_steps: trace.steps,
+            },
+            nucleus_p: trace.nucleus_p,
+            seed: trace.seed,
+            ..SamplingOptions::default()
+        };
+        let (cfg, bos, len) = (cfg.clone(), fx.bos(), trace.seqlen);
+        runs.push((
+            trace.name.clone(),
+            Box::new(move |execution| {
+                Generator::new(
+                    cfg.block_size,
+                    cfg.model_length,
+                    cfg.mask_id(),
+                    bos,
+                    prompt.clone(),
+                    len,
+                    opts.clone(),
+                )
+                .expect("generator")
+                .with_replay(Replay {
+                    seeds: seeds.clone(),
+                    chosen: chosen.clone(),
+                })
+                .execution(execution)
+            }),
+        ));
+    }
+    let (bos, len) = (fx.bos(), cfg.model_length + 2 * cfg.block_size);
+    runs.push((
+        "free".into(),
+        Box::new(move |execution| {
+            let opts = SamplingOptions {
+                sampler: SamplerKind::FirstHitting {
+                    max_steps: cfg.block_size,
+                },
+                seed: 11,
+                ..SamplingOptions::default()
+            };
+            Generator::new(
+                cfg.block_size,
+                cfg.model_length,
+                cfg.mask_id(),
+                bos,
+                vec![bos],
+                len,
+                opts,
+            )
+            .expect("generator")
+            .execution(execution)
+        }),
+    ));
+    runs
+}
+
+/// One submission per block and one per step give bit-identical ids and confidences on every
+/// first-hitting run of `fx` (see [`first_hitting_runs`]).
+pub async fn per_block_matches_per_step(fx: &Fixture, engine: &mut impl Engine) {
+    for (name, make) in first_hitting_runs(fx) {
+        let waits = engine.counters().host_waits;
+        let block = run_events(&mut make(Execution::PerBlock), engine).await;
+        let block_waits = engine.counters().host_waits - waits;
+        let step = run_events(&mut make(Execution::PerStep), engine).await;
+        let step_waits = engine.counters().host_waits - waits - block_waits;
+        assert!(!block.is_empty());
+        assert!(
+            block_waits < step_waits,
+            "{} {name}: {block_waits} waits per block vs {step_waits} per step",
+            fx.name
+        );
+        assert!(
+            same_steps(&block, &step),
+            "{} {name}: per-block and per-step runs differ",
+            fx.name
+        );
     }
 }
