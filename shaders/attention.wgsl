@@ -4,12 +4,12 @@
 // window-relative positions (cache slot j -> position j, block row r -> position cached + r),
 // which re-bases positions after the window slides exactly as the reference does.
 //
-// Flash-decoding in two kernels. `partial`: one workgroup per (head, split), a split being KC
-// consecutive keys of the window; an online softmax over tiles of KT keys; it writes the
-// split's unnormalised output with its running max and sum. `combine`: one workgroup per block
-// row merges the splits in order (deterministic, no atomics) and normalises. The host picks
-// KC: the whole window on CPU adapters (one split), a few tiles on GPUs so that a full window
-// keeps every compute unit busy.
+// Flash-decoding in two kernels. `partial`: one workgroup per (head, split), a split being
+// Step.kv_split consecutive keys of the window; an online softmax over tiles of KT keys; it
+// writes the split's unnormalised output with its running max and sum. `combine`: one
+// workgroup per block row merges the splits in order (deterministic, no atomics) and
+// normalises. The host sizes the splits per window: the whole window on CPU adapters (one
+// split), enough splits on GPUs that heads x splits keeps every compute unit busy.
 
 #include uniforms.wgsl
 
@@ -18,8 +18,6 @@ const D: u32 = {{HEAD_DIM}}u;
 const HALF: u32 = D / 2u;
 // Keys per tile, chosen so all workgroup memory fits WebGPU's default 16 KiB.
 const KT: u32 = {{KT}}u;
-// Keys per split (a multiple of KT).
-const KC: u32 = {{KC}}u;
 // vec4 accumulators per thread: B * D / 4 outputs over 256 threads.
 const ACC: u32 = (B * D / 4u + 255u) / 256u;
 
@@ -63,7 +61,7 @@ fn partner(e: u32) -> u32 {
 
 // Splits of the current window.
 fn splits() -> u32 {
-    return (step.cached + B + KC - 1u) / KC;
+    return (step.cached + B + step.kv_split - 1u) / step.kv_split;
 }
 
 @compute @workgroup_size(256)
@@ -71,8 +69,8 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
     let head = wg.x;
     let split = wg.y;
     let h = p.hidden;
-    let j_begin = split * KC;
-    let j_end = min(step.cached + B, j_begin + KC);
+    let j_begin = split * step.kv_split;
+    let j_end = min(step.cached + B, j_begin + step.kv_split);
     for (var i = tid; i < B * D; i = i + 256u) {
         let r = i / D;
         let e = i % D;

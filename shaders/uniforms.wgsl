@@ -35,7 +35,8 @@ struct Step {
     mode: u32,
     top_p: f32,
     mask_prob: f32,
-    _pad: u32,
+    // Keys of the window per attention split (attention.wgsl), chosen by the host per window.
+    kv_split: u32,
 }
 
 // A projection or the LM head: y = x W^T over a block's rows.

@@ -33,7 +33,7 @@ pub struct Step {
     pub mode: u32,
     pub top_p: f32,
     pub mask_prob: f32,
-    pub pad: u32,
+    pub kv_split: u32,
 }
 
 impl Step {

@@ -125,6 +125,7 @@ impl GpuEngine {
             ring_start: self.ring_start as u32,
             n_ctx: self.model.config.model_length as u32,
             reveal_row: NO_ROW,
+            kv_split: self.plan.attention.kv_split(self.cached),
             ..Step::default()
         }
     }

@@ -75,6 +75,8 @@ pub struct Plan {
     pub staging: wgpu::Buffer,
     /// Slots `0..block` for the steps of a block, slot `block` for the store pass.
     pub steps: StepTable,
+    /// The attention kernels' split of the window (`Step.kv_split`).
+    pub attention: Attention,
     pub embed: Dispatch,
     pub embed_commit: Dispatch,
     pub layers: Vec<LayerDispatches>,
@@ -192,8 +194,8 @@ impl Plan {
         let mlp_out_kernel = Matmul::new(tiling, &lw0.mlp_out, Epilogue::Partial, b);
         let max_splits = attn_out_kernel.tiles.splits.max(mlp_out_kernel.tiles.splits);
         let partials = storage(ctx, "partial sums", max_splits as u64 * rows_h, none);
-        let attention_kernel = Attention::new(tiling, b, cfg.head_dim(), cfg.n_heads, n);
-        let (o_floats, ml_floats) = attention_kernel.partial_floats(n, h);
+        let attention_kernel = Attention::new(tiling, b, cfg.head_dim(), cfg.n_heads);
+        let (o_floats, ml_floats) = attention_kernel.partial_floats(h);
         let part_o = storage(ctx, "attention partials", o_floats as u64 * f32b, none);
         let part_ml = storage(ctx, "attention max/sum", ml_floats as u64 * f32b, none);
 
@@ -414,6 +416,7 @@ impl Plan {
             reveal_log,
             staging,
             steps,
+            attention: attention_kernel,
             embed,
             embed_commit,
             layers,

@@ -127,18 +127,24 @@ pub fn matmul_tiles(tiling: Tiling, n: usize, k: usize, splittable: bool) -> Mat
     }
 }
 
-/// Work split of attention: tiles of `kt` keys in workgroup memory, `keys_per_split` keys
-/// (a multiple of `kt`) per workgroup.
+/// Work split of attention: tiles of `kt` keys in workgroup memory; a window of `keys` keys
+/// is split into at most `max_splits` splits of at least `min_keys` keys each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AttentionTiles {
     pub kt: u32,
-    pub keys_per_split: u32,
+    pub max_splits: u32,
+    pub min_keys: u32,
 }
 
 impl AttentionTiles {
-    /// Splits of a window of `keys` keys.
+    /// Keys per split of a window of `keys` keys (`Step.kv_split`).
+    pub fn keys_per_split(&self, keys: usize) -> u32 {
+        (keys as u32).div_ceil(self.max_splits).max(self.min_keys)
+    }
+
+    /// Splits of a window of `keys` keys (at most `max_splits`).
     pub fn splits(&self, keys: usize) -> u32 {
-        (keys as u32).div_ceil(self.keys_per_split)
+        (keys as u32).div_ceil(self.keys_per_split(keys))
     }
 }
 
@@ -151,25 +157,26 @@ pub fn attention_tile(block: usize, head_dim: usize) -> u32 {
     kt as u32
 }
 
-pub fn attention_tiles(
-    tiling: Tiling,
-    block: usize,
-    head_dim: usize,
-    heads: usize,
-    n_ctx: usize,
-) -> AttentionTiles {
+/// Keys per split at the least, under the hardware tiling: below it a split's fixed costs (its
+/// queries' rotation, the combine) outweigh its keys.
+const MIN_KEYS_PER_SPLIT: u32 = 16;
+
+pub fn attention_tiles(tiling: Tiling, block: usize, head_dim: usize, heads: usize) -> AttentionTiles {
     let kt = attention_tile(block, head_dim);
-    let whole = (n_ctx as u32).div_ceil(kt) * kt;
-    let keys_per_split = if tiling == Tiling::Hardware {
-        // A full window gives heads x splits >= MIN_WORKGROUPS.
-        let splits = MIN_WORKGROUPS.div_ceil(heads as u32);
-        ((n_ctx as u32 / splits) / kt * kt).max(kt)
+    if tiling == Tiling::Hardware {
+        // Windows of at least MIN_KEYS_PER_SPLIT x splits keys give heads x splits >=
+        // MIN_WORKGROUPS: from a fill of 336 keys on at the released shapes.
+        AttentionTiles {
+            kt,
+            max_splits: MIN_WORKGROUPS.div_ceil(heads as u32),
+            min_keys: MIN_KEYS_PER_SPLIT,
+        }
     } else {
-        whole
-    };
-    AttentionTiles {
-        kt,
-        keys_per_split,
+        AttentionTiles {
+            kt,
+            max_splits: 1,
+            min_keys: 1,
+        }
     }
 }
 
@@ -193,11 +200,16 @@ mod tests {
             assert_eq!(t.k_slice % 8, 0);
             assert!(t.k_slice as usize * (t.splits as usize - 1) < cols);
         }
-        let a = attention_tiles(Tiling::Hardware, b, h / heads, heads, n);
-        assert!(a.splits(n) * heads as u32 >= MIN_WORKGROUPS, "{a:?}");
-        assert_eq!(a.keys_per_split % a.kt, 0);
-        let s = attention_tiles(Tiling::Software, b, h / heads, heads, n);
-        assert_eq!(s.splits(n), 1);
+        let a = attention_tiles(Tiling::Hardware, b, h / heads, heads);
+        for fill in [512, 1008] {
+            assert!(a.splits(fill + b) * heads as u32 >= MIN_WORKGROUPS, "{fill}: {a:?}");
+        }
+        for keys in 1..=n {
+            let (kps, splits) = (a.keys_per_split(keys), a.splits(keys));
+            assert!(splits <= a.max_splits && (splits - 1) * kps < keys as u32, "{keys}");
+        }
+        let s = attention_tiles(Tiling::Software, b, h / heads, heads);
+        assert_eq!((s.splits(n), s.keys_per_split(n)), (1, n as u32));
     }
 
     #[test]

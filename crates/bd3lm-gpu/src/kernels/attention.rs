@@ -37,18 +37,17 @@ const COMBINE_LAYOUT: Layout = &[
 ];
 
 impl Attention {
-    pub fn new(
-        tiling: Tiling,
-        rows: usize,
-        head_dim: usize,
-        heads: usize,
-        n_ctx: usize,
-    ) -> Attention {
+    pub fn new(tiling: Tiling, rows: usize, head_dim: usize, heads: usize) -> Attention {
         Attention {
             rows: rows as u32,
             head_dim: head_dim as u32,
-            tiles: attention_tiles(tiling, rows, head_dim, heads, n_ctx),
+            tiles: attention_tiles(tiling, rows, head_dim, heads),
         }
+    }
+
+    /// `Step.kv_split` for a window holding `cached` committed tokens.
+    pub fn kv_split(&self, cached: usize) -> u32 {
+        self.tiles.keys_per_split(cached + self.rows as usize)
     }
 
     fn variant(&self) -> Variant {
@@ -56,7 +55,6 @@ impl Attention {
             .constant("ROWS", self.rows)
             .constant("HEAD_DIM", self.head_dim)
             .constant("KT", self.tiles.kt)
-            .constant("KC", self.tiles.keys_per_split)
     }
 
     pub fn partial_key(&self) -> PipelineKey {
@@ -77,10 +75,10 @@ impl Attention {
         }
     }
 
-    /// Floats of the split outputs for a window of at most `n_ctx` keys and `hidden` width:
+    /// Floats of the split outputs for `hidden` width (any window):
     /// (unnormalised outputs, running max and sum).
-    pub fn partial_floats(&self, n_ctx: usize, hidden: usize) -> (usize, usize) {
-        let splits = self.tiles.splits(n_ctx) as usize;
+    pub fn partial_floats(&self, hidden: usize) -> (usize, usize) {
+        let splits = self.tiles.max_splits as usize;
         let heads = hidden / self.head_dim as usize;
         (
             splits * self.rows as usize * hidden,

@@ -347,14 +347,15 @@ pub struct AttentionInputs<'a> {
 /// Runs attention (partials and combine); returns the output and the number of splits.
 pub async fn attention(ctx: &GpuContext, a: &AttentionInputs<'_>) -> Result<(Vec<f32>, u32)> {
     let (h, d) = (a.heads * a.head_dim, a.head_dim);
-    let kernel = Attention::new(a.tiling, a.block, d, a.heads, a.n_ctx);
-    let (o_floats, ml_floats) = kernel.partial_floats(a.n_ctx, h);
+    let kernel = Attention::new(a.tiling, a.block, d, a.heads);
+    let (o_floats, ml_floats) = kernel.partial_floats(h);
     let table = steps(
         ctx,
         &Step {
             cached: a.cached as u32,
             ring_start: a.ring_start as u32,
             n_ctx: a.n_ctx as u32,
+            kv_split: kernel.kv_split(a.cached),
             ..Step::default()
         },
     );
