@@ -335,7 +335,10 @@ fn bench_json_has_the_documented_keys() {
         assert_eq!(c["submits_per_block"], 1);
         assert_eq!(c["dispatches_per_forward"], 8 * layers + 4);
         assert_eq!(c["steps_per_block"], 4);
-        assert_eq!(c["weight_bytes_per_forward"], line["weight_bytes_per_forward"]);
+        assert_eq!(
+            c["weight_bytes_per_forward"],
+            line["weight_bytes_per_forward"]
+        );
     }
     assert_eq!(hw["gpu_tiling"], "hardware");
     assert!(

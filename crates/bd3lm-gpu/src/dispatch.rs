@@ -190,9 +190,7 @@ impl Dispatch {
     pub fn workgroups(&self, cached: usize) -> (u32, u32) {
         match self.grid {
             Grid::Fixed(x, y) => (x, y),
-            Grid::Attention { heads, rows, tiles } => {
-                (heads, tiles.splits(cached + rows as usize))
-            }
+            Grid::Attention { heads, rows, tiles } => (heads, tiles.splits(cached + rows as usize)),
         }
     }
 

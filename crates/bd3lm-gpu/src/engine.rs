@@ -175,10 +175,7 @@ impl GpuEngine {
         if self.dry_run {
             return Ok(vec![0; size as usize]);
         }
-        self.ctx
-            .map_read(staging, size)
-            .await
-            .map_err(Error::from)
+        self.ctx.map_read(staging, size).await.map_err(Error::from)
     }
 
     /// Records the sampler on `rows` rows from `row_offset`, reads back (id, value bits) pairs.

@@ -98,12 +98,7 @@ impl PipelineCache {
 
     /// The pipeline for `key`, compiling it (and reporting compile errors) on first use.
     pub async fn get(&self, ctx: &GpuContext, key: &PipelineKey) -> Result<Compiled> {
-        if let Some(p) = self
-            .pipelines
-            .lock()
-            .ok()
-            .and_then(|m| m.get(key).cloned())
-        {
+        if let Some(p) = self.pipelines.lock().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(p);
         }
         let source =

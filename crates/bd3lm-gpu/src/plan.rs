@@ -192,7 +192,10 @@ impl Plan {
             .ok_or_else(|| GpuError::Unsupported("a model needs at least one layer".into()))?;
         let attn_out_kernel = Matmul::new(tiling, &lw0.attn_out, Epilogue::Partial, b);
         let mlp_out_kernel = Matmul::new(tiling, &lw0.mlp_out, Epilogue::Partial, b);
-        let max_splits = attn_out_kernel.tiles.splits.max(mlp_out_kernel.tiles.splits);
+        let max_splits = attn_out_kernel
+            .tiles
+            .splits
+            .max(mlp_out_kernel.tiles.splits);
         let partials = storage(ctx, "partial sums", max_splits as u64 * rows_h, none);
         let attention_kernel = Attention::new(tiling, b, cfg.head_dim(), cfg.n_heads);
         let (o_floats, ml_floats) = attention_kernel.partial_floats(h);

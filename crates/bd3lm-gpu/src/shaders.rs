@@ -172,7 +172,10 @@ mod tests {
         assert!(src.contains("gelu_tanh(acc + vecs"));
         assert!(!src.contains("kcache"), "EPI_QKV code must be left out");
         assert!(src.contains("const ROWS: u32 = 4u;"));
-        assert!(src.contains("struct MatmulParams"), "the uniforms are included");
+        assert!(
+            src.contains("struct MatmulParams"),
+            "the uniforms are included"
+        );
         assert!(src.contains("sext8(w_a, 0u)"), "the Q8 decoder is included");
         assert!(
             !src.contains("unpack2x16float(v.x)"),

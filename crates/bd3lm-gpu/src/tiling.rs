@@ -161,7 +161,12 @@ pub fn attention_tile(block: usize, head_dim: usize) -> u32 {
 /// queries' rotation, the combine) outweigh its keys.
 const MIN_KEYS_PER_SPLIT: u32 = 16;
 
-pub fn attention_tiles(tiling: Tiling, block: usize, head_dim: usize, heads: usize) -> AttentionTiles {
+pub fn attention_tiles(
+    tiling: Tiling,
+    block: usize,
+    head_dim: usize,
+    heads: usize,
+) -> AttentionTiles {
     let kt = attention_tile(block, head_dim);
     if tiling == Tiling::Hardware {
         // Windows of at least MIN_KEYS_PER_SPLIT x splits keys give heads x splits >=
@@ -202,11 +207,17 @@ mod tests {
         }
         let a = attention_tiles(Tiling::Hardware, b, h / heads, heads);
         for fill in [512, 1008] {
-            assert!(a.splits(fill + b) * heads as u32 >= MIN_WORKGROUPS, "{fill}: {a:?}");
+            assert!(
+                a.splits(fill + b) * heads as u32 >= MIN_WORKGROUPS,
+                "{fill}: {a:?}"
+            );
         }
         for keys in 1..=n {
             let (kps, splits) = (a.keys_per_split(keys), a.splits(keys));
-            assert!(splits <= a.max_splits && (splits - 1) * kps < keys as u32, "{keys}");
+            assert!(
+                splits <= a.max_splits && (splits - 1) * kps < keys as u32,
+                "{keys}"
+            );
         }
         let s = attention_tiles(Tiling::Software, b, h / heads, heads);
         assert_eq!((s.splits(n), s.keys_per_split(n)), (1, n as u32));

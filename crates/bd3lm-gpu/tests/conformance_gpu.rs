@@ -5,12 +5,12 @@
 
 mod common;
 
-use common::same_steps;
 use bd3lm::conformance::{self, Tolerances};
 use bd3lm::fixture::Fixture;
 use bd3lm::generate::{Event, Execution, Generator, SamplerKind, SamplingOptions};
 use bd3lm::{CpuEngine, Engine};
 use bd3lm_gpu::{GpuContext, GpuEngine, GpuOptions, Tiling};
+use common::same_steps;
 use std::path::PathBuf;
 
 fn context(tiling: Tiling) -> GpuContext {
@@ -121,9 +121,17 @@ fn block_sizes_one_to_sixteen_match_the_cpu_reference() {
             };
             let bos = cfg.vocab_size as u32 - 2;
             let make = |x| {
-                Generator::new(b, cfg.model_length, mask, bos, vec![bos], 4 * b, opts.clone())
-                    .unwrap()
-                    .execution(x)
+                Generator::new(
+                    b,
+                    cfg.model_length,
+                    mask,
+                    bos,
+                    vec![bos],
+                    4 * b,
+                    opts.clone(),
+                )
+                .unwrap()
+                .execution(x)
             };
             let per_block = run_events(&mut make(Execution::PerBlock), &mut gpu);
             let per_step = run_events(&mut make(Execution::PerStep), &mut gpu);
@@ -244,9 +252,17 @@ fn denoising_steps_create_no_gpu_objects_and_blocks_wait_once() {
     let after = engine.counters();
     let blocks = after.blocks_denoised - before.blocks_denoised;
     assert_eq!(blocks as usize, 2 * cfg.model_length / cfg.block_size);
-    assert_eq!(after.host_waits - before.host_waits, blocks, "one wait per block");
+    assert_eq!(
+        after.host_waits - before.host_waits,
+        blocks,
+        "one wait per block"
+    );
     // The last block's store pass is still waiting for a next submission.
-    assert_eq!(after.submits - before.submits, blocks, "one submission per block");
+    assert_eq!(
+        after.submits - before.submits,
+        blocks,
+        "one submission per block"
+    );
     generate(&mut engine, SamplerKind::Posterior { steps: 3 });
     assert!(engine.forward_count() > 2 * cfg.model_length as u64 / cfg.block_size as u64);
     assert_eq!(
@@ -271,7 +287,10 @@ fn denoising_steps_create_no_gpu_objects_and_blocks_wait_once() {
     let split_events = generate(&mut split, first_hitting);
     let after = split.counters();
     let blocks = after.blocks_denoised - before.blocks_denoised;
-    assert!(same_steps(&events, &split_events), "same tokens in smaller submissions");
+    assert!(
+        same_steps(&events, &split_events),
+        "same tokens in smaller submissions"
+    );
     assert_eq!(after.host_waits - before.host_waits, blocks);
     let mut steps_per_block = std::collections::BTreeMap::new();
     for e in &split_events {

@@ -490,9 +490,10 @@ impl Generator {
                 if d.pending.is_empty() {
                     self.run_first_hitting(engine, &mut d, max_steps).await?;
                 }
-                let (record, positions) = d.pending.pop_front().ok_or_else(|| {
-                    Error::Backend("the engine returned no step records".into())
-                })?;
+                let (record, positions) = d
+                    .pending
+                    .pop_front()
+                    .ok_or_else(|| Error::Backend("the engine returned no step records".into()))?;
                 self.positions = positions;
                 for reveal in &record.reveals {
                     d.tokens[reveal.row] = reveal.token;

@@ -132,7 +132,11 @@ pub async fn matmul(
         None,
     )
     .await?;
-    let out = as_f32(run_and_read(ctx, &[&d], 0, &[(&output, splits * rows * n)]).await?.remove(0));
+    let out = as_f32(
+        run_and_read(ctx, &[&d], 0, &[(&output, splits * rows * n)])
+            .await?
+            .remove(0),
+    );
     // Partial sums are added in split order, as residual.wgsl adds them.
     let mut sum = vec![0.0f32; rows * n];
     for part in out.chunks_exact(rows * n) {
@@ -162,11 +166,7 @@ pub async fn qkv(ctx: &GpuContext, a: &QkvInputs<'_>) -> Result<(Vec<f32>, Vec<f
     let h = a.matrix.cols;
     let g = upload_matrix(ctx, a.matrix)?;
     let kernel = Matmul::new(a.tiling, &g, Epilogue::Qkv, a.rows);
-    let (vecs, input, q) = (
-        zeros(ctx, 4),
-        floats(ctx, a.x),
-        zeros(ctx, a.rows * h),
-    );
+    let (vecs, input, q) = (zeros(ctx, 4), floats(ctx, a.x), zeros(ctx, a.rows * h));
     let (kc, vc) = (floats(ctx, a.k_cache), floats(ctx, a.v_cache));
     let table = steps(
         ctx,
@@ -427,7 +427,10 @@ pub async fn sample(
         }
         .seed(s.seed),
     );
-    let (lg, tk) = (floats(ctx, logits), buffer(ctx, bytemuck::cast_slice(tokens)));
+    let (lg, tk) = (
+        floats(ctx, logits),
+        buffer(ctx, bytemuck::cast_slice(tokens)),
+    );
     let (draws, log) = (zeros(ctx, rows * 2), zeros(ctx, reveal_log_words(rows)));
     let (dispatch, _) = sample::dispatches(
         ctx,

@@ -2,15 +2,15 @@
 //! kernel against a plain CPU loop on seeded random inputs.
 #![allow(dead_code)]
 
+use bd3lm::fixture::Fixture;
 use bd3lm::forward::{gelu_tanh, layer_norm_modulate, matmul as cpu_matmul};
+use bd3lm::generate::{Event, Execution, Generator, Replay, SamplerKind, SamplingOptions};
 use bd3lm::quant::{Matrix, Scheme};
 use bd3lm::rng::SplitMix64;
 use bd3lm::sampler;
+use bd3lm::Engine;
 use bd3lm_gpu::kernels::launch::{self, AttentionInputs, MatmulKind, NormVectors, SampleStep};
 use bd3lm_gpu::plan::mode;
-use bd3lm::fixture::Fixture;
-use bd3lm::generate::{Event, Execution, Generator, Replay, SamplerKind, SamplingOptions};
-use bd3lm::Engine;
 use bd3lm_gpu::{GpuContext, Tiling};
 
 pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -90,8 +90,8 @@ pub async fn matmul_variants(ctx: &GpuContext, exhaustive: bool) {
                 };
                 pair += 1;
                 for (rows, k) in shapes {
-                    let m = Matrix::from_f32(n, k, random(n * k, 11 + k as u64, 0.2))
-                        .quantize(scheme);
+                    let m =
+                        Matrix::from_f32(n, k, random(n * k, 11 + k as u64, 0.2)).quantize(scheme);
                     let bias = random(n, 15, 0.5);
                     let x = random(rows * k, 20 + rows as u64, 2.0);
                     let gpu = launch::matmul(ctx, tiling, &m, &x, rows, kind, &bias)
@@ -192,19 +192,36 @@ pub async fn embed_formats(ctx: &GpuContext, block_sizes: &[usize]) {
     let table = Matrix::from_f32(v, h, random(v * h, 40, 1.0));
     let vecs = OwnedNorm::new(h, 41);
     let nv = vecs.view();
-    for (i, scheme) in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4].into_iter().enumerate() {
+    for (i, scheme) in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4]
+        .into_iter()
+        .enumerate()
+    {
         let m = table.quantize(scheme);
         let deq = m.to_f32();
-        for &rows in block_sizes.iter().skip(i % 2).step_by(2).chain(block_sizes.last()) {
+        for &rows in block_sizes
+            .iter()
+            .skip(i % 2)
+            .step_by(2)
+            .chain(block_sizes.last())
+        {
             let tokens: Vec<u32> = (0..rows).map(|r| ((r * 17 + 3) % v) as u32).collect();
-            let (x, xn) = launch::embed(ctx, &m, &tokens, &nv).await.expect("embed runs");
+            let (x, xn) = launch::embed(ctx, &m, &tokens, &nv)
+                .await
+                .expect("embed runs");
             let cpu: Vec<f32> = tokens
                 .iter()
                 .flat_map(|&t| deq[t as usize * h..(t as usize + 1) * h].to_vec())
                 .collect();
-            assert_eq!(&x[..rows * h], &cpu[..], "{scheme:?} B {rows}: gather is exact");
+            assert_eq!(
+                &x[..rows * h],
+                &cpu[..],
+                "{scheme:?} B {rows}: gather is exact"
+            );
             assert!(
-                x[rows * h..].iter().chain(&xn[rows * h..]).all(|&s| s == launch::SENTINEL),
+                x[rows * h..]
+                    .iter()
+                    .chain(&xn[rows * h..])
+                    .all(|&s| s == launch::SENTINEL),
                 "{scheme:?} B {rows}: a row past the block was written"
             );
             let err = max_err(&xn[..rows * h], &cpu_norm(&cpu, &nv));
@@ -270,7 +287,9 @@ pub async fn split_bindings(ctx: &GpuContext) {
     let vecs = OwnedNorm::new(k, 93);
     let nv = vecs.view();
     let tokens = [0u32, 299, 150, 151];
-    let (x, _) = launch::embed(ctx, &m, &tokens, &nv).await.expect("embed runs");
+    let (x, _) = launch::embed(ctx, &m, &tokens, &nv)
+        .await
+        .expect("embed runs");
     let deq = m.to_f32();
     for (r, &t) in tokens.iter().enumerate() {
         let t = t as usize;
@@ -636,4 +655,42 @@ pub async fn per_block_matches_per_step(fx: &Fixture, engine: &mut impl Engine) 
             fx.name
         );
     }
+}
+
+/// [`per_block_matches_per_step`] on a free generation of `blocks` blocks only (cheap enough
+/// for a software adapter in the hardware tiling).
+pub async fn short_per_block_matches_per_step(
+    fx: &Fixture,
+    engine: &mut impl Engine,
+    blocks: usize,
+) {
+    let cfg = &fx.weights.config;
+    let make = |execution| {
+        let opts = SamplingOptions {
+            sampler: SamplerKind::FirstHitting {
+                max_steps: cfg.block_size,
+            },
+            seed: 5,
+            ..SamplingOptions::default()
+        };
+        Generator::new(
+            cfg.block_size,
+            cfg.model_length,
+            cfg.mask_id(),
+            fx.bos(),
+            vec![fx.bos()],
+            blocks * cfg.block_size,
+            opts,
+        )
+        .expect("generator")
+        .execution(execution)
+    };
+    let block = run_events(&mut make(Execution::PerBlock), engine).await;
+    let step = run_events(&mut make(Execution::PerStep), engine).await;
+    assert!(block.len() > blocks, "{} events", block.len());
+    assert!(
+        same_steps(&block, &step),
+        "{}: per-block and per-step runs differ",
+        fx.name
+    );
 }
