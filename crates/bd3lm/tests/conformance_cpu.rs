@@ -49,7 +49,10 @@ fn block_requests_mean_one_draw_per_step() {
     let fx = Fixture::from_dir(&dir).expect("fixture loads");
     let cfg = fx.weights.config.clone();
     let mut engine = CpuEngine::new(&fx.weights);
-    assert!(!engine.runs_blocks(), "the CPU reference steps one draw at a time");
+    assert!(
+        !engine.runs_blocks(),
+        "the CPU reference steps one draw at a time"
+    );
     let run = |engine: &mut CpuEngine, execution| {
         let opts = SamplingOptions {
             sampler: SamplerKind::FirstHitting {
