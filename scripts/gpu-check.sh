@@ -84,7 +84,7 @@ for m in "$synth" "$synth-q8" "$synth-q4"; do
   "$BD3LM" bench --model "$m" --backend gpu --counters-only --ctx 1008 --json | tag counters
 done
 "$BD3LM" bench --model "$synth-q8" --backend gpu --counters-only --ctx 1008 --profile --json \
-  | grep '"figure":"dispatch"' | sed 's/^{"figure":"dispatch",/{"figure":"dispatch_structure",/' || true
+  | grep '"figure":"dispatch"' | sed 's/"figure":"dispatch"/"figure":"dispatch_structure"/' || true
 "$BD3LM" bench --model "$synth-q8" --backend gpu --ctx 1008 --runs 1 --tokens 16 --profile --json \
   | grep '"figure":"dispatch"' || true
 "$BD3LM" bench --model "$synth-q8" --backend gpu --ctx 0 --runs 3 --tokens 512 --json | tag generation_512
