@@ -295,11 +295,12 @@ mod tests {
         let h = header_json(r#""a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}"#);
         let parsed = SafetensorsHeader::parse("t", &h, 1000).expect("parses");
         assert!(parsed.f32_tensor("t", "a", &[2, 3]).is_err());
+        // 4 * (2^32 - 1)^3 bytes overflows u64: an error, not a wrap-around.
         let h = header_json(
-            r#""a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}"#,
+            r#""a":{"dtype":"F32","shape":[4294967295,4294967295,4294967295],"data_offsets":[0,16]}"#,
         );
         let parsed = SafetensorsHeader::parse("t", &h, 1000).expect("parses");
-        let shape = [4294967296usize, 4294967296];
+        let shape = [4294967295usize, 4294967295, 4294967295];
         assert!(parsed.f32_tensor("t", "a", &shape).is_err());
     }
 
