@@ -18,7 +18,7 @@ pub use runtime::{
     checkpoint, config, engine, forward, generate, hf_file, package, quant, rng, sampler,
     tokenizer, weights,
 };
-pub use tools::{conformance, convert, eval, fixture, quality};
+pub use tools::{conformance, convert, eval, fixture, quality, sample_stats};
 
 pub use config::Config;
 pub use engine::{CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw, Rows};
