@@ -20,8 +20,10 @@ fn parallel_samplers_take_fewer_calls_per_token_and_are_reproducible() {
     let fh_calls = calls_per_token(&fh.stderr);
     assert!(fh_calls > 1.0, "first hitting: {fh_calls}");
     for extra in [
-        vec!["--sampler", "confidence", "--threshold", "0.5"],
-        vec!["--sampler", "entropy", "--gamma", "2"],
+        // The demo model is rarely sure of a token (its NELBO is ~4.9 nats), so parallel
+        // reveals need a low threshold or a wide entropy bound.
+        vec!["--sampler", "confidence", "--threshold", "0.001"],
+        vec!["--sampler", "entropy", "--gamma", "16"],
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
         let a = run(&args).ok();
@@ -54,7 +56,7 @@ fn sampler_flag_errors_are_clear() {
         .fails_with(2, &["--threshold", "(0, 1]"]);
     run(["generate", "--sampler", "confidence", "--threshold", "1.5"])
         .fails_with(2, &["--threshold", "(0, 1]"]);
-    run(["generate", "--sampler", "entropy", "--gamma", "-1"]).fails_with(2, &["--gamma"]);
+    run(["generate", "--sampler", "entropy", "--gamma=-1"]).fails_with(2, &["--gamma"]);
     run(["generate", "--sampler", "entropy", "--gamma", "NaN"]).fails_with(2, &["--gamma"]);
     run(["generate", "--threshold", "0.9"])
         .fails_with(2, &["--threshold belongs to --sampler confidence"]);
@@ -76,7 +78,7 @@ fn sample_stats_reports_each_setting() {
         "--mode",
         "prompted",
         "--settings",
-        "first-hitting,confidence:0.5,entropy:1",
+        "first-hitting,confidence:0.001,entropy:16",
         "--json",
     ])
     .ok();
@@ -95,7 +97,8 @@ fn sample_stats_reports_each_setting() {
         let nelbo = row["nelbo"].as_f64().expect("nelbo");
         let entropy = row["unigram_entropy"].as_f64().expect("entropy");
         assert!(nelbo.is_finite() && nelbo > 0.0, "{row}");
-        assert!(entropy > 0.0 && entropy <= (16f64).ln() + 1e-9, "{row}");
+        // At most ln(tokens per sample): every token distinct.
+        assert!(entropy > 0.0 && entropy <= (19f64).ln() + 1e-9, "{row}");
         // 16 tokens each, rounded up to whole blocks after the prompt.
         let generated = row["generated_tokens"].as_u64().expect("count");
         assert!((32..=2 * 19).contains(&generated), "{row}");

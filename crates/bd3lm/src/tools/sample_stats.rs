@@ -132,7 +132,7 @@ pub async fn conditional_nelbo<E: Engine>(
     };
     let len = sample.ids.len();
     let counted = len.saturating_sub(sample.prompt_len.max(1));
-    if len % b != 0 || len > n || counted == 0 || passes == 0 {
+    if !len.is_multiple_of(b) || len > n || counted == 0 || passes == 0 {
         return Err(Error::InvalidArgument(format!(
             "a scored sample needs whole blocks within the {n}-token context, a generated token and a pass ({len} tokens, prompt {}, {passes} passes)",
             sample.prompt_len
