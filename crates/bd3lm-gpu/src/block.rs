@@ -212,6 +212,8 @@ fn parse_records(
             row,
             token: e[2],
             confidence: f32::from_bits(e[3]),
+            // The first-hitting reveal stage reads back ids and confidences only.
+            entropy: f32::NAN,
         });
     }
     let draws_at = reveal_log_words(block);
@@ -226,6 +228,7 @@ fn parse_records(
                     row,
                     token: p[0],
                     confidence: f32::from_bits(p[1]),
+                    entropy: f32::NAN,
                 })
                 .collect()
         } else {
