@@ -39,7 +39,6 @@ impl GpuEngine {
         check_block_request(&self.model.config, req)?;
         match req.rule {
             RevealRule::Scheduled => {}
-            #[allow(unreachable_patterns)]
             other => {
                 return Err(Error::InvalidArgument(format!(
                     "the WGSL engine has no reveal stage for {other:?}"
