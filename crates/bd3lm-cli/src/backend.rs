@@ -50,6 +50,10 @@ pub struct GpuArgs {
     /// and GPU watchdogs); default: one submission per block.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub steps_per_submit: Option<u32>,
+    /// Run each block's store pass as a model call of its own instead of folding it into the
+    /// next block's first call (the same tokens; one more model call per block).
+    #[arg(long)]
+    pub no_fold: bool,
 }
 
 impl GpuArgs {
@@ -57,6 +61,7 @@ impl GpuArgs {
         GpuOptions {
             tiling: self.gpu_tiling.tiling(),
             steps_per_submit: self.steps_per_submit.map(|n| n as usize),
+            separate_store: self.no_fold,
             ..GpuOptions::default()
         }
     }

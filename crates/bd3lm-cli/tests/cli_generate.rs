@@ -188,33 +188,53 @@ fn gpu_backend_unavailable_suggests_cpu() {
     .fails_with(3, &["no GPU adapter", "--backend cpu"]);
 }
 
-/// CPU and GPU backends agree token for token on the f32 demo model (issue 6); the test
-/// command provides a native adapter (Mesa lavapipe where there is no GPU).
+/// CPU and GPU backends agree token for token on the f32 demo model (issue 6), for every
+/// sampler (the parallel ones select on the device on the GPU, issue 12); the test command
+/// provides a native adapter (Mesa lavapipe where there is no GPU). On the GPU, the store pass
+/// folded into the next block's first call (the default) and a separate one (`--no-fold`) give
+/// the same text, the fold one model call per block fewer.
 #[test]
 fn cpu_and_gpu_generate_the_same_text() {
     let model = path(&demo_model());
-    for (sampler, steps) in [("first-hitting", "4"), ("posterior", "6")] {
-        let args = |backend: &str| {
-            run([
-                "generate",
-                "--model",
-                &model,
-                "--tokens",
-                "48",
-                "--seed",
-                "11",
-                "--sampler",
-                sampler,
-                "--steps",
-                steps,
-                "--backend",
+    let forwards = |stderr: &str| -> u64 {
+        let stats = stderr.lines().last().unwrap_or_default();
+        stats
+            .split(" forwards")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no forward count in `{stats}`"))
+    };
+    for sampler in [
+        &["--sampler", "first-hitting", "--steps", "4"][..],
+        &["--sampler", "posterior", "--steps", "6"],
+        &["--sampler", "confidence", "--threshold", "0.7"],
+        &["--sampler", "entropy", "--gamma", "1"],
+    ] {
+        let args = |backend: &str, extra: &[&str]| {
+            let mut a = vec![
+                "generate", "--model", &model, "--tokens", "48", "--seed", "11", "--backend",
                 backend,
-            ])
+            ];
+            a.extend_from_slice(sampler);
+            a.extend_from_slice(extra);
+            run(a)
         };
-        let gpu = args("gpu").ok();
-        let cpu = args("cpu").ok();
+        let gpu = args("gpu", &[]).ok();
+        let cpu = args("cpu", &[]).ok();
         assert!(cpu.stdout.len() > 40, "{}", cpu.stdout);
-        assert_eq!(gpu.stdout, cpu.stdout, "{sampler}: GPU and CPU text differ");
+        assert_eq!(gpu.stdout, cpu.stdout, "{sampler:?}: GPU and CPU text differ");
+        if sampler[1] == "confidence" || sampler[1] == "entropy" {
+            let separate = args("gpu", &["--no-fold"]).ok();
+            assert_eq!(separate.stdout, gpu.stdout, "{sampler:?}: --no-fold");
+            let (folded, unfolded) = (forwards(&gpu.stderr), forwards(&separate.stderr));
+            // 48 tokens after BOS: 13 blocks, each committed once.
+            assert_eq!(unfolded, folded + 13, "{sampler:?}: one store pass per block");
+            assert!(
+                folded < 48,
+                "{sampler:?}: {folded} calls for 48 tokens reveal several per call"
+            );
+        }
     }
 }
 

@@ -84,6 +84,7 @@ async fn webgpu_kernels_match_cpu() {
     common::residual_norm(&ctx).await;
     common::attention_ring(&ctx, &common::BLOCK_SIZES).await;
     common::sampling_modes(&ctx).await;
+    common::reveal_rules(&ctx).await;
     let small = context_with(GpuOptions {
         max_binding_bytes: Some(16 << 10),
         ..Default::default()
