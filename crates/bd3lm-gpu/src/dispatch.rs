@@ -197,9 +197,12 @@ impl Call {
 
     /// Each group's (rows, committed tokens of its window).
     fn groups(&self) -> impl Iterator<Item = (u32, usize)> {
-        [(self.clean_rows, self.clean_cached), (self.rows, self.cached)]
-            .into_iter()
-            .filter(|g| g.0 > 0)
+        [
+            (self.clean_rows, self.clean_cached),
+            (self.rows, self.cached),
+        ]
+        .into_iter()
+        .filter(|g| g.0 > 0)
     }
 }
 

@@ -12,8 +12,8 @@
 
 use crate::context::GpuContext;
 use crate::dispatch::{Call, Dispatch, DispatchInfo};
-use crate::kernels::sample::entropy_offset;
 use crate::error::GpuError;
+use crate::kernels::sample::entropy_offset;
 use crate::model::GpuModel;
 use crate::plan::{mode, ring_slots, Head, Plan, Step};
 use bd3lm::engine::{BlockRequest, StepRecord};
@@ -445,7 +445,8 @@ impl Engine for GpuEngine {
         self.upload_block(block);
         self.write_step(0, &self.step());
         let call = self.plain_call();
-        let size = self.plan.x.size();
+        // The block's rows (the buffer holds the 2B rows of a folded call).
+        let size = (self.plan.block * self.model.config.hidden_dim * 4) as u64;
         let layers = self.plan.layers.len();
         let snapshots = self.ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("activation snapshots"),

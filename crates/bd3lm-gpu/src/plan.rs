@@ -166,12 +166,7 @@ impl Plan {
     pub async fn new(ctx: &GpuContext, model: &GpuModel) -> Result<Plan> {
         let cfg = &model.config;
         check_supported(ctx, cfg)?;
-        let (b, h, v, l) = (
-            cfg.block_size,
-            cfg.hidden_dim,
-            cfg.vocab_size,
-            cfg.n_layers,
-        );
+        let (b, h, v, l) = (cfg.block_size, cfg.hidden_dim, cfg.vocab_size, cfg.n_layers);
         let tiling = ctx.tiling;
         let f32b = 4u64;
         let none = wgpu::BufferUsages::empty();

@@ -170,7 +170,10 @@ fn parallel_samplers_and_the_folded_store_pass_are_exact() {
             .filter(|e| matches!(e, Event::Step { .. }))
             .count() as u64;
         assert_eq!(waits, blocks, "{sampler:?}: one wait per block");
-        assert_eq!(calls, steps, "{sampler:?}: one call per step, store passes folded");
+        assert_eq!(
+            calls, steps,
+            "{sampler:?}: one call per step, store passes folded"
+        );
         let (separate, separate_calls, _) = run(&mut gpu, Execution::PerBlock, false);
         assert!(
             same_steps(&block, &separate),

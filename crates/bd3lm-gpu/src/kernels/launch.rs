@@ -139,9 +139,14 @@ pub async fn matmul(
     )
     .await?;
     let out = as_f32(
-        run_and_read(ctx, &[&d], &Call::denoise(rows, 0), &[(&output, splits * rows * n)])
-            .await?
-            .remove(0),
+        run_and_read(
+            ctx,
+            &[&d],
+            &Call::denoise(rows, 0),
+            &[(&output, splits * rows * n)],
+        )
+        .await?
+        .remove(0),
     );
     // Partial sums are added in split order, as residual.wgsl adds them.
     let mut sum = vec![0.0f32; rows * n];
@@ -515,9 +520,14 @@ pub async fn sample(
         next_args: &args,
     };
     let dispatch = sample::sample_dispatch(ctx, &io, rows as u32).await?;
-    let words = run_and_read(ctx, &[&dispatch], &Call::denoise(rows, 0), &[(&draws, rows * 3)])
-        .await?
-        .remove(0);
+    let words = run_and_read(
+        ctx,
+        &[&dispatch],
+        &Call::denoise(rows, 0),
+        &[(&draws, rows * 3)],
+    )
+    .await?
+    .remove(0);
     let (pairs, entropies) = words.split_at(2 * rows);
     Ok(pairs
         .chunks_exact(2)

@@ -4,8 +4,8 @@
 
 use super::{compile_and_bind, Layout};
 use crate::context::GpuContext;
-use crate::dispatch::{NormParams, StepTable};
 use crate::dispatch::{format_flag, uniform, weight_params, Bound, Cost, Dispatch, Grid};
+use crate::dispatch::{NormParams, StepTable};
 use crate::error::Result;
 use crate::model::GpuMatrix;
 use crate::pipelines::{PipelineKey, Slot};

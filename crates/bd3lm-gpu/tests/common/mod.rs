@@ -363,8 +363,7 @@ fn cpu_attention(
                         rope,
                         n_ctx,
                     );
-                    qr.iter().zip(&kj).map(|(a, b)| (a * b) as f64).sum::<f64>()
-                        / (d as f64).sqrt()
+                    qr.iter().zip(&kj).map(|(a, b)| (a * b) as f64).sum::<f64>() / (d as f64).sqrt()
                 })
                 .collect();
             let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -677,7 +676,10 @@ pub async fn reveal_rules(ctx: &GpuContext) {
         let log_rows: Vec<usize> = got.log.iter().map(|e| e.1 as usize).collect();
         assert_eq!(log_rows, want, "{what}");
         for &(k, r, id, c) in &got.log {
-            assert_eq!((k as usize, id, c), (index, draws[r as usize].0, draws[r as usize].1));
+            assert_eq!(
+                (k as usize, id, c),
+                (index, draws[r as usize].0, draws[r as usize].1)
+            );
         }
         let mut after = tokens.clone();
         for &r in &want {
@@ -689,11 +691,36 @@ pub async fn reveal_rules(ctx: &GpuContext) {
     // The semantics' own corner cases: a tie at the top goes to the lowest row; a threshold
     // met exactly counts; an entropy prefix whose sum before its last equals gamma is taken.
     for (rule, bound, draws, want) in [
-        (RevealRule::Confidence, 0.9f32, [(1, 0.5f32, 0.0f32), (2, 0.5, 0.0), (3, 0.25, 0.0)], vec![0]),
-        (RevealRule::Confidence, 0.5, [(1, 0.5, 0.0), (2, 0.25, 0.0), (3, 0.5, 0.0)], vec![0, 2]),
-        (RevealRule::Entropy, 0.25, [(1, 0.0, 0.25), (2, 0.0, 0.25), (3, 0.0, 0.5)], vec![0, 1]),
-        (RevealRule::Entropy, 0.0, [(1, 0.0, 0.5), (2, 0.0, 0.5), (3, 0.0, 0.5)], vec![0]),
-        (RevealRule::Entropy, 0.125, [(1, 0.0, 0.5), (2, 0.0, 0.125), (3, 0.0, 0.25)], vec![1, 2]),
+        (
+            RevealRule::Confidence,
+            0.9f32,
+            [(1, 0.5f32, 0.0f32), (2, 0.5, 0.0), (3, 0.25, 0.0)],
+            vec![0],
+        ),
+        (
+            RevealRule::Confidence,
+            0.5,
+            [(1, 0.5, 0.0), (2, 0.25, 0.0), (3, 0.5, 0.0)],
+            vec![0, 2],
+        ),
+        (
+            RevealRule::Entropy,
+            0.25,
+            [(1, 0.0, 0.25), (2, 0.0, 0.25), (3, 0.0, 0.5)],
+            vec![0, 1],
+        ),
+        (
+            RevealRule::Entropy,
+            0.0,
+            [(1, 0.0, 0.5), (2, 0.0, 0.5), (3, 0.0, 0.5)],
+            vec![0],
+        ),
+        (
+            RevealRule::Entropy,
+            0.125,
+            [(1, 0.0, 0.5), (2, 0.0, 0.125), (3, 0.0, 0.25)],
+            vec![1, 2],
+        ),
     ] {
         let got = launch::reveal(ctx, rule, bound, 0, &[mask; 3], mask, &draws)
             .await

@@ -500,7 +500,10 @@ impl Generator {
             )));
         }
         let positions = self.positions.clone();
-        d.pending = records.into_iter().map(|r| (r, positions.clone())).collect();
+        d.pending = records
+            .into_iter()
+            .map(|r| (r, positions.clone()))
+            .collect();
         Ok(())
     }
 
