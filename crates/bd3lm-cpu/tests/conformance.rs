@@ -1,0 +1,59 @@
+//! The fast CPU engine against every golden fixture at the GPU tolerance (logits ≤ 1e-3,
+//! every sampler trace token-exact), with every kernel family this CPU runs and with one and
+//! several threads.
+#![cfg(not(target_arch = "wasm32"))]
+
+use bd3lm::conformance::{self, Tolerances};
+use bd3lm::fixture::Fixture;
+use bd3lm_cpu::{CpuEngine, CpuOptions, Simd};
+use std::path::PathBuf;
+
+fn fixture_dirs() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("golden.safetensors").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 3, "the three shared fixture cases");
+    dirs
+}
+
+#[test]
+fn fast_engine_passes_every_fixture_check_with_every_kernel_family() {
+    let mut failures = Vec::new();
+    for dir in fixture_dirs() {
+        let fx = Fixture::from_dir(&dir).expect("fixture loads");
+        for simd in Simd::available() {
+            for threads in [1, 3] {
+                let options = CpuOptions {
+                    threads: Some(threads),
+                    simd: Some(simd),
+                };
+                let mut engine = CpuEngine::new(fx.weights.clone(), options).expect("engine");
+                let results =
+                    pollster::block_on(conformance::run(&fx, &mut engine, Tolerances::GPU));
+                assert!(
+                    results.iter().any(|r| r.check.starts_with("trace/")),
+                    "{}: no trace was replayed",
+                    fx.name
+                );
+                for r in results {
+                    let line = format!("[{} x{threads}] {}", simd.name(), r.line());
+                    println!("{line}");
+                    // Traces must replay token-exactly, not merely with explained divergences.
+                    let exact = !r.check.starts_with("trace/") || r.first_divergence.is_none();
+                    if !r.pass || !exact {
+                        failures.push(line);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failed checks:\n{}",
+        failures.join("\n")
+    );
+}
