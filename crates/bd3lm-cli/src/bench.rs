@@ -19,6 +19,10 @@ pub struct BenchArgs {
     model: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    /// Threads of the fast CPU engine (`--backend cpu`, or `auto` without a GPU); default:
+    /// every core. Results are identical for every thread count.
+    #[arg(long, env = "BD3LM_THREADS")]
+    threads: Option<usize>,
     /// Measure only at this cache fill (tokens, a multiple of the block size, at most
     /// model_length - block_size); default: 0, n/2 and n - B.
     #[arg(long)]
@@ -165,6 +169,14 @@ fn bench_fill(
     })
 }
 
+/// Peak resident memory of this process so far (Linux `VmHWM`), loading included.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 pub fn run(args: BenchArgs) -> CliResult<()> {
     if args.runs == 0 {
         return Err(CliError::Usage("--runs must be at least 1".into()));
@@ -181,7 +193,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         .tokenizer
         .as_ref()
         .map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
-    let mut engine = backend::engine(args.backend, &loaded.weights)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, args.threads)?;
     let adapter = engine.describe();
     if !args.json {
         eprintln!(
@@ -213,6 +225,8 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 "dispatches_per_forward": r.dispatches_per_forward,
                 "readback_bytes_per_step": r.readback_bytes_per_step,
                 "gpu_objects_created": r.objects_created,
+                "peak_rss_bytes": peak_rss_bytes(),
+                "package_bytes": loaded.file_bytes,
             });
             println!("{json}");
         } else {
@@ -225,6 +239,16 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 r.dispatches_per_forward,
                 r.readback_bytes_per_step,
                 r.objects_created
+            );
+        }
+    }
+    if !args.json {
+        if let Some(rss) = peak_rss_bytes() {
+            eprintln!(
+                "[bd3lm] peak resident memory {:.1} MB (loading included; model files {:.1} MB, KV cache {:.1} MB)",
+                rss as f64 / 1e6,
+                loaded.file_bytes as f64 / 1e6,
+                bd3lm::weights::kv_cache_bytes(&cfg) as f64 / 1e6
             );
         }
     }

@@ -7,6 +7,7 @@ use bd3lm::package::{self, Manifest};
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::{Config, Weights};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_model.rs"));
@@ -83,7 +84,8 @@ impl ModelSource {
 /// package manifest (packages only).
 pub struct LoadedModel {
     pub source: ModelSource,
-    pub weights: Weights,
+    /// Shared with the fast CPU engine, which runs on them as they are.
+    pub weights: Arc<Weights>,
     pub tokenizer: Option<Tokenizer>,
     /// The tokenizer file's bytes (what a package ships).
     pub tokenizer_json: Option<Vec<u8>>,
@@ -194,7 +196,7 @@ pub fn load(source: &ModelSource, tokenizer_override: Option<&Path>) -> CliResul
     };
     Ok(LoadedModel {
         source: source.clone(),
-        weights,
+        weights: Arc::new(weights),
         tokenizer,
         tokenizer_json,
         manifest,

@@ -111,11 +111,71 @@ fn rope(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
     let half = x.len() / 2;
     let (x1, x2) = x.split_at(half);
     let (o1, o2) = out.split_at_mut(half);
-    for i in 0..half {
-        o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
-        o2[i] = x2[i] * cos[i] + x1[i] * sin[i];
+    for ((((o1, o2), (&a, &b)), &c), &s) in o1
+        .iter_mut()
+        .zip(o2.iter_mut())
+        .zip(x1.iter().zip(x2))
+        .zip(cos)
+        .zip(sin)
+    {
+        *o1 = a * c - b * s;
+        *o2 = b * c + a * s;
     }
 }
+
+/// Keys ahead whose cache lines are requested early: a head's keys are 3 KB apart in the
+/// ring (one row per token holds every head), a stride the hardware does not prefetch.
+const PREFETCH_AHEAD: usize = 8;
+
+#[inline(always)]
+fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        // SAFETY: a prefetch never faults; SSE is part of the x86-64 baseline.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+/// `s[l] = scale * sum_i q[i][l] k[i]` for the LANES rows of one chunk, with four
+/// accumulators (independent FMA chains) combined in a fixed order.
+#[inline(always)]
+fn score_lanes<const FMA: bool>(s: &mut [f32], q: &[f32], k: &[f32], scale: f32) {
+    let lanes =
+        |i: usize| -> &[f32; LANES] { q[i * LANES..][..LANES].try_into().unwrap_or(&[0.0; LANES]) };
+    let mut acc = [[0f32; LANES]; 4];
+    let d = k.len();
+    let mut i = 0;
+    while i + 4 <= d {
+        for (a, acc) in acc.iter_mut().enumerate() {
+            let (q, kv) = (lanes(i + a), k[i + a]);
+            for l in 0..LANES {
+                acc[l] = fmadd::<FMA>(q[l], kv, acc[l]);
+            }
+        }
+        i += 4;
+    }
+    while i < d {
+        let (q, kv) = (lanes(i), k[i]);
+        for l in 0..LANES {
+            acc[0][l] = fmadd::<FMA>(q[l], kv, acc[0][l]);
+        }
+        i += 1;
+    }
+    for l in 0..LANES {
+        s[l] = ((acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l])) * scale;
+    }
+}
+
+/// Query rows per register tile (one 512-bit register of f32, four 128-bit ones).
+const LANES: usize = 16;
+/// Rows whose output accumulators are held at once in the `p · V` product.
+const PV_ROWS: usize = 4;
 
 #[inline(always)]
 fn head_impl<const FMA: bool>(
@@ -137,80 +197,107 @@ fn head_impl<const FMA: bool>(
     let half = d / 2;
     let total = cached + rows;
     let col = head * d;
+    let chunks = rows.div_ceil(LANES);
     let table = |pos: usize| {
         (
             &inputs.cos[pos * half..(pos + 1) * half],
             &inputs.sin[pos * half..(pos + 1) * half],
         )
     };
+    // Offset of window position j's head vector in the ring (no division in the loops).
+    let keys: Vec<usize> = (0..total).map(|j| (start + j) % n_ctx * h + col).collect();
+    let key = |j: usize| keys[j];
 
-    // Queries rotated to their positions, transposed: qt[i * rows + r].
-    let mut qt = vec![0f32; d * rows];
+    // Queries rotated to their positions, transposed per chunk of LANES rows:
+    // qt[(c * d + i) * LANES + l] (zero for padding rows).
+    let mut qt = vec![0f32; chunks * d * LANES];
     let mut rotated = vec![0f32; d];
     for r in 0..rows {
         let (cos, sin) = table(cached + r);
         rope(&mut rotated, &inputs.qkv[r * 3 * h + col..][..d], cos, sin);
+        let (c, l) = (r / LANES, r % LANES);
         for (i, &v) in rotated.iter().enumerate() {
-            qt[i * rows + r] = v;
+            qt[(c * d + i) * LANES + l] = v;
         }
     }
 
-    // Scores s[j * rows + r] = q_r · k_j / sqrt(d), keys rotated to window positions.
+    // Scores s[(c * total + j) * LANES + l] = q · k_j / sqrt(d), keys rotated to window
+    // positions; the chunk's rows sit in the lanes of one accumulator.
     let scale = 1.0 / (d as f32).sqrt();
-    let mut scores = vec![0f32; total * rows];
+    let mut scores = vec![0f32; chunks * total * LANES];
     for j in 0..total {
-        let slot = (start + j) % n_ctx;
+        if j + PREFETCH_AHEAD < total {
+            prefetch(&inputs.k_ring[key(j + PREFETCH_AHEAD)..][..d]);
+        }
         let (cos, sin) = table(j);
-        rope(
-            &mut rotated,
-            &inputs.k_ring[slot * h + col..][..d],
-            cos,
-            sin,
-        );
-        let s = &mut scores[j * rows..(j + 1) * rows];
-        for (i, &kv) in rotated.iter().enumerate() {
-            let q = &qt[i * rows..(i + 1) * rows];
-            for r in 0..rows {
-                s[r] = fmadd::<FMA>(q[r], kv, s[r]);
-            }
-        }
-        for v in s.iter_mut() {
-            *v *= scale;
+        rope(&mut rotated, &inputs.k_ring[key(j)..][..d], cos, sin);
+        for c in 0..chunks {
+            let q_chunk = &qt[c * d * LANES..(c + 1) * d * LANES];
+            let s = &mut scores[(c * total + j) * LANES..][..LANES];
+            score_lanes::<FMA>(s, q_chunk, &rotated, scale);
         }
     }
 
-    // Softmax over the keys, row by row (vectorised across rows).
-    let mut max = vec![f32::NEG_INFINITY; rows];
-    for s in scores.chunks_exact(rows) {
-        for r in 0..rows {
-            max[r] = max[r].max(s[r]);
-        }
-    }
-    let mut sum = vec![0f32; rows];
-    for s in scores.chunks_exact_mut(rows) {
-        for r in 0..rows {
-            s[r] = math::exp(s[r] - max[r]);
-            sum[r] += s[r];
-        }
-    }
-
-    // out[r] = sum_j p[j][r] v_j / sum[r].
-    out.fill(0.0);
-    for j in 0..total {
-        let slot = (start + j) % n_ctx;
-        let v = &inputs.v_ring[slot * h + col..][..d];
-        let p = &scores[j * rows..(j + 1) * rows];
-        for r in 0..rows {
-            let o = &mut out[r * d..(r + 1) * d];
-            for i in 0..d {
-                o[i] = fmadd::<FMA>(p[r], v[i], o[i]);
+    // Softmax over the keys, all rows of a chunk at once.
+    let mut sums = vec![0f32; chunks * LANES];
+    for c in 0..chunks {
+        let block = &mut scores[c * total * LANES..(c + 1) * total * LANES];
+        let mut max = [f32::NEG_INFINITY; LANES];
+        for s in block.chunks_exact(LANES) {
+            for l in 0..LANES {
+                max[l] = max[l].max(s[l]);
             }
         }
+        let mut sum = [0f32; LANES];
+        for s in block.chunks_exact_mut(LANES) {
+            for l in 0..LANES {
+                s[l] = math::exp(s[l] - max[l]);
+                sum[l] += s[l];
+            }
+        }
+        sums[c * LANES..(c + 1) * LANES].copy_from_slice(&sum);
     }
-    for r in 0..rows {
-        let inv = 1.0 / sum[r];
-        for v in &mut out[r * d..(r + 1) * d] {
-            *v *= inv;
+
+    // out[r] = sum_j p[j][r] v_j / sum[r], PV_ROWS rows by LANES dimensions at a time.
+    let full = d / LANES * LANES;
+    for r0 in (0..rows).step_by(PV_ROWS) {
+        let (c, l0) = (r0 / LANES, r0 % LANES);
+        let n_rows = (rows - r0).min(PV_ROWS);
+        for d0 in (0..full).step_by(LANES) {
+            let mut acc = [[0f32; LANES]; PV_ROWS];
+            for j in 0..total {
+                if r0 == 0 && d0 == 0 && j + PREFETCH_AHEAD < total {
+                    prefetch(&inputs.v_ring[key(j + PREFETCH_AHEAD)..][..d]);
+                }
+                let v: &[f32; LANES] = inputs.v_ring[key(j) + d0..][..LANES]
+                    .try_into()
+                    .unwrap_or(&[0.0; LANES]);
+                let p = &scores[(c * total + j) * LANES + l0..][..PV_ROWS.min(LANES - l0)];
+                for (a, &pa) in acc.iter_mut().zip(p) {
+                    for l in 0..LANES {
+                        a[l] = fmadd::<FMA>(pa, v[l], a[l]);
+                    }
+                }
+            }
+            for (a, acc) in acc.iter().enumerate().take(n_rows) {
+                let inv = 1.0 / sums[c * LANES + l0 + a];
+                let o = &mut out[(r0 + a) * d + d0..][..LANES];
+                for l in 0..LANES {
+                    o[l] = acc[l] * inv;
+                }
+            }
+        }
+        // Head dimensions past the last whole LANES (small test models only).
+        for a in 0..n_rows {
+            let lane = c * LANES + l0 + a;
+            for i in full..d {
+                let mut acc = 0f32;
+                for j in 0..total {
+                    let p = scores[(c * total + j) * LANES + l0 + a];
+                    acc = fmadd::<FMA>(p, inputs.v_ring[key(j) + i], acc);
+                }
+                out[(r0 + a) * d + i] = acc / sums[lane];
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use bd3lm::engine::{DrawRequest, Engine, RowDraw, Rows};
 use bd3lm::forward::Activations;
 use bd3lm::quant::{Scheme, GROUP};
 use bd3lm::{sampler, Config, Error, Result, Weights};
+use std::sync::Arc;
 
 /// How to run the engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,8 +60,10 @@ pub struct CpuEngine {
 }
 
 impl CpuEngine {
-    /// Takes the weights as loaded (no copy, no conversion of any matrix).
-    pub fn new(weights: Weights, options: CpuOptions) -> Result<CpuEngine> {
+    /// Runs on the weights as loaded: no matrix is copied or converted (an `Arc` shares
+    /// them with the caller).
+    pub fn new(weights: impl Into<Arc<Weights>>, options: CpuOptions) -> Result<CpuEngine> {
+        let weights = weights.into();
         check_weights(&weights)?;
         let simd = options.simd.unwrap_or_else(Simd::detect);
         if !simd.is_available() {

@@ -10,6 +10,7 @@ use crate::threads::Pool;
 use bd3lm::forward::Activations;
 use bd3lm::weights::LayerWeights;
 use bd3lm::{Config, Weights};
+use std::sync::Arc;
 
 /// The KV cache: un-rotated K and V of committed tokens, `[L, n, H]` each, as a ring.
 pub struct KvRing {
@@ -73,16 +74,17 @@ impl KvRing {
     }
 }
 
-/// The weights as loaded (each matrix in its package scheme) and the RoPE tables.
+/// The weights as loaded (each matrix in its package scheme, shared with the loader: no
+/// copy) and the RoPE tables.
 pub struct Model {
-    pub weights: Weights,
+    pub weights: Arc<Weights>,
     /// `[model_length, d/2]`: `cos(p * inv_freq[i])` with the angle in f32, as the reference.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
 }
 
 impl Model {
-    pub fn new(weights: Weights) -> Model {
+    pub fn new(weights: Arc<Weights>) -> Model {
         let cfg = &weights.config;
         let (n, half) = (cfg.model_length, cfg.head_dim() / 2);
         let mut rope_cos = vec![0.0; n * half];

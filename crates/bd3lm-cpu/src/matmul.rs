@@ -65,10 +65,15 @@ pub fn matmul(
         pool.for_each_chunk(&mut tile[..n * rt], chunk * rt, |i, c| {
             kernels::matmul_tile(simd, view, k, i * chunk, input, c)
         });
-        for r in 0..rt {
-            let dst = &mut out[(r0 + r) * n..(r0 + r + 1) * n];
-            for (o, d) in dst.iter_mut().enumerate() {
-                *d = tile[o * rt + r];
+        // Transposed back in blocks of outputs, so the tile is read once, in order.
+        const BLOCK: usize = 256;
+        for o0 in (0..n).step_by(BLOCK) {
+            let o1 = (o0 + BLOCK).min(n);
+            for r in 0..rt {
+                let dst = &mut out[(r0 + r) * n + o0..(r0 + r) * n + o1];
+                for (d, o) in dst.iter_mut().zip(o0..o1) {
+                    *d = tile[o * rt + r];
+                }
             }
         }
     }

@@ -100,17 +100,31 @@ fn pair_masks(gp: usize, groups: usize) -> (bool, __mmask64, __mmask16) {
     }
 }
 
-/// The two groups' weight scales, 8 lanes each.
+/// Groups `2 gp` and `2 gp + 1` of a row's f32 scales, 8 lanes each (0 for a lone group).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
-fn pair_scales(scales: &[u16], at: usize, two: bool) -> __m512 {
-    let s0 = super::f16_to_f32(scales[at]);
-    let s1 = if two {
-        super::f16_to_f32(scales[at + 1])
-    } else {
-        0.0
-    };
-    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s0), _mm512_set1_ps(s1))
+fn pair_scales(scales: &[f32], gp: usize, two: bool) -> __m512 {
+    let pair = &scales[2 * gp..2 * gp + if two { 2 } else { 1 }];
+    let mask: __mmask16 = if two { 0b11 } else { 0b1 };
+    // SAFETY: the mask reads only the pair's scales.
+    let v = unsafe { _mm512_maskz_loadu_ps(mask, pair.as_ptr()) };
+    let spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_permutexvar_ps(spread, v)
+}
+
+/// Asks for output row `o + ROWS_AHEAD`'s weights (`bytes` long) to be brought into cache:
+/// streaming the matrix from memory otherwise stalls every row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn prefetch_row(base: *const u8, len: usize, row_bytes: usize, o: usize) {
+    const ROWS_AHEAD: usize = 4;
+    let start = (o + ROWS_AHEAD) * row_bytes;
+    if start + row_bytes <= len {
+        for line in (0..row_bytes).step_by(64) {
+            // SAFETY: prefetches never fault; the address is inside the matrix anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(start + line) as *const i8) };
+        }
+    }
 }
 
 /// Row `r`'s scales of group pair `gp` (8 copies per group; masked for a lone group).
@@ -139,12 +153,15 @@ fn q8_tile(
     let codes = a.bytes();
     let ones = _mm512_set1_epi8(1);
     let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
+    let mut ws_row = vec![0f32; groups];
     for i in 0..count {
         let o = first + i;
+        prefetch_row(q.as_ptr() as *const u8, q.len(), k, o);
         acc[..rows].fill(_mm512_setzero_ps());
+        f16_row(&scales[o * groups..(o + 1) * groups], &mut ws_row);
         for gp in 0..groups.div_ceil(2) {
             let (two, bytes, floats) = pair_masks(gp, groups);
-            let ws = pair_scales(scales, o * groups + 2 * gp, two);
+            let ws = pair_scales(&ws_row, gp, two);
             // SAFETY: masked loads read only the pair's groups, inside q and the codes.
             unsafe {
                 let w = _mm512_maskz_loadu_epi8(bytes, q.as_ptr().add(o * k + gp * 2 * GROUP));
@@ -186,12 +203,15 @@ fn q4_tile(
     let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
     let mut mins_f32 = vec![0f32; groups];
     let mut min_part = [0f32; MAX_TILE_ROWS];
+    let mut ws_row = vec![0f32; groups];
     for i in 0..count {
         let o = first + i;
+        prefetch_row(q.as_ptr(), q.len(), k / 2, o);
         acc[..rows].fill(_mm512_setzero_ps());
+        f16_row(&scales[o * groups..(o + 1) * groups], &mut ws_row);
         for gp in 0..groups.div_ceil(2) {
             let (two, bytes, floats) = pair_masks(gp, groups);
-            let ws = pair_scales(scales, o * groups + 2 * gp, two);
+            let ws = pair_scales(&ws_row, gp, two);
             let half: __mmask32 = if two { !0 } else { 0xffff };
             // SAFETY: masked loads read only the pair's groups, inside q and the codes.
             unsafe {
