@@ -40,9 +40,9 @@ trap 'kill $fixture_server 2>/dev/null || true' EXIT
 export WASM_BINDGEN_TEST_TIMEOUT=600
 cargo test --target wasm32-unknown-unknown -p bd3lm-gpu --test web
 
-if [[ -x tests/e2e/run.sh ]]; then
-  step "browser end-to-end test"
-  tests/e2e/run.sh
-fi
+step "browser end-to-end test"
+# Never skipped: a missing or non-executable script is a failure, not a silent pass.
+[[ -x tests/e2e/run.sh ]] || { echo "tests/e2e/run.sh is missing or not executable" >&2; exit 1; }
+tests/e2e/run.sh
 
 step "all tests passed in $((SECONDS - started)) s"

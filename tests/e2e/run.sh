@@ -4,10 +4,10 @@
 # Builds the page with Trunk, serves dist/ on 127.0.0.1 under a sub-path (to prove it works
 # under any base path), and drives it with playwright-core: load the demo package, watch
 # blocks denoise, stop, continue after a simulated device loss, reload from the Cache API,
-# detect corrupted files, explain CORS and non-secure contexts. Screenshots go to docs/ and
-# tests/e2e/out/.
+# detect corrupted files, explain CORS and non-secure contexts. Screenshots go to
+# tests/e2e/out/; E2E_UPDATE_DOCS=1 also refreshes the two committed ones in docs/.
 #
-# Needs (see /work/shared/platform.md or docs/web.md): trunk 0.21.14, wasm-bindgen 0.2.130,
+# Needs (see docs/platform.md or docs/web.md): trunk 0.21.14, wasm-bindgen 0.2.130,
 # `npm i --prefix tools/npm binaryen@132.0.0 playwright-core`, node >= 18, python3,
 # /usr/bin/chromium. Env: E2E_SKIP_BUILD=1 reuses dist/; CHROMIUM=/path overrides the browser.
 set -euo pipefail

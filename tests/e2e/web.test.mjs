@@ -14,9 +14,16 @@ const { chromium } = require(path.join(root, 'tools/npm/node_modules/playwright-
 const [pageUrl, port] = process.argv.slice(2);
 if (!pageUrl || !port) throw new Error('usage: node web.test.mjs <url> <port>');
 const outDir = path.join(here, 'out');
+// Screenshots go to tests/e2e/out/; the two shown in the README and docs/web.md are copied
+// to docs/ only on request (E2E_UPDATE_DOCS=1), so a test run never rewrites committed files.
 const docsDir = path.join(root, 'docs');
+const updateDocs = process.env.E2E_UPDATE_DOCS === '1';
 fs.mkdirSync(outDir, { recursive: true });
-fs.mkdirSync(docsDir, { recursive: true });
+async function docsScreenshot(name) {
+  const file = path.join(outDir, name);
+  await page.screenshot({ path: file, fullPage: true });
+  if (updateDocs) fs.copyFileSync(file, path.join(docsDir, name));
+}
 const LONG_TASK_LIMIT_MS = Number(process.env.E2E_LONG_TASK_LIMIT_MS || 100);
 
 const results = [];
@@ -139,8 +146,8 @@ await page.click('#start');
 await page.waitForFunction(() => document.querySelectorAll('#canvas .chunk.committed').length >= 10
   && document.querySelector('#canvas .slot.masked') && document.querySelector('#canvas .slot.revealed.fresh'));
 await page.evaluate(() => window.scrollTo(0, 0));
-await page.screenshot({ path: path.join(docsDir, 'web-mid-generation.png'), fullPage: true });
-check(true, 'canvas showed committed text, masked and freshly revealed slots together (docs/web-mid-generation.png)');
+await docsScreenshot('web-mid-generation.png');
+check(true, 'canvas showed committed text, masked and freshly revealed slots together (tests/e2e/out/web-mid-generation.png)');
 const forwardsAtStop = Number(await text('#stat-forwards'));
 const stopClicked = Date.now();
 await page.click('#stop');
@@ -214,7 +221,7 @@ await settings({ tokens: 200, pace: 0, seed: 11 });
 await run();
 check((await text('#notice')).startsWith('Finished') && await page.locator('#canvas .slot').count() === 0 && (await canvasText()).length > 400, 'a 200-token text finished');
 await page.evaluate(() => window.scrollTo(0, 0));
-await page.screenshot({ path: path.join(docsDir, 'web-finished.png'), fullPage: true });
+await docsScreenshot('web-finished.png');
 
 // 5c. A prompt longer than the model's context is refused in words; the model stays loaded.
 await page.fill('#prompt', 'We the people '.repeat(120));

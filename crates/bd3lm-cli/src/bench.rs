@@ -195,6 +195,10 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         .map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
     let mut engine = backend::engine(args.backend, &loaded.weights, args.threads)?;
     let adapter = engine.describe();
+    let threads = match &engine {
+        AnyEngine::Cpu(cpu) => cpu.threads(),
+        _ => 1,
+    };
     if !args.json {
         eprintln!(
             "[bd3lm] {} ({}), backend {adapter}, block {}, {} runs per fill",
@@ -226,6 +230,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 "readback_bytes_per_step": r.readback_bytes_per_step,
                 "gpu_objects_created": r.objects_created,
                 "peak_rss_bytes": peak_rss_bytes(),
+                "threads": threads,
                 "package_bytes": loaded.file_bytes,
             });
             println!("{json}");

@@ -3,9 +3,9 @@
 
 use crate::backend::{self, Backend, DEFAULT_BACKEND};
 use crate::error::{CliError, CliResult};
-use bd3lm::conformance::{self, Tolerances};
-use bd3lm::fixture::Fixture;
-use std::path::{Path, PathBuf};
+use bd3lm::conformance::{self, Summary, Tolerances};
+use bd3lm::fixture::{self, Fixture};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -25,42 +25,12 @@ pub struct ConformanceArgs {
     fixtures: Vec<PathBuf>,
 }
 
-const FIXTURE_FILES: [&str; 4] = [
-    "config.json",
-    "model.safetensors",
-    "golden.safetensors",
-    "notes.json",
-];
-
-fn check_fixture_dir(dir: &Path) -> CliResult<()> {
-    if !dir.is_dir() {
-        return Err(CliError::Usage(format!(
-            "{}: not a fixture directory (expected a directory with {})",
-            dir.display(),
-            FIXTURE_FILES.join(", ")
-        )));
-    }
-    let missing: Vec<&str> = FIXTURE_FILES
-        .iter()
-        .copied()
-        .filter(|f| !dir.join(f).is_file())
-        .collect();
-    if !missing.is_empty() {
-        return Err(CliError::Usage(format!(
-            "{}: not a fixture directory (missing {})",
-            dir.display(),
-            missing.join(", ")
-        )));
-    }
-    Ok(())
-}
-
 pub fn run(args: ConformanceArgs) -> CliResult<()> {
     // Check every argument before the (slow) runs, so a typo fails at once.
     for dir in &args.fixtures {
-        check_fixture_dir(dir)?;
+        fixture::check_dir(dir)?;
     }
-    let (mut checks, mut failures) = (0usize, 0usize);
+    let mut summary = Summary::default();
     let mut used = args.backend;
     for dir in &args.fixtures {
         let fixture =
@@ -78,20 +48,15 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
         let results = pollster::block_on(conformance::run(&fixture, &mut engine, tolerances));
         for r in &results {
             println!("{}", if args.json { r.json() } else { r.line() });
-            checks += 1;
-            failures += usize::from(!r.pass);
         }
+        summary.add(&results);
     }
     eprintln!(
-        "{checks} checks on {} fixture(s), backend {}: {} failed",
-        args.fixtures.len(),
+        "{} checks on {} fixture(s), backend {}: {} failed",
+        summary.checks,
+        summary.cases,
         used.name(),
-        failures
+        summary.failures.len()
     );
-    if failures > 0 {
-        return Err(CliError::Failed(format!(
-            "{failures} of {checks} conformance checks failed"
-        )));
-    }
-    Ok(())
+    summary.verdict().map_err(CliError::Failed)
 }

@@ -8,7 +8,6 @@ mod conformance;
 mod error;
 mod eval;
 mod generate;
-mod hf_file;
 mod info;
 mod model;
 mod progress;

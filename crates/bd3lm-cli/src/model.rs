@@ -2,7 +2,7 @@
 //! (`manifest.json`) or a Hugging Face directory (`config.json` + `model.safetensors`).
 
 use crate::error::{CliError, CliResult};
-use crate::hf_file::HfFile;
+use bd3lm::hf_file::HfFile;
 use bd3lm::package::{self, Manifest};
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::{Config, Weights};
@@ -165,8 +165,9 @@ pub fn load(source: &ModelSource, tokenizer_override: Option<&Path>) -> CliResul
             let config_text = String::from_utf8_lossy(&read(&config_path)?).to_string();
             let config = Config::from_json_str(&config_text)
                 .map_err(|e| CliError::core(dir.display().to_string(), e))?;
-            let mut file = HfFile::open(&dir.join("model.safetensors"))?;
-            file.check(&config)?;
+            let mut file = HfFile::open(&dir.join("model.safetensors"))
+                .and_then(|f| f.check(&config).map(|_| f))
+                .map_err(|e| CliError::core("", e))?;
             let bytes = file.len();
             let weights =
                 bd3lm::convert::hf_to_weights(&config, |n, s| file.read_f32(n, s), |_| {})

@@ -2,9 +2,9 @@
 //! tensor by tensor (peak memory ≈ the largest tensor plus one shard).
 
 use crate::error::{CliError, CliResult};
-use crate::hf_file::HfFile;
 use crate::progress;
 use bd3lm::convert;
+use bd3lm::hf_file::HfFile;
 use bd3lm::package::{PackageInfo, PackageWriter, SchemePlan, SpecialTokens, MAX_SHARD_BYTES};
 use bd3lm::quant::Scheme;
 use bd3lm::tokenizer::Tokenizer;
@@ -97,8 +97,9 @@ pub fn run(args: QuantizeArgs) -> CliResult<()> {
         .map_err(|e| CliError::core(args.hf_dir.display().to_string(), e))?;
     let (tokenizer_json, special) = read_tokenizer(&args, &cfg)?;
     let model_path = args.hf_dir.join("model.safetensors");
-    let mut file = HfFile::open(&model_path)?;
-    file.check(&cfg)?;
+    let mut file = HfFile::open(&model_path)
+        .and_then(|f| f.check(&cfg).map(|_| f))
+        .map_err(|e| CliError::core("", e))?;
     prepare_out_dir(&args.out_dir, args.force)?;
     // A stale manifest must never describe new shards: remove it until the new one is written.
     let manifest_path = args.out_dir.join("manifest.json");

@@ -264,6 +264,9 @@ fn bench_json_has_the_documented_keys() {
         "dispatches_per_forward",
         "readback_bytes_per_step",
         "gpu_objects_created",
+        "threads",
+        "peak_rss_bytes",
+        "package_bytes",
     ];
     for line in &lines {
         let obj = line.as_object().unwrap();
@@ -274,6 +277,11 @@ fn bench_json_has_the_documented_keys() {
         assert_eq!(found, want);
         assert!(line["ms_min"].as_f64().unwrap() <= line["ms_median"].as_f64().unwrap());
         assert!(line["tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(line["backend"], "cpu", "the default backend in tests");
+        assert!(line["threads"].as_u64().unwrap() >= 1);
+        // Linux reports the peak resident memory; the embedded q8 model is ~6 MB.
+        let rss = line["peak_rss_bytes"].as_u64().unwrap();
+        assert!(rss > line["package_bytes"].as_u64().unwrap(), "{rss}");
     }
     run(["bench", "--ctx", "5"]).fails_with(2, &["--ctx 5", "multiple of the block size 4"]);
 
@@ -328,4 +336,41 @@ fn quant_report_orders_formats_by_precision() {
             .unwrap()
     };
     assert!(size("q4") < size("q8") && size("q8") < size("f16"));
+
+    // The fast CPU engine runs q8/q4 on int8 activations: its agreement with f32 stays within
+    // 0.3 points of the reference's and its KL within 2x (issue 14's quality bound).
+    let fast = run([
+        "quant-report",
+        "--model",
+        &path(&fixture("tiny-v512-bs4")),
+        "--chunks",
+        "2",
+        "--json",
+        "--backend",
+        "cpu",
+    ])
+    .ok();
+    let fast_rows: Vec<serde_json::Value> = fast
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let get = |rows: &[serde_json::Value], f: &str, key: &str| {
+        rows.iter().find(|r| r["format"] == f).unwrap()[key]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(fast_rows.iter().all(|r| r["backend"] == "cpu"));
+    for f in ["q8", "q4"] {
+        let (ours, theirs) = (get(&fast_rows, f, "kl_mean"), get(&rows, f, "kl_mean"));
+        assert!(ours <= 2.0 * theirs, "{f}: KL {ours} vs reference {theirs}");
+        let (ours, theirs) = (
+            get(&fast_rows, f, "top1_agreement"),
+            get(&rows, f, "top1_agreement"),
+        );
+        assert!(
+            ours >= theirs - 0.003,
+            "{f}: top-1 {ours} vs reference {theirs}"
+        );
+    }
 }

@@ -26,6 +26,7 @@ impl Pool {
         };
         #[cfg(target_arch = "wasm32")]
         {
+            let _ = threads;
             Ok(Pool { threads: 1 })
         }
         #[cfg(not(target_arch = "wasm32"))]

@@ -2,41 +2,31 @@
 //! tolerances), on the native adapter.
 #![cfg(not(target_arch = "wasm32"))]
 
-use bd3lm::conformance::{self, Tolerances};
-use bd3lm::fixture::Fixture;
+use bd3lm::conformance::{self, Summary, Tolerances};
+use bd3lm::fixture::{self, Fixture};
 use bd3lm_gpu::{GpuContext, GpuEngine, GpuOptions};
 use std::path::PathBuf;
+
+fn fixtures_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
 
 #[test]
 fn gpu_engine_passes_every_fixture_check() {
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU adapter");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("golden.safetensors").exists())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 3);
-    let mut failures = Vec::new();
-    for dir in dirs {
+    let mut summary = Summary::default();
+    for dir in fixture::case_dirs(&fixtures_root()).expect("fixture cases") {
         let fx = Fixture::from_dir(&dir).expect("fixture loads");
         let mut engine =
             pollster::block_on(GpuEngine::from_weights(&ctx, &fx.weights)).expect("engine builds");
         let results = pollster::block_on(conformance::run(&fx, &mut engine, Tolerances::GPU));
-        assert!(results.iter().any(|r| r.check.starts_with("trace/")));
-        for r in results {
-            println!("{}", r.line());
-            if !r.pass {
-                failures.push(r.line());
-            }
-        }
+        results.iter().for_each(|r| println!("{}", r.line()));
+        summary.add(&results);
     }
-    assert!(
-        failures.is_empty(),
-        "failed checks:\n{}",
-        failures.join("\n")
-    );
+    assert!(summary.cases >= 3, "the three shared cases: {summary:?}");
+    if let Err(problems) = summary.verdict() {
+        panic!("{problems}");
+    }
 }
 
 /// Buffers and bind groups are created once per engine: generating past the context (sliding
@@ -47,7 +37,7 @@ fn denoising_steps_create_no_gpu_objects() {
     use bd3lm::Engine;
 
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU adapter");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v512-bs4");
+    let dir = fixtures_root().join("tiny-v512-bs4");
     let fx = Fixture::from_dir(&dir).expect("fixture loads");
     let mut engine =
         pollster::block_on(GpuEngine::from_weights(&ctx, &fx.weights)).expect("engine builds");

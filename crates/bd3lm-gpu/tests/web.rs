@@ -8,7 +8,7 @@
 
 mod common;
 
-use bd3lm::conformance::{self, Tolerances};
+use bd3lm::conformance::{self, Summary, Tolerances};
 use bd3lm::fixture::Fixture;
 use bd3lm::CpuEngine;
 use bd3lm_gpu::{GpuContext, GpuEngine, GpuError, GpuOptions};
@@ -22,7 +22,6 @@ const FIXTURE_URL: &str = match option_env!("BD3LM_FIXTURE_URL") {
     Some(u) => u,
     None => "http://127.0.0.1:8765/",
 };
-const CASES: [&str; 3] = ["tiny-v512-bs4", "tiny-v512-bs16", "gpt2vocab-bs8"];
 
 async fn fetch(path: &str) -> Vec<u8> {
     let url = format!("{FIXTURE_URL}{path}");
@@ -36,6 +35,14 @@ async fn fetch(path: &str) -> Vec<u8> {
         .await
         .expect("body");
     js_sys::Uint8Array::new(&buf).to_vec()
+}
+
+/// The fixture cases the server has (`/cases.json`, see `scripts/serve-fixtures.py`).
+async fn cases() -> Vec<String> {
+    let index = fetch("cases.json").await;
+    let cases: Vec<String> = serde_json::from_slice(&index).expect("cases.json is a list");
+    assert!(cases.len() >= 3, "the three shared cases: {cases:?}");
+    cases
 }
 
 async fn fixture(case: &str) -> Fixture {
@@ -88,9 +95,9 @@ async fn webgpu_missing_backend_is_a_clean_typed_error() {
 #[wasm_bindgen_test]
 async fn webgpu_conformance_on_every_fixture() {
     let ctx = context().await;
-    let mut failures = Vec::new();
-    for case in CASES {
-        let fx = fixture(case).await;
+    let mut summary = Summary::default();
+    for case in cases().await {
+        let fx = fixture(&case).await;
         let started = js_sys::Date::now();
         let mut gpu = GpuEngine::from_weights(&ctx, &fx.weights)
             .await
@@ -114,17 +121,12 @@ async fn webgpu_conformance_on_every_fixture() {
             }
             (shown, t0) = (results.len(), now);
         };
-        for r in conformance::run_observed(&fx, &mut gpu, Tolerances::GPU, &mut observe).await {
-            if !r.pass {
-                failures.push(r.line());
-            }
-        }
+        let results = conformance::run_observed(&fx, &mut gpu, Tolerances::GPU, &mut observe).await;
+        summary.add(&results);
     }
-    assert!(
-        failures.is_empty(),
-        "failed checks:\n{}",
-        failures.join("\n")
-    );
+    if let Err(problems) = summary.verdict() {
+        panic!("{problems}");
+    }
 }
 
 #[wasm_bindgen_test]
@@ -132,14 +134,51 @@ async fn wasm_cpu_reference_conformance() {
     let fx = fixture("tiny-v512-bs4").await;
     let mut cpu = CpuEngine::new(&fx.weights);
     let results = conformance::run(&fx, &mut cpu, Tolerances::CPU).await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter(|r| !r.pass)
-        .map(|r| r.line())
-        .collect();
-    assert!(
-        results.len() > 10 && failed.is_empty(),
-        "failed checks:\n{}",
-        failed.join("\n")
+    assert!(results.len() > 10, "{} checks", results.len());
+    let mut summary = Summary::default();
+    summary.add(&results);
+    if let Err(problems) = summary.verdict() {
+        panic!("{problems}");
+    }
+}
+
+/// The fast CPU engine built for the browser (SIMD128 kernels) on every fixture, at the GPU
+/// tolerance with every trace token-exact; the portable kernels on one fixture as well.
+#[wasm_bindgen_test]
+async fn wasm_fast_cpu_engine_conformance_with_simd128() {
+    use bd3lm_cpu::{CpuOptions, Simd};
+    assert_eq!(
+        Simd::detect(),
+        Simd::Simd128,
+        "the wasm build has SIMD128 (.cargo/config.toml)"
     );
+    let mut summary = Summary::default();
+    for case in cases().await {
+        let fx = fixture(&case).await;
+        let families: &[Simd] = if case == "tiny-v512-bs4" {
+            &[Simd::Simd128, Simd::Portable]
+        } else {
+            &[Simd::Simd128]
+        };
+        for &simd in families {
+            let options = CpuOptions {
+                threads: None,
+                simd: Some(simd),
+            };
+            let mut cpu = bd3lm_cpu::CpuEngine::new(fx.weights.clone(), options).expect("engine");
+            let results = conformance::run(&fx, &mut cpu, Tolerances::GPU).await;
+            for r in &results {
+                web_sys::console::log_1(&format!("wasm cpu {} {}", simd.name(), r.line()).into());
+                assert!(
+                    !r.check.starts_with("trace/") || r.first_divergence.is_none(),
+                    "{}: trace not token-exact",
+                    r.line()
+                );
+            }
+            summary.add(&results);
+        }
+    }
+    if let Err(problems) = summary.verdict() {
+        panic!("{problems}");
+    }
 }

@@ -6,7 +6,6 @@ use crate::canvas::Canvas;
 use crate::controls::{Controls, StatsView};
 use crate::loader::{self, PackageInfo};
 use crate::model_panel::{EnvironmentNotice, ModelPanel};
-use crate::package_url::DEFAULT_PACKAGE_URL;
 use crate::page_engine::{
     self, EngineKind, EnginePreference, FaultInjection, ModelSink, CPU_ENGINE_MAX_PARAMETERS,
 };
@@ -15,9 +14,10 @@ use crate::progress::DownloadProgress;
 use crate::runner::{self, CanvasSignals, LoadedModel, RunEnd, RunSettings};
 use crate::settings::{self, FormValues};
 use crate::stats::GenerationStats;
+use bd3lm::package::url::DEFAULT_PACKAGE_URL;
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::FinishReason;
-use bd3lm_gpu::GpuContext;
+use bd3lm_gpu::{AnyEngine, GpuContext};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::cell::{Cell, RefCell};
@@ -261,7 +261,7 @@ impl Page {
         // A simulated device loss applies to the first engine only, so a restart recovers.
         let faults = self.faults.replace(FaultInjection::default());
         let t_engine = browser::now_ms();
-        let engine = sink.finish(faults).await?;
+        let engine = sink.finish().await?;
         browser::log(&format!(
             "bd3lm: tokenizer parsed in {:.0} ms, engine built in {:.0} ms",
             t_engine - t_tokenizer,
@@ -270,11 +270,16 @@ impl Page {
         let summary = files.report.summary();
         browser::log(&format!(
             "bd3lm: model ready on {}: {summary}",
-            if engine.is_gpu() { "WebGPU" } else { "the CPU" }
+            if matches!(engine, AnyEngine::Gpu(_)) {
+                "WebGPU"
+            } else {
+                "the CPU"
+            }
         ));
         self.load_report.set(Some(summary));
         Ok(LoadedModel {
             engine,
+            faults,
             tokenizer,
             info: info.clone(),
         })

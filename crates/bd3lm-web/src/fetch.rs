@@ -2,8 +2,8 @@
 //! of the size the manifest promises, reporting every chunk so the progress bar moves.
 
 use crate::browser::{self, js_error_text, now_ms};
-use crate::package_url::origin_of;
 use crate::page_error::PageError;
+use bd3lm::package::url::origin_of;
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;

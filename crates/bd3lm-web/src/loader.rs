@@ -11,10 +11,10 @@
 use crate::browser::{self, now_ms, yield_to_browser};
 use crate::cache::PackageCache;
 use crate::fetch::{self, HttpCache};
-use crate::package_url::{file_url, normalize_package_url, MANIFEST_FILE};
 use crate::page_engine::ModelSink;
 use crate::page_error::PageError;
 use crate::progress::DownloadProgress;
+use bd3lm::package::url::{file_url, normalize_package_url, MANIFEST_FILE};
 use bd3lm::package::{read_shard, FileEntry, Manifest, TensorPiece};
 use js_sys::Uint8Array;
 

@@ -11,8 +11,6 @@ mod canvas_model;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod format;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-mod package_url;
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod page_error;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod progress;

@@ -1,14 +1,13 @@
 //! The page's one choice of backend. Loading streams tensor pieces into a [`ModelSink`];
-//! finishing it gives a [`PageEngine`], which implements `bd3lm::Engine` by delegation so the
-//! generator does not care which backend runs: the WGSL engine on WebGPU (`bd3lm_gpu`) when
-//! the browser has it, otherwise the exact CPU reference compiled to wasm.
+//! finishing it gives the same [`AnyEngine`] the CLI uses: the WGSL engine on WebGPU
+//! (`bd3lm_gpu`) when the browser has it, otherwise the fast CPU engine (`bd3lm_cpu`) compiled
+//! to wasm with SIMD128.
 
 use crate::browser::WebGpuStatus;
 use crate::page_error::PageError;
-use bd3lm::forward::Activations;
 use bd3lm::package::{TensorPiece, WeightsBuilder};
-use bd3lm::{Config, CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw};
-use bd3lm_gpu::{GpuContext, GpuEngine, GpuModelLoader, GpuOptions};
+use bd3lm::Config;
+use bd3lm_gpu::{AnyEngine, GpuContext, GpuEngine, GpuModelLoader, GpuOptions};
 
 /// Which backend a load will build, and why, in words for the page.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +17,7 @@ pub enum EngineKind {
         adapter: String,
         fallback_adapter: bool,
     },
-    /// The exact CPU reference compiled to wasm (slow, but runs anywhere).
+    /// The fast CPU engine compiled to wasm with SIMD128 (runs anywhere).
     Cpu { reason: String },
 }
 
@@ -27,7 +26,7 @@ impl EngineKind {
         match self {
             EngineKind::Gpu { adapter, .. } => format!("WebGPU ({adapter})"),
             EngineKind::Cpu { .. } => {
-                "CPU (reference engine in WebAssembly; slower than WebGPU)".to_string()
+                "CPU (WebAssembly SIMD engine; slower than a GPU)".to_string()
             }
         }
     }
@@ -95,7 +94,7 @@ impl EnginePreference {
         match self {
             EnginePreference::Auto => "automatic",
             EnginePreference::Gpu => "WebGPU (WGSL engine)",
-            EnginePreference::Cpu => "CPU (reference engine)",
+            EnginePreference::Cpu => "CPU (WebAssembly SIMD engine)",
         }
     }
 }
@@ -178,20 +177,23 @@ impl ModelSink {
         }
     }
 
-    pub async fn finish(self, faults: FaultInjection) -> Result<PageEngine, PageError> {
-        let backend = match self {
+    /// Builds the engine from everything that streamed in.
+    pub async fn finish(self) -> Result<AnyEngine, PageError> {
+        Ok(match self {
             ModelSink::Gpu(gpu) => {
                 let (ctx, loader) = *gpu;
                 let model = loader.finish().map_err(gpu_error)?;
-                Backend::Gpu(Box::new(
+                AnyEngine::Gpu(Box::new(
                     GpuEngine::new(&ctx, model).await.map_err(gpu_error)?,
                 ))
             }
-            ModelSink::Cpu(builder) => Backend::Cpu(Box::new(CpuEngine::new(
-                &builder.finish().map_err(PageError::Package)?,
-            ))),
-        };
-        Ok(PageEngine { backend, faults })
+            ModelSink::Cpu(builder) => {
+                let weights = builder.finish().map_err(PageError::Package)?;
+                let engine = bd3lm_cpu::CpuEngine::new(weights, bd3lm_cpu::CpuOptions::default())
+                    .map_err(PageError::from_engine)?;
+                AnyEngine::Cpu(Box::new(engine))
+            }
+        })
     }
 }
 
@@ -217,100 +219,14 @@ impl FaultInjection {
     }
 }
 
-enum Backend {
-    Gpu(Box<GpuEngine>),
-    Cpu(Box<CpuEngine>),
-}
-
-pub struct PageEngine {
-    backend: Backend,
-    faults: FaultInjection,
-}
-
-/// Calls the same method on whichever engine the page runs.
-macro_rules! delegate {
-    ($self:ident, $engine:ident => $call:expr) => {
-        match &$self.backend {
-            Backend::Gpu($engine) => $call,
-            Backend::Cpu($engine) => $call,
-        }
-    };
-    (mut $self:ident, $engine:ident => $call:expr) => {
-        match &mut $self.backend {
-            Backend::Gpu($engine) => $call,
-            Backend::Cpu($engine) => $call,
-        }
-    };
-}
-
-impl PageEngine {
-    pub fn is_gpu(&self) -> bool {
-        matches!(self.backend, Backend::Gpu(_))
-    }
-
-    fn check_faults(&self) -> bd3lm::Result<()> {
-        match self.faults.device_lost_after_forwards {
-            Some(limit) if self.forward_count() >= limit => Err(bd3lm::Error::DeviceLost(
+impl FaultInjection {
+    /// The simulated loss, once the engine has run `device_lost_after_forwards` model calls.
+    pub fn check(&self, forwards: u64) -> bd3lm::Result<()> {
+        match self.device_lost_after_forwards {
+            Some(limit) if forwards >= limit => Err(bd3lm::Error::DeviceLost(
                 "simulated by ?fault=device-lost-after-N".into(),
             )),
             _ => Ok(()),
         }
-    }
-}
-
-impl Engine for PageEngine {
-    fn config(&self) -> &Config {
-        delegate!(self, e => e.config())
-    }
-
-    fn reset(&mut self) {
-        delegate!(mut self, e => e.reset())
-    }
-
-    fn cached_tokens(&self) -> usize {
-        delegate!(self, e => e.cached_tokens())
-    }
-
-    fn forward_count(&self) -> u64 {
-        delegate!(self, e => e.forward_count())
-    }
-
-    async fn commit(&mut self, block: &[u32]) -> bd3lm::Result<()> {
-        self.check_faults()?;
-        delegate!(mut self, e => e.commit(block).await)
-    }
-
-    async fn logits(&mut self, block: &[u32]) -> bd3lm::Result<Vec<f32>> {
-        self.check_faults()?;
-        delegate!(mut self, e => e.logits(block).await)
-    }
-
-    async fn activations(&mut self, block: &[u32]) -> bd3lm::Result<Activations> {
-        delegate!(mut self, e => e.activations(block).await)
-    }
-
-    async fn draw(&mut self, req: &DrawRequest<'_>) -> bd3lm::Result<Vec<RowDraw>> {
-        self.check_faults()?;
-        delegate!(mut self, e => e.draw(req).await)
-    }
-
-    async fn nucleus_probe(
-        &mut self,
-        log_probs: &[f32],
-        p: f64,
-    ) -> bd3lm::Result<Vec<(usize, f64)>> {
-        delegate!(mut self, e => e.nucleus_probe(log_probs, p).await)
-    }
-
-    async fn race_probe(&mut self, probs: &[f64], seed: u64) -> bd3lm::Result<Vec<u32>> {
-        delegate!(mut self, e => e.race_probe(probs, seed).await)
-    }
-
-    fn describe(&self) -> String {
-        delegate!(self, e => e.describe())
-    }
-
-    fn counters(&self) -> EngineCounters {
-        delegate!(self, e => e.counters())
     }
 }

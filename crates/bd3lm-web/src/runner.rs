@@ -5,11 +5,12 @@
 use crate::browser::{self, now_ms, yield_to_browser};
 use crate::canvas_model::{CanvasChange, CanvasModel, Slot, TextChunk};
 use crate::loader::PackageInfo;
-use crate::page_engine::PageEngine;
+use crate::page_engine::FaultInjection;
 use crate::page_error::PageError;
 use crate::stats::{BusyClock, GenerationStats, StepTimes};
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::{Engine, Event, FinishReason, Generator, SamplingOptions};
+use bd3lm_gpu::AnyEngine;
 use leptos::prelude::*;
 use std::cell::Cell;
 
@@ -20,7 +21,9 @@ const SLOW_STEP_MS: f64 = 100.0;
 
 /// A model ready to generate.
 pub struct LoadedModel {
-    pub engine: PageEngine,
+    pub engine: AnyEngine,
+    /// The test hook `?fault=device-lost-after-N`, checked before each piece of work.
+    pub faults: FaultInjection,
     pub tokenizer: Tokenizer,
     pub info: PackageInfo,
 }
@@ -205,7 +208,10 @@ impl Run {
                 return RunEnd::Stopped;
             }
             let step_started = now_ms();
-            let event = self.generator.next(&mut model.engine).await;
+            let event = match model.faults.check(model.engine.forward_count()) {
+                Ok(()) => self.generator.next(&mut model.engine).await,
+                Err(e) => Err(e),
+            };
             let step_ms = now_ms() - step_started;
             self.step_times.push(step_ms);
             self.stats.longest_step_ms = self.stats.longest_step_ms.max(step_ms);

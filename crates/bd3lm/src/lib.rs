@@ -1,23 +1,24 @@
 //! BD3-LM core: config, checkpoints and packages, tokenizer, the exact samplers and the CPU
 //! reference forward. Pure Rust; builds natively and for `wasm32-unknown-unknown`.
+//!
+//! The source tree shows two halves:
+//! - `runtime/`: what generating text needs: config, checkpoints, quantized packages, weights,
+//!   tokenizer, the reference forward, the engine interface, samplers and the block loop.
+//! - `tools/`: what checks, measures or converts models: golden-fixture conformance, the
+//!   likelihood bound, quantization quality, HF-checkpoint conversion.
+//!
+//! Every module is re-exported at the crate root (`bd3lm::config`, `bd3lm::conformance`, ...),
+//! so paths do not depend on the grouping.
 
-pub mod checkpoint;
-pub mod config;
-pub mod conformance;
-pub mod convert;
-pub mod engine;
 pub mod error;
-pub mod eval;
-pub mod fixture;
-pub mod forward;
-pub mod generate;
-pub mod package;
-pub mod quality;
-pub mod quant;
-pub mod rng;
-pub mod sampler;
-pub mod tokenizer;
-pub mod weights;
+pub mod runtime;
+pub mod tools;
+
+pub use runtime::{
+    checkpoint, config, engine, forward, generate, hf_file, package, quant, rng, sampler,
+    tokenizer, weights,
+};
+pub use tools::{conformance, convert, eval, fixture, quality};
 
 pub use config::Config;
 pub use engine::{CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw, Rows};

@@ -10,7 +10,7 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 
 mod common;
-use common::{fixture_dir, fixture_dirs};
+use common::{fixture_dir, fixtures_root};
 
 fn fixture_files(case: &str) -> (String, Vec<u8>) {
     let dir = fixture_dir(case);
@@ -48,7 +48,9 @@ fn rewrite(
 
 #[test]
 fn every_fixture_checkpoint_has_exactly_the_spec_tensors() {
-    for dir in fixture_dirs() {
+    let dirs = bd3lm::fixture::case_dirs(&fixtures_root()).expect("fixture cases");
+    assert!(dirs.len() >= 3, "the three shared cases");
+    for dir in dirs {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let (config, bytes) = fixture_files(&case);
         let cfg = Config::from_json_str(&config).expect("config parses");

@@ -9,9 +9,9 @@
 //! is also the oracle the others are tested against. Each output's summation order is fixed
 //! by the family alone, so results never depend on how outputs are split between threads.
 //!
-//! q8 and q4 multiply int8 activations (quantized per group of [`GROUP`] values, see
-//! [`QuantActs`]) by the stored codes in integer arithmetic and apply the f16 group scales in
-//! f32, as llama.cpp does.
+//! q8 and q4 multiply 16-bit activation codes (quantized per group of [`GROUP`] values, see
+//! [`QuantActs`]) by the stored codes in exact integer arithmetic and apply the f16 group
+//! scales in f32, as llama.cpp does with its 8-bit activations.
 
 use bd3lm::quant::GROUP;
 use half::f16;
@@ -97,15 +97,6 @@ impl Simd {
     pub fn detect() -> Simd {
         Simd::available()[0]
     }
-
-    /// How this family wants q8/q4 activations laid out.
-    fn layout(self, scheme: QuantScheme) -> ActLayout {
-        ActLayout {
-            q4_order: scheme == QuantScheme::Q4,
-            offset_128: self == Simd::Avx512 && scheme == QuantScheme::Q8,
-            wide: matches!(self, Simd::Simd128 | Simd::Avx2),
-        }
-    }
 }
 
 /// One weight matrix `[rows, k]` in its stored scheme (row-major, groups of [`GROUP`] along k).
@@ -144,33 +135,25 @@ impl WeightView<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct ActLayout {
-    /// q4: inside each group, the 16 even columns first, then the 16 odd ones (the order in
-    /// which a byte's low and high nibbles unpack).
-    q4_order: bool,
-    /// Store `a + 128` as u8 (the unsigned operand of VNNI's `vpdpbusd`).
-    offset_128: bool,
-    /// Also keep the codes widened to i16 (for `madd`-style kernels).
-    wide: bool,
-}
-
-/// Activation rows quantized to int8 per group of [`GROUP`] values: `x ≈ q * scale`, with
-/// `scale = max|x| / 127` in f32. Buffers are reused between calls.
+/// Activation rows quantized to 16-bit codes per group of [`GROUP`] values: `x ≈ q * scale`
+/// with `scale = max|x| / 32767` in f32, which leaves the int8 weights the only quantization
+/// that matters (8-bit activations measurably doubled q8's KL divergence from f32,
+/// docs/quantization.md). Buffers are reused between calls.
 #[derive(Debug, Default, Clone)]
 pub struct QuantActs {
     pub rows: usize,
     pub k: usize,
-    layout: ActLayout,
-    /// `[rows, k]` codes (as u8 `q + 128` with `offset_128`).
-    q: Vec<i8>,
-    /// `[rows, k]` codes widened (only with `wide`).
-    q16: Vec<i16>,
+    /// `[rows, k]` codes; for q4 each group holds its 16 even columns, then its 16 odd ones
+    /// (the order in which a byte's low and high nibbles unpack).
+    q: Vec<i16>,
     /// `[rows, groups, 8]`: each group's scale repeated 8 times (one 256-bit lane group).
     scale8: Vec<f32>,
     /// `[rows, groups]`: scale times the sum of the group's codes (the q4 minimum term).
     scale_sum: Vec<f32>,
 }
+
+/// Largest activation code.
+const ACT_MAX: f32 = 32767.0;
 
 impl QuantActs {
     pub fn groups(&self) -> usize {
@@ -181,14 +164,12 @@ impl QuantActs {
         self.scale8[(r * self.groups() + g) * 8]
     }
 
-    /// Quantizes `x` (`[rows, k]`, `k` a multiple of [`GROUP`]) for `scheme` on `simd`.
-    pub fn prepare(&mut self, x: &[f32], rows: usize, k: usize, scheme: QuantScheme, simd: Simd) {
+    /// Quantizes `x` (`[rows, k]`, `k` a multiple of [`GROUP`]) for weights in `scheme`.
+    pub fn prepare(&mut self, x: &[f32], rows: usize, k: usize, scheme: QuantScheme) {
         debug_assert!(k.is_multiple_of(GROUP) && x.len() >= rows * k);
-        let layout = simd.layout(scheme);
         let groups = k / GROUP;
         self.rows = rows;
         self.k = k;
-        self.layout = layout;
         self.q.resize(rows * k, 0);
         self.scale8.resize(rows * groups * 8, 0.0);
         self.scale_sum.resize(rows * groups, 0.0);
@@ -196,16 +177,16 @@ impl QuantActs {
             for g in 0..groups {
                 let src = &x[r * k + g * GROUP..r * k + (g + 1) * GROUP];
                 let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = amax / 127.0;
+                let scale = amax / ACT_MAX;
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                let mut codes = [0i8; GROUP];
+                let mut codes = [0i16; GROUP];
                 let mut sum = 0i32;
                 for (c, &v) in codes.iter_mut().zip(src) {
-                    *c = round_to_int((v * inv).clamp(-127.0, 127.0)) as i8;
+                    *c = round_to_int((v * inv).clamp(-ACT_MAX, ACT_MAX)) as i16;
                     sum += *c as i32;
                 }
                 let dst = &mut self.q[r * k + g * GROUP..r * k + (g + 1) * GROUP];
-                if layout.q4_order {
+                if scheme == QuantScheme::Q4 {
                     for (i, pair) in codes.chunks_exact(2).enumerate() {
                         dst[i] = pair[0];
                         dst[GROUP / 2 + i] = pair[1];
@@ -217,20 +198,6 @@ impl QuantActs {
                 self.scale_sum[r * groups + g] = scale * sum as f32;
             }
         }
-        if layout.wide {
-            self.q16.clear();
-            self.q16.extend(self.q.iter().map(|&c| c as i16));
-        }
-        if layout.offset_128 {
-            for c in &mut self.q {
-                *c ^= i8::MIN; // two's complement: (q as u8) ^ 0x80 == q + 128
-            }
-        }
-    }
-
-    /// The codes as bytes (`q + 128` with the offset layout).
-    fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.q)
     }
 }
 

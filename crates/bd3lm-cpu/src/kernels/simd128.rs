@@ -523,7 +523,7 @@ fn q8_tile<V: V128>(
             let wv = [w0, w1, w2, w3];
             let ws = f16_to_f32(scales[o * groups + g]);
             for (r, acc) in acc[..rows].iter_mut().enumerate() {
-                let dot = group_dot(&wv, &a.q16[r * k + g * GROUP..]);
+                let dot = group_dot(&wv, &a.q[r * k + g * GROUP..]);
                 let s = V::splat_f32(ws * a.group_scale(r, g));
                 *acc = acc.add_f32(dot.i32_to_f32().mul_f32(s));
             }
@@ -561,7 +561,7 @@ fn q4_tile<V: V128>(
             let ws = f16_to_f32(scales[o * groups + g]);
             let wm = f16_to_f32(mins[o * groups + g]);
             for r in 0..rows {
-                let dot = group_dot(&wv, &a.q16[r * k + g * GROUP..]);
+                let dot = group_dot(&wv, &a.q[r * k + g * GROUP..]);
                 let s = V::splat_f32(ws * a.group_scale(r, g));
                 acc[r] = acc[r].add_f32(dot.i32_to_f32().mul_f32(s));
                 min_acc[r] += wm * a.scale_sum[r * groups + g];

@@ -34,7 +34,7 @@ fn run(simd: Simd, m: &Matrix, x: &[f32], rows: usize, first: usize, count: usiz
     match view(m).quant_scheme() {
         Some(scheme) => {
             let mut acts = QuantActs::default();
-            acts.prepare(x, rows, k, scheme, simd);
+            acts.prepare(x, rows, k, scheme);
             matmul_tile(simd, view(m), k, first, Input::Quant(&acts), &mut out);
         }
         None => matmul_tile(simd, view(m), k, first, Input::F32 { x, rows }, &mut out),
@@ -98,7 +98,7 @@ fn quantized_kernels_compute_the_dequantized_product() {
             _ => QuantScheme::Q4,
         };
         let mut acts = QuantActs::default();
-        acts.prepare(&x, rows, k, qs, Simd::Portable);
+        acts.prepare(&x, rows, k, qs);
         // The activations as the kernels see them, back in f32 (undoing the q4 order).
         let mut xq = vec![0f64; rows * k];
         for r in 0..rows {

@@ -136,7 +136,7 @@ fn q8_tile(
     out: &mut [f32],
 ) {
     let (rows, groups) = (a.rows, k / GROUP);
-    assert!(q.len() >= (first + count) * k && a.q16.len() >= rows * k);
+    assert!(q.len() >= (first + count) * k && a.q.len() >= rows * k);
     let mut acc = [_mm256_setzero_ps(); MAX_TILE_ROWS];
     for i in 0..count {
         let o = first + i;
@@ -149,7 +149,7 @@ fn q8_tile(
                 let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(1)));
                 let ws = _mm256_set1_ps(super::f16_to_f32(scales[o * groups + g]));
                 for (r, acc) in acc[..rows].iter_mut().enumerate() {
-                    let c = a.q16.as_ptr().add(r * k + g * GROUP) as *const __m256i;
+                    let c = a.q.as_ptr().add(r * k + g * GROUP) as *const __m256i;
                     let dot = _mm256_add_epi32(
                         _mm256_madd_epi16(w0, _mm256_loadu_si256(c)),
                         _mm256_madd_epi16(w1, _mm256_loadu_si256(c.add(1))),
@@ -187,7 +187,7 @@ fn q4_tile(
     out: &mut [f32],
 ) {
     let (rows, groups) = (a.rows, k / GROUP);
-    assert!(q.len() * 2 >= (first + count) * k && a.q16.len() >= rows * k);
+    assert!(q.len() * 2 >= (first + count) * k && a.q.len() >= rows * k);
     let mut acc = [_mm256_setzero_ps(); MAX_TILE_ROWS];
     let mut mins_f32 = vec![0f32; groups];
     let mut min_part = [0f32; MAX_TILE_ROWS];
@@ -203,7 +203,7 @@ fn q4_tile(
                 let odd = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), low));
                 let ws = _mm256_set1_ps(super::f16_to_f32(scales[o * groups + g]));
                 for (r, acc) in acc[..rows].iter_mut().enumerate() {
-                    let c = a.q16.as_ptr().add(r * k + g * GROUP) as *const __m256i;
+                    let c = a.q.as_ptr().add(r * k + g * GROUP) as *const __m256i;
                     let dot = _mm256_add_epi32(
                         _mm256_madd_epi16(even, _mm256_loadu_si256(c)),
                         _mm256_madd_epi16(odd, _mm256_loadu_si256(c.add(1))),

@@ -1,12 +1,8 @@
-//! AVX-512 kernels with VNNI (x86-64, selected at run time). A 512-bit register holds two
-//! quantization groups; `vpdpbusd` multiplies 64 unsigned by 64 signed bytes into 16 i32
-//! lanes, 8 lanes per group, so each group's f32 scale applies lane-wise.
-//!
-//! * q8: activations are stored as `a + 128` (unsigned); the excess `128 * sum(w)` of each
-//!   lane is removed by starting the accumulation at `-128 * (lane sum of w)`, computed once
-//!   per weight group by a `vpdpbusd` against ones, so the integer dot is exact.
-//! * q4: the codes (0..15) are the unsigned operand, the activations the signed one; the
-//!   minimum's contribution `min * scale * sum(a)` is added per group afterwards.
+//! AVX-512 kernels with VNNI (x86-64, selected at run time). One quantization group (32
+//! weights, widened to i16) fills a 512-bit register; `vpdpwssd` multiplies it by the row's
+//! 32 activation codes into 16 exact i32 lanes, then the group's scales apply in f32.
+//! For q4 the codes unpack to [16 even columns, 16 odd columns], the activations' q4 order,
+//! and the minimum's contribution `min * scale * sum(a)` is added per row afterwards.
 
 use super::x86_avx2::{f16_row, min_terms};
 use super::{Input, QuantActs, WeightView, GROUP, MAX_TILE_ROWS};
@@ -90,30 +86,8 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
 }
 
-/// Byte and float masks for group pair `gp` of `groups` (the last pair may hold one group).
-#[inline(always)]
-fn pair_masks(gp: usize, groups: usize) -> (bool, __mmask64, __mmask16) {
-    if 2 * gp + 1 < groups {
-        (true, !0, 0xffff)
-    } else {
-        (false, 0xffff_ffff, 0x00ff)
-    }
-}
-
-/// Groups `2 gp` and `2 gp + 1` of a row's f32 scales, 8 lanes each (0 for a lone group).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline]
-fn pair_scales(scales: &[f32], gp: usize, two: bool) -> __m512 {
-    let pair = &scales[2 * gp..2 * gp + if two { 2 } else { 1 }];
-    let mask: __mmask16 = if two { 0b11 } else { 0b1 };
-    // SAFETY: the mask reads only the pair's scales.
-    let v = unsafe { _mm512_maskz_loadu_ps(mask, pair.as_ptr()) };
-    let spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    _mm512_permutexvar_ps(spread, v)
-}
-
-/// Asks for output row `o + ROWS_AHEAD`'s weights (`bytes` long) to be brought into cache:
-/// streaming the matrix from memory otherwise stalls every row.
+/// Asks for output row `o + ROWS_AHEAD`'s weights (`row_bytes` long) to be brought into
+/// cache: streaming the matrix from memory otherwise stalls every row.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
 fn prefetch_row(base: *const u8, len: usize, row_bytes: usize, o: usize) {
@@ -127,15 +101,24 @@ fn prefetch_row(base: *const u8, len: usize, row_bytes: usize, o: usize) {
     }
 }
 
-/// Row `r`'s scales of group pair `gp` (8 copies per group; masked for a lone group).
+/// One group's 32 activation codes of row `r`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
-fn act_scales(a: &QuantActs, r: usize, gp: usize, mask: __mmask16) -> __m512 {
-    let at = (r * a.groups() + 2 * gp) * 8;
-    let lanes = if mask == 0xffff { 16 } else { 8 };
-    let s = &a.scale8[at..at + lanes];
-    // SAFETY: the mask reads only `lanes` floats.
-    unsafe { _mm512_maskz_loadu_ps(mask, s.as_ptr()) }
+fn act_codes(a: &QuantActs, r: usize, g: usize) -> __m512i {
+    let c = &a.q[r * a.k + g * GROUP..][..GROUP];
+    // SAFETY: 32 readable i16.
+    unsafe { _mm512_loadu_si512(c.as_ptr() as *const __m512i) }
+}
+
+/// `acc[r] += (w · codes_r) * ws * scale_r` for one group's 32 widened weights.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn group_rows(acc: &mut [__m512], w: __m512i, ws: f32, a: &QuantActs, g: usize) {
+    for (r, acc) in acc.iter_mut().enumerate() {
+        let dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, act_codes(a, r, g));
+        let s = _mm512_set1_ps(ws * a.group_scale(r, g));
+        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, *acc);
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -150,8 +133,6 @@ fn q8_tile(
 ) {
     let (rows, groups) = (a.rows, k / GROUP);
     assert!(q.len() >= (first + count) * k && a.q.len() >= rows * k);
-    let codes = a.bytes();
-    let ones = _mm512_set1_epi8(1);
     let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
     let mut ws_row = vec![0f32; groups];
     for i in 0..count {
@@ -159,24 +140,11 @@ fn q8_tile(
         prefetch_row(q.as_ptr() as *const u8, q.len(), k, o);
         acc[..rows].fill(_mm512_setzero_ps());
         f16_row(&scales[o * groups..(o + 1) * groups], &mut ws_row);
-        for gp in 0..groups.div_ceil(2) {
-            let (two, bytes, floats) = pair_masks(gp, groups);
-            let ws = pair_scales(&ws_row, gp, two);
-            // SAFETY: masked loads read only the pair's groups, inside q and the codes.
-            unsafe {
-                let w = _mm512_maskz_loadu_epi8(bytes, q.as_ptr().add(o * k + gp * 2 * GROUP));
-                let wsum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w);
-                let start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(wsum, 7));
-                for (r, acc) in acc[..rows].iter_mut().enumerate() {
-                    let c = _mm512_maskz_loadu_epi8(
-                        bytes,
-                        codes.as_ptr().add(r * k + gp * 2 * GROUP) as *const i8,
-                    );
-                    let dot = _mm512_dpbusd_epi32(start, c, w);
-                    let s = _mm512_mul_ps(ws, act_scales(a, r, gp, floats));
-                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, *acc);
-                }
-            }
+        for (g, &ws) in ws_row.iter().enumerate() {
+            // SAFETY: the assert above bounds the load.
+            let w =
+                unsafe { _mm256_loadu_si256(q.as_ptr().add(o * k + g * GROUP) as *const __m256i) };
+            group_rows(&mut acc[..rows], _mm512_cvtepi8_epi16(w), ws, a, g);
         }
         for (r, acc) in acc[..rows].iter().enumerate() {
             out[i * rows + r] = _mm512_reduce_add_ps(*acc);
@@ -198,8 +166,7 @@ fn q4_tile(
 ) {
     let (rows, groups) = (a.rows, k / GROUP);
     assert!(q.len() * 2 >= (first + count) * k && a.q.len() >= rows * k);
-    let codes = a.bytes();
-    let low = _mm256_set1_epi8(15);
+    let low = _mm_set1_epi8(15);
     let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
     let mut mins_f32 = vec![0f32; groups];
     let mut min_part = [0f32; MAX_TILE_ROWS];
@@ -209,33 +176,17 @@ fn q4_tile(
         prefetch_row(q.as_ptr(), q.len(), k / 2, o);
         acc[..rows].fill(_mm512_setzero_ps());
         f16_row(&scales[o * groups..(o + 1) * groups], &mut ws_row);
-        for gp in 0..groups.div_ceil(2) {
-            let (two, bytes, floats) = pair_masks(gp, groups);
-            let ws = pair_scales(&ws_row, gp, two);
-            let half: __mmask32 = if two { !0 } else { 0xffff };
-            // SAFETY: masked loads read only the pair's groups, inside q and the codes.
-            unsafe {
-                let v = _mm256_maskz_loadu_epi8(
-                    half,
-                    q.as_ptr().add((o * k + gp * 2 * GROUP) / 2) as *const i8,
-                );
-                let lo = _mm256_and_si256(v, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                // [g0 even, g1 even, g0 odd, g1 odd] -> [g0 even, g0 odd, g1 even, g1 odd]
-                let both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-                let w = _mm512_shuffle_i64x2(both, both, 0b11_01_10_00);
-                for (r, acc) in acc[..rows].iter_mut().enumerate() {
-                    let c = _mm512_maskz_loadu_epi8(
-                        bytes,
-                        codes.as_ptr().add(r * k + gp * 2 * GROUP) as *const i8,
-                    );
-                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, c);
-                    let s = _mm512_mul_ps(ws, act_scales(a, r, gp, floats));
-                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, *acc);
-                }
-            }
+        for (g, &ws) in ws_row.iter().enumerate() {
+            // SAFETY: the assert above bounds the load.
+            let v = unsafe {
+                _mm_loadu_si128(q.as_ptr().add((o * k + g * GROUP) / 2) as *const __m128i)
+            };
+            let even = _mm_and_si128(v, low);
+            let odd = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+            // [16 even columns, 16 odd columns] as i16, the activations' q4 order.
+            let w = _mm512_cvtepu8_epi16(_mm256_set_m128i(odd, even));
+            group_rows(&mut acc[..rows], w, ws, a, g);
         }
-        // SAFETY: this function's features include the AVX2 helper's.
         min_terms(
             &mins[o * groups..(o + 1) * groups],
             a,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+pub mod url;
 mod write;
 pub use write::{
     build_package, piece_key, shard_name, slice_rows, write_weights, PackageFiles, PackageInfo,
@@ -466,44 +467,13 @@ impl WeightsBuilder {
 fn concat_rows(a: Matrix, b: Matrix) -> Result<Matrix> {
     let rows = a.rows + b.rows;
     let cols = a.cols;
-    let data = match (a.data, b.data) {
-        (MatrixData::F32(mut x), MatrixData::F32(y)) => {
-            x.extend(y);
-            MatrixData::F32(x)
-        }
-        (MatrixData::F16(mut x), MatrixData::F16(y)) => {
-            x.extend(y);
-            MatrixData::F16(x)
-        }
-        (MatrixData::Q8 { mut q, mut scales }, MatrixData::Q8 { q: q2, scales: s2 }) => {
-            q.extend(q2);
-            scales.extend(s2);
-            MatrixData::Q8 { q, scales }
-        }
-        (
-            MatrixData::Q4 {
-                mut q,
-                mut scales,
-                mut mins,
-            },
-            MatrixData::Q4 {
-                q: q2,
-                scales: s2,
-                mins: m2,
-            },
-        ) => {
-            q.extend(q2);
-            scales.extend(s2);
-            mins.extend(m2);
-            MatrixData::Q4 { q, scales, mins }
-        }
-        _ => {
-            return Err(Error::package(
-                "manifest.json",
-                "pieces of one tensor use different schemes",
-            ))
-        }
-    };
+    let mut data = a.data;
+    data.append(b.data).map_err(|_| {
+        Error::package(
+            "manifest.json",
+            "pieces of one tensor use different schemes",
+        )
+    })?;
     Ok(Matrix { rows, cols, data })
 }
 

@@ -89,6 +89,35 @@ pub enum MatrixData {
     },
 }
 
+impl MatrixData {
+    /// Appends the rows of `other` (same scheme), e.g. the pieces of one tensor; gives
+    /// `other` back when the schemes differ.
+    pub fn append(&mut self, other: MatrixData) -> Result<(), MatrixData> {
+        match (self, other) {
+            (MatrixData::F32(x), MatrixData::F32(y)) => x.extend(y),
+            (MatrixData::F16(x), MatrixData::F16(y)) => x.extend(y),
+            (MatrixData::Q8 { q, scales }, MatrixData::Q8 { q: q2, scales: s2 }) => {
+                q.extend(q2);
+                scales.extend(s2);
+            }
+            (
+                MatrixData::Q4 { q, scales, mins },
+                MatrixData::Q4 {
+                    q: q2,
+                    scales: s2,
+                    mins: m2,
+                },
+            ) => {
+                q.extend(q2);
+                scales.extend(s2);
+                mins.extend(m2);
+            }
+            (_, other) => return Err(other),
+        }
+        Ok(())
+    }
+}
+
 /// A row-major `rows x cols` weight matrix (PyTorch `nn.Linear` layout `[out, in]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
@@ -241,25 +270,9 @@ fn in_parallel_above(
     let mut joined = results.into_iter();
     let mut out = joined.next().unwrap_or(MatrixData::F32(Vec::new()));
     for next in joined {
-        match (&mut out, next) {
-            (MatrixData::Q8 { q, scales }, MatrixData::Q8 { q: q2, scales: s2 }) => {
-                q.extend(q2);
-                scales.extend(s2);
-            }
-            (
-                MatrixData::Q4 { q, scales, mins },
-                MatrixData::Q4 {
-                    q: q2,
-                    scales: s2,
-                    mins: m2,
-                },
-            ) => {
-                q.extend(q2);
-                scales.extend(s2);
-                mins.extend(m2);
-            }
-            _ => unreachable!("one quantizer yields one scheme"),
-        }
+        // One quantizer yields one scheme, so appending cannot fail.
+        let appended = out.append(next);
+        debug_assert!(appended.is_ok());
     }
     out
 }

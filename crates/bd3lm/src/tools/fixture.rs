@@ -56,6 +56,59 @@ pub struct TraceConfig {
     pub seed: u64,
 }
 
+/// The files of a fixture case directory.
+pub const FILES: [&str; 4] = [
+    "config.json",
+    "model.safetensors",
+    "golden.safetensors",
+    "notes.json",
+];
+
+/// Whether `dir` holds a fixture case, with an error naming what is missing.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn check_dir(dir: &std::path::Path) -> Result<()> {
+    let missing: Vec<&str> = FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if dir.is_dir() && missing.is_empty() {
+        return Ok(());
+    }
+    let what = if dir.is_dir() {
+        format!("missing {}", missing.join(", "))
+    } else {
+        format!("expected a directory with {}", FILES.join(", "))
+    };
+    Err(Error::InvalidArgument(format!(
+        "{}: not a fixture directory ({what})",
+        dir.display()
+    )))
+}
+
+/// Every fixture case under `root` (a directory per case), sorted by name. The one place
+/// that finds cases: the tests, the CLI and the browser tests' fixture server
+/// (`scripts/serve-fixtures.py`, same rule: a directory with `golden.safetensors`) agree.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn case_dirs(root: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let entries = std::fs::read_dir(root).map_err(|e| Error::Fixture {
+        file: root.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut dirs: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("golden.safetensors").is_file())
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        return Err(Error::Fixture {
+            file: root.display().to_string(),
+            message: "no fixture case (a directory with golden.safetensors)".into(),
+        });
+    }
+    Ok(dirs)
+}
+
 pub struct Fixture {
     pub name: String,
     pub config: Config,
@@ -91,6 +144,7 @@ impl Fixture {
     /// Loads a fixture directory; anything else is an error that says what is missing.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: &std::path::Path) -> Result<Fixture> {
+        check_dir(dir)?;
         let read = |f: &str| {
             std::fs::read(dir.join(f)).map_err(|e| Error::Fixture {
             file: dir.join(f).display().to_string(),

@@ -1,4 +1,4 @@
-//! Where a package lives. A package is a directory of files next to its `manifest.json`; the
+//! Where a package lives (used by the page, in the core crate so a fuzz target reaches it). A
 //! page accepts the directory URL with or without a trailing slash, or the manifest's URL.
 //! Relative URLs resolve against the page, so the embedded package works under any base path.
 

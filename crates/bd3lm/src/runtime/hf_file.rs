@@ -1,0 +1,324 @@
+//! Reading a Hugging Face `model.safetensors` one tensor at a time: the header is parsed up
+//! front ([`SafetensorsHeader`], a pure function of untrusted bytes, fuzzed), then each tensor
+//! is read with a seek ([`HfFile`]), so a 679 MB checkpoint converts without being held in
+//! memory. Nothing is allocated from a size the header claims before it is checked against
+//! the file's real length.
+
+use crate::checkpoint::hf_tensor_specs;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// safetensors caps headers at 100 MB; anything bigger is not a safetensors file.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Where one tensor's bytes are, as the header states them (offsets relative to the data
+/// section, checked to lie inside the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The parsed header of a safetensors file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetensorsHeader {
+    /// Byte offset of the data section (8 + header length).
+    pub data_start: u64,
+    pub tensors: HashMap<String, TensorInfo>,
+}
+
+fn bad(file: &str, message: String) -> Error {
+    Error::Safetensors {
+        file: file.to_string(),
+        message,
+    }
+}
+
+impl SafetensorsHeader {
+    /// The header length stored in the first 8 bytes, checked against the file length.
+    pub fn header_len(file: &str, first8: &[u8], file_len: u64) -> Result<u64> {
+        let Some(n) = first8.get(..8) else {
+            return Err(bad(
+                file,
+                format!("{file_len} bytes is shorter than the 8-byte header length (truncated?)"),
+            ));
+        };
+        let mut le = [0u8; 8];
+        le.copy_from_slice(n);
+        let header_len = u64::from_le_bytes(le);
+        if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
+            return Err(bad(
+                file,
+                format!(
+                    "header length {header_len} does not fit the {file_len}-byte file (truncated?)"
+                ),
+            ));
+        }
+        Ok(header_len)
+    }
+
+    /// Parses the JSON header (the `header_len` bytes after the first 8) of a file of
+    /// `file_len` bytes. Every tensor's byte range must lie inside the file.
+    pub fn parse(file: &str, header: &[u8], file_len: u64) -> Result<SafetensorsHeader> {
+        let header_value: Value = serde_json::from_slice(header)
+            .map_err(|e| bad(file, format!("header is not JSON: {e}")))?;
+        let entries = header_value
+            .as_object()
+            .ok_or_else(|| bad(file, "header is not a JSON object".into()))?;
+        let data_start = 8 + header.len() as u64;
+        let mut tensors = HashMap::new();
+        for (name, entry) in entries {
+            if name == "__metadata__" {
+                continue;
+            }
+            let field = |f: &str| {
+                entry
+                    .get(f)
+                    .ok_or_else(|| bad(file, format!("tensor `{name}` has no `{f}`")))
+            };
+            let dtype = field("dtype")?
+                .as_str()
+                .ok_or_else(|| bad(file, format!("tensor `{name}`: `dtype` is not a string")))?
+                .to_string();
+            let numbers = |f: &str| -> Result<Vec<u64>> {
+                field(f)?
+                    .as_array()
+                    .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
+                    .ok_or_else(|| {
+                        bad(
+                            file,
+                            format!("tensor `{name}`: `{f}` is not a list of integers"),
+                        )
+                    })
+            };
+            let shape = numbers("shape")?
+                .into_iter()
+                .map(usize::try_from)
+                .collect::<std::result::Result<Vec<usize>, _>>()
+                .map_err(|_| bad(file, format!("tensor `{name}`: a dimension is too large")))?;
+            let offsets = numbers("data_offsets")?;
+            let [start, end] = offsets[..] else {
+                return Err(bad(
+                    file,
+                    format!("tensor `{name}`: `data_offsets` needs two entries"),
+                ));
+            };
+            let file_end = data_start.checked_add(end);
+            if start > end || file_end.is_none_or(|e| e > file_len) {
+                return Err(bad(
+                    file,
+                    format!(
+                        "tensor `{name}` ends at byte {} but the file has {file_len} bytes (truncated?)",
+                        data_start.saturating_add(end)
+                    ),
+                ));
+            }
+            tensors.insert(
+                name.clone(),
+                TensorInfo {
+                    dtype,
+                    shape,
+                    start,
+                    end,
+                },
+            );
+        }
+        Ok(SafetensorsHeader {
+            data_start,
+            tensors,
+        })
+    }
+
+    /// The tensor `name`, checked to be f32 with `shape` and exactly the bytes that needs.
+    pub fn f32_tensor(&self, file: &str, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
+        let info = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
+            file: file.to_string(),
+            name: name.to_string(),
+        })?;
+        if info.shape != shape {
+            return Err(Error::TensorShape {
+                file: file.to_string(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        if info.dtype != "F32" {
+            return Err(Error::TensorDtype {
+                file: file.to_string(),
+                name: name.to_string(),
+                expected: "F32".into(),
+                found: info.dtype.clone(),
+            });
+        }
+        let bytes = shape
+            .iter()
+            .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64));
+        if bytes != Some(info.end - info.start) {
+            return Err(bad(
+                file,
+                format!(
+                    "tensor `{name}` has {} data bytes for shape {shape:?} in f32",
+                    info.end - info.start
+                ),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// Checks names, shapes and dtypes of every tensor the config needs.
+    pub fn check(&self, file: &str, cfg: &Config) -> Result<()> {
+        for (name, shape) in hf_tensor_specs(cfg) {
+            self.f32_tensor(file, &name, &shape)?;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes little-endian f32 values (exact length checked by the caller).
+pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A safetensors file on disk, read tensor by tensor.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct HfFile {
+    name: String,
+    file: std::fs::File,
+    len: u64,
+    header: SafetensorsHeader,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl HfFile {
+    pub fn open(path: &std::path::Path) -> Result<HfFile> {
+        use std::io::Read;
+        let name = path.display().to_string();
+        let io = |e: std::io::Error| Error::io(name.clone(), e.to_string());
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut first8 = Vec::with_capacity(8);
+        (&mut file).take(8).read_to_end(&mut first8).map_err(io)?;
+        let header_len = SafetensorsHeader::header_len(&name, &first8, len)?;
+        // Checked against the file length above, so this allocation is bounded by the file.
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header).map_err(io)?;
+        let header = SafetensorsHeader::parse(&name, &header, len)?;
+        Ok(HfFile {
+            name,
+            file,
+            len,
+            header,
+        })
+    }
+
+    /// File size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty (never true for a file that opened).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn header(&self) -> &SafetensorsHeader {
+        &self.header
+    }
+
+    /// Checks names, shapes and dtypes of every tensor of the config before any work starts.
+    pub fn check(&self, cfg: &Config) -> Result<()> {
+        self.header.check(&self.name, cfg)
+    }
+
+    /// Reads one f32 tensor after checking its dtype and shape.
+    pub fn read_f32(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let info = self.header.f32_tensor(&self.name, name, shape)?;
+        let (start, end) = (info.start, info.end);
+        let mut bytes = vec![0u8; (end - start) as usize];
+        self.file
+            .seek(SeekFrom::Start(self.header.data_start + start))
+            .and_then(|_| self.file.read_exact(&mut bytes))
+            .map_err(|e| Error::io(self.name.clone(), format!("reading tensor `{name}`: {e}")))?;
+        Ok(f32_values(&bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_json(entries: &str) -> Vec<u8> {
+        format!("{{\"__metadata__\":{{\"format\":\"pt\"}},{entries}}}").into_bytes()
+    }
+
+    #[test]
+    fn a_valid_header_parses() {
+        let h = header_json(r#""a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}"#);
+        let len = 8 + h.len() as u64 + 24;
+        let parsed = SafetensorsHeader::parse("t", &h, len).expect("valid header");
+        let a = parsed.f32_tensor("t", "a", &[2, 3]).expect("tensor a");
+        assert_eq!((a.start, a.end), (0, 24));
+        assert_eq!(parsed.data_start, 8 + h.len() as u64);
+    }
+
+    #[test]
+    fn claims_beyond_the_file_fail_before_any_allocation() {
+        // A header that claims a 100 GB tensor in a small file.
+        let h = header_json(
+            r#""a":{"dtype":"F32","shape":[25000000000],"data_offsets":[0,100000000000]}"#,
+        );
+        let err = SafetensorsHeader::parse("t", &h, 1000).expect_err("must fail");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        // Offsets near u64::MAX must not overflow.
+        let h = header_json(
+            r#""a":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551615]}"#,
+        );
+        assert!(SafetensorsHeader::parse("t", &h, 1000).is_err());
+        // A header length larger than the file.
+        let len = 100u64;
+        let first8 = 1_000u64.to_le_bytes();
+        assert!(SafetensorsHeader::header_len("t", &first8, len).is_err());
+        assert!(SafetensorsHeader::header_len("t", &first8[..3], len).is_err());
+    }
+
+    #[test]
+    fn shape_and_byte_count_must_agree() {
+        let h = header_json(r#""a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}"#);
+        let parsed = SafetensorsHeader::parse("t", &h, 1000).expect("parses");
+        assert!(parsed.f32_tensor("t", "a", &[2, 3]).is_err());
+        // 4 * (2^32 - 1)^3 bytes overflows u64: an error, not a wrap-around.
+        let h = header_json(
+            r#""a":{"dtype":"F32","shape":[4294967295,4294967295,4294967295],"data_offsets":[0,16]}"#,
+        );
+        let parsed = SafetensorsHeader::parse("t", &h, 1000).expect("parses");
+        let shape = [4294967295usize, 4294967295, 4294967295];
+        assert!(parsed.f32_tensor("t", "a", &shape).is_err());
+    }
+
+    #[test]
+    fn malformed_entries_are_errors() {
+        for entries in [
+            r#""a":{"shape":[1],"data_offsets":[0,4]}"#,
+            r#""a":{"dtype":7,"shape":[1],"data_offsets":[0,4]}"#,
+            r#""a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}"#,
+            r#""a":{"dtype":"F32","shape":[1],"data_offsets":[4]}"#,
+            r#""a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}"#,
+        ] {
+            assert!(
+                SafetensorsHeader::parse("t", &header_json(entries), 1000).is_err(),
+                "{entries}"
+            );
+        }
+        assert!(SafetensorsHeader::parse("t", b"[1,2]", 1000).is_err());
+        assert!(SafetensorsHeader::parse("t", b"\xff", 1000).is_err());
+    }
+}
