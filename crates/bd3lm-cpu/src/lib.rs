@@ -14,6 +14,8 @@ pub mod kernels;
 pub mod math;
 pub mod matmul;
 pub mod threads;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;
 
 pub use engine::{CpuEngine, CpuOptions, SIMD_ENV};
 pub use kernels::Simd;

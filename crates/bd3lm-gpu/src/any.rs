@@ -12,6 +12,9 @@ use bd3lm::{Config, Result};
 /// The fast CPU engine, the exact CPU reference or the GPU engine.
 pub enum AnyEngine {
     Cpu(Box<bd3lm_cpu::CpuEngine>),
+    /// The fast CPU engine in a Web Worker (the page's CPU fallback).
+    #[cfg(target_arch = "wasm32")]
+    CpuWorker(Box<bd3lm_cpu::worker::WorkerEngine>),
     Reference(Box<bd3lm::CpuEngine>),
     Gpu(Box<GpuEngine>),
 }
@@ -20,6 +23,8 @@ impl Engine for AnyEngine {
     fn config(&self) -> &Config {
         match self {
             AnyEngine::Cpu(e) => e.config(),
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.config(),
             AnyEngine::Reference(e) => e.config(),
             AnyEngine::Gpu(e) => e.config(),
         }
@@ -27,6 +32,8 @@ impl Engine for AnyEngine {
     fn reset(&mut self) {
         match self {
             AnyEngine::Cpu(e) => e.reset(),
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.reset(),
             AnyEngine::Reference(e) => e.reset(),
             AnyEngine::Gpu(e) => e.reset(),
         }
@@ -34,6 +41,8 @@ impl Engine for AnyEngine {
     fn cached_tokens(&self) -> usize {
         match self {
             AnyEngine::Cpu(e) => e.cached_tokens(),
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.cached_tokens(),
             AnyEngine::Reference(e) => e.cached_tokens(),
             AnyEngine::Gpu(e) => e.cached_tokens(),
         }
@@ -41,6 +50,8 @@ impl Engine for AnyEngine {
     fn forward_count(&self) -> u64 {
         match self {
             AnyEngine::Cpu(e) => e.forward_count(),
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.forward_count(),
             AnyEngine::Reference(e) => e.forward_count(),
             AnyEngine::Gpu(e) => e.forward_count(),
         }
@@ -48,6 +59,8 @@ impl Engine for AnyEngine {
     async fn commit(&mut self, block: &[u32]) -> Result<()> {
         match self {
             AnyEngine::Cpu(e) => e.commit(block).await,
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.commit(block).await,
             AnyEngine::Reference(e) => e.commit(block).await,
             AnyEngine::Gpu(e) => e.commit(block).await,
         }
@@ -55,6 +68,8 @@ impl Engine for AnyEngine {
     async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
         match self {
             AnyEngine::Cpu(e) => e.logits(block).await,
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.logits(block).await,
             AnyEngine::Reference(e) => e.logits(block).await,
             AnyEngine::Gpu(e) => e.logits(block).await,
         }
@@ -62,6 +77,8 @@ impl Engine for AnyEngine {
     async fn activations(&mut self, block: &[u32]) -> Result<Activations> {
         match self {
             AnyEngine::Cpu(e) => e.activations(block).await,
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.activations(block).await,
             AnyEngine::Reference(e) => e.activations(block).await,
             AnyEngine::Gpu(e) => e.activations(block).await,
         }
@@ -69,6 +86,8 @@ impl Engine for AnyEngine {
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
         match self {
             AnyEngine::Cpu(e) => e.draw(req).await,
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.draw(req).await,
             AnyEngine::Reference(e) => e.draw(req).await,
             AnyEngine::Gpu(e) => e.draw(req).await,
         }
@@ -76,6 +95,8 @@ impl Engine for AnyEngine {
     async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
         match self {
             AnyEngine::Cpu(e) => e.nucleus_probe(log_probs, p).await,
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.nucleus_probe(log_probs, p).await,
             AnyEngine::Reference(e) => e.nucleus_probe(log_probs, p).await,
             AnyEngine::Gpu(e) => e.nucleus_probe(log_probs, p).await,
         }
@@ -83,6 +104,8 @@ impl Engine for AnyEngine {
     async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
         match self {
             AnyEngine::Cpu(e) => e.race_probe(probs, seed).await,
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.race_probe(probs, seed).await,
             AnyEngine::Reference(e) => e.race_probe(probs, seed).await,
             AnyEngine::Gpu(e) => e.race_probe(probs, seed).await,
         }
@@ -90,6 +113,8 @@ impl Engine for AnyEngine {
     fn describe(&self) -> String {
         match self {
             AnyEngine::Cpu(e) => e.describe(),
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.describe(),
             AnyEngine::Reference(e) => e.describe(),
             AnyEngine::Gpu(e) => e.describe(),
         }
@@ -97,6 +122,8 @@ impl Engine for AnyEngine {
     fn counters(&self) -> EngineCounters {
         match self {
             AnyEngine::Cpu(e) => e.counters(),
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.counters(),
             AnyEngine::Reference(e) => e.counters(),
             AnyEngine::Gpu(e) => e.counters(),
         }

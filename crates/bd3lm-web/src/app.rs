@@ -249,7 +249,7 @@ impl Page {
     ) -> Result<LoadedModel, PageError> {
         let config = info.manifest.model_config().map_err(PageError::Package)?;
         let cache = self.cache().await;
-        let mut sink = ModelSink::new(gpu, config.clone())?;
+        let mut sink = ModelSink::new(gpu, &info.manifest).await?;
         let progress = self.progress;
         let files = loader::load(info, &cache, &mut sink, &mut |p| {
             progress.set(Some(p.clone()))

@@ -5,9 +5,10 @@
 
 use crate::browser::WebGpuStatus;
 use crate::page_error::PageError;
-use bd3lm::package::{TensorPiece, WeightsBuilder};
-use bd3lm::Config;
+use bd3lm::package::{Manifest, TensorPiece, WeightsBuilder};
+use bd3lm_cpu::worker::WorkerEngine;
 use bd3lm_gpu::{AnyEngine, GpuContext, GpuEngine, GpuModelLoader, GpuOptions};
+use js_sys::Uint8Array;
 
 /// Which backend a load will build, and why, in words for the page.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,24 +148,60 @@ pub async fn open_gpu(webgpu: &WebGpuStatus) -> Result<(EngineKind, GpuContext),
     }
 }
 
+/// The CPU engine's worker script: Trunk's loader for the `cpu-worker` binary
+/// (`web/index.html`), next to the page.
+pub const CPU_WORKER_URL: &str = "./cpu-worker_loader.js";
+
 /// Where tensor pieces go while a package streams in.
 pub enum ModelSink {
     /// Each piece is uploaded to a GPU buffer as it arrives.
     Gpu(Box<(GpuContext, GpuModelLoader)>),
-    /// The CPU engine needs every tensor in wasm memory; fine for the demo model.
+    /// Whole verified shards go to the CPU engine's Web Worker, which parses them.
+    CpuWorker(Box<WorkerEngine>),
+    /// The CPU engine on the page's thread (when the worker cannot start).
     Cpu(WeightsBuilder),
 }
 
 impl ModelSink {
-    /// A sink on `ctx` when given (the WebGPU engine), else for the CPU engine.
-    pub fn new(ctx: Option<&GpuContext>, config: Config) -> Result<ModelSink, PageError> {
+    /// A sink on `ctx` when given (the WebGPU engine), else for the CPU engine in its worker
+    /// (or, if the worker does not start, on the page's thread).
+    pub async fn new(
+        ctx: Option<&GpuContext>,
+        manifest: &Manifest,
+    ) -> Result<ModelSink, PageError> {
+        let config = manifest.model_config().map_err(PageError::Package)?;
         Ok(match ctx {
             Some(ctx) => {
                 let loader = GpuModelLoader::new(ctx, &config).map_err(gpu_error)?;
                 ModelSink::Gpu(Box::new((ctx.clone(), loader)))
             }
-            None => ModelSink::Cpu(WeightsBuilder::new(config)),
+            None => match WorkerEngine::start(CPU_WORKER_URL, manifest).await {
+                Ok(worker) => ModelSink::CpuWorker(Box::new(worker)),
+                Err(e) => {
+                    crate::browser::log(&format!(
+                        "bd3lm: {e}; the CPU engine runs on the page's thread"
+                    ));
+                    ModelSink::Cpu(WeightsBuilder::new(config))
+                }
+            },
         })
+    }
+
+    /// Whether the sink takes whole shards ([`ModelSink::put_shard`]) instead of pieces.
+    pub fn takes_shards(&self) -> bool {
+        matches!(self, ModelSink::CpuWorker(_))
+    }
+
+    pub async fn put_shard(&mut self, file: &str, bytes: &Uint8Array) -> Result<(), PageError> {
+        match self {
+            ModelSink::CpuWorker(worker) => worker
+                .put_shard(file, bytes)
+                .await
+                .map_err(PageError::from_engine),
+            _ => Err(PageError::from_engine(bd3lm::Error::Backend(
+                "this engine takes tensor pieces, not shards".into(),
+            ))),
+        }
     }
 
     pub fn put(&mut self, name: String, piece: TensorPiece) -> Result<(), PageError> {
@@ -174,6 +211,9 @@ impl ModelSink {
                 builder.put(name, piece);
                 Ok(())
             }
+            ModelSink::CpuWorker(_) => Err(PageError::from_engine(bd3lm::Error::Backend(
+                "the CPU worker takes whole shards".into(),
+            ))),
         }
     }
 
@@ -186,6 +226,10 @@ impl ModelSink {
                 AnyEngine::Gpu(Box::new(
                     GpuEngine::new(&ctx, model).await.map_err(gpu_error)?,
                 ))
+            }
+            ModelSink::CpuWorker(mut worker) => {
+                worker.finish().await.map_err(PageError::from_engine)?;
+                AnyEngine::CpuWorker(worker)
             }
             ModelSink::Cpu(builder) => {
                 let weights = builder.finish().map_err(PageError::Package)?;

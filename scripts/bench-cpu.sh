@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The fast CPU engine beside the PyTorch stand-in on the full-size synthetic model
+# (docs/performance.md). Needs a release build and, for the PyTorch rows, a Python with torch:
+#   python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
+# Writes JSON lines to target/bench/cpu-*.jsonl. Not part of the test command.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+B=target/release/bd3lm
+M=${SYNTH:-/tmp/synth-bs16}
+PY=${TORCH_PYTHON:-/tmp/torchvenv/bin/python}
+OUT=target/bench
+mkdir -p "$OUT"
+cargo build --release -p bd3lm-cli
+[[ -d $M ]] || $B synth --out "$M" --block-size 16
+for f in f32 q8 q4; do
+  [[ -d $M-$f ]] || $B quantize "$M" "$M-$f" --format $f --tokenizer models/tokenizers/gpt2/tokenizer.json
+done
+echo "commit $(git rev-parse --short HEAD); $(grep -m1 'model name' /proc/cpuinfo); load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "conformance cpu: $($B conformance --backend cpu tests/fixtures/*/ | cut -d' ' -f1 | sort | uniq -c | xargs)"
+for t in 1 2; do
+  for f in q8 q4 f32; do
+    $B bench --model "$M-$f" --backend cpu --threads $t --runs 5 --tokens 16 --json
+  done
+  $PY scripts/bench_torch.py --model "$M" --threads $t --runs 5 --tokens 16
+done | tee "$OUT/cpu-steps.jsonl"
+# The browser comparison's native side: 128-bit SIMD, one thread.
+BD3LM_CPU_SIMD=simd128 $B bench --model "$M-q8" --backend cpu --threads 1 --runs 5 --tokens 16 --json \
+  | tee "$OUT/cpu-simd128.jsonl"
+# End to end: 256 tokens, first hitting, equal threads.
+for t in 1 2; do
+  $B generate --model "$M-q8" --backend cpu --threads $t --tokens 256 --seed 0 2>&1 >/dev/null | tail -1
+  $PY scripts/bench_torch.py --model "$M" --threads $t --runs 1 --fills 0 --tokens 256 | tail -1
+done | tee "$OUT/cpu-generate.txt"
