@@ -7,7 +7,7 @@ use crate::controls::{Controls, StatsView};
 use crate::loader::{self, PackageInfo};
 use crate::model_panel::{EnvironmentNotice, ModelPanel};
 use crate::page_engine::{
-    self, EngineKind, EnginePreference, FaultInjection, ModelSink, CPU_ENGINE_MAX_PARAMETERS,
+    self, EngineKind, EnginePreference, FaultInjection, ModelSink, CPU_ENGINE_MAX_BYTES,
 };
 use crate::page_error::PageError;
 use crate::progress::DownloadProgress;
@@ -187,7 +187,7 @@ impl Page {
     async fn engine_for_load(&self, info: &PackageInfo) -> Option<GpuContext> {
         let status = self.webgpu.get_untracked().unwrap_or(WebGpuStatus::Missing);
         let pref = self.engine_pref.get_untracked();
-        if let Err(cpu) = page_engine::plan_engine(pref, &status, info.manifest.parameters) {
+        if let Err(cpu) = page_engine::plan_engine(pref, &status, info.manifest.gpu_bytes) {
             self.engine_kind.set(Some(cpu));
             return None;
         }
@@ -224,7 +224,7 @@ impl Page {
         let loaded = match self.load_into(&info, gpu.as_ref()).await {
             // The WebGPU engine failed on this model: the CPU engine can still run a small one.
             Err(err @ (PageError::Engine(_) | PageError::DeviceLost(_)))
-                if on_gpu && info.manifest.parameters <= CPU_ENGINE_MAX_PARAMETERS =>
+                if on_gpu && info.manifest.gpu_bytes <= CPU_ENGINE_MAX_BYTES =>
             {
                 browser::log(&format!(
                     "bd3lm: WebGPU engine failed ({err}); using the CPU engine"

@@ -100,25 +100,29 @@ impl EnginePreference {
     }
 }
 
-/// Models up to this size run on the CPU engine when WebGPU fails or only emulates a GPU.
-/// Beyond it the CPU engine needs too much wasm memory and time per token.
-pub const CPU_ENGINE_MAX_PARAMETERS: usize = 50_000_000;
+/// Models whose weights plus full KV cache (the manifest's `gpu_bytes`, which the fast CPU
+/// engine also holds: it keeps the package's own weights) fit in this run on the CPU engine
+/// when WebGPU fails or only emulates a GPU. The engine runs in its Web Worker, so even a
+/// full-size forward never blocks the page; the bound keeps the worker's wasm32 memory
+/// (4 GiB at most, shard parsing included) comfortable. Every released size fits: 250 MB in
+/// q8, 727 MB in f32.
+pub const CPU_ENGINE_MAX_BYTES: u64 = 2_000_000_000;
 
 /// The decision for one load: the CPU engine (with the reason) or WebGPU.
 pub fn plan_engine(
     pref: EnginePreference,
     webgpu: &WebGpuStatus,
-    parameters: usize,
+    model_bytes: u64,
 ) -> Result<(), EngineKind> {
     let cpu = |reason: String| Err(EngineKind::Cpu { reason });
     match (pref, webgpu) {
         (EnginePreference::Cpu, _) => cpu("You chose the CPU engine.".into()),
         (_, WebGpuStatus::Missing | WebGpuStatus::NoAdapter) => cpu(no_webgpu_reason(webgpu)),
         (EnginePreference::Auto, WebGpuStatus::Available { fallback: true, .. })
-            if parameters <= CPU_ENGINE_MAX_PARAMETERS =>
+            if model_bytes <= CPU_ENGINE_MAX_BYTES =>
         {
-            cpu("The only WebGPU adapter here is the browser's software fallback (no GPU driver); for a model \
-                 this small the CPU engine is faster. Choose WebGPU to run the WGSL engine anyway."
+            cpu("The only WebGPU adapter here is the browser's software fallback (no GPU driver); the CPU \
+                 engine is faster than it. Choose WebGPU to run the WGSL engine anyway."
                 .into())
         }
         _ => Ok(()),
