@@ -135,10 +135,12 @@ impl WeightView<'_> {
     }
 }
 
-/// Activation rows quantized to 16-bit codes per group of [`GROUP`] values: `x ≈ q * scale`
-/// with `scale = max|x| / 32767` in f32, which leaves the int8 weights the only quantization
-/// that matters (8-bit activations measurably doubled q8's KL divergence from f32,
-/// docs/quantization.md). Buffers are reused between calls.
+/// Activation rows quantized per group of [`GROUP`] values: `x ≈ q * scale` with
+/// `scale = max|x| / ACT_MAX` in f32. For q8 weights the codes span 16 bits, which leaves the
+/// int8 weights the only quantization that matters (8-bit activations raised q8's KL
+/// divergence from f32 2.8-fold, docs/quantization.md); for q4 weights, whose own error is
+/// a hundred times larger, 8-bit codes change nothing measurable and let AVX-512 multiply
+/// two groups per `vpdpbusd`. Buffers are reused between calls.
 #[derive(Debug, Default, Clone)]
 pub struct QuantActs {
     pub rows: usize,
@@ -146,14 +148,18 @@ pub struct QuantActs {
     /// `[rows, k]` codes; for q4 each group holds its 16 even columns, then its 16 odd ones
     /// (the order in which a byte's low and high nibbles unpack).
     q: Vec<i16>,
+    /// The same codes as bytes (q4 only, where they fit in 8 bits).
+    q_bytes: Vec<i8>,
     /// `[rows, groups, 8]`: each group's scale repeated 8 times (one 256-bit lane group).
     scale8: Vec<f32>,
     /// `[rows, groups]`: scale times the sum of the group's codes (the q4 minimum term).
     scale_sum: Vec<f32>,
 }
 
-/// Largest activation code.
+/// Largest activation code for q8 weights.
 const ACT_MAX: f32 = 32767.0;
+/// Largest activation code for q4 weights.
+const ACT_MAX_Q4: f32 = 127.0;
 
 impl QuantActs {
     pub fn groups(&self) -> usize {
@@ -173,16 +179,20 @@ impl QuantActs {
         self.q.resize(rows * k, 0);
         self.scale8.resize(rows * groups * 8, 0.0);
         self.scale_sum.resize(rows * groups, 0.0);
+        let act_max = match scheme {
+            QuantScheme::Q8 => ACT_MAX,
+            QuantScheme::Q4 => ACT_MAX_Q4,
+        };
         for r in 0..rows {
             for g in 0..groups {
                 let src = &x[r * k + g * GROUP..r * k + (g + 1) * GROUP];
                 let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = amax / ACT_MAX;
+                let scale = amax / act_max;
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 let mut codes = [0i16; GROUP];
                 let mut sum = 0i32;
                 for (c, &v) in codes.iter_mut().zip(src) {
-                    *c = round_to_int((v * inv).clamp(-ACT_MAX, ACT_MAX)) as i16;
+                    *c = round_to_int((v * inv).clamp(-act_max, act_max)) as i16;
                     sum += *c as i32;
                 }
                 let dst = &mut self.q[r * k + g * GROUP..r * k + (g + 1) * GROUP];
@@ -197,6 +207,10 @@ impl QuantActs {
                 self.scale8[(r * groups + g) * 8..(r * groups + g + 1) * 8].fill(scale);
                 self.scale_sum[r * groups + g] = scale * sum as f32;
             }
+        }
+        self.q_bytes.clear();
+        if scheme == QuantScheme::Q4 {
+            self.q_bytes.extend(self.q.iter().map(|&c| c as i8));
         }
     }
 }

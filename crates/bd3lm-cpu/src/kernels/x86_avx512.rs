@@ -4,7 +4,7 @@
 //! For q4 the codes unpack to [16 even columns, 16 odd columns], the activations' q4 order,
 //! and the minimum's contribution `min * scale * sum(a)` is added per row afterwards.
 
-use super::x86_avx2::{f16_row, min_terms};
+use super::x86_avx2::f16_row;
 use super::{Input, QuantActs, WeightView, GROUP, MAX_TILE_ROWS};
 use core::arch::x86_64::*;
 
@@ -152,6 +152,22 @@ fn q8_tile(
     }
 }
 
+/// Group pair `gp`'s scales of one row (8 lanes per group; a lone last group leaves the
+/// upper 8 lanes zero).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn pair_lanes(values: &[f32], gp: usize) -> __m512 {
+    let two = 2 * gp + 1 < values.len();
+    let v = if two {
+        _mm512_set1_ps(values[2 * gp + 1])
+    } else {
+        _mm512_setzero_ps()
+    };
+    _mm512_mask_blend_ps(0x00ff, v, _mm512_set1_ps(values[2 * gp]))
+}
+
+/// q4 with 8-bit activation codes: `vpdpbusd` multiplies the 4-bit codes (unsigned) of two
+/// groups by their 64 activation bytes (signed) at once.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn q4_tile(
@@ -165,34 +181,59 @@ fn q4_tile(
     out: &mut [f32],
 ) {
     let (rows, groups) = (a.rows, k / GROUP);
-    assert!(q.len() * 2 >= (first + count) * k && a.q.len() >= rows * k);
-    let low = _mm_set1_epi8(15);
+    assert!(q.len() * 2 >= (first + count) * k && a.q_bytes.len() >= rows * k);
+    let low = _mm256_set1_epi8(15);
     let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
-    let mut mins_f32 = vec![0f32; groups];
     let mut min_part = [0f32; MAX_TILE_ROWS];
-    let mut ws_row = vec![0f32; groups];
+    let (mut ws_row, mut wm_row) = (vec![0f32; groups], vec![0f32; groups]);
+    // Row r's activation scales of group pair gp, 8 lanes per group.
+    let pairs = groups.div_ceil(2);
+    let mut act_scales = vec![_mm512_setzero_ps(); rows * pairs];
+    for r in 0..rows {
+        let row: Vec<f32> = (0..groups).map(|g| a.group_scale(r, g)).collect();
+        for gp in 0..pairs {
+            act_scales[r * pairs + gp] = pair_lanes(&row, gp);
+        }
+    }
     for i in 0..count {
         let o = first + i;
         prefetch_row(q.as_ptr(), q.len(), k / 2, o);
         acc[..rows].fill(_mm512_setzero_ps());
+        min_part[..rows].fill(0.0);
         f16_row(&scales[o * groups..(o + 1) * groups], &mut ws_row);
-        for (g, &ws) in ws_row.iter().enumerate() {
-            // SAFETY: the assert above bounds the load.
-            let v = unsafe {
-                _mm_loadu_si128(q.as_ptr().add((o * k + g * GROUP) / 2) as *const __m128i)
-            };
-            let even = _mm_and_si128(v, low);
-            let odd = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-            // [16 even columns, 16 odd columns] as i16, the activations' q4 order.
-            let w = _mm512_cvtepu8_epi16(_mm256_set_m128i(odd, even));
-            group_rows(&mut acc[..rows], w, ws, a, g);
+        f16_row(&mins[o * groups..(o + 1) * groups], &mut wm_row);
+        for gp in 0..pairs {
+            let two = 2 * gp + 1 < groups;
+            let (half, bytes): (__mmask32, __mmask64) =
+                if two { (!0, !0) } else { (0xffff, 0xffff_ffff) };
+            let ws = pair_lanes(&ws_row, gp);
+            // SAFETY: masked loads read only the pair's groups, inside q and the codes.
+            unsafe {
+                let v = _mm256_maskz_loadu_epi8(
+                    half,
+                    q.as_ptr().add((o * k + gp * 2 * GROUP) / 2) as *const i8,
+                );
+                let lo = _mm256_and_si256(v, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                // [g0 even, g1 even, g0 odd, g1 odd] -> [g0 even, g0 odd, g1 even, g1 odd]
+                let both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                let w = _mm512_shuffle_i64x2(both, both, 0b11_01_10_00);
+                for (r, acc) in acc[..rows].iter_mut().enumerate() {
+                    let c = _mm512_maskz_loadu_epi8(
+                        bytes,
+                        a.q_bytes.as_ptr().add(r * k + gp * 2 * GROUP),
+                    );
+                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, c);
+                    let s = _mm512_mul_ps(ws, act_scales[r * pairs + gp]);
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, *acc);
+                }
+            }
         }
-        min_terms(
-            &mins[o * groups..(o + 1) * groups],
-            a,
-            &mut mins_f32,
-            &mut min_part,
-        );
+        for (g, &m) in wm_row.iter().enumerate() {
+            for (r, part) in min_part[..rows].iter_mut().enumerate() {
+                *part += m * a.scale_sum[r * groups + g];
+            }
+        }
         for r in 0..rows {
             out[i * rows + r] = _mm512_reduce_add_ps(acc[r]) + min_part[r];
         }
