@@ -37,11 +37,10 @@ echo "# conformance cpu: $($B conformance --backend cpu tests/fixtures/*/ 2>/dev
   for f in f32 q8 q4; do
     $B bench --model "$M-$f" --backend cpu --threads 2 --runs 3 --tokens 16 --json
   done
-  $PY scripts/bench_torch.py --model "$M" --threads 2 --runs 1 --fills 0 --no-generate | head -1
 } | tee "$OUT/cpu.jsonl"
-# End to end: 256 tokens, first hitting, equal threads (2).
-{
-  $B generate --model "$M-q8" --backend cpu --threads 2 --tokens 256 --seed 0 2>&1 >/dev/null | tail -1
-  $PY scripts/bench_torch.py --model "$M" --threads 2 --runs 1 --fills 0 --tokens 256 --check-fixture tests/fixtures/tiny-v512-bs16 | tail -1
+# End to end: 256 tokens, first hitting, equal threads.
+for t in ${GEN_THREADS:-1 2}; do
+  $B generate --model "$M-q8" --backend cpu --threads $t --tokens 256 --seed 0 2>&1 >/dev/null | tail -n 1
+  $PY scripts/bench_torch.py --model "$M" --threads $t --runs 1 --fills 0 --tokens 256
   echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
-} | tee "$OUT/cpu-generate.txt"
+done | tee "$OUT/cpu-generate.txt"
