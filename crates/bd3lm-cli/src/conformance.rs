@@ -17,6 +17,8 @@ pub struct ConformanceArgs {
     /// every core. Results are identical for every thread count.
     #[arg(long, env = "BD3LM_THREADS")]
     threads: Option<usize>,
+    #[command(flatten)]
+    gpu: crate::backend::GpuArgs,
     /// One JSON object per check instead of text lines.
     #[arg(long)]
     json: bool,
@@ -39,6 +41,7 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
             args.backend,
             &Arc::new(fixture.weights.clone()),
             args.threads,
+            &args.gpu,
         )?;
         used = backend::engine_backend(&engine);
         let tolerances = match used {

@@ -35,6 +35,8 @@ pub struct EvalArgs {
     /// every core. Results are identical for every thread count.
     #[arg(long, env = "BD3LM_THREADS")]
     threads: Option<usize>,
+    #[command(flatten)]
+    gpu: crate::backend::GpuArgs,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -73,7 +75,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     let all = text_chunks(loaded.tokenizer()?, &args.text, cfg.model_length)?;
     let picked = eval::spread_indices(all.len(), args.max_chunks.unwrap_or(all.len()));
     let chunks: Vec<Vec<u32>> = picked.iter().map(|&i| all[i].clone()).collect();
-    let mut engine = backend::engine(args.backend, &loaded.weights, args.threads)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, args.threads, &args.gpu)?;
     let opts = EvalOptions {
         passes: args.passes,
         seed: args.seed,

@@ -211,7 +211,12 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
         };
         let q = quantize_weights_with(&reference_weights, *plan, fit);
         sizes.push(package_bytes(&q, &tokenizer_json, &special, label)?);
-        engines.push(backend::engine(args.backend, &Arc::new(q), args.threads)?);
+        engines.push(backend::engine(
+            args.backend,
+            &Arc::new(q),
+            args.threads,
+            &crate::backend::GpuArgs::default(),
+        )?);
     }
     let used = engines
         .first()

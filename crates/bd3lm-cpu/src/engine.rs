@@ -302,6 +302,7 @@ impl Engine for CpuEngine {
                 row: r,
                 token,
                 confidence: p[token as usize] as f32,
+                entropy: sampler::entropy(p) as f32,
             });
         }
         Ok(draws)

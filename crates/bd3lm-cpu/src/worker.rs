@@ -66,9 +66,9 @@ struct Reply {
     /// Committed tokens in the worker's cache after the request.
     #[serde(default)]
     cached: usize,
-    /// `(row, token, confidence)` per draw.
+    /// `(row, token, confidence, entropy)` per draw.
     #[serde(default)]
-    draws: Vec<(usize, u32, f32)>,
+    draws: Vec<(usize, u32, f32, f32)>,
     #[serde(default)]
     logits: Vec<f32>,
     #[serde(default)]
@@ -149,7 +149,7 @@ impl WorkerState {
                 let draws = ready(self.engine()?.draw(&req))??;
                 reply.draws = draws
                     .into_iter()
-                    .map(|d| (d.row, d.token, d.confidence))
+                    .map(|d| (d.row, d.token, d.confidence, d.entropy))
                     .collect();
             }
         }
@@ -391,10 +391,11 @@ impl Engine for WorkerEngine {
         Ok(reply
             .draws
             .into_iter()
-            .map(|(row, token, confidence)| RowDraw {
+            .map(|(row, token, confidence, entropy)| RowDraw {
                 row,
                 token,
                 confidence,
+                entropy,
             })
             .collect())
     }

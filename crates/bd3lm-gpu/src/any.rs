@@ -5,7 +5,7 @@
 //! engine's crate stays free of wgpu (docs/architecture.md).
 
 use crate::engine::GpuEngine;
-use bd3lm::engine::{DrawRequest, Engine, EngineCounters, RowDraw};
+use bd3lm::engine::{BlockRequest, DrawRequest, Engine, EngineCounters, RowDraw, StepRecord};
 use bd3lm::forward::Activations;
 use bd3lm::{Config, Result};
 
@@ -90,6 +90,24 @@ impl Engine for AnyEngine {
             AnyEngine::CpuWorker(e) => e.draw(req).await,
             AnyEngine::Reference(e) => e.draw(req).await,
             AnyEngine::Gpu(e) => e.draw(req).await,
+        }
+    }
+    fn runs_blocks(&self) -> bool {
+        match self {
+            AnyEngine::Cpu(e) => e.runs_blocks(),
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.runs_blocks(),
+            AnyEngine::Reference(e) => e.runs_blocks(),
+            AnyEngine::Gpu(e) => e.runs_blocks(),
+        }
+    }
+    async fn denoise_block(&mut self, req: &BlockRequest<'_>) -> Result<Vec<StepRecord>> {
+        match self {
+            AnyEngine::Cpu(e) => e.denoise_block(req).await,
+            #[cfg(target_arch = "wasm32")]
+            AnyEngine::CpuWorker(e) => e.denoise_block(req).await,
+            AnyEngine::Reference(e) => e.denoise_block(req).await,
+            AnyEngine::Gpu(e) => e.denoise_block(req).await,
         }
     }
     async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {

@@ -18,10 +18,13 @@ pub use runtime::{
     checkpoint, config, engine, forward, generate, hf_file, package, quant, rng, sampler,
     tokenizer, weights,
 };
-pub use tools::{conformance, convert, eval, fixture, quality};
+pub use tools::{conformance, convert, eval, fixture, quality, sample_stats};
 
 pub use config::Config;
-pub use engine::{CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw, Rows};
+pub use engine::{
+    BlockRequest, BlockStep, CpuEngine, DrawRequest, Engine, EngineCounters, RevealRule, RowDraw,
+    Rows, StepRecord,
+};
 pub use error::{Error, Result};
-pub use generate::{Event, FinishReason, Generator, SamplerKind, SamplingOptions};
+pub use generate::{Event, Execution, FinishReason, Generator, SamplerKind, SamplingOptions};
 pub use weights::Weights;
