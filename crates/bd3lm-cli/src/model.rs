@@ -14,6 +14,17 @@ mod embedded {
 
 pub use embedded::{EMBEDDED_FILES, EMBEDDED_PACKAGE_DIR};
 
+/// GPT-2's tokenizer (`models/tokenizers/gpt2/`), built in: the released checkpoints use it
+/// and their repos ship none.
+static GPT2_TOKENIZER_JSON: &[u8] =
+    include_bytes!("../../../models/tokenizers/gpt2/tokenizer.json");
+
+/// The built-in tokenizer for a checkpoint without `tokenizer.json`: GPT-2's, when the
+/// model has GPT-2's vocabulary (plus MASK) like the released BD3-LMs.
+pub fn builtin_tokenizer(cfg: &Config) -> Option<&'static [u8]> {
+    bd3lm::hub::uses_gpt2_tokenizer(cfg).then_some(GPT2_TOKENIZER_JSON)
+}
+
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
@@ -103,7 +114,7 @@ impl LoadedModel {
     pub fn tokenizer(&self) -> CliResult<&Tokenizer> {
         self.tokenizer.as_ref().ok_or_else(|| {
             CliError::Usage(format!(
-                "{} has no tokenizer.json; pass --tokenizer FILE (the released GPT-2 models use models/tokenizers/gpt2/tokenizer.json)",
+                "{} has no tokenizer.json and its vocabulary is not GPT-2's (whose tokenizer is built in); pass --tokenizer FILE",
                 self.source.describe()
             ))
         })
@@ -174,7 +185,7 @@ pub fn load(source: &ModelSource, tokenizer_override: Option<&Path>) -> CliResul
             let tok = if tok_path.is_file() {
                 Some(read(&tok_path)?)
             } else {
-                None
+                builtin_tokenizer(&config).map(<[u8]>::to_vec)
             };
             (weights, tok, None, "f32".to_string(), bytes)
         }

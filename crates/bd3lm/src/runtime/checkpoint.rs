@@ -3,6 +3,7 @@
 
 use crate::config::{Config, FREQUENCY_EMBEDDING_SIZE};
 use crate::error::{Error, Result};
+use crate::hf_file::CheckpointDtype;
 use crate::quant::Matrix;
 use crate::weights::{LayerWeights, Weights};
 use safetensors::{Dtype, SafeTensors};
@@ -74,7 +75,22 @@ pub fn parse_safetensors<'a>(file: &str, bytes: &'a [u8]) -> Result<SafeTensors<
     })
 }
 
-/// Reads a tensor as f32 after checking its dtype and shape.
+/// The checkpoint dtype of a safetensors tensor (f32, f16 or bf16), or the error naming it.
+fn checkpoint_dtype(file: &str, name: &str, dtype: Dtype) -> Result<CheckpointDtype> {
+    match dtype {
+        Dtype::F32 => Ok(CheckpointDtype::F32),
+        Dtype::F16 => Ok(CheckpointDtype::F16),
+        Dtype::BF16 => Ok(CheckpointDtype::BF16),
+        other => Err(Error::TensorDtype {
+            file: file.to_string(),
+            name: name.to_string(),
+            expected: CheckpointDtype::EXPECTED.into(),
+            found: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Reads a tensor as f32 (stored as f32, f16 or bf16) after checking its dtype and shape.
 pub fn read_f32(st: &SafeTensors, file: &str, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let view = st.tensor(name).map_err(|_| Error::MissingTensor {
         file: file.to_string(),
@@ -88,15 +104,8 @@ pub fn read_f32(st: &SafeTensors, file: &str, name: &str, shape: &[usize]) -> Re
             found: view.shape().to_vec(),
         });
     }
-    if view.dtype() != Dtype::F32 {
-        return Err(Error::TensorDtype {
-            file: file.to_string(),
-            name: name.to_string(),
-            expected: "F32".into(),
-            found: format!("{:?}", view.dtype()),
-        });
-    }
-    Ok(f32_from_le(view.data()))
+    let dtype = checkpoint_dtype(file, name, view.dtype())?;
+    Ok(dtype.decode(view.data()))
 }
 
 pub fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
@@ -121,14 +130,7 @@ pub fn check_hf_tensors(cfg: &Config, file: &str, st: &SafeTensors) -> Result<()
                 found: view.shape().to_vec(),
             });
         }
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::TensorDtype {
-                file: file.to_string(),
-                name,
-                expected: "F32".into(),
-                found: format!("{:?}", view.dtype()),
-            });
-        }
+        checkpoint_dtype(file, &name, view.dtype())?;
     }
     Ok(())
 }

@@ -111,6 +111,13 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// The text of `manifest.json` as converters write it (pretty JSON, final newline).
+    pub fn to_file_text(&self) -> Result<String> {
+        serde_json::to_string_pretty(self)
+            .map(|text| text + "\n")
+            .map_err(|e| Error::package("manifest.json", format!("cannot encode: {e}")))
+    }
+
     pub fn model_config(&self) -> Result<Config> {
         let map = self
             .config

@@ -7,3 +7,4 @@ pub mod convert;
 pub mod eval;
 pub mod fixture;
 pub mod quality;
+pub mod stream_convert;

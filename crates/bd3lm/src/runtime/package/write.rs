@@ -144,7 +144,18 @@ pub struct PackageWriter<S: FnMut(&str, Vec<u8>) -> Result<()>> {
     tensors: Vec<TensorEntry>,
     parameters: usize,
     stored_bytes: usize,
+    /// The matrix whose rows are arriving, if any.
+    open: Option<OpenMatrix>,
     sink: S,
+}
+
+/// A matrix being written row batch by row batch.
+struct OpenMatrix {
+    entry: TensorEntry,
+    rows_per_piece: usize,
+    /// Rows of the next piece that arrived so far (fewer than a piece).
+    buffered: Option<Matrix>,
+    rows_written: usize,
 }
 
 impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
@@ -157,6 +168,7 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
             tensors: Vec::new(),
             parameters: 0,
             stored_bytes: 0,
+            open: None,
             sink,
         }
     }
@@ -235,40 +247,138 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
 
     /// Adds a matrix in the scheme it is stored in, cut into row pieces of at most half a shard.
     pub fn matrix(&mut self, name: &str, m: &Matrix) -> Result<()> {
-        let row_bytes = m.bytes() / m.rows.max(1) + 1;
+        self.begin_matrix(name, m.rows, m.cols, m.scheme())?;
+        self.matrix_rows(m.clone())?;
+        self.end_matrix()
+    }
+
+    /// Rows per piece of a matrix with `cols` columns in `scheme`: half a shard at most, so a
+    /// piece never straddles shards. Depends only on the scheme and the row length, so a matrix
+    /// written row batch by row batch is cut exactly as one written whole.
+    fn rows_per_piece(&self, scheme: Scheme, cols: usize) -> usize {
+        let row_bytes = scheme.bytes(1, cols) + 1;
         let budget = self.max_bytes.saturating_sub(HEADER_BYTES_FIXED) / 2;
-        let rows_per_piece = (budget / row_bytes).max(1);
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        while start < m.rows {
-            let end = (start + rows_per_piece).min(m.rows);
-            let parts = if start == 0 && end == m.rows {
-                matrix_parts(&piece_key(name, start), m)
-            } else {
-                matrix_parts(&piece_key(name, start), &slice_rows(m, start, end))
-            };
-            let file = self.push(parts)?;
-            pieces.push(Piece {
-                file,
-                start_row: start,
-                rows: end - start,
-            });
-            start = end;
+        (budget / row_bytes).max(1)
+    }
+
+    /// Starts a `rows x cols` matrix whose rows arrive (already encoded in `scheme`) through
+    /// [`PackageWriter::matrix_rows`]; [`PackageWriter::end_matrix`] closes it.
+    pub fn begin_matrix(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        scheme: Scheme,
+    ) -> Result<()> {
+        if let Some(open) = &self.open {
+            return Err(Error::package(
+                name,
+                format!("matrix `{}` is still being written", open.entry.name),
+            ));
         }
-        self.parameters += m.rows * m.cols;
-        self.stored_bytes += m.bytes();
-        self.tensors.push(TensorEntry {
-            name: name.to_string(),
-            shape: vec![m.rows, m.cols],
-            scheme: m.scheme(),
-            pieces,
+        self.open = Some(OpenMatrix {
+            entry: TensorEntry {
+                name: name.to_string(),
+                shape: vec![rows, cols],
+                scheme,
+                pieces: Vec::new(),
+            },
+            rows_per_piece: self.rows_per_piece(scheme, cols),
+            buffered: None,
+            rows_written: 0,
         });
+        Ok(())
+    }
+
+    /// The next rows of the open matrix; every full piece goes into the shards at once.
+    pub fn matrix_rows(&mut self, rows: Matrix) -> Result<()> {
+        let Some(mut open) = self.open.take() else {
+            return Err(Error::package("package", "rows given with no open matrix"));
+        };
+        let (total, cols) = (open.entry.shape[0], open.entry.shape[1]);
+        let arrived = open.rows_written + open.buffered.as_ref().map_or(0, |m| m.rows);
+        if rows.cols != cols || rows.scheme() != open.entry.scheme || arrived + rows.rows > total {
+            return Err(Error::package(
+                &open.entry.name,
+                format!(
+                    "rows of {} x {} in {} do not continue a {total} x {cols} {} matrix at row {arrived}",
+                    rows.rows,
+                    rows.cols,
+                    rows.scheme().name(),
+                    open.entry.scheme.name()
+                ),
+            ));
+        }
+        let (mut next, n) = (0, rows.rows);
+        let mut source = Some(rows);
+        while next < n {
+            let have = open.buffered.as_ref().map_or(0, |m| m.rows);
+            let take = (open.rows_per_piece - have).min(n - next);
+            let part = match &source {
+                // The whole batch is one piece (or the end of one): no copy.
+                Some(_) if next == 0 && take == n => match source.take() {
+                    Some(m) => m,
+                    None => break,
+                },
+                Some(m) => slice_rows(m, next, next + take),
+                None => break,
+            };
+            next += take;
+            let piece = match open.buffered.take() {
+                None => part,
+                Some(mut held) => {
+                    held.rows += part.rows;
+                    // Same scheme checked above, so appending cannot fail.
+                    let _ = held.data.append(part.data);
+                    held
+                }
+            };
+            let complete =
+                piece.rows == open.rows_per_piece || open.rows_written + piece.rows == total;
+            if complete {
+                let start = open.rows_written;
+                let file = self.push(matrix_parts(&piece_key(&open.entry.name, start), &piece))?;
+                open.entry.pieces.push(Piece {
+                    file,
+                    start_row: start,
+                    rows: piece.rows,
+                });
+                open.rows_written += piece.rows;
+            } else {
+                open.buffered = Some(piece);
+            }
+        }
+        self.open = Some(open);
+        Ok(())
+    }
+
+    /// Closes the open matrix (every row must have arrived).
+    pub fn end_matrix(&mut self) -> Result<()> {
+        let Some(open) = self.open.take() else {
+            return Err(Error::package("package", "no open matrix to end"));
+        };
+        let (rows, cols) = (open.entry.shape[0], open.entry.shape[1]);
+        if open.rows_written != rows || open.buffered.is_some() {
+            return Err(Error::package(
+                &open.entry.name,
+                format!("only {} of {rows} rows arrived", open.rows_written),
+            ));
+        }
+        self.parameters += rows * cols;
+        self.stored_bytes += open.entry.scheme.bytes(rows, cols);
+        self.tensors.push(open.entry);
         Ok(())
     }
 
     /// Writes the last shard and the tokenizer; returns the (validated) manifest, which the
     /// caller stores as `manifest.json`.
     pub fn finish(mut self, info: PackageInfo, tokenizer_json: &[u8]) -> Result<Manifest> {
+        if let Some(open) = &self.open {
+            return Err(Error::package(
+                &open.entry.name,
+                "the matrix was never finished",
+            ));
+        }
         self.flush()?;
         let tokenizer = FileEntry {
             file: "tokenizer.json".into(),
