@@ -19,7 +19,8 @@ Errors: 404 with X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound. A
 {"gated": true} answers 403 (X-Error-Code GatedRepo) without it. Every answer carries CORS
 headers (Access-Control-Allow-Origin, Access-Control-Expose-Headers); OPTIONS is answered.
 
-Faults for tests, set per run with flags or at run time with POST /_emulator/faults (JSON):
+Faults for tests (on LFS content only), set per run with flags or at run time with
+POST /_emulator/faults (JSON):
   cut_after N, cut_times K   the next K content answers stop after N bytes of their body
                              (the connection is closed mid-file)
   corrupt_at N, corrupt_times K   the next K content answers carry byte N of the file flipped
@@ -294,7 +295,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 ("X-Linked-Size", str(size)),
                 ("ETag", f'"{sha1}"'),
             ])
-        self.content(path, size, [("ETag", f'"{sha1}"'), ("X-Repo-Commit", commit)])
+        self.content(path, size, [("ETag", f'"{sha1}"'), ("X-Repo-Commit", commit)], False)
 
     def cdn(self, owner, name, sha256):
         repo = self.hub.repo_dir(owner, name)
@@ -303,11 +304,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for f in self.hub.files(repo):
             size, digest, _ = self.hub.describe(os.path.join(repo, f))
             if digest == sha256:
-                return self.content(os.path.join(repo, f), size, [("ETag", f'"{sha256}"')])
+                return self.content(os.path.join(repo, f), size, [("ETag", f'"{sha256}"')], True)
         self.error(404, None, "NoSuchKey")
 
-    def content(self, path, size, headers):
-        """The file's bytes, whole or the asked range, with the active faults applied."""
+    def content(self, path, size, headers, lfs):
+        """The file's bytes, whole or the asked range; the active faults apply to LFS files."""
         start, end, status = 0, size - 1, 200
         asked = self.headers.get("Range")
         if asked:
@@ -336,8 +337,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return self.record(status)
         # Range probes (bytes=0-0) are metadata requests: faults apply to real downloads.
-        cut = self.hub.take_fault("cut") if length > 1 else None
-        corrupt = self.hub.take_fault("corrupt") if length > 1 else None
+        faulty = lfs and length > 1
+        cut = self.hub.take_fault("cut") if faulty else None
+        corrupt = self.hub.take_fault("corrupt") if faulty else None
         delay = float(self.hub.faults.get("delay_ms", 0)) / 1000.0
         sent = 0
         with open(path, "rb") as f:
@@ -374,6 +376,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up (or a cut we made) is not worth a traceback.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class Server6(Server):

@@ -14,9 +14,12 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Package directory or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    hub: model::HubArgs,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
     /// Measure only at this cache fill (tokens, a multiple of the block size, at most
@@ -169,7 +172,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
     if args.runs == 0 {
         return Err(CliError::Usage("--runs must be at least 1".into()));
     }
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(args.model.as_deref(), args.hub.format.scheme(), None)?;
     let loaded = model::load(&source, None)?;
     let cfg = loaded.config().clone();
     let fills = fills(&args, cfg.model_length, cfg.block_size)?;

@@ -33,7 +33,8 @@ impl FormatArg {
 
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
-    /// Hugging Face directory (config.json + model.safetensors).
+    /// Hugging Face directory (config.json + model.safetensors), or a Hub id
+    /// owner/name[@revision] when no such directory exists.
     hf_dir: PathBuf,
     /// Package directory to write (created; must be empty unless --force).
     out_dir: PathBuf,
@@ -139,13 +140,18 @@ fn prepare_out_dir(dir: &Path, force: bool) -> CliResult<()> {
 }
 
 pub fn run(args: QuantizeArgs) -> CliResult<()> {
-    let config_path = args.hf_dir.join("config.json");
+    // A Hub id (no such path): its checkpoint in the Hub cache, downloaded as needed.
+    let hf_dir = match bd3lm::hub::HubId::parse(&args.hf_dir.to_string_lossy()) {
+        Ok(id) if !args.hf_dir.exists() => crate::hub::checkpoint_for(&id)?,
+        _ => args.hf_dir.clone(),
+    };
+    let config_path = hf_dir.join("config.json");
     let config_text =
         std::fs::read_to_string(&config_path).map_err(|e| CliError::io(&config_path, e))?;
     let cfg = Config::from_json_str(&config_text)
-        .map_err(|e| CliError::core(args.hf_dir.display().to_string(), e))?;
-    let (tokenizer_json, special) = read_tokenizer(&args.hf_dir, args.tokenizer.as_deref(), &cfg)?;
-    let model_path = args.hf_dir.join("model.safetensors");
+        .map_err(|e| CliError::core(hf_dir.display().to_string(), e))?;
+    let (tokenizer_json, special) = read_tokenizer(&hf_dir, args.tokenizer.as_deref(), &cfg)?;
+    let model_path = hf_dir.join("model.safetensors");
     let file = HfFile::open(&model_path)
         .and_then(|f| f.check(&cfg).map(|_| f))
         .map_err(|e| CliError::core("", e))?;
