@@ -82,8 +82,7 @@ fn chunking_never_changes_the_package() {
             let plan = SchemePlan::for_format(format);
             // Small shards, so tensors are cut into pieces across several shards.
             let shard = (bytes.len() / 20).max(50_000);
-            let (whole, whole_files) =
-                convert(&cfg, &bytes, &[bytes.len()], plan, shard).unwrap();
+            let (whole, whole_files) = convert(&cfg, &bytes, &[bytes.len()], plan, shard).unwrap();
             assert!(whole.files.len() >= 2, "{case}: several shards");
             for chunks in [&[1 << 20][..], &[4099, 17, 65_537, 3], &[1_000_003]] {
                 let (m, f) = convert(&cfg, &bytes, chunks, plan, shard).unwrap();
@@ -233,4 +232,47 @@ fn bad_streams_are_errors() {
     // Garbage.
     let junk = vec![0xffu8; 1000];
     assert!(convert(&cfg, &junk, &[10], plan, 64_000_000).is_err());
+}
+
+#[test]
+fn observed_pieces_build_the_packaged_weights() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let (config, bytes) = fixture("gpt2vocab-bs8");
+    let cfg = Config::from_json_str(&config).unwrap();
+    let plan = SchemePlan::for_format(Scheme::Q8);
+    let builder = Rc::new(RefCell::new(package::WeightsBuilder::new(cfg.clone())));
+    let mut files = Vec::new();
+    let mut writer = PackageWriter::new(1_000_000, |name: &str, b: Vec<u8>| {
+        files.push((name.to_string(), b));
+        Ok(())
+    });
+    let seen = builder.clone();
+    writer.observe_pieces(Box::new(move |name, piece| {
+        seen.borrow_mut().put(name.to_string(), piece);
+        Ok(())
+    }));
+    let mut converter =
+        StreamingConverter::new(&cfg, plan, "model.safetensors", bytes.len() as u64, writer);
+    for chunk in bytes.chunks(100_000) {
+        converter.push(chunk).unwrap();
+    }
+    let special = SpecialTokens {
+        bos: 50256,
+        eos: 50256,
+        mask: 50257,
+    };
+    let manifest = converter
+        .finish(
+            package_info(&cfg, plan, "t", special, bytes.len() as u64),
+            b"{}",
+        )
+        .unwrap();
+    let observed = Rc::try_unwrap(builder)
+        .ok()
+        .unwrap()
+        .into_inner()
+        .finish()
+        .unwrap();
+    assert_eq!(observed, load(&manifest, &files));
 }

@@ -19,7 +19,7 @@ pub mod url;
 mod write;
 pub use write::{
     build_package, piece_key, shard_name, slice_rows, write_weights, PackageFiles, PackageInfo,
-    PackageWriter,
+    PackageWriter, PieceObserver,
 };
 
 pub const FORMAT: &str = "bd3lm-package";

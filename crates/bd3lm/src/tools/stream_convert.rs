@@ -101,6 +101,7 @@ fn layer_role(name: &str) -> Option<Role> {
 
 /// The checkpoint tensor whose bytes are arriving.
 struct Current {
+    name: String,
     role: Role,
     dtype: CheckpointDtype,
     shape: Vec<usize>,
@@ -166,6 +167,11 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> StreamingConverter<S> {
         }
     }
 
+    /// The checkpoint tensor being converted right now (for progress displays).
+    pub fn current_tensor(&self) -> Option<&str> {
+        self.current.as_ref().map(|c| c.name.as_str())
+    }
+
     /// Bytes of the checkpoint consumed so far.
     pub fn position(&self) -> u64 {
         self.stream.position()
@@ -223,6 +229,7 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> StreamingConverter<S> {
             _ => Scheme::F32,
         };
         self.current = Some(Current {
+            name: name.to_string(),
             role,
             dtype,
             shape: shape.to_vec(),

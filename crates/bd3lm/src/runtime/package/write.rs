@@ -3,7 +3,8 @@
 //! a converter never holds more than one shard (plus the tensor it is working on) in memory.
 
 use super::{
-    sha256_hex, FileEntry, Manifest, Piece, SpecialTokens, TensorEntry, FORMAT, FORMAT_VERSION,
+    sha256_hex, FileEntry, Manifest, Piece, SpecialTokens, TensorEntry, TensorPiece, FORMAT,
+    FORMAT_VERSION,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -146,8 +147,13 @@ pub struct PackageWriter<S: FnMut(&str, Vec<u8>) -> Result<()>> {
     stored_bytes: usize,
     /// The matrix whose rows are arriving, if any.
     open: Option<OpenMatrix>,
+    /// Also receives every tensor piece as it is stored (an engine loading while converting).
+    observer: Option<PieceObserver>,
     sink: S,
 }
+
+/// A callback for each tensor piece as the writer stores it.
+pub type PieceObserver = Box<dyn FnMut(&str, TensorPiece) -> Result<()>>;
 
 /// A matrix being written row batch by row batch.
 struct OpenMatrix {
@@ -169,8 +175,15 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
             parameters: 0,
             stored_bytes: 0,
             open: None,
+            observer: None,
             sink,
         }
+    }
+
+    /// Hands every stored piece to `observer` too (in storage order), so an engine can load
+    /// the model while it is being converted.
+    pub fn observe_pieces(&mut self, observer: PieceObserver) {
+        self.observer = Some(observer);
     }
 
     /// Serializes the open shard and hands it to the sink.
@@ -232,6 +245,9 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
             self.parameters += v.len();
         }
         self.stored_bytes += v.len() * 4;
+        if let Some(observe) = self.observer.as_mut() {
+            observe(name, TensorPiece::Vector(v.to_vec()))?;
+        }
         self.tensors.push(TensorEntry {
             name: name.to_string(),
             shape: vec![v.len()],
@@ -344,6 +360,17 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
                     rows: piece.rows,
                 });
                 open.rows_written += piece.rows;
+                if let Some(observe) = self.observer.as_mut() {
+                    let rows = TensorPiece::Rows {
+                        start_row: start,
+                        total_rows: total,
+                        matrix: piece,
+                    };
+                    if let Err(e) = observe(&open.entry.name, rows) {
+                        self.open = Some(open);
+                        return Err(e);
+                    }
+                }
             } else {
                 open.buffered = Some(piece);
             }
