@@ -293,11 +293,7 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> StreamingConverter<S> {
             Role::Vector(canonical) => self.writer.vector(&canonical, &cur.values),
             Role::Matrix(_) => {
                 let cols = cur.shape.get(1).copied().unwrap_or(0);
-                let rows = if cols == 0 {
-                    0
-                } else {
-                    cur.values.len() / cols
-                };
+                let rows = cur.values.len().checked_div(cols).unwrap_or(0);
                 self.current = Some(cur);
                 if rows > 0 {
                     self.encode_rows(rows)?;
