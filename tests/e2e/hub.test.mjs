@@ -82,7 +82,10 @@ async function cachedUrls(fragment) {
     const out = [];
     for (const name of await caches.keys()) {
       const cache = await caches.open(name);
-      for (const req of await cache.keys()) if (req.url.includes(fragment)) out.push(`${name}: ${req.url}`);
+      for (const req of await cache.keys()) {
+        // The remembered commit of a revision (refs/) is not part of a package.
+        if (req.url.includes(fragment) && !req.url.includes('/refs/')) out.push(`${name}: ${req.url}`);
+      }
     }
     return out;
   }, fragment);
@@ -107,7 +110,8 @@ check((await text('#package-facts')).includes('commit'), `facts: "${await text('
 
 // 2. Load: streamed with one cut connection (resumed with a Range request), converted while
 //    it arrives, verified, stored; WebGPU engine; peak memory through CDP.
-await emulator.faults({ cut_after: 5_000_000, cut_times: 1 });
+// (A pause per 256 kB so the progress can be watched.)
+await emulator.faults({ cut_after: 5_000_000, cut_times: 1, delay_ms: 20 });
 const progressSeen = [];
 const sampler = await startMemorySampler(page);
 const watch = setInterval(async () => {

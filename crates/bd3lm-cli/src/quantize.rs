@@ -105,12 +105,11 @@ pub fn convert_checkpoint(
     });
     let info = stream_convert::package_info(cfg, plan, name, special, len);
     let reader = std::fs::File::open(model_path).map_err(|e| CliError::io(model_path, e))?;
+    let converter =
+        stream_convert::StreamingConverter::new(cfg, plan, "model.safetensors", len, writer);
     let manifest = stream_convert::convert_reader(
-        cfg,
-        plan,
+        converter,
         std::io::BufReader::new(reader),
-        len,
-        writer,
         info,
         tokenizer_json,
         |done| bar.set_position(done),

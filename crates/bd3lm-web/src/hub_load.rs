@@ -229,8 +229,8 @@ pub async fn inspect(
         Err(e) => return Err(e),
     };
     let stored = stored_package(id, &commit, format, cache).await;
-    if let (Some(stored), true) = (&stored, offline) {
-        // Offline with the package at hand: everything needed is stored.
+    if let Some(stored) = &stored {
+        // The package is at hand: no file list, config or download needed.
         let config = stored.manifest.model_config().map_err(PageError::Package)?;
         return Ok(HubInfo {
             id: id.clone(),
@@ -280,7 +280,7 @@ pub async fn inspect(
         plan: Some(plan),
         stored_bytes,
         gpt2_tokenizer,
-        stored,
+        stored: None,
         storage: storage_estimate().await,
         offline,
     })

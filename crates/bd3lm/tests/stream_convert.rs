@@ -96,6 +96,9 @@ fn chunking_never_changes_the_package() {
     }
 }
 
+/// A rewritten tensor: name, shape, bytes in the new dtype, bytes of the rounded f32 values.
+type Stored = (String, Vec<usize>, Vec<u8>, Vec<u8>);
+
 /// Rewrites a checkpoint with tensors in the order `order` sorts their names by and dtype `dtype` (values
 /// rounded through it), returning the bytes and the f32 checkpoint of the rounded values.
 fn rewrite(bytes: &[u8], dtype: Dtype, order: impl Fn(&str) -> String) -> (Vec<u8>, Vec<u8>) {
@@ -120,7 +123,7 @@ fn rewrite(bytes: &[u8], dtype: Dtype, order: impl Fn(&str) -> String) -> (Vec<u
             _ => x,
         }
     };
-    let stored: Vec<(String, Vec<usize>, Vec<u8>, Vec<u8>)> = tensors
+    let stored: Vec<Stored> = tensors
         .iter()
         .map(|(n, s, v)| {
             (
@@ -132,7 +135,7 @@ fn rewrite(bytes: &[u8], dtype: Dtype, order: impl Fn(&str) -> String) -> (Vec<u
         })
         .collect();
     // safetensors sorts by dtype then name: write the data in the asked order by hand.
-    let file = |data: &dyn Fn(&(String, Vec<usize>, Vec<u8>, Vec<u8>)) -> &Vec<u8>, dt: Dtype| {
+    let file = |data: &dyn Fn(&Stored) -> &Vec<u8>, dt: Dtype| {
         let mut header = String::from("{");
         let mut offset = 0;
         for (i, t) in stored.iter().enumerate() {

@@ -416,27 +416,23 @@ pub fn special_tokens(tokenizer: &Tokenizer) -> SpecialTokens {
     }
 }
 
-/// Converts a whole checkpoint read front to back from `reader` (`len` bytes), reporting the
-/// bytes consumed to `progress`: what `bd3lm quantize` runs.
+/// Feeds a whole checkpoint read front to back from `reader` to `converter`, reporting the
+/// bytes consumed to `progress`, and finishes the package: what `bd3lm quantize` runs.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn convert_reader<S: FnMut(&str, Vec<u8>) -> Result<()>>(
-    cfg: &Config,
-    plan: SchemePlan,
+    mut converter: StreamingConverter<S>,
     mut reader: impl std::io::Read,
-    len: u64,
-    writer: PackageWriter<S>,
     info: PackageInfo,
     tokenizer_json: &[u8],
     mut progress: impl FnMut(u64),
 ) -> Result<Manifest> {
-    let mut converter = StreamingConverter::new(cfg, plan, "model.safetensors", len, writer);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("model.safetensors", e)),
+            Err(e) => return Err(Error::io(converter.file.clone(), e)),
         };
         converter.push(&buf[..n])?;
         progress(converter.position());
