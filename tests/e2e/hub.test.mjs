@@ -227,16 +227,25 @@ check((await errorText()).includes('broke off'), `interrupted: "${await errorTex
 check((await cachedUrls('/org/copy/')).length === 0, 'nothing stored after the interruption');
 await emulator.reset();
 
-// Quota exceeded (CDP Storage.overrideQuotaForOrigin): said before, refused on Load.
+// Quota exceeded, for real: CDP Storage.overrideQuotaForOrigin makes the browser refuse the
+// package's files (Chromium's estimate() does not reflect the override, so the refusal comes
+// from the Cache API write): a clear error, nothing stored.
 const cdp = await ctx.newCDPSession(page);
 const origin = new URL(pageUrl).origin;
 await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 2_000_000 });
 await inspect('org/copy');
-check((await text('#package-costs')).includes('Free some space'), `quota warning before loading: "${await text('#package-costs')}"`);
 await load();
-check((await errorText()).includes('Not enough storage'), `quota exceeded: "${await errorText()}"`);
-check(weightRequests(await emulator.log()).length === 0, 'no download when the quota is too small');
+check((await errorText()).includes('Not enough storage'), `quota exceeded while storing: "${await errorText()}"`);
+check((await cachedUrls('/org/copy/')).length === 0, 'nothing stored when the quota is exceeded');
 await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+// The check before loading, with estimate() reporting a nearly full quota (stubbed in the page).
+await page.evaluate(() => { navigator.storage.estimate = async () => ({ usage: 9e9, quota: 9.001e9 }); });
+await inspect('org/copy');
+check((await text('#package-costs')).includes('Free some space'), `quota warning before loading: "${await text('#package-costs')}"`);
+await emulator.reset();
+await load();
+check((await errorText()).includes('Not enough storage'), `quota checked before the download: "${await errorText()}"`);
+check(weightRequests(await emulator.log()).length === 0, 'no download when the quota is too small');
 
 check(!consoleLog.some((l) => l.startsWith('pageerror') || l.includes('panicked')), 'no panic or page error');
 fs.writeFileSync(path.join(outDir, 'hub-results.txt'), results.join('\n') + '\n');

@@ -135,8 +135,39 @@ pub fn check_hf_tensors(cfg: &Config, file: &str, st: &SafeTensors) -> Result<()
     Ok(())
 }
 
+/// `e^x` with IEEE basic operations only (Cody-Waite reduction, Taylor series), so every
+/// platform gets the same bits: native `expf` (glibc) and the wasm build's differ in the last
+/// bit now and then, which would make the page's converted package differ from
+/// `bd3lm quantize`'s. Relative error below 1e-15 (tested against `f64::exp`).
+pub fn exp_portable(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    if x.is_nan() {
+        return x;
+    }
+    if x > 709.0 {
+        return f64::INFINITY;
+    }
+    if x < -740.0 {
+        return 0.0;
+    }
+    let k = (x / std::f64::consts::LN_2).round();
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    // |r| <= 0.347: 18 terms of the series are far below f64 precision.
+    let mut sum = 1.0;
+    for i in (1..=18).rev() {
+        sum = 1.0 + sum * r / i as f64;
+    }
+    // 2^k, in two exact steps so subnormal results stay exact too.
+    let k = k as i32;
+    let (k1, k2) = (k / 2, k - k / 2);
+    let pow2 = |e: i32| f64::from_bits(((e + 1023) as u64) << 52);
+    sum * pow2(k1) * pow2(k2)
+}
+
 fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    let x = x as f64;
+    (x / (1.0 + exp_portable(-x))) as f32
 }
 
 /// `y = W x + b` for a `[rows, cols]` weight, accumulated in f64 and rounded once.
@@ -212,6 +243,22 @@ pub fn load_hf(config_json: &str, safetensors_bytes: &[u8]) -> Result<Weights> {
         cond,
         config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn portable_exp_matches_exp() {
+        let mut x = -740.0f64;
+        while x < 709.0 {
+            let (want, got) = (x.exp(), super::exp_portable(x));
+            let rel = ((got - want) / want).abs();
+            assert!(rel < 1e-14 || (want < 1e-300 && (got - want).abs() < 1e-310), "{x}: {got} vs {want}");
+            x += 0.173;
+        }
+        assert_eq!(super::exp_portable(0.0), 1.0);
+        assert!(super::exp_portable(f64::NAN).is_nan());
+    }
 }
 
 /// `1 / 10000^(2i/d)` computed as the reference does (f32 pow), for models without the buffer.
