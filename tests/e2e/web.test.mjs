@@ -96,11 +96,13 @@ const canvasText = () => page.evaluate(() => {
   const c = document.querySelector('#canvas');
   return [...c.querySelectorAll('.chunk, .slot.revealed')].map((e) => e.textContent).join('');
 });
-async function settings({ tokens, pace, seed, sampler = 'first-hitting', steps = '8' }) {
+async function settings({ tokens, pace, seed, sampler = 'first-hitting', steps = '8', threshold, gamma }) {
   await page.fill('#tokens', String(tokens));
   await page.fill('#pace', String(pace));
   await page.selectOption('#sampler', sampler);
   if (sampler === 'posterior') await page.fill('#steps', steps);
+  if (threshold !== undefined) await page.fill('#threshold', String(threshold));
+  if (gamma !== undefined) await page.fill('#gamma', String(gamma));
   await page.setChecked('#random-seed', false);
   await page.fill('#seed', String(seed));
 }
@@ -222,6 +224,16 @@ await run();
 check((await text('#notice')).startsWith('Finished') && await page.locator('#canvas .slot').count() === 0 && (await canvasText()).length > 400, 'a 200-token text finished');
 await page.evaluate(() => window.scrollTo(0, 0));
 await docsScreenshot('web-finished.png');
+
+// 5b'. A parallel sampler: with a low confidence threshold (the demo model is rarely sure of
+//      a token), some steps reveal several tokens, and a block costs fewer model calls.
+await settings({ tokens: 64, pace: 0, seed: 5, sampler: 'confidence', threshold: '0.001' });
+await run();
+const maxReveal = Number(await text('#stat-max-reveal'));
+const callsPerToken = Number(await text('#stat-forwards-per-token'));
+check((await text('#notice')).startsWith('Finished') && maxReveal > 1 && callsPerToken < 1.2,
+  `confidence sampler: up to ${maxReveal} tokens revealed in one step, ${callsPerToken} model calls per token`);
+await settings({ tokens: 64, pace: 0, seed: 5, sampler: 'first-hitting' });
 
 // 5c. A prompt longer than the model's context is refused in words; the model stays loaded.
 await page.fill('#prompt', 'We the people '.repeat(120));

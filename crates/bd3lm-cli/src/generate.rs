@@ -4,7 +4,8 @@
 use crate::backend::{self, Backend, DEFAULT_BACKEND};
 use crate::error::{CliError, CliResult};
 use crate::model::{self, ModelSource};
-use bd3lm::generate::{Event, FinishReason, Generator, SamplerKind, SamplingOptions};
+use crate::sampling::SamplerFlags;
+use bd3lm::generate::{Event, FinishReason, Generator, SamplingOptions};
 use bd3lm::tokenizer::{StreamDecoder, Tokenizer};
 use bd3lm::Engine;
 use std::io::{IsTerminal, Write};
@@ -13,19 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SamplerArg {
-    /// One token revealed per model call (the paper's sampler, spec §9.3).
-    FirstHitting,
-    /// DDPM posterior steps on a fixed time grid (spec §9.2).
-    Posterior,
-}
-
-/// Posterior steps per block when `--steps` is not given.
-const DEFAULT_POSTERIOR_STEPS: usize = 16;
-/// First-hitting cap on calls per block when `--steps` is not given (the paper's T; each block
-/// takes exactly as many calls as it has masks).
-const DEFAULT_FIRST_HITTING_CAP: usize = 5000;
 /// Unicode block shown for a still-masked position in `--show-steps`.
 const MASK_GLYPH: &str = "░";
 
@@ -47,12 +35,8 @@ pub struct GenerateArgs {
     /// model's context: the KV cache then slides.
     #[arg(long, default_value_t = 128)]
     tokens: usize,
-    #[arg(long, value_enum, default_value_t = SamplerArg::FirstHitting)]
-    sampler: SamplerArg,
-    /// Posterior: steps per block (default 16). First hitting: cap on model calls per block,
-    /// at least the block size (default 5000; a block needs one call per mask).
-    #[arg(long)]
-    steps: Option<usize>,
+    #[command(flatten)]
+    sampler: SamplerFlags,
     /// Nucleus mass (spec §9.4); 1 disables the filter.
     #[arg(long, default_value_t = 0.9)]
     top_p: f64,
@@ -82,24 +66,7 @@ fn sampling_options(args: &GenerateArgs, block_size: usize) -> CliResult<Samplin
             args.top_p
         )));
     }
-    let sampler = match args.sampler {
-        SamplerArg::FirstHitting => {
-            let max_steps = args.steps.unwrap_or(DEFAULT_FIRST_HITTING_CAP);
-            if max_steps < block_size {
-                return Err(CliError::Usage(format!(
-                    "--sampler first-hitting reveals one token per step: --steps {max_steps} must be at least the block size {block_size}"
-                )));
-            }
-            SamplerKind::FirstHitting { max_steps }
-        }
-        SamplerArg::Posterior => {
-            let steps = args.steps.unwrap_or(DEFAULT_POSTERIOR_STEPS);
-            if steps == 0 {
-                return Err(CliError::Usage("--steps must be at least 1".into()));
-            }
-            SamplerKind::Posterior { steps }
-        }
-    };
+    let sampler = args.sampler.kind(block_size)?;
     Ok(SamplingOptions {
         sampler,
         nucleus_p: args.top_p,

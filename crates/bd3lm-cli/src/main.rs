@@ -14,6 +14,8 @@ mod model;
 mod progress;
 mod quant_report;
 mod quantize;
+mod sample_stats;
+mod sampling;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +53,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Replay golden fixtures against a backend.
     Conformance(conformance::ConformanceArgs),
+    /// Cost and quality of sampler settings: model calls per token, tokens/s, the samples'
+    /// own NELBO and unigram entropy (docs/sampling.md).
+    SampleStats(sample_stats::SampleStatsArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -63,6 +68,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Synth(args) => synth::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Conformance(args) => conformance::run(args),
+        Command::SampleStats(args) => sample_stats::run(args),
     }
 }
 

@@ -332,6 +332,7 @@ impl Engine for GpuEngine {
                 row: row_offset + i,
                 token,
                 confidence: f32::from_bits(conf),
+                entropy: f32::NAN,
             })
             .collect())
     }

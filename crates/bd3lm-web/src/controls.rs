@@ -3,7 +3,7 @@
 
 use crate::app::{Page, Phase};
 use crate::format;
-use crate::settings::{FormValues, FIRST_HITTING, POSTERIOR};
+use crate::settings::{FormValues, CONFIDENCE, ENTROPY, FIRST_HITTING, POSTERIOR};
 use leptos::prelude::*;
 
 /// A text input bound to one field of the form.
@@ -64,10 +64,18 @@ pub fn Controls(page: Page) -> impl IntoView {
                     >
                         <option value=FIRST_HITTING selected=move || form.with(|f| f.sampler == FIRST_HITTING)>"first-hitting (one token per step)"</option>
                         <option value=POSTERIOR selected=move || form.with(|f| f.sampler == POSTERIOR)>"posterior (DDPM grid)"</option>
+                        <option value=CONFIDENCE selected=move || form.with(|f| f.sampler == CONFIDENCE)>"confidence (several tokens per step)"</option>
+                        <option value=ENTROPY selected=move || form.with(|f| f.sampler == ENTROPY)>"entropy bound (several tokens per step)"</option>
                     </select>
                 </label>
                 <span hidden=move || form.with(|f| f.sampler != POSTERIOR)>
                     {form_input("steps", "Steps per block", form, |f| f.steps.clone(), |f, v| f.steps = v)}
+                </span>
+                <span hidden=move || form.with(|f| f.sampler != CONFIDENCE)>
+                    {form_input("threshold", "Threshold", form, |f| f.threshold.clone(), |f, v| f.threshold = v)}
+                </span>
+                <span hidden=move || form.with(|f| f.sampler != ENTROPY)>
+                    {form_input("gamma", "Entropy bound γ (nats)", form, |f| f.gamma.clone(), |f, v| f.gamma = v)}
                 </span>
                 {form_input("top-p", "Top-p", form, |f| f.top_p.clone(), |f, v| f.top_p = v)}
                 {form_input("seed", "Seed", form, |f| f.seed.clone(), |f, v| f.seed = v)}
@@ -127,7 +135,8 @@ pub fn StatsView(page: Page) -> impl IntoView {
         <section id="stats" class="panel stats">
             {item("forwards/s", "stat-forwards-per-s", s(|s| format::per_second(s.forwards_per_second())))}
             {item("tokens/s", "stat-tokens-per-s", s(|s| format::per_second(s.tokens_per_second())))}
-            {item("forwards per token", "stat-forwards-per-token", s(|s| format::per_second(s.forwards_per_token())))}
+            {item("model calls per token", "stat-forwards-per-token", s(|s| format::per_second(s.forwards_per_token())))}
+            {item("most tokens in one step", "stat-max-reveal", s(|s| if s.steps == 0 { "-".into() } else { s.max_revealed_per_step.to_string() }))}
             {item("time to first block", "stat-first-block", s(|s| s.first_block_ms.map(format::millis).unwrap_or_else(|| "-".into())))}
             {item("tokens", "stat-tokens", s(|s| s.tokens.to_string()))}
             {item("model calls", "stat-forwards", s(|s| s.forwards.to_string()))}

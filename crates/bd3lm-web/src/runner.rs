@@ -236,6 +236,8 @@ impl Run {
                 Event::Step { revealed, .. } => {
                     self.stats.steps += 1;
                     self.stats.tokens += revealed.len() as u64;
+                    self.stats.max_revealed_per_step =
+                        self.stats.max_revealed_per_step.max(revealed.len() as u64);
                     pause = self.pace_ms;
                 }
                 Event::BlockCommitted { .. } if self.stats.first_block_ms.is_none() => {

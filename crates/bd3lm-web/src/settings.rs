@@ -1,6 +1,7 @@
 //! The generation controls as typed into the page, checked and turned into sampler options.
 //! Every rejection says which field is wrong and what it accepts.
 
+use bd3lm::generate::{DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_ENTROPY_GAMMA};
 use bd3lm::{SamplerKind, SamplingOptions};
 
 /// Most tokens one run may ask for (the sliding window allows any length; this bounds the
@@ -11,6 +12,8 @@ pub const MAX_PACE_MS: i32 = 2000;
 
 pub const FIRST_HITTING: &str = "first-hitting";
 pub const POSTERIOR: &str = "posterior";
+pub const CONFIDENCE: &str = "confidence";
+pub const ENTROPY: &str = "entropy";
 
 /// The raw field values.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +21,10 @@ pub struct FormValues {
     pub tokens: String,
     pub sampler: String,
     pub steps: String,
+    /// Confidence sampler: probability a drawn token needs to be revealed.
+    pub threshold: String,
+    /// Entropy sampler: bound on summed entropy minus the largest (nats).
+    pub gamma: String,
     pub top_p: String,
     pub seed: String,
     pub random_seed: bool,
@@ -30,6 +37,8 @@ impl Default for FormValues {
             tokens: "128".into(),
             sampler: FIRST_HITTING.into(),
             steps: "8".into(),
+            threshold: DEFAULT_CONFIDENCE_THRESHOLD.to_string(),
+            gamma: DEFAULT_ENTROPY_GAMMA.to_string(),
             top_p: "0.9".into(),
             seed: "1".into(),
             random_seed: true,
@@ -82,9 +91,27 @@ pub fn parse(
             }
             SamplerKind::Posterior { steps }
         }
+        CONFIDENCE => {
+            let threshold: f64 = parse_number("Threshold", &form.threshold, "a number")?;
+            if !(threshold > 0.0 && threshold <= 1.0) {
+                return Err(format!(
+                    "Threshold: use a probability above 0 and at most 1 (got {threshold})."
+                ));
+            }
+            SamplerKind::Confidence { threshold }
+        }
+        ENTROPY => {
+            let gamma: f64 = parse_number("Entropy bound", &form.gamma, "a number")?;
+            if !(gamma >= 0.0 && gamma.is_finite()) {
+                return Err(format!(
+                    "Entropy bound: use a number of nats of at least 0 (got {gamma})."
+                ));
+            }
+            SamplerKind::Entropy { gamma }
+        }
         other => {
             return Err(format!(
-                "Sampler: `{other}` is not one of {FIRST_HITTING}, {POSTERIOR}."
+                "Sampler: `{other}` is not one of {FIRST_HITTING}, {POSTERIOR}, {CONFIDENCE}, {ENTROPY}."
             ))
         }
     };
@@ -153,6 +180,7 @@ mod tests {
             random_seed: false,
             top_p: "1".into(),
             pace_ms: "0".into(),
+            ..FormValues::default()
         };
         let parsed = parse(&form, 16, || unreachable!("no random seed asked for")).expect("valid");
         assert_eq!(parsed.new_tokens, 2048, "beyond 1024 tokens is allowed");
@@ -184,5 +212,33 @@ mod tests {
         })
         .starts_with("Steps"));
         assert!(bad(|f| f.pace_ms = "9000".into()).starts_with("Pause"));
+        assert!(bad(|f| {
+            f.sampler = CONFIDENCE.into();
+            f.threshold = "0".into()
+        })
+        .starts_with("Threshold"));
+        assert!(bad(|f| {
+            f.sampler = ENTROPY.into();
+            f.gamma = "-0.5".into()
+        })
+        .starts_with("Entropy bound"));
+        assert!(bad(|f| f.sampler = "greedy".into()).starts_with("Sampler"));
+    }
+
+    #[test]
+    fn parallel_samplers_parse_with_their_own_field() {
+        let form = |sampler: &str| FormValues {
+            sampler: sampler.into(),
+            threshold: "0.7".into(),
+            gamma: "1.5".into(),
+            ..FormValues::default()
+        };
+        let conf = parse(&form(CONFIDENCE), 4, || 1).expect("valid");
+        assert_eq!(
+            conf.sampling.sampler,
+            SamplerKind::Confidence { threshold: 0.7 }
+        );
+        let ent = parse(&form(ENTROPY), 4, || 1).expect("valid");
+        assert_eq!(ent.sampling.sampler, SamplerKind::Entropy { gamma: 1.5 });
     }
 }

@@ -15,6 +15,9 @@ pub struct GenerationStats {
     pub steps: u64,
     /// Longest single `Generator::next` call, in ms (what the page blocks for at most).
     pub longest_step_ms: f64,
+    /// Most tokens revealed by one denoising step (1 for first hitting; more for the
+    /// parallel samplers and the posterior grid).
+    pub max_revealed_per_step: u64,
 }
 
 impl GenerationStats {

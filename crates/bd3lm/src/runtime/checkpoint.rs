@@ -245,6 +245,13 @@ pub fn load_hf(config_json: &str, safetensors_bytes: &[u8]) -> Result<Weights> {
     })
 }
 
+/// `1 / 10000^(2i/d)` computed as the reference does (f32 pow), for models without the buffer.
+pub fn default_inv_freq(head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / 10000f32.powf((2 * i) as f32 / head_dim as f32))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -253,17 +260,13 @@ mod tests {
         while x < 709.0 {
             let (want, got) = (x.exp(), super::exp_portable(x));
             let rel = ((got - want) / want).abs();
-            assert!(rel < 1e-14 || (want < 1e-300 && (got - want).abs() < 1e-310), "{x}: {got} vs {want}");
+            assert!(
+                rel < 1e-14 || (want < 1e-300 && (got - want).abs() < 1e-310),
+                "{x}: {got} vs {want}"
+            );
             x += 0.173;
         }
         assert_eq!(super::exp_portable(0.0), 1.0);
         assert!(super::exp_portable(f64::NAN).is_nan());
     }
-}
-
-/// `1 / 10000^(2i/d)` computed as the reference does (f32 pow), for models without the buffer.
-pub fn default_inv_freq(head_dim: usize) -> Vec<f32> {
-    (0..head_dim / 2)
-        .map(|i| 1.0 / 10000f32.powf((2 * i) as f32 / head_dim as f32))
-        .collect()
 }

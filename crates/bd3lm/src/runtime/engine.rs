@@ -39,6 +39,9 @@ pub struct RowDraw {
     pub token: u32,
     /// `p_x0` of the drawn token after the nucleus filter (what the page tints by).
     pub confidence: f32,
+    /// Entropy (nats) of the row's nucleus-filtered `p_x0`, for the entropy-bounded sampler;
+    /// NaN where the backend does not compute it.
+    pub entropy: f32,
 }
 
 /// [`Engine::race_probe`] result for a row the backend skipped.
@@ -218,6 +221,7 @@ impl Engine for CpuEngine {
                 row: r,
                 token,
                 confidence: p[token as usize] as f32,
+                entropy: sampler::entropy(p) as f32,
             });
         }
         Ok(draws)

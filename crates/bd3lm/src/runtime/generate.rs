@@ -15,7 +15,31 @@ pub enum SamplerKind {
     FirstHitting { max_steps: usize },
     /// The DDPM posterior sampler (spec §9.2) on a `steps`-point grid per block.
     Posterior { steps: usize },
+    /// Parallel decoding by confidence (Fast-dLLM, arXiv 2505.22618): each model call draws a
+    /// token at every masked position and reveals those whose drawn token has probability
+    /// `>= threshold` after the nucleus filter; at least the most confident one.
+    Confidence { threshold: f64 },
+    /// Parallel decoding by an entropy bound (arXiv 2505.24857): each model call draws every
+    /// masked position, sorts them by the entropy of their filtered distribution and reveals
+    /// the longest prefix whose summed entropy minus its largest entropy is `<= gamma`; at
+    /// least one.
+    Entropy { gamma: f64 },
 }
+
+impl SamplerKind {
+    /// Whether a step may reveal several tokens in one model call.
+    pub fn is_parallel(&self) -> bool {
+        matches!(
+            self,
+            SamplerKind::Confidence { .. } | SamplerKind::Entropy { .. }
+        )
+    }
+}
+
+/// The confidence threshold `--sampler confidence` uses when none is given (docs/sampling.md).
+pub const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.9;
+/// The entropy bound `--sampler entropy` uses when none is given (docs/sampling.md).
+pub const DEFAULT_ENTROPY_GAMMA: f64 = 0.5;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingOptions {
@@ -190,6 +214,16 @@ impl Generator {
             }
             SamplerKind::Posterior { steps: 0 } => {
                 return Err(Error::InvalidArgument("the posterior sampler needs at least 1 step per block".into()))
+            }
+            SamplerKind::Confidence { threshold } if !(threshold > 0.0 && threshold <= 1.0) => {
+                return Err(Error::InvalidArgument(format!(
+                    "the confidence threshold must be in (0, 1], got {threshold}"
+                )))
+            }
+            SamplerKind::Entropy { gamma } if !(gamma >= 0.0 && gamma.is_finite()) => {
+                return Err(Error::InvalidArgument(format!(
+                    "the entropy bound gamma must be a finite number >= 0, got {gamma}"
+                )))
             }
             _ => {}
         }
@@ -373,6 +407,30 @@ impl Generator {
         (rng::step_seed(self.opts.seed, k as u64), None)
     }
 
+    /// The masked rows a parallel sampler reveals this step, from the draws of every row.
+    fn select_parallel(&self, tokens: &[u32], draws: &[RowDraw]) -> Result<Vec<usize>> {
+        let masked = draws
+            .iter()
+            .filter(|d| tokens.get(d.row) == Some(&self.mask));
+        match self.opts.sampler {
+            SamplerKind::Confidence { threshold } => {
+                let candidates: Vec<(usize, f32)> = masked.map(|d| (d.row, d.confidence)).collect();
+                Ok(sampler::select_confident(&candidates, threshold))
+            }
+            SamplerKind::Entropy { gamma } => {
+                let candidates: Vec<(usize, f32)> = masked.map(|d| (d.row, d.entropy)).collect();
+                if candidates.iter().any(|c| c.1.is_nan()) {
+                    return Err(Error::Backend(
+                        "this engine does not report entropies, which the entropy sampler needs"
+                            .into(),
+                    ));
+                }
+                Ok(sampler::select_low_entropy(&candidates, gamma))
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     async fn denoise_step<E: Engine>(&mut self, engine: &mut E, mut d: Denoising) -> Result<Event> {
         let masked: Vec<usize> = (0..d.tokens.len())
             .filter(|&i| d.tokens[i] == self.mask)
@@ -467,6 +525,41 @@ impl Generator {
                     }
                 }
                 d.changed = changed;
+            }
+            SamplerKind::Confidence { .. } | SamplerKind::Entropy { .. } => {
+                // Every step reveals at least one token, so B steps always finish a block.
+                if d.step >= d.tokens.len() {
+                    return Err(Error::Backend(format!(
+                        "block {} still has masks after {} parallel steps",
+                        d.block, d.step
+                    )));
+                }
+                let req = DrawRequest {
+                    block: &d.tokens,
+                    rows: Rows::All,
+                    nucleus_p: self.opts.nucleus_p,
+                    uniform_seed: seed,
+                    mask_prob: None,
+                    reuse: false,
+                };
+                draws = engine.draw(&req).await?;
+                for row in self.select_parallel(&d.tokens, &draws)? {
+                    let draw = draws
+                        .iter()
+                        .find(|x| x.row == row)
+                        .copied()
+                        .ok_or_else(|| {
+                            Error::Backend(format!("the engine returned no draw for row {row}"))
+                        })?;
+                    d.tokens[row] = draw.token;
+                    revealed.push(Reveal {
+                        position: d.start + row,
+                        token: draw.token,
+                        confidence: draw.confidence,
+                    });
+                }
+                (t, s, mask_prob, model_called) = (1.0, 0.0, None, true);
+                d.changed = true;
             }
         }
         self.global_step += 1;

@@ -91,6 +91,61 @@ pub fn race(q: &[f64], seed: u64, offset: u64) -> u32 {
     best.0 as u32
 }
 
+/// Entropy in nats of a probability row (zeros contribute nothing).
+pub fn entropy(p: &[f64]) -> f64 {
+    p.iter().filter(|&&x| x > 0.0).map(|&x| -x * x.ln()).sum()
+}
+
+/// Confidence-threshold selection (Fast-dLLM): of the `candidates` (masked rows with the
+/// drawn token's probability), every row whose probability is `>= threshold`; when none is,
+/// the single most confident row (ties: lowest row). Returns rows in ascending order.
+/// Compared in f32, the precision of [`crate::RowDraw::confidence`] on every engine.
+pub fn select_confident(candidates: &[(usize, f32)], threshold: f64) -> Vec<usize> {
+    let threshold = threshold as f32;
+    let mut rows: Vec<usize> = candidates
+        .iter()
+        .filter(|(_, c)| *c >= threshold)
+        .map(|&(r, _)| r)
+        .collect();
+    if rows.is_empty() {
+        let best = candidates.iter().copied().reduce(|a, b| {
+            if b.1 > a.1 || (b.1 == a.1 && b.0 < a.0) {
+                b
+            } else {
+                a
+            }
+        });
+        rows.extend(best.map(|(r, _)| r));
+    }
+    rows.sort_unstable();
+    rows
+}
+
+/// Entropy-bounded selection (arXiv 2505.24857): sort the `candidates` (masked rows with the
+/// entropy of their filtered distribution) by entropy, ascending (ties: lowest row), and take
+/// the longest prefix whose summed entropy minus its largest entropy is `<= gamma`; at least
+/// one row. Returns rows in ascending order. Summed in f32 in sorted order, so every engine
+/// (the GPU selects on the device) takes the same rows.
+pub fn select_low_entropy(candidates: &[(usize, f32)], gamma: f64) -> Vec<usize> {
+    let gamma = gamma as f32;
+    let mut sorted = candidates.to_vec();
+    sorted.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    // Sorted ascending, the prefix's largest entropy is its last one, so the bound is the sum
+    // of the entropies before it.
+    let mut before = 0f32;
+    let mut take = 0;
+    for (i, &(_, h)) in sorted.iter().enumerate() {
+        if i > 0 && before > gamma {
+            break;
+        }
+        take = i + 1;
+        before += h;
+    }
+    let mut rows: Vec<usize> = sorted[..take].iter().map(|&(r, _)| r).collect();
+    rows.sort_unstable();
+    rows
+}
+
 /// Unigram entropy (nats) of `tokens` (the degenerate-sample check of spec §9.6).
 pub fn unigram_entropy(tokens: &[u32]) -> f64 {
     let mut counts = std::collections::HashMap::new();
@@ -135,6 +190,44 @@ mod tests {
         assert_eq!(race(&q, 7, 0), 0, "ties go to the lowest index");
         let q = vec![0.0, 0.0, 1.0, 0.0];
         assert_eq!(race(&q, 7, 0), 2);
+    }
+
+    #[test]
+    fn confidence_selection_reveals_every_confident_row_or_the_best_one() {
+        let c = [(0, 0.95), (1, 0.3), (3, 0.91), (2, 0.9)];
+        assert_eq!(select_confident(&c, 0.9), vec![0, 2, 3]);
+        assert_eq!(
+            select_confident(&c, 0.99),
+            vec![0],
+            "at least the most confident"
+        );
+        let ties = [(3, 0.5), (1, 0.5), (2, 0.4)];
+        assert_eq!(
+            select_confident(&ties, 0.9),
+            vec![1],
+            "ties go to the lowest row"
+        );
+        assert_eq!(select_confident(&[], 0.9), Vec::<usize>::new());
+        assert_eq!(select_confident(&ties, 0.5), vec![1, 3]);
+    }
+
+    #[test]
+    fn entropy_selection_takes_the_longest_prefix_within_gamma() {
+        // Sorted: row 2 (0.1), row 0 (0.2), row 3 (0.5), row 1 (2.0).
+        let c = [(0, 0.2), (1, 2.0), (2, 0.1), (3, 0.5)];
+        // Prefix sums minus the largest: [0, 0.1, 0.3, 0.8].
+        assert_eq!(select_low_entropy(&c, 0.0), vec![2]);
+        assert_eq!(select_low_entropy(&c, 0.1), vec![0, 2]);
+        assert_eq!(select_low_entropy(&c, 0.3), vec![0, 2, 3]);
+        assert_eq!(select_low_entropy(&c, 0.79), vec![0, 2, 3]);
+        assert_eq!(select_low_entropy(&c, 0.8), vec![0, 1, 2, 3]);
+        let ties = [(3, 1.0), (1, 1.0)];
+        assert_eq!(
+            select_low_entropy(&ties, 0.5),
+            vec![1],
+            "ties go to the lowest row"
+        );
+        assert!((entropy(&[0.5, 0.5, 0.0]) - std::f64::consts::LN_2).abs() < 1e-15);
     }
 
     #[test]

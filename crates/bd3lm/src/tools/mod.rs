@@ -7,4 +7,5 @@ pub mod convert;
 pub mod eval;
 pub mod fixture;
 pub mod quality;
+pub mod sample_stats;
 pub mod stream_convert;
