@@ -4,13 +4,14 @@
 # kuleshov-group/bd3lm-owt-block_size16, loaded by id in the page (?hub=): download and
 # conversion in the browser, time to first token, peak JS + wasm memory.
 #   tests/e2e/hub-full-size-check.sh [engine: webgpu|cpu] [tokens]
-# Needs dist/ (trunk build --release) and a release CLI (cargo build --release -p bd3lm-cli).
+# Needs dist/ (trunk build --release) and the CLI (for `synth`; release, else the debug build).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ENGINE="${1:-webgpu}"
 TOKENS="${2:-4}"
 [ -f "$ROOT/dist/index.html" ] || { echo "build the page first: trunk build --release" >&2; exit 1; }
 BIN="$ROOT/target/release/bd3lm"
+[ -x "$BIN" ] || BIN="$ROOT/target/debug/bd3lm"
 [ -x "$BIN" ] || { echo "build the CLI first: cargo build --release -p bd3lm-cli" >&2; exit 1; }
 export PATH="$ROOT/tools/npm/node_modules/.bin:$PATH"
 WORK="${HUB_FULL_DIR:-/tmp/bd3lm-hub-full}"

@@ -71,9 +71,16 @@ async function inspect(value) {
 }
 async function load() {
   await page.waitForFunction(() => !document.querySelector('#load')?.disabled);
+  // A load from storage can be over before a poll sees it: watch the state's text change.
+  await page.evaluate(() => {
+    window.__sawLoading = false;
+    const state = document.querySelector('#model-state');
+    new MutationObserver(() => {
+      if (state.textContent === 'Loading the model…') window.__sawLoading = true;
+    }).observe(state, { childList: true, characterData: true, subtree: true });
+  });
   await page.click('#load');
-  await page.waitForFunction(() => document.querySelector('#model-state')?.textContent === 'Loading the model…'
-    || document.querySelector('#error-text')?.textContent);
+  await page.waitForFunction(() => window.__sawLoading || document.querySelector('#error-text')?.textContent);
   await idle();
 }
 const errorText = async () => (await page.locator('#error').isHidden()) ? '' : text('#error-text');
