@@ -104,6 +104,26 @@ impl PackageCache {
             .map_err(|e| js_error_text(&e))
     }
 
+    /// Stores bytes held in wasm memory without a JS copy of them: the `Response`
+    /// constructor copies a BufferSource's bytes (Fetch, "extract a body"), so a view into
+    /// wasm memory is enough and `bytes` is freed before the write completes.
+    pub async fn put_bytes(&self, url: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let response = {
+            // SAFETY: the view is read only by the constructor below, during which nothing
+            // allocates in wasm memory (which could move or detach it).
+            let view = unsafe { Uint8Array::view(&bytes) };
+            Response::new_with_opt_js_u8_array(Some(&view)).map_err(|e| js_error_text(&e))?
+        };
+        drop(bytes);
+        JsFuture::from(cache.put_with_str(url, &response))
+            .await
+            .map(|_| ())
+            .map_err(|e| js_error_text(&e))
+    }
+
     pub async fn put_text(&self, url: &str, text: &str) -> Result<(), String> {
         let Some(cache) = &self.cache else {
             return Ok(());

@@ -380,10 +380,8 @@ async fn drain(
         }
     }
     for (name, bytes) in shards {
-        let data = Uint8Array::from(bytes.as_slice());
-        drop(bytes);
         staging
-            .put(&file_url(base_url, &name), &data)
+            .put_bytes(&file_url(base_url, &name), bytes)
             .await
             .map_err(|why| storage_error(&name, &why))?;
     }

@@ -12,6 +12,7 @@ use crate::quant::{Matrix, MatrixData, Scheme, GROUP};
 use crate::weights::{kv_cache_bytes, Weights};
 use safetensors::{Dtype, View};
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 /// Generous bound on the safetensors header bytes one tensor entry takes.
 const HEADER_BYTES_PER_PART: usize = 256;
@@ -23,7 +24,23 @@ struct Part {
     key: String,
     dtype: Dtype,
     shape: Vec<usize>,
-    data: Vec<u8>,
+    len: usize,
+    /// Taken out when the shard is serialized (`safetensors::serialize` reads each tensor's
+    /// data once), so a shard's parts are freed as its bytes are written: a 64 MB shard
+    /// never exists twice in memory (this matters in a browser tab).
+    data: RefCell<Vec<u8>>,
+}
+
+impl Part {
+    fn new(key: String, dtype: Dtype, shape: Vec<usize>, data: Vec<u8>) -> Part {
+        Part {
+            key,
+            dtype,
+            shape,
+            len: data.len(),
+            data: RefCell::new(data),
+        }
+    }
 }
 
 impl View for &Part {
@@ -34,10 +51,10 @@ impl View for &Part {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
+        Cow::Owned(std::mem::take(&mut *self.data.borrow_mut()))
     }
     fn data_len(&self) -> usize {
-        self.data.len()
+        self.len
     }
 }
 
@@ -52,11 +69,8 @@ fn le_bytes_f32(values: &[f32]) -> Vec<u8> {
 /// The safetensors parts of one matrix piece (`docs/package-format.md`, tensor layouts).
 fn matrix_parts(key: &str, m: &Matrix) -> Vec<Part> {
     let (r, c) = (m.rows, m.cols);
-    let part = |suffix: &str, dtype, shape: Vec<usize>, data| Part {
-        key: format!("{key}{suffix}"),
-        dtype,
-        shape,
-        data,
+    let part = |suffix: &str, dtype, shape: Vec<usize>, data| {
+        Part::new(format!("{key}{suffix}"), dtype, shape, data)
     };
     match &m.data {
         MatrixData::F32(v) => vec![part("", Dtype::F32, vec![r, c], le_bytes_f32(v))],
@@ -85,6 +99,24 @@ fn matrix_parts(key: &str, m: &Matrix) -> Vec<Part> {
             ),
             part(".min", Dtype::F16, vec![r, c / GROUP], le_bytes_u16(mins)),
         ],
+    }
+}
+
+/// Capacity for `rows` more rows of a matrix.
+fn reserve_rows(m: &mut Matrix, rows: usize) {
+    let (c, g) = (m.cols, m.cols / GROUP);
+    match &mut m.data {
+        MatrixData::F32(v) => v.reserve_exact(rows * c),
+        MatrixData::F16(v) => v.reserve_exact(rows * c),
+        MatrixData::Q8 { q, scales } => {
+            q.reserve_exact(rows * c);
+            scales.reserve_exact(rows * g);
+        }
+        MatrixData::Q4 { q, scales, mins } => {
+            q.reserve_exact(rows * c / 2);
+            scales.reserve_exact(rows * g);
+            mins.reserve_exact(rows * g);
+        }
     }
 }
 
@@ -195,9 +227,19 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
         let mut meta = std::collections::HashMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
         let parts = std::mem::take(&mut self.current);
+        let data_len: usize = parts.iter().map(|p| p.len).sum();
         let bytes = safetensors::serialize(parts.iter().map(|p| (p.key.clone(), p)), Some(meta))
             .map_err(|e| Error::package(name.clone(), format!("cannot serialize: {e}")))?;
         drop(parts);
+        let header_len = bytes.get(..8).map_or(0, |b| {
+            u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize
+        });
+        if bytes.len() != 8 + header_len + data_len {
+            return Err(Error::package(
+                name,
+                "a tensor's data was not written exactly once",
+            ));
+        }
         if bytes.len() > self.max_bytes {
             return Err(Error::package(
                 name,
@@ -220,10 +262,7 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
     /// Adds parts to the open shard (starting a new one when they would not fit) and returns
     /// the shard's file name.
     fn push(&mut self, parts: Vec<Part>) -> Result<String> {
-        let size: usize = parts
-            .iter()
-            .map(|p| p.data.len() + HEADER_BYTES_PER_PART)
-            .sum();
+        let size: usize = parts.iter().map(|p| p.len + HEADER_BYTES_PER_PART).sum();
         if self.current_bytes + size > self.max_bytes && !self.current.is_empty() {
             self.flush()?;
         }
@@ -234,12 +273,7 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
 
     /// Adds an f32 vector (biases, norms, modulation constants).
     pub fn vector(&mut self, name: &str, v: &[f32]) -> Result<()> {
-        let part = Part {
-            key: name.to_string(),
-            dtype: Dtype::F32,
-            shape: vec![v.len()],
-            data: le_bytes_f32(v),
-        };
+        let part = Part::new(name.to_string(), Dtype::F32, vec![v.len()], le_bytes_f32(v));
         let file = self.push(vec![part])?;
         if name != "cond" && name != "rotary.inv_freq" {
             self.parameters += v.len();
@@ -349,8 +383,8 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
                     held
                 }
             };
-            let complete =
-                piece.rows == open.rows_per_piece || open.rows_written + piece.rows == total;
+            let needed = open.rows_per_piece.min(total - open.rows_written);
+            let complete = piece.rows == needed;
             if complete {
                 let start = open.rows_written;
                 let file = self.push(matrix_parts(&piece_key(&open.entry.name, start), &piece))?;
@@ -372,6 +406,10 @@ impl<S: FnMut(&str, Vec<u8>) -> Result<()>> PackageWriter<S> {
                     }
                 }
             } else {
+                let mut piece = piece;
+                // Room for the whole piece at once: no doubling, no fragments (wasm memory).
+                let more = needed - piece.rows;
+                reserve_rows(&mut piece, more);
                 open.buffered = Some(piece);
             }
         }
