@@ -4,7 +4,7 @@
 use crate::error::{CliError, CliResult};
 use crate::progress;
 use bd3lm::hf_file::HfFile;
-use bd3lm::package::{PackageWriter, SchemePlan, SpecialTokens, MAX_SHARD_BYTES};
+use bd3lm::package::{PackageWriter, SchemePlan, SpecialTokens, CONVERTER_SHARD_BYTES};
 use bd3lm::quant::Scheme;
 use bd3lm::stream_convert;
 use bd3lm::tokenizer::Tokenizer;
@@ -99,7 +99,7 @@ pub fn convert_checkpoint(
     tokenizer_json: &[u8],
 ) -> CliResult<bd3lm::package::Manifest> {
     let bar = progress::byte_bar(len, "converting");
-    let writer = PackageWriter::new(MAX_SHARD_BYTES, |name: &str, bytes: Vec<u8>| {
+    let writer = PackageWriter::new(CONVERTER_SHARD_BYTES, |name: &str, bytes: Vec<u8>| {
         let path = out_dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| bd3lm::Error::io(path.display().to_string(), e))
     });

@@ -15,7 +15,7 @@ use crate::page_error::PageError;
 use crate::progress::DownloadProgress;
 use bd3lm::hub::{self, HubError, HubId, LoadPlan};
 use bd3lm::package::url::{file_url, MANIFEST_FILE};
-use bd3lm::package::{Manifest, PackageWriter, SchemePlan, TensorPiece, MAX_SHARD_BYTES};
+use bd3lm::package::{Manifest, PackageWriter, SchemePlan, TensorPiece, CONVERTER_SHARD_BYTES};
 use bd3lm::quant::Scheme;
 use bd3lm::stream_convert::{package_info, special_tokens, StreamingConverter};
 use bd3lm::tokenizer::Tokenizer;
@@ -459,10 +459,11 @@ pub async fn load(
     staging.delete_prefix(&base_url).await;
     let outbox = Rc::new(RefCell::new(Outbox::default()));
     let shards = outbox.clone();
-    let mut writer = PackageWriter::new(MAX_SHARD_BYTES, move |name: &str, bytes: Vec<u8>| {
-        shards.borrow_mut().shards.push((name.to_string(), bytes));
-        Ok(())
-    });
+    let mut writer =
+        PackageWriter::new(CONVERTER_SHARD_BYTES, move |name: &str, bytes: Vec<u8>| {
+            shards.borrow_mut().shards.push((name.to_string(), bytes));
+            Ok(())
+        });
     let pieces = outbox.clone();
     writer.observe_pieces(Box::new(move |name, piece| {
         pieces.borrow_mut().pieces.push((name.to_string(), piece));

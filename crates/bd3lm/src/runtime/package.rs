@@ -24,8 +24,12 @@ pub use write::{
 
 pub const FORMAT: &str = "bd3lm-package";
 pub const FORMAT_VERSION: u32 = 1;
-/// Largest shard a package writes (64 MB, decimal).
+/// Largest shard a package may have (64 MB, decimal).
 pub const MAX_SHARD_BYTES: usize = 64_000_000;
+/// Shard size the converters write (`bd3lm quantize`, the CLI's Hub path, the page): half the
+/// limit, so a browser converting a checkpoint holds at most a 32 MB shard and 16 MB pieces
+/// (peak memory, docs/models.md).
+pub const CONVERTER_SHARD_BYTES: usize = 32_000_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {

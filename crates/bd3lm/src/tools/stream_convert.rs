@@ -21,9 +21,12 @@ use crate::quant::{Matrix, Scheme};
 use crate::tokenizer::Tokenizer;
 use std::collections::HashMap;
 
-/// f32 values encoded at a time (16 MB): big enough for the native encoder's threads, small
-/// enough for a browser tab.
+/// f32 values encoded at a time: 16 MB natively (enough for the encoder's threads), 4 MB in a
+/// browser tab (one thread there; less memory). The batch size never changes the output.
+#[cfg(not(target_arch = "wasm32"))]
 const ROW_BATCH_VALUES: usize = 4 << 20;
+#[cfg(target_arch = "wasm32")]
+const ROW_BATCH_VALUES: usize = 1 << 20;
 
 /// Where a modulation constant goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
