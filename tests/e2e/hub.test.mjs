@@ -135,7 +135,11 @@ check((await text('#model-state')) === 'Model ready.', `model ready after downlo
 check((await text('#engine')).includes('WebGPU'), `on the WebGPU engine: "${await text('#engine')}"`);
 const log1 = await emulator.log();
 const ranges = weightRequests(log1).map((e) => e.range);
-check(ranges.includes('bytes=5000000-'), `the cut download resumed with Range: ${JSON.stringify(ranges)}`);
+// Chromium may drop bytes that were in flight when the connection broke: the resume starts
+// where the page's data ended, at or before the cut.
+const resumedAt = ranges.map((r) => /^bytes=(\d+)-$/.exec(r || '')?.[1]).filter(Boolean).map(Number);
+check(resumedAt.length === 1 && resumedAt[0] > 0 && resumedAt[0] <= 5_000_000,
+  `the cut download resumed with Range: ${JSON.stringify(ranges)}`);
 check(consoleLog.some((l) => l.includes('resuming with a Range request')), 'the page logged the resume');
 check(progressSeen.some((p) => /of [\d.]+ MB/.test(p) && /converting backbone\./.test(p)),
   `progress showed bytes and the conversion stage: ${JSON.stringify(progressSeen.slice(-3))}`);
