@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmarks behind docs/performance.md: the demo model (q8 package and f32 original) on
 # both backends, and the full-size synthetic model (169.6M parameters, 16-token blocks; f32 and
-# q8) on the CPU and, at fill 0 only, on the GPU backend. JSON lines go to target/bench/.
+# q8) on the CPU and, at fill 0 only, on the GPU backend; the GPU engine's structural counters
+# at released shapes in both tilings. JSON lines go to target/bench/. On a real GPU, run
+# scripts/gpu-check.sh instead.
 # Run it on an otherwise idle machine; on lavapipe the full-size GPU rows take ~10 minutes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,3 +29,9 @@ for m in "$SYNTH" "$SYNTH-q8"; do
   $B bench --model "$m" --backend gpu --ctx 0 --runs 3 --tokens 16 --json
 done | tee "$OUT/full-gpu.jsonl"
 $B bench --model models/sotu-tiny-bs4-q8 --backend gpu --ctx 0 --runs 3 --profile | tee "$OUT/demo-profile.md"
+for tiling in hardware software; do
+  $B bench --model "$SYNTH-q8" --backend gpu --gpu-tiling $tiling --counters-only --json
+done | tee "$OUT/full-counters.jsonl"
+$B bench --model "$SYNTH-q8" --backend gpu --gpu-tiling hardware --counters-only --ctx 1008 --profile \
+  | tee "$OUT/full-structure.md"
+$B bench --backend gpu --dispatch-floor 104 --runs 20 --json | tee "$OUT/dispatch-floor.jsonl"

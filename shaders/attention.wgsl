@@ -1,9 +1,17 @@
 // Block attention with a KV cache (spec §5, §6.3, §7): the B queries of the current block
-// attend, unmasked, to every cached key and to the block's own keys (bidirectional inside
-// the block). One workgroup per head. The caches hold un-rotated K/V in a ring of n_ctx
-// slots; RoPE is applied here with window-relative positions (cache slot j -> position j,
-// block row r -> position cached + r), which re-bases positions after the window slides
-// exactly as the reference does. Softmax is computed online over key tiles of KT keys.
+// attend, unmasked, to every cached key and to the block's own keys (bidirectional inside the
+// block). The caches hold un-rotated K/V in a ring of n_ctx slots; RoPE is applied here with
+// window-relative positions (cache slot j -> position j, block row r -> position cached + r),
+// which re-bases positions after the window slides exactly as the reference does.
+//
+// Flash-decoding in two kernels. `partial`: one workgroup per (head, split), a split being
+// Step.kv_split consecutive keys of the window; an online softmax over tiles of KT keys; it
+// writes the split's unnormalised output with its running max and sum. `combine`: one
+// workgroup per block row merges the splits in order (deterministic, no atomics) and
+// normalises. The host sizes the splits per window: the whole window on CPU adapters (one
+// split), enough splits on GPUs that heads x splits keeps every compute unit busy.
+
+#include uniforms.wgsl
 
 const B: u32 = {{ROWS}}u;
 const D: u32 = {{HEAD_DIM}}u;
@@ -13,20 +21,6 @@ const KT: u32 = {{KT}}u;
 // vec4 accumulators per thread: B * D / 4 outputs over 256 threads.
 const ACC: u32 = (B * D / 4u + 255u) / 256u;
 
-struct AttnParams {
-    hidden: u32,
-    cache_layer_off: u32,
-    scale: f32,
-    _pad: u32,
-}
-
-struct Step {
-    cached: u32,
-    ring_start: u32,
-    n_ctx: u32,
-    row_offset: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
@@ -34,7 +28,11 @@ struct Step {
 @group(0) @binding(4) var<storage, read> vcache: array<vec4<f32>>;
 // [n_ctx, HALF] cos values followed by [n_ctx, HALF] sin values.
 @group(0) @binding(5) var<storage, read> rope: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+// Per (split, head, row): the unnormalised output [D] and (running max, running sum).
+@group(0) @binding(6) var<storage, read_write> part_o: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> part_ml: array<f32>;
+// combine: [B, H] attention output.
+@group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
 
 var<workgroup> qs: array<f32, B * D>;
 var<workgroup> kt: array<f32, KT * D>;
@@ -43,7 +41,7 @@ var<workgroup> m: array<f32, B>;
 var<workgroup> l: array<f32, B>;
 var<workgroup> alpha: array<f32, B>;
 
-// Element e of a head vector `src` rotated to position `pos` (rotate-half convention).
+// Element e of a head vector rotated to position `pos` (rotate-half convention).
 fn rotate(x_e: f32, x_partner: f32, e: u32, pos: u32) -> f32 {
     let i = e % HALF;
     let c = rope[pos * HALF + i];
@@ -61,11 +59,18 @@ fn partner(e: u32) -> u32 {
     return e - HALF;
 }
 
+// Splits of the current window.
+fn splits() -> u32 {
+    return (step.cached + B + step.kv_split - 1u) / step.kv_split;
+}
+
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let head = wg.x;
+    let split = wg.y;
     let h = p.hidden;
-    let total = step.cached + B;
+    let j_begin = split * step.kv_split;
+    let j_end = min(step.cached + B, j_begin + step.kv_split);
     for (var i = tid; i < B * D; i = i + 256u) {
         let r = i / D;
         let e = i % D;
@@ -81,8 +86,8 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
         acc[a] = vec4<f32>(0.0);
     }
     workgroupBarrier();
-    for (var j0 = 0u; j0 < total; j0 = j0 + KT) {
-        let tl = min(KT, total - j0);
+    for (var j0 = j_begin; j0 < j_end; j0 = j0 + KT) {
+        let tl = min(KT, j_end - j0);
         for (var i = tid; i < tl * D; i = i + 256u) {
             let jj = i / D;
             let e = i % D;
@@ -133,12 +138,39 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
         }
         workgroupBarrier();
     }
+    let part = split * p.heads + head;
     for (var a = 0u; a < ACC; a = a + 1u) {
         let idx = tid + a * 256u;
         if (idx < B * D / 4u) {
-            let r = idx / (D / 4u);
-            let d4 = idx % (D / 4u);
-            out[(r * h + head * D) / 4u + d4] = acc[a] / l[r];
+            part_o[part * (B * D / 4u) + idx] = acc[a];
         }
+    }
+    if (tid < B) {
+        part_ml[(part * B + tid) * 2u] = m[tid];
+        part_ml[(part * B + tid) * 2u + 1u] = l[tid];
+    }
+}
+
+@compute @workgroup_size(256)
+fn combine(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let r = wg.x;
+    let h = p.hidden;
+    let n_splits = splits();
+    for (var i = tid; i < h / 4u; i = i + 256u) {
+        let head = i / (D / 4u);
+        let d4 = i % (D / 4u);
+        var mx = -3.4e38;
+        for (var s = 0u; s < n_splits; s = s + 1u) {
+            mx = max(mx, part_ml[((s * p.heads + head) * B + r) * 2u]);
+        }
+        var sum = 0.0;
+        var o = vec4<f32>(0.0);
+        for (var s = 0u; s < n_splits; s = s + 1u) {
+            let part = s * p.heads + head;
+            let w = exp(part_ml[(part * B + r) * 2u] - mx);
+            sum = sum + part_ml[(part * B + r) * 2u + 1u] * w;
+            o = o + part_o[part * (B * D / 4u) + r * (D / 4u) + d4] * w;
+        }
+        out[(r * h) / 4u + i] = o / sum;
     }
 }

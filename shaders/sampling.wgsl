@@ -1,31 +1,36 @@
 // Sampling on the GPU (spec §4.5, §9): SUBS log-softmax, the nucleus filter, the posterior row
 // and the exponential race with the fixtures' SplitMix64 uniforms, one workgroup per row.
-// Only the drawn token id and its probability are written (then read back), never the logits.
+// Only the drawn token id and its probability are written (to the step's row of the draws
+// table), never the logits.
 //
 // f32 differs from the reference's f64 in two places: the nucleus border (the kept set is
 // found by an 8-ary search over the probabilities' bit patterns with f32 mass sums) and
 // near-ties of the race; docs/performance.md reports how often on the fixtures.
+//
+// Modes (Step.mode): 0 = first hitting (draw from p_x0), 1 = posterior, 2 = posterior at
+// t = 0 with the reference quirk (every masked row becomes the first nucleus-removed id,
+// else 0), 3 = nucleus probe (kept count, kept mass), 4 = race probe (the rows hold q).
+//
+// `reveal` (REVEAL_* variants) is the select stage of a step of a block: it picks the rows the
+// step reveals from the step's draws, writes their ids into the device-side block (which the
+// next step's embedding reads) and appends them to the block's reveal log, read back once per
+// block.
+//   REVEAL_SCHEDULED: the row the host chose in advance (first hitting, Step.reveal_row).
+#flags REVEAL_SCHEDULED
+
+#include uniforms.wgsl
 
 const WG: u32 = 256u;
 
-struct SampleStep {
-    vocab: u32,
-    mask: u32,
-    // Block row of logits row 0.
-    row_offset: u32,
-    // 0 = first hitting (draw from p_x0), 1 = posterior, 2 = posterior at t = 0 with the
-    // reference quirk (every masked row becomes the first nucleus-removed id, else 0).
-    mode: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    top_p: f32,
-    mask_prob: f32,
-}
-
-@group(0) @binding(0) var<uniform> sp: SampleStep;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> tokens: array<u32>;
-@group(0) @binding(3) var<storage, read_write> result: array<u32>;
+@group(0) @binding(0) var<uniform> sp: SampleParams;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> logits: array<f32>;
+// The device-side block: read by `main`, written by `reveal`.
+@group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
+// [step, block row] -> (id, value bits).
+@group(0) @binding(4) var<storage, read_write> draws: array<u32>;
+// [count, then (step, row, id, confidence bits) per reveal].
+@group(0) @binding(5) var<storage, read_write> reveal_log: array<u32>;
 
 var<workgroup> red: array<f32, 2048>;
 var<workgroup> best_idx: array<u32, 256>;
@@ -67,7 +72,7 @@ fn mix64(z0: vec2<u32>) -> vec2<u32> {
 // Element j of the step's stream as the nearest f32 of (mix(seed + (j+1) * GAMMA) >> 11) * 2^-53.
 fn uniform01(j: u32) -> f32 {
     let gamma = vec2<u32>(0x7F4A7C15u, 0x9E3779B9u);
-    let z = mix64(add64(vec2<u32>(sp.seed_lo, sp.seed_hi), mul64(vec2<u32>(j + 1u, 0u), gamma)));
+    let z = mix64(add64(vec2<u32>(step.seed_lo, step.seed_hi), mul64(vec2<u32>(j + 1u, 0u), gamma)));
     let hi21 = z.y >> 11u;
     let lo32 = (z.y << 21u) | (z.x >> 11u);
     return f32(hi21) * exp2(-21.0) + f32(lo32) * exp2(-53.0);
@@ -140,37 +145,39 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
     let row = wg.x;
     let vocab = sp.vocab;
     let base = row * vocab;
+    // This row's entry in the step's row of the draws table.
+    let slot = (step.index * sp.block + step.draw_row + row) * 2u;
     if (tid == 0u) {
-        shared_u[0] = tokens[sp.row_offset + row];
+        shared_u[0] = tokens[step.draw_row + row];
     }
     let token = workgroupUniformLoad(&shared_u[0]);
-    if (token != sp.mask && sp.mode < 3u) {
+    if (token != sp.mask && step.mode < 3u) {
         // A clean row is an exact one-hot: its race has at most two candidates.
         if (tid == 0u) {
             var out = token;
-            if (sp.mode == 1u) {
-                let j0 = (sp.row_offset + row) * vocab;
-                let keep = race_key(1.0 - sp.mask_prob, j0 + token);
-                let stay = race_key(sp.mask_prob, j0 + sp.mask);
+            if (step.mode == 1u) {
+                let j0 = (step.draw_row + row) * vocab;
+                let keep = race_key(1.0 - step.mask_prob, j0 + token);
+                let stay = race_key(step.mask_prob, j0 + sp.mask);
                 if (stay > keep) {
                     out = sp.mask;
                 }
-            } else if (sp.mode == 2u) {
+            } else if (step.mode == 2u) {
                 // q = onehot * inf: NaN everywhere but the token; MASK is overwritten by -inf.
                 out = 0u;
                 while (out == token || out == sp.mask) {
                     out = out + 1u;
                 }
             }
-            result[2u * row] = out;
-            result[2u * row + 1u] = bitcast<u32>(1.0);
+            draws[slot] = out;
+            draws[slot + 1u] = bitcast<u32>(1.0);
         }
         return;
     }
 
-    if (sp.mode == 4u) {
+    if (step.mode == 4u) {
         // Race probe: the row holds the probabilities themselves.
-        let j0 = (sp.row_offset + row) * vocab;
+        let j0 = (step.draw_row + row) * vocab;
         var best_v = -1.0;
         var best_i = 0xffffffffu;
         for (var v = tid; v < vocab; v = v + WG) {
@@ -182,8 +189,8 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
         }
         let out = argmax_reduce(tid, best_v, best_i);
         if (tid == 0u) {
-            result[2u * row] = out;
-            result[2u * row + 1u] = bitcast<u32>(logits[base + out]);
+            draws[slot] = out;
+            draws[slot + 1u] = bitcast<u32>(logits[base + out]);
         }
         return;
     }
@@ -203,7 +210,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
     // Nucleus: smallest bit pattern t with mass(p >= t) <= top_p (8-ary search).
     var t = 0u;
     var kept_mass = 1.0;
-    if (sp.top_p < 1.0) {
+    if (step.top_p < 1.0) {
         if (tid == 0u) {
             shared_u[1] = 0u;
             shared_u[2] = 0x7f800000u;
@@ -254,7 +261,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
                     i = i - 1u;
                     cum = cum + red[i * WG];
                     let b = min(lo + i * width, hi);
-                    if (cum > sp.top_p) {
+                    if (cum > step.top_p) {
                         new_lo = b;
                         break;
                     }
@@ -287,7 +294,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
         }
     }
 
-    if (sp.mode == 2u) {
+    if (step.mode == 2u) {
         // t = 0 quirk: the first id removed by the nucleus (NaN in the reference), else 0.
         var first = 0xffffffffu;
         for (var v = tid; v < vocab; v = v + WG) {
@@ -310,13 +317,13 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
                 out = 0u;
             }
             let pv = exp(subs_logit(base, out) - lse);
-            result[2u * row] = out;
-            result[2u * row + 1u] = bitcast<u32>(select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t));
+            draws[slot] = out;
+            draws[slot + 1u] = bitcast<u32>(select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t));
         }
         return;
     }
 
-    if (sp.mode == 3u) {
+    if (step.mode == 3u) {
         // Nucleus probe: kept count and kept mass instead of a draw.
         var count = 0.0;
         for (var v = tid; v < vocab; v = v + WG) {
@@ -326,23 +333,23 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
         }
         count = reduce_sum(tid, count);
         if (tid == 0u) {
-            result[2u * row] = u32(count);
-            result[2u * row + 1u] = bitcast<u32>(kept_mass);
+            draws[slot] = u32(count);
+            draws[slot + 1u] = bitcast<u32>(kept_mass);
         }
         return;
     }
 
     // The exponential race over the (posterior) row.
-    let j0 = (sp.row_offset + row) * vocab;
+    let j0 = (step.draw_row + row) * vocab;
     var best_v = -1.0;
     var best_i = 0xffffffffu;
     for (var v = tid; v < vocab; v = v + WG) {
         let pv = exp(subs_logit(base, v) - lse);
         var q = select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t);
-        if (sp.mode == 1u) {
-            q = q * (1.0 - sp.mask_prob);
+        if (step.mode == 1u) {
+            q = q * (1.0 - step.mask_prob);
             if (v == sp.mask) {
-                q = sp.mask_prob;
+                q = step.mask_prob;
             }
         }
         let key = race_key(q, j0 + v);
@@ -354,7 +361,25 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
     let out = argmax_reduce(tid, best_v, best_i);
     if (tid == 0u) {
         let pv = exp(subs_logit(base, out) - lse);
-        result[2u * row] = out;
-        result[2u * row + 1u] = bitcast<u32>(select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t));
+        draws[slot] = out;
+        draws[slot + 1u] = bitcast<u32>(select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t));
     }
 }
+
+#if REVEAL_SCHEDULED
+@compute @workgroup_size(64)
+fn reveal(@builtin(local_invocation_index) tid: u32) {
+    if (tid == 0u) {
+        let row = step.reveal_row;
+        let d = (step.index * sp.block + row) * 2u;
+        let id = draws[d];
+        tokens[row] = id;
+        let n = reveal_log[0];
+        reveal_log[1u + 4u * n] = step.index;
+        reveal_log[2u + 4u * n] = row;
+        reveal_log[3u + 4u * n] = id;
+        reveal_log[4u + 4u * n] = draws[d + 1u];
+        reveal_log[0] = n + 1u;
+    }
+}
+#endif

@@ -36,3 +36,10 @@ fn reduce_sum(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) 
         out[wg.x] = vec4<f32>(partial[0], 0.0, 0.0, 0.0);
     }
 }
+
+// One thread bumps a counter: a dispatch that does nothing but depend on the previous one
+// (a write after write), so a chain of them measures the GPU's dispatch floor.
+@compute @workgroup_size(1)
+fn tick() {
+    out[0] = out[0] + vec4<f32>(1.0);
+}

@@ -7,7 +7,9 @@
 //        32 at word `scale_off`: x = q * scale.
 //   Q4:  K/8 words per row (nibbles, element 8i in the low nibble); then (scale, min) f32 pairs
 //        per group at word `scale_off`: x = q * scale + min.
-// `load8` returns 8 consecutive values of a row as two vec4s.
+// `load8` returns 8 consecutive values of a row as two vec4s. The including shader declares
+// `wp: WeightParams` (uniforms.wgsl) and the bindings `w0`, `w1`.
+#flags FORMAT_F32 FORMAT_F16 FORMAT_Q8 FORMAT_Q4
 
 fn w_word(second: bool, i: u32) -> u32 {
     if (second) {

@@ -3,7 +3,7 @@
 use crate::error::{CliError, CliResult};
 use bd3lm::{CpuEngine, Weights};
 pub use bd3lm_gpu::AnyEngine;
-use bd3lm_gpu::{GpuContext, GpuEngine, GpuModel, GpuOptions};
+use bd3lm_gpu::{GpuContext, GpuEngine, GpuModel, GpuOptions, Tiling};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -14,6 +14,52 @@ pub enum Backend {
     Gpu,
     /// The exact f32/f64 CPU reference.
     Cpu,
+}
+
+/// `--gpu-tiling`: how the WGSL kernels split their work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TilingArg {
+    /// Hardware tiling on a GPU, software tiling on a CPU adapter.
+    #[default]
+    Auto,
+    /// Narrow column tiles, K splits and the KV cache split over workgroups: enough
+    /// workgroups to fill a large GPU (on any adapter; slow on software ones).
+    Hardware,
+    /// One thread per output column and one workgroup per attention head: fewest barriers,
+    /// the fast choice on CPU adapters (lavapipe, SwiftShader).
+    Software,
+}
+
+impl TilingArg {
+    pub fn tiling(self) -> Tiling {
+        match self {
+            TilingArg::Auto => Tiling::Auto,
+            TilingArg::Hardware => Tiling::Hardware,
+            TilingArg::Software => Tiling::Software,
+        }
+    }
+}
+
+/// Options of the WGSL engine, shared by every command that runs a model.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GpuArgs {
+    /// How the WGSL kernels split their work (GPU backend).
+    #[arg(long, value_enum, default_value_t = TilingArg::Auto, env = "BD3LM_GPU_TILING")]
+    pub gpu_tiling: TilingArg,
+    /// Split each first-hitting block into submissions of at most N steps (for slow adapters
+    /// and GPU watchdogs); default: one submission per block.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps_per_submit: Option<u32>,
+}
+
+impl GpuArgs {
+    pub fn options(&self) -> GpuOptions {
+        GpuOptions {
+            tiling: self.gpu_tiling.tiling(),
+            steps_per_submit: self.steps_per_submit.map(|n| n as usize),
+            ..GpuOptions::default()
+        }
+    }
 }
 
 /// The backend used when `--backend` is not given (or `BD3LM_BACKEND` is not set).
@@ -38,15 +84,15 @@ pub fn engine_backend(engine: &AnyEngine) -> Backend {
 }
 
 /// Builds the engine for `backend` from weights (the CPU engine dequantizes to f32).
-pub fn engine(backend: Backend, weights: &Weights) -> CliResult<AnyEngine> {
+pub fn engine(backend: Backend, weights: &Weights, gpu: &GpuArgs) -> CliResult<AnyEngine> {
     let cpu = || AnyEngine::Cpu(Box::new(CpuEngine::new(weights)));
     match backend {
         Backend::Cpu => Ok(cpu()),
         Backend::Gpu => Ok(AnyEngine::Gpu(Box::new(gpu_engine_on(
-            gpu_context()?,
+            gpu_context(gpu)?,
             weights,
         )?))),
-        Backend::Auto => match gpu_context() {
+        Backend::Auto => match gpu_context(gpu) {
             Ok(ctx) if !ctx.is_software() => {
                 Ok(AnyEngine::Gpu(Box::new(gpu_engine_on(ctx, weights)?)))
             }
@@ -55,9 +101,8 @@ pub fn engine(backend: Backend, weights: &Weights) -> CliResult<AnyEngine> {
     }
 }
 
-fn gpu_context() -> CliResult<GpuContext> {
-    pollster::block_on(GpuContext::new(&GpuOptions::default()))
-        .map_err(|e| CliError::Gpu(e.to_string()))
+pub fn gpu_context(gpu: &GpuArgs) -> CliResult<GpuContext> {
+    pollster::block_on(GpuContext::new(&gpu.options())).map_err(|e| CliError::Gpu(e.to_string()))
 }
 
 /// Weights upload and pipelines for the WGSL engine.
@@ -68,8 +113,8 @@ fn gpu_engine_on(ctx: GpuContext, weights: &Weights) -> CliResult<GpuEngine> {
 
 /// The adapter that `--backend gpu` uses and its limits (for `bd3lm info`); starts with
 /// "software adapter" for CPU-based adapters.
-pub fn gpu_adapter_report() -> CliResult<String> {
-    let ctx = gpu_context()?;
+pub fn gpu_adapter_report(gpu: &GpuArgs) -> CliResult<String> {
+    let ctx = gpu_context(gpu)?;
     let kind = if ctx.is_software() {
         "software adapter "
     } else {

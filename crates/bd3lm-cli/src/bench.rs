@@ -1,11 +1,15 @@
-//! `bd3lm bench`: time of one sampler step (one forward of one block plus the draw) at several
-//! KV-cache fills, and first-hitting generation speed end to end, with the engine's work
-//! counters. `--json` prints one object per fill with a fixed set of keys.
+//! `bd3lm bench`: time of one sampler step (one forward of one block plus the draw and its
+//! readback) and of a whole first-hitting block (the way generation runs it: on the GPU one
+//! submission and one wait) at several KV-cache fills, and first-hitting generation speed end
+//! to end, with the engine's work counters. `--json` prints one object per fill with a fixed
+//! set of keys. The GPU-only modes (`--counters-only`, `--profile`, `--dispatch-floor`) are
+//! in `bench_gpu.rs`.
 
 use crate::backend::{self, AnyEngine, Backend, DEFAULT_BACKEND};
+use crate::bench_gpu;
 use crate::error::{CliError, CliResult};
 use crate::model::{self, ModelSource};
-use bd3lm::engine::{DrawRequest, Rows};
+use bd3lm::engine::{BlockRequest, BlockStep, DrawRequest, RevealRule, Rows};
 use bd3lm::generate::{Event, Generator, SamplerKind, SamplingOptions};
 use bd3lm::rng::SplitMix64;
 use bd3lm::Engine;
@@ -17,44 +21,58 @@ pub struct BenchArgs {
     /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
     /// existing path wins); default: the embedded model.
     #[arg(long)]
-    model: Option<PathBuf>,
+    pub model: Option<PathBuf>,
     #[command(flatten)]
-    hub: model::HubArgs,
+    pub hub: model::HubArgs,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
-    backend: Backend,
+    pub backend: Backend,
+    #[command(flatten)]
+    pub gpu: crate::backend::GpuArgs,
     /// Measure only at this cache fill (tokens, a multiple of the block size, at most
     /// model_length - block_size); default: 0, n/2 and n - B.
     #[arg(long)]
-    ctx: Option<usize>,
+    pub ctx: Option<usize>,
     /// Tokens generated per fill for the end-to-end tokens/s (default: 8 blocks).
     #[arg(long)]
-    tokens: Option<usize>,
-    /// Timed forwards per fill (after one warm-up).
+    pub tokens: Option<usize>,
+    /// Timed forwards and timed blocks per fill (after one warm-up each).
     #[arg(long, default_value_t = 10)]
-    runs: usize,
+    pub runs: usize,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     #[arg(long)]
-    json: bool,
-    /// Also print the wall time of each kernel kind of one forward (GPU backend; each
-    /// dispatch submitted alone and waited for, so launch overhead is included).
+    pub json: bool,
+    /// Also print one line per dispatch of a denoising step at the last fill: kernel,
+    /// workgroups, weight and cache bytes read, FLOPs and its wall time when submitted alone
+    /// (GPU backend; launch overhead included).
     #[arg(long)]
-    profile: bool,
+    pub profile: bool,
+    /// Only the structural counters of one first-hitting block per fill (GPU backend),
+    /// counted by recording the block without running it and without filling the cache by
+    /// commits: seconds even on a software adapter.
+    #[arg(long)]
+    pub counters_only: bool,
+    /// Only time a chain of N one-thread dependent dispatches (the dispatch floor a forward
+    /// of N dispatches cannot beat), then exit (GPU backend).
+    #[arg(long, value_name = "N")]
+    pub dispatch_floor: Option<u32>,
 }
 
 struct FillResult {
     fill: usize,
     ms_min: f64,
     ms_median: f64,
+    block_ms_median: f64,
     tokens_per_s: f64,
-    dispatches_per_forward: usize,
     readback_bytes_per_step: usize,
     /// GPU buffers and bind groups created during the timed forwards and the generation.
     objects_created: u64,
+    host_waits_per_block: f64,
+    submits_per_block: f64,
 }
 
-fn fills(args: &BenchArgs, n: usize, b: usize) -> CliResult<Vec<usize>> {
-    match args.ctx {
+pub fn fills(ctx: Option<usize>, n: usize, b: usize) -> CliResult<Vec<usize>> {
+    match ctx {
         Some(c) if c % b != 0 || c > n - b => Err(CliError::Usage(format!(
             "--ctx {c} must be a multiple of the block size {b} and at most model_length - block_size = {}",
             n - b
@@ -80,11 +98,28 @@ fn context(len: usize, vocab: usize, bos: u32, rng: &mut SplitMix64) -> Vec<u32>
 
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
     if n % 2 == 1 {
         sorted[n / 2]
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
+}
+
+/// Median and min of `runs` timed calls of `f` after one warm-up call, in milliseconds.
+fn timed(runs: usize, mut f: impl FnMut(usize) -> CliResult<()>) -> CliResult<(f64, f64)> {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let started = Instant::now();
+        f(run)?;
+        if run > 0 {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((median(&times), times.first().copied().unwrap_or(f64::NAN)))
 }
 
 fn bench_fill(
@@ -104,10 +139,9 @@ fn bench_fill(
         pollster::block_on(engine.commit(block))?;
     }
     let block = vec![mask; b];
-    let mut times = Vec::with_capacity(runs);
-    let mut readback = 0;
-    let mut objects_before = 0;
-    for run in 0..=runs {
+    let objects_before = engine.counters().device_objects_created;
+    // One step with its own readback.
+    let (ms_median, ms_min) = timed(runs, |run| {
         let req = DrawRequest {
             block: &block,
             rows: Rows::One(run % b),
@@ -116,18 +150,35 @@ fn bench_fill(
             mask_prob: None,
             reuse: false,
         };
-        let started = Instant::now();
         pollster::block_on(engine.draw(&req))?;
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        readback = engine.counters().readback_bytes_last_draw;
-        if run > 0 {
-            times.push(ms); // run 0 warms up caches and pipelines
-        } else {
-            objects_before = engine.counters().device_objects_created;
+        Ok(())
+    })?;
+    let readback = engine.counters().readback_bytes_last_draw;
+    // A whole first-hitting block, revealing the rows in a shuffled order.
+    let (block_ms_median, _) = timed(runs, |run| {
+        let mut rows: Vec<usize> = (0..b).collect();
+        let mut order = SplitMix64::new(seed ^ run as u64);
+        for i in (1..b).rev() {
+            rows.swap(i, order.below(i + 1));
         }
-    }
-    times.sort_by(f64::total_cmp);
-    let dispatches = engine.counters().dispatches_per_forward;
+        let steps: Vec<BlockStep> = rows
+            .iter()
+            .enumerate()
+            .map(|(k, &row)| BlockStep {
+                seed: (run * b + k) as u64,
+                row,
+            })
+            .collect();
+        let req = BlockRequest {
+            block: &block,
+            steps: &steps,
+            rule: RevealRule::Scheduled,
+            draw_all_rows: false,
+            nucleus_p: 0.9,
+        };
+        pollster::block_on(engine.denoise_block(&req))?;
+        Ok(())
+    })?;
 
     // End to end: first hitting after a prompt that fills the cache to `fill`.
     let prompt = if fill == 0 { vec![bos] } else { ctx };
@@ -147,24 +198,36 @@ fn bench_fill(
         opts,
     )?;
     let mut started = None;
+    // Counted from the first generated block on (the prompt's store passes come before).
+    let mut before = None;
+    let mut blocks = 0u64;
     loop {
         let event = pollster::block_on(gen.next(engine))?;
         match event {
-            Event::BlockStarted { .. } if started.is_none() => started = Some(Instant::now()),
+            Event::BlockStarted { .. } => {
+                blocks += 1;
+                started.get_or_insert_with(Instant::now);
+                before.get_or_insert_with(|| engine.counters());
+            }
             Event::Finished { .. } => break,
             _ => {}
         }
     }
     let seconds = started.map_or(f64::NAN, |s| s.elapsed().as_secs_f64());
+    let after = engine.counters();
+    let before = before.unwrap_or(after);
+    let per_block = |x: u64| x as f64 / blocks.max(1) as f64;
     let generated = gen.committed().len() - prompt_len;
     Ok(FillResult {
         fill,
-        ms_min: times.first().copied().unwrap_or(f64::NAN),
-        ms_median: median(&times),
+        ms_min,
+        ms_median,
+        block_ms_median,
         tokens_per_s: generated as f64 / seconds,
-        dispatches_per_forward: dispatches,
         readback_bytes_per_step: readback,
-        objects_created: engine.counters().device_objects_created - objects_before,
+        objects_created: after.device_objects_created - objects_before,
+        host_waits_per_block: per_block(after.host_waits - before.host_waits),
+        submits_per_block: per_block(after.submits - before.submits),
     })
 }
 
@@ -172,10 +235,13 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
     if args.runs == 0 {
         return Err(CliError::Usage("--runs must be at least 1".into()));
     }
+    if let Some(n) = args.dispatch_floor {
+        return bench_gpu::dispatch_floor(&args, n);
+    }
     let source = ModelSource::resolve_with(args.model.as_deref(), args.hub.format.scheme(), None)?;
     let loaded = model::load(&source, None)?;
     let cfg = loaded.config().clone();
-    let fills = fills(&args, cfg.model_length, cfg.block_size)?;
+    let fills = fills(args.ctx, cfg.model_length, cfg.block_size)?;
     let tokens = args.tokens.unwrap_or(8 * cfg.block_size);
     if tokens == 0 {
         return Err(CliError::Usage("--tokens must be at least 1".into()));
@@ -184,8 +250,18 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         .tokenizer
         .as_ref()
         .map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
-    let mut engine = backend::engine(args.backend, &loaded.weights)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, &args.gpu)?;
     let adapter = engine.describe();
+    let header = serde_json::json!({
+        "model": source.short_name(),
+        "format": loaded.format,
+        "backend": backend::engine_backend(&engine).name(),
+        "adapter": adapter,
+        "block_size": cfg.block_size,
+    });
+    if args.counters_only {
+        return bench_gpu::counters_only(&args, &mut engine, &fills, header);
+    }
     if !args.json {
         eprintln!(
             "[bd3lm] {} ({}), backend {adapter}, block {}, {} runs per fill",
@@ -194,56 +270,58 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
             cfg.block_size,
             args.runs
         );
-        println!("| fill | ms/forward min | median | forwards/s | tokens/s (first hitting, {tokens} tokens) | dispatches/forward | readback bytes/step | GPU objects created |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| fill | ms/step min | median | ms/forward in a block | forwards/s | tokens/s (first hitting, {tokens} tokens) | dispatches/forward | workgroups min | host waits/block | submits/block | readback bytes/step | GPU objects created |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
-    for fill in fills {
+    for &fill in &fills {
         let r = bench_fill(&mut engine, fill, args.runs, tokens, bos, args.seed)?;
-        let forwards_per_s = 1e3 / r.ms_median;
+        let c = engine.counters();
+        let ms_per_forward = r.block_ms_median / cfg.block_size as f64;
+        let forwards_per_s = 1e3 / ms_per_forward;
         if args.json {
-            let json = serde_json::json!({
-                "model": source.short_name(),
-                "format": loaded.format,
-                "backend": backend::engine_backend(&engine).name(),
-                "adapter": adapter,
-                "block_size": cfg.block_size,
+            let mut json = header.clone();
+            let fields = serde_json::json!({
                 "fill": r.fill,
                 "runs": args.runs,
                 "ms_min": r.ms_min,
                 "ms_median": r.ms_median,
+                "block_ms_median": r.block_ms_median,
                 "forwards_per_s": forwards_per_s,
                 "tokens_per_s": r.tokens_per_s,
-                "dispatches_per_forward": r.dispatches_per_forward,
+                "dispatches_per_forward": c.dispatches_per_forward,
                 "readback_bytes_per_step": r.readback_bytes_per_step,
                 "gpu_objects_created": r.objects_created,
+                "host_waits_per_block": r.host_waits_per_block,
+                "submits_per_block": r.submits_per_block,
+                "workgroups_min": c.workgroups_min,
+                "weight_bytes_per_forward": c.weight_bytes_per_forward,
+                // Weight bytes streamed per second at that rate (divide by the GPU's peak
+                // memory bandwidth for the fraction reached).
+                "weight_gbytes_per_s": c.weight_bytes_per_forward as f64 * forwards_per_s / 1e9,
             });
+            if let (Some(obj), Some(more)) = (json.as_object_mut(), fields.as_object()) {
+                obj.extend(more.clone());
+            }
             println!("{json}");
         } else {
             println!(
-                "| {} | {:.3} | {:.3} | {forwards_per_s:.1} | {:.1} | {} | {} | {} |",
+                "| {} | {:.3} | {:.3} | {ms_per_forward:.3} | {forwards_per_s:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {} | {} |",
                 r.fill,
                 r.ms_min,
                 r.ms_median,
                 r.tokens_per_s,
-                r.dispatches_per_forward,
+                c.dispatches_per_forward,
+                c.workgroups_min,
+                r.host_waits_per_block,
+                r.submits_per_block,
                 r.readback_bytes_per_step,
                 r.objects_created
             );
         }
     }
     if args.profile {
-        let AnyEngine::Gpu(gpu) = &mut engine else {
-            return Err(CliError::Usage(
-                "--profile needs the GPU backend (--backend gpu)".into(),
-            ));
-        };
-        let block = vec![cfg.mask_id(); cfg.block_size];
-        let kernels = gpu.profile_kernels(&block, args.runs)?;
-        let total: f64 = kernels.iter().map(|(_, ms)| ms).sum();
-        println!("\n| kernel (one forward, fill 0) | ms | share |\n|---|---|---|");
-        for (name, ms) in kernels {
-            println!("| {name} | {ms:.3} | {:.0}% |", 100.0 * ms / total);
-        }
+        let fill = fills.last().copied().unwrap_or(0);
+        bench_gpu::profile(&args, &mut engine, fill)?;
     }
     Ok(())
 }

@@ -12,6 +12,8 @@ pub struct ConformanceArgs {
     /// Backend to check.
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    #[command(flatten)]
+    gpu: crate::backend::GpuArgs,
     /// One JSON object per check instead of text lines.
     #[arg(long)]
     json: bool,
@@ -30,7 +32,7 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
     for dir in &args.fixtures {
         let fixture =
             Fixture::from_dir(dir).map_err(|e| CliError::core(dir.display().to_string(), e))?;
-        let mut engine = backend::engine(args.backend, &fixture.weights)?;
+        let mut engine = backend::engine(args.backend, &fixture.weights, &args.gpu)?;
         used = backend::engine_backend(&engine);
         let tolerances = match used {
             Backend::Cpu => Tolerances::CPU,

@@ -34,6 +34,8 @@ pub struct EvalArgs {
     max_chunks: Option<usize>,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    #[command(flatten)]
+    gpu: crate::backend::GpuArgs,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -76,7 +78,7 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     let all = text_chunks(loaded.tokenizer()?, &args.text, cfg.model_length)?;
     let picked = eval::spread_indices(all.len(), args.max_chunks.unwrap_or(all.len()));
     let chunks: Vec<Vec<u32>> = picked.iter().map(|&i| all[i].clone()).collect();
-    let mut engine = backend::engine(args.backend, &loaded.weights)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, &args.gpu)?;
     let opts = EvalOptions {
         passes: args.passes,
         seed: args.seed,

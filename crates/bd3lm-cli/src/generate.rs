@@ -44,6 +44,8 @@ pub struct GenerateArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    #[command(flatten)]
+    gpu: crate::backend::GpuArgs,
     /// Print each denoising step of each block on stderr (masked positions as ░).
     #[arg(long)]
     show_steps: bool,
@@ -183,7 +185,7 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
     let tok = loaded.tokenizer()?;
     let prompt = prompt_ids(tok, &args.prompt, cfg.model_length, args.truncate_prompt)?;
     let prompt_len = prompt.len();
-    let mut engine = backend::engine(args.backend, &loaded.weights)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, &args.gpu)?;
     let mut gen = Generator::new(
         cfg.block_size,
         cfg.model_length,

@@ -21,6 +21,53 @@ pub struct InfoArgs {
     /// Backend whose adapter to describe.
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    #[command(flatten)]
+    gpu: crate::backend::GpuArgs,
+    /// One JSON object: the model's shape and, for the GPU backends, the adapter and its
+    /// limits (what `scripts/gpu-check.sh` records).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `info --json`: the model and the adapter with its limits, one line.
+fn json_report(args: &InfoArgs, model: &LoadedModel, source: &ModelSource) -> CliResult<()> {
+    let cfg = model.config();
+    let mut out = serde_json::json!({
+        "figure": "adapter",
+        "model": source.short_name(),
+        "parameters": cfg.parameter_count(),
+        "block_size": cfg.block_size,
+        "backend": args.backend.name(),
+    });
+    let gpu = match args.backend {
+        Backend::Cpu => None,
+        _ => Some(crate::backend::gpu_context(&args.gpu)),
+    };
+    let fields = match gpu {
+        None => serde_json::json!({}),
+        Some(Ok(ctx)) => {
+            let limits: serde_json::Map<String, serde_json::Value> = ctx
+                .limit_figures()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect();
+            serde_json::json!({
+                "adapter": ctx.adapter_summary(),
+                "adapter_backend": format!("{:?}", ctx.info.backend),
+                "device_type": format!("{:?}", ctx.info.device_type),
+                "driver": format!("{} {}", ctx.info.driver, ctx.info.driver_info),
+                "software_adapter": ctx.is_software(),
+                "gpu_tiling": ctx.tiling.name(),
+                "limits": limits,
+            })
+        }
+        Some(Err(e)) => serde_json::json!({ "error": e.to_string() }),
+    };
+    if let (Some(obj), Some(more)) = (out.as_object_mut(), fields.as_object()) {
+        obj.extend(more.clone());
+    }
+    println!("{out}");
+    Ok(())
 }
 
 fn mb(bytes: u64) -> String {
@@ -69,6 +116,9 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
         args.tokenizer.as_deref(),
     )?;
     let model = model::load(&source, args.tokenizer.as_deref())?;
+    if args.json {
+        return json_report(&args, &model, &source);
+    }
     let cfg = model.config();
     let (emb, transformer, head) = model.weights.schemes();
     println!("model:        {}", source.describe());
@@ -123,7 +173,7 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
         mb(largest_tensor_bytes(&model) as u64)
     );
     match args.backend {
-        Backend::Auto => match gpu_adapter_report() {
+        Backend::Auto => match gpu_adapter_report(&args.gpu) {
             Ok(report) if !report.starts_with("software") => {
                 println!("backend:      auto -> gpu: {report}; {needs}")
             }
@@ -135,7 +185,7 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
         Backend::Cpu => println!(
             "backend:      cpu (exact f32/f64 reference; matrices dequantized to f32 in memory)"
         ),
-        Backend::Gpu => match gpu_adapter_report() {
+        Backend::Gpu => match gpu_adapter_report(&args.gpu) {
             Ok(report) => println!("backend:      gpu: {report}; {needs}"),
             Err(e) => println!("backend:      gpu unavailable ({e}); {needs}"),
         },

@@ -4,6 +4,7 @@
 
 mod backend;
 mod bench;
+mod bench_gpu;
 mod conformance;
 mod error;
 mod eval;

@@ -54,6 +54,8 @@ pub struct SampleStatsArgs {
     tokenizer: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    #[command(flatten)]
+    gpu: crate::backend::GpuArgs,
     /// Comma-separated settings: first-hitting, posterior[:steps], confidence[:threshold],
     /// entropy[:gamma]; the first is the baseline of the relative columns.
     #[arg(long, default_value = DEFAULT_SETTINGS)]
@@ -150,7 +152,7 @@ pub fn run(args: SampleStatsArgs) -> CliResult<()> {
     check(&args, &kinds, cfg.model_length)?;
     let tok = loaded.tokenizer()?;
     let prompt_texts = prompts(&args)?;
-    let mut engine = backend::engine(args.backend, &loaded.weights)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, &args.gpu)?;
     eprintln!(
         "[bd3lm] sample-stats: {} ({}), backend {}, {} setting(s) x {} sample(s) of {} tokens, {:?}",
         source.describe(),

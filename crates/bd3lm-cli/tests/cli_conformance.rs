@@ -19,16 +19,26 @@ fn fixture_dirs() -> Vec<String> {
 #[test]
 fn gpu_backend_passes_a_fixture() {
     let dir = path(&fixture("tiny-v512-bs4"));
-    let r = run(["conformance", "--backend", "gpu", &dir]).ok();
-    let lines: Vec<&str> = r.stdout.lines().collect();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("PASS tiny-v512-bs4 trace/ddpm")),
-        "{}",
-        r.stdout
-    );
-    assert!(lines.iter().all(|l| l.starts_with("PASS ")), "{}", r.stdout);
+    for tiling in ["software", "hardware"] {
+        let r = run([
+            "conformance",
+            "--backend",
+            "gpu",
+            "--gpu-tiling",
+            tiling,
+            &dir,
+        ])
+        .ok();
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("PASS tiny-v512-bs4 trace/ddpm")),
+            "{}",
+            r.stdout
+        );
+        assert!(lines.iter().all(|l| l.starts_with("PASS ")), "{}", r.stdout);
+    }
 }
 
 #[test]

@@ -263,11 +263,17 @@ fn bench_json_has_the_documented_keys() {
         "runs",
         "ms_min",
         "ms_median",
+        "block_ms_median",
         "forwards_per_s",
         "tokens_per_s",
         "dispatches_per_forward",
         "readback_bytes_per_step",
         "gpu_objects_created",
+        "host_waits_per_block",
+        "submits_per_block",
+        "workgroups_min",
+        "weight_bytes_per_forward",
+        "weight_gbytes_per_s",
     ];
     for line in &lines {
         let obj = line.as_object().unwrap();
@@ -281,8 +287,10 @@ fn bench_json_has_the_documented_keys() {
     }
     run(["bench", "--ctx", "5"]).fails_with(2, &["--ctx 5", "multiple of the block size 4"]);
 
-    // The WGSL engine's counters: 5·L + 3 dispatches (4 layers), 8 bytes read back per
-    // first-hitting step, and no GPU object created while stepping.
+    // The WGSL engine's counters, measured while it runs (lavapipe): 8·L + 4 dispatches per
+    // step of a block (embedding, 8 per layer, LM head, sampler, reveal; at most 8·L + 8),
+    // one submission and one host wait per first-hitting block, 8 bytes read back per
+    // single step, no GPU object created while stepping.
     let r = run([
         "bench",
         "--json",
@@ -293,14 +301,59 @@ fn bench_json_has_the_documented_keys() {
         "--runs",
         "2",
         "--tokens",
-        "4",
+        "8",
     ])
     .ok();
     let line: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON line");
+    let layers = 4;
     assert_eq!(line["backend"], "gpu");
-    assert_eq!(line["dispatches_per_forward"], 5 * 4 + 3);
+    assert_eq!(line["dispatches_per_forward"], 8 * layers + 4);
+    assert!(line["dispatches_per_forward"].as_u64().unwrap() <= 8 * layers + 8);
     assert_eq!(line["readback_bytes_per_step"], 8);
     assert_eq!(line["gpu_objects_created"], 0);
+    assert_eq!(line["host_waits_per_block"], 1.0);
+    assert_eq!(line["submits_per_block"], 1.0);
+    assert!(line["weight_bytes_per_forward"].as_u64().unwrap() > 4_000_000);
+
+    // The structural counters of a block without running it, in both tilings; the hardware
+    // one launches more workgroups per weight-streaming dispatch than the software one.
+    let counters = |tiling: &str| -> serde_json::Value {
+        let r = run([
+            "bench",
+            "--json",
+            "--backend",
+            "gpu",
+            "--gpu-tiling",
+            tiling,
+            "--counters-only",
+            "--ctx",
+            "252",
+        ])
+        .ok();
+        serde_json::from_str(r.stdout.trim()).expect("one JSON line")
+    };
+    let (hw, sw) = (counters("hardware"), counters("software"));
+    for c in [&hw, &sw] {
+        assert_eq!(c["counters_only"], true);
+        assert_eq!(c["host_waits_per_block"], 1);
+        assert_eq!(c["submits_per_block"], 1);
+        assert_eq!(c["dispatches_per_forward"], 8 * layers + 4);
+        assert_eq!(c["steps_per_block"], 4);
+        assert_eq!(
+            c["weight_bytes_per_forward"],
+            line["weight_bytes_per_forward"]
+        );
+    }
+    assert_eq!(hw["gpu_tiling"], "hardware");
+    assert!(
+        hw["workgroups_min"].as_u64().unwrap() > 4 * sw["workgroups_min"].as_u64().unwrap(),
+        "hardware {} vs software {} workgroups",
+        hw["workgroups_min"],
+        sw["workgroups_min"]
+    );
+    run(["bench", "--counters-only", "--backend", "cpu"]).fails_with(2, &["needs the GPU backend"]);
+    run(["bench", "--steps-per-submit", "0"]).fails_with(2, &["--steps-per-submit"]);
+    run(["bench", "--gpu-tiling", "fast"]).fails_with(2, &["--gpu-tiling"]);
 }
 
 #[test]

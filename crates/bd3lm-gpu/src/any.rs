@@ -3,7 +3,7 @@
 //! not object safe). Shared by the CLI and the web page.
 
 use crate::engine::GpuEngine;
-use bd3lm::engine::{DrawRequest, Engine, EngineCounters, RowDraw};
+use bd3lm::engine::{BlockRequest, DrawRequest, Engine, EngineCounters, RowDraw, StepRecord};
 use bd3lm::forward::Activations;
 use bd3lm::{Config, CpuEngine, Result};
 
@@ -60,6 +60,18 @@ impl Engine for AnyEngine {
         match self {
             AnyEngine::Cpu(e) => e.draw(req).await,
             AnyEngine::Gpu(e) => e.draw(req).await,
+        }
+    }
+    fn runs_blocks(&self) -> bool {
+        match self {
+            AnyEngine::Cpu(e) => e.runs_blocks(),
+            AnyEngine::Gpu(e) => e.runs_blocks(),
+        }
+    }
+    async fn denoise_block(&mut self, req: &BlockRequest<'_>) -> Result<Vec<StepRecord>> {
+        match self {
+            AnyEngine::Cpu(e) => e.denoise_block(req).await,
+            AnyEngine::Gpu(e) => e.denoise_block(req).await,
         }
     }
     async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {

@@ -3,6 +3,7 @@
 
 use crate::error::{GpuError, Result};
 use crate::pipelines::PipelineCache;
+use crate::tiling::Tiling;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +15,15 @@ pub struct GpuOptions {
     /// Restrict the backends tried (native: honours `WGPU_BACKEND` when `None`).
     pub backends: Option<wgpu::Backends>,
     pub power_preference: wgpu::PowerPreference,
+    /// How the kernels split their work (`--gpu-tiling`): `Auto` picks by adapter.
+    pub tiling: Tiling,
+    /// Split a block's denoising steps into submissions of at most this many steps
+    /// (`--steps-per-submit`; for slow adapters and browser watchdogs). `None`: one
+    /// submission per block.
+    pub steps_per_submit: Option<usize>,
+    /// Largest storage binding to create, below WebGPU's 128 MiB (tests use a small one to
+    /// force the two-binding split of matrices).
+    pub max_binding_bytes: Option<u64>,
 }
 
 /// A device, its queue and what the engine needs to know about the adapter.
@@ -26,6 +36,11 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// What the adapter could offer (for `bd3lm info`).
     pub adapter_limits: wgpu::Limits,
+    /// The kernels' tiling on this device (`Auto` resolved by the adapter type).
+    pub tiling: Tiling,
+    /// Steps per submission of a block (`None`: the whole block in one).
+    pub steps_per_submit: Option<usize>,
+    binding_cap: u64,
     /// Pipelines are per device: every engine and kernel launcher on this context shares them,
     /// so a second engine (a reloaded model, the next test) compiles nothing again.
     pub pipelines: Arc<PipelineCache>,
@@ -40,6 +55,11 @@ pub struct GpuContext {
 
 impl GpuContext {
     pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
+        if opts.steps_per_submit == Some(0) {
+            return Err(GpuError::Unsupported(
+                "steps per submission must be at least 1".into(),
+            ));
+        }
         #[cfg(not(target_arch = "wasm32"))]
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         #[cfg(target_arch = "wasm32")]
@@ -93,7 +113,11 @@ impl GpuContext {
             }));
         }
         let limits = device.limits();
+        let software = info.device_type == wgpu::DeviceType::Cpu;
         Ok(GpuContext {
+            tiling: opts.tiling.resolve(software),
+            steps_per_submit: opts.steps_per_submit,
+            binding_cap: opts.max_binding_bytes.unwrap_or(MAX_BINDING_BYTES),
             device,
             queue,
             info,
@@ -137,7 +161,7 @@ impl GpuContext {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
-    /// One line naming the adapter: name, backend, device type.
+    /// One line naming the adapter: name, backend, device type, and the kernels' tiling.
     pub fn adapter_summary(&self) -> String {
         let name = if self.info.name.is_empty() {
             "WebGPU adapter"
@@ -145,8 +169,8 @@ impl GpuContext {
             &self.info.name
         };
         format!(
-            "{name} ({:?}, {:?})",
-            self.info.backend, self.info.device_type
+            "{name} ({:?}, {:?}), {} tiling",
+            self.info.backend, self.info.device_type, self.tiling
         )
     }
 
@@ -163,9 +187,42 @@ impl GpuContext {
         )
     }
 
+    /// The adapter's limits that matter to the engine, as (name, value) figures.
+    pub fn limit_figures(&self) -> Vec<(&'static str, u64)> {
+        let l = &self.adapter_limits;
+        vec![
+            (
+                "max_storage_buffer_binding_size",
+                l.max_storage_buffer_binding_size,
+            ),
+            ("max_buffer_size", l.max_buffer_size),
+            (
+                "max_storage_buffers_per_shader_stage",
+                l.max_storage_buffers_per_shader_stage as u64,
+            ),
+            (
+                "max_compute_invocations_per_workgroup",
+                l.max_compute_invocations_per_workgroup as u64,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                l.max_compute_workgroup_storage_size as u64,
+            ),
+            (
+                "max_compute_workgroups_per_dimension",
+                l.max_compute_workgroups_per_dimension as u64,
+            ),
+            (
+                "min_uniform_buffer_offset_alignment",
+                l.min_uniform_buffer_offset_alignment as u64,
+            ),
+        ]
+    }
+
     /// Largest storage binding the engine will create on this device.
     pub fn max_binding_bytes(&self) -> u64 {
         MAX_BINDING_BYTES
+            .min(self.binding_cap)
             .min(self.limits.max_storage_buffer_binding_size)
             .min(self.limits.max_buffer_size)
     }

@@ -1,64 +1,97 @@
-//! What the host shares with the shaders: the uniform structs (laid out as in the WGSL), the
-//! sampling modes, one recorded dispatch, and the helpers that create buffers and bind groups.
+//! What the host shares with the shaders: the uniform structs of `shaders/uniforms.wgsl`
+//! (field for field), the step table, the sampling modes, one recorded dispatch with what it
+//! streams, and the helpers that create buffers and bind groups.
 
 use crate::context::GpuContext;
 use crate::model::GpuMatrix;
+use crate::pipelines::Compiled;
+use crate::tiling::AttentionTiles;
 use bd3lm::quant::Scheme;
 use bytemuck::{Pod, Zeroable};
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct WeightParams {
-    k: u32,
-    split_row: u32,
-    scale_off0: u32,
-    scale_off1: u32,
-}
 
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct MatmulParams {
-    pub n: u32,
-    pub norm_off: u32,
-    pub shift_off: u32,
-    pub scale_off: u32,
-    pub bias_off: u32,
-    pub gate_off: u32,
-    pub hidden: u32,
-    pub cache_layer_off: u32,
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug)]
+pub struct WeightParams {
+    pub k: u32,
+    pub split_row: u32,
+    pub scale_off0: u32,
+    pub scale_off1: u32,
 }
 
+/// One step's slot of the step table (see `Step` in uniforms.wgsl).
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct StepParams {
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug, PartialEq)]
+pub struct Step {
     pub cached: u32,
     pub ring_start: u32,
     pub n_ctx: u32,
-    pub row_offset: u32,
+    pub draw_row: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub index: u32,
+    pub reveal_row: u32,
+    pub mode: u32,
+    pub top_p: f32,
+    pub mask_prob: f32,
+    pub kv_split: u32,
+}
+
+impl Step {
+    pub fn seed(mut self, seed: u64) -> Step {
+        self.seed_lo = seed as u32;
+        self.seed_hi = (seed >> 32) as u32;
+        self
+    }
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct AttnParams {
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug)]
+pub struct MatmulParams {
+    pub n: u32,
+    pub k_slice: u32,
+    pub bias_off: u32,
     pub hidden: u32,
     pub cache_layer_off: u32,
-    pub scale: f32,
+    pub pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug)]
+pub struct NormParams {
+    pub n: u32,
+    pub splits: u32,
+    pub gate_off: u32,
+    pub bias_off: u32,
+    pub norm_off: u32,
+    pub shift_off: u32,
+    pub scale_off: u32,
     pub pad: u32,
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub struct SampleStep {
-    pub vocab: u32,
-    pub mask: u32,
-    pub row_offset: u32,
-    pub mode: u32,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    pub top_p: f32,
-    pub mask_prob: f32,
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug)]
+pub struct AttnParams {
+    pub hidden: u32,
+    pub heads: u32,
+    pub cache_layer_off: u32,
+    pub scale: f32,
 }
 
-/// Sampling kernel modes (see sampling.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug)]
+pub struct SampleParams {
+    pub vocab: u32,
+    pub mask: u32,
+    pub block: u32,
+    pub pad: u32,
+}
+
+/// Bytes of one `Step`.
+pub const STEP_BYTES: u64 = std::mem::size_of::<Step>() as u64;
+/// Distance between step slots: WebGPU's default `minUniformBufferOffsetAlignment`.
+pub const STEP_STRIDE: u64 = 256;
+
+/// Sampling kernel modes (Step.mode, see sampling.wgsl).
 pub mod mode {
     pub const FIRST_HITTING: u32 = 0;
     pub const POSTERIOR: u32 = 1;
@@ -67,17 +100,132 @@ pub mod mode {
     pub const RACE_PROBE: u32 = 4;
 }
 
+/// The per-step uniforms of a block: `slots` slots of [`STEP_STRIDE`] bytes.
+pub struct StepTable {
+    pub buffer: wgpu::Buffer,
+    pub slots: u32,
+}
+
+impl StepTable {
+    pub fn new(ctx: &GpuContext, slots: u32) -> StepTable {
+        let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step table"),
+            size: STEP_STRIDE * slots as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        StepTable { buffer, slots }
+    }
+
+    pub fn write(&self, queue: &wgpu::Queue, slot: u32, step: &Step) {
+        debug_assert!(slot < self.slots);
+        queue.write_buffer(
+            &self.buffer,
+            slot as u64 * STEP_STRIDE,
+            bytemuck::bytes_of(step),
+        );
+    }
+
+    /// The binding: one slot, placed by the dynamic offset.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(STEP_BYTES),
+        })
+    }
+}
+
+/// How many workgroups a dispatch launches.
+#[derive(Debug, Clone, Copy)]
+pub enum Grid {
+    Fixed(u32, u32),
+    /// Attention partials: heads x splits of the current window (`cached + rows` keys).
+    Attention {
+        heads: u32,
+        rows: u32,
+        tiles: AttentionTiles,
+    },
+}
+
+/// What one dispatch streams from memory and computes, for `bench --profile` and the
+/// structural counters. Per-key figures scale with the window (attention).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    pub weight_bytes: u64,
+    pub flops: u64,
+    pub cache_bytes_per_key: u64,
+    pub flops_per_key: u64,
+    /// Streams a weight matrix or the KV cache: must launch enough workgroups to fill a GPU.
+    pub streams: bool,
+}
+
+/// One dispatch as recorded at a given window fill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchInfo {
+    pub kernel: &'static str,
+    pub layer: Option<usize>,
+    pub workgroups: u32,
+    pub weight_bytes: u64,
+    pub cache_bytes: u64,
+    pub flops: u64,
+    /// Whether the workgroup bound applies (the dispatch streams weights or the cache).
+    pub bounded: bool,
+}
+
+/// A kernel with its bind group, ready to record.
+#[derive(Clone)]
 pub struct Dispatch {
-    pub pipeline: wgpu::ComputePipeline,
+    /// Kernel kind for profiles (`qkv`, `attention`, `lm_head`...).
+    pub kernel: &'static str,
+    pub layer: Option<usize>,
+    pub compiled: Compiled,
     pub bind_group: wgpu::BindGroup,
-    pub groups: u32,
+    pub grid: Grid,
+    pub cost: Cost,
 }
 
 impl Dispatch {
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, groups: Option<u32>) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(groups.unwrap_or(self.groups), 1, 1);
+    /// Workgroups (x, y) at a window holding `cached` committed tokens.
+    pub fn workgroups(&self, cached: usize) -> (u32, u32) {
+        match self.grid {
+            Grid::Fixed(x, y) => (x, y),
+            Grid::Attention { heads, rows, tiles } => (heads, tiles.splits(cached + rows as usize)),
+        }
+    }
+
+    /// Records the dispatch reading step slot `slot` of the step table.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32, cached: usize) {
+        self.record_grid(pass, slot, self.workgroups(cached));
+    }
+
+    /// Records the dispatch with an explicit grid (the one-row sampler of a probe).
+    pub fn record_grid(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32, grid: (u32, u32)) {
+        pass.set_pipeline(&self.compiled.pipeline);
+        if self.compiled.dynamic {
+            let offset = (slot as u64 * STEP_STRIDE) as u32;
+            pass.set_bind_group(0, &self.bind_group, &[offset]);
+        } else {
+            pass.set_bind_group(0, &self.bind_group, &[]);
+        }
+        pass.dispatch_workgroups(grid.0, grid.1, 1);
+    }
+
+    pub fn info(&self, cached: usize) -> DispatchInfo {
+        let (x, y) = self.workgroups(cached);
+        let keys = match self.grid {
+            Grid::Attention { rows, .. } => (cached + rows as usize) as u64,
+            Grid::Fixed(..) => 0,
+        };
+        DispatchInfo {
+            kernel: self.kernel,
+            layer: self.layer,
+            workgroups: x * y,
+            weight_bytes: self.cost.weight_bytes,
+            cache_bytes: self.cost.cache_bytes_per_key * keys,
+            flops: self.cost.flops + self.cost.flops_per_key * keys,
+            bounded: self.cost.streams,
+        }
     }
 }
 
@@ -95,23 +243,15 @@ pub(crate) fn storage(
     })
 }
 
-pub(crate) fn uniform<T: Pod>(
-    ctx: &GpuContext,
-    label: &str,
-    value: &T,
-    writable: bool,
-) -> wgpu::Buffer {
-    let mut usage = wgpu::BufferUsages::UNIFORM;
-    if writable {
-        usage |= wgpu::BufferUsages::COPY_DST;
-    }
+pub(crate) fn uniform<T: Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
     ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
         contents: bytemuck::bytes_of(value),
-        usage,
+        usage: wgpu::BufferUsages::UNIFORM,
     })
 }
 
+/// The `FORMAT_*` flag of a weight scheme (weights.wgsl).
 pub(crate) fn format_flag(s: Scheme) -> &'static str {
     match s {
         Scheme::F32 => "FORMAT_F32",
@@ -128,26 +268,70 @@ pub(crate) fn weight_params(ctx: &GpuContext, m: &GpuMatrix) -> wgpu::Buffer {
         scale_off0: m.parts[0].scale_off,
         scale_off1: m.parts.get(1).map(|p| p.scale_off).unwrap_or(0),
     };
-    uniform(ctx, "weight params", &p, false)
+    uniform(ctx, "weight params", &p)
 }
 
+/// One binding of a bind group: a whole buffer or the step table.
+#[derive(Clone, Copy)]
+pub(crate) enum Bound<'a> {
+    Buffer(&'a wgpu::Buffer),
+    Steps(&'a StepTable),
+}
+
+/// A bind group for `compiled` from its bindings, in the kernel's bind order.
 pub(crate) fn bind(
     ctx: &GpuContext,
-    pipeline: &wgpu::ComputePipeline,
-    buffers: &[&wgpu::Buffer],
+    compiled: &Compiled,
+    bindings: &[(u32, Bound<'_>)],
 ) -> wgpu::BindGroup {
-    let layout = pipeline.get_bind_group_layout(0);
-    let entries: Vec<wgpu::BindGroupEntry> = buffers
+    let entries: Vec<wgpu::BindGroupEntry> = bindings
         .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: b.as_entire_binding(),
+        .map(|(binding, b)| wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: match b {
+                Bound::Buffer(buf) => buf.as_entire_binding(),
+                Bound::Steps(t) => t.binding(),
+            },
         })
         .collect();
     ctx.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
-        layout: &layout,
+        layout: &compiled.layout,
         entries: &entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fields of `name` in uniforms.wgsl (every field is a 32-bit scalar).
+    fn wgsl_fields(name: &str) -> usize {
+        let src = crate::shaders::source("uniforms.wgsl").unwrap();
+        let start = src.find(&format!("struct {name} {{")).expect(name);
+        let body = &src[start..start + src[start..].find('}').unwrap()];
+        body.lines()
+            .filter(|l| {
+                let t = l.trim();
+                t.ends_with(": u32,") || t.ends_with(": f32,")
+            })
+            .count()
+    }
+
+    #[test]
+    fn host_structs_match_the_wgsl_declarations() {
+        use std::mem::size_of;
+        for (name, size) in [
+            ("WeightParams", size_of::<WeightParams>()),
+            ("Step", size_of::<Step>()),
+            ("MatmulParams", size_of::<MatmulParams>()),
+            ("NormParams", size_of::<NormParams>()),
+            ("AttnParams", size_of::<AttnParams>()),
+            ("SampleParams", size_of::<SampleParams>()),
+        ] {
+            assert_eq!(wgsl_fields(name) * 4, size, "{name}");
+            assert_eq!(size % 16, 0, "{name}: uniform structs are whole vec4s");
+        }
+        const { assert!(STEP_BYTES <= STEP_STRIDE) };
+    }
 }

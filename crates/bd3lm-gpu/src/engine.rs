@@ -1,11 +1,16 @@
 //! `GpuEngine`: the BD3-LM forward with a GPU-resident KV cache and GPU sampling, behind the
-//! core's [`bd3lm::Engine`] trait. Per denoising step only the block's ids go up and the drawn
-//! ids (with their probabilities) come back.
+//! core's [`bd3lm::Engine`] trait. A first-hitting block runs as one submission with one
+//! readback of its step records (`block.rs`); the per-step path below serves the posterior
+//! sampler, the probes and the conformance checks. The store pass of a finished block is
+//! recorded but submitted together with the next submission, so a generated block costs one
+//! submission and one host wait.
 
 use crate::context::GpuContext;
+use crate::dispatch::{Dispatch, DispatchInfo};
 use crate::error::GpuError;
 use crate::model::GpuModel;
-use crate::plan::{mode, Plan, SampleStep, StepParams};
+use crate::plan::{mode, Head, Plan, Step};
+use bd3lm::engine::{BlockRequest, StepRecord};
 use bd3lm::forward::Activations;
 use bd3lm::{Config, DrawRequest, Engine, EngineCounters, Error, Result, RowDraw, Rows};
 
@@ -13,22 +18,41 @@ use bd3lm::{Config, DrawRequest, Engine, EngineCounters, Error, Result, RowDraw,
 /// the sampling kernel handles that case as a mode of its own, replayed in the traces.
 pub use bd3lm::engine::SKIPPED_ROW;
 
+/// `Step.reveal_row` of a step that reveals nothing by schedule.
+pub(crate) const NO_ROW: u32 = u32::MAX;
+
+/// Device work and waits, counted where they happen.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tally {
+    pub submits: u64,
+    pub host_waits: u64,
+    pub blocks: u64,
+    pub readback_last_block: usize,
+}
+
 pub struct GpuEngine {
-    ctx: GpuContext,
-    model: GpuModel,
-    plan: Plan,
-    cached: usize,
-    ring_start: usize,
-    forwards: u64,
+    pub(crate) ctx: GpuContext,
+    pub(crate) model: GpuModel,
+    pub(crate) plan: Plan,
+    pub(crate) cached: usize,
+    pub(crate) ring_start: usize,
+    pub(crate) forwards: u64,
     /// Rows whose logits in the logits buffer belong to the current block (posterior reuse).
-    logits_valid: bool,
+    pub(crate) logits_valid: bool,
     last_readback: usize,
     logits_staging: Option<wgpu::Buffer>,
+    /// A recorded store pass not yet submitted: it goes with the next submission.
+    pending_commit: Option<wgpu::CommandBuffer>,
+    pub(crate) tally: Tally,
+    /// The head of the last denoising forward (for the structural counters).
+    pub(crate) last_head: Head,
+    /// Record and count, but submit nothing and read back zeros (`bench --counters-only`).
+    pub(crate) dry_run: bool,
 }
 
 impl GpuEngine {
     pub async fn new(ctx: &GpuContext, model: GpuModel) -> Result<GpuEngine, GpuError> {
-        let plan = Plan::new(ctx, &ctx.pipelines, &model).await?;
+        let plan = Plan::new(ctx, &model).await?;
         Ok(GpuEngine {
             ctx: ctx.clone(),
             model,
@@ -39,6 +63,10 @@ impl GpuEngine {
             logits_valid: false,
             last_readback: 0,
             logits_staging: None,
+            pending_commit: None,
+            tally: Tally::default(),
+            last_head: Head::One,
+            dry_run: false,
         })
     }
 
@@ -65,7 +93,14 @@ impl GpuEngine {
         self.ctx.pipelines.len()
     }
 
-    fn check_block(&self, block: &[u32]) -> Result<()> {
+    /// What each dispatch of one denoising step streams at the current window (`head`: the
+    /// LM head over every row or over the draw row only).
+    pub fn step_infos(&self, head_all_rows: bool) -> Vec<DispatchInfo> {
+        let head = if head_all_rows { Head::All } else { Head::One };
+        self.plan.step_infos(head, self.cached)
+    }
+
+    pub(crate) fn check_block(&self, block: &[u32]) -> Result<()> {
         let cfg = &self.model.config;
         if block.len() != cfg.block_size {
             return Err(Error::InvalidArgument(format!(
@@ -83,80 +118,107 @@ impl GpuEngine {
         self.ctx.check().map_err(Error::from)
     }
 
-    fn write_step(&self, row_offset: usize) {
-        let step = StepParams {
+    /// A step slot at the current window.
+    pub(crate) fn step(&self) -> Step {
+        Step {
             cached: self.cached as u32,
             ring_start: self.ring_start as u32,
             n_ctx: self.model.config.model_length as u32,
-            row_offset: 0,
-        };
-        self.ctx
-            .queue
-            .write_buffer(&self.plan.step_main, 0, bytemuck::bytes_of(&step));
-        let row = StepParams {
-            row_offset: row_offset as u32,
-            ..step
-        };
-        self.ctx
-            .queue
-            .write_buffer(&self.plan.step_row, 0, bytemuck::bytes_of(&row));
+            reveal_row: NO_ROW,
+            kv_split: self.plan.attention.kv_split(self.cached),
+            ..Step::default()
+        }
     }
 
-    fn upload_block(&mut self, block: &[u32], row_offset: usize) {
+    pub(crate) fn write_step(&self, slot: u32, step: &Step) {
+        self.plan.steps.write(&self.ctx.queue, slot, step);
+    }
+
+    pub(crate) fn upload_block(&self, block: &[u32]) {
         self.ctx
             .queue
             .write_buffer(&self.plan.tokens, 0, bytemuck::cast_slice(block));
-        self.write_step(row_offset);
     }
 
-    fn write_sample_step(
-        &self,
-        row_offset: usize,
-        mode: u32,
-        seed: u64,
-        top_p: f64,
-        mask_prob: f32,
-    ) {
-        let cfg = &self.model.config;
-        let s = SampleStep {
-            vocab: cfg.vocab_size as u32,
-            mask: cfg.mask_id(),
-            row_offset: row_offset as u32,
-            mode,
-            seed_lo: seed as u32,
-            seed_hi: (seed >> 32) as u32,
-            top_p: top_p as f32,
-            mask_prob,
-        };
-        self.ctx
-            .queue
-            .write_buffer(&self.plan.sample_step, 0, bytemuck::bytes_of(&s));
+    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
+        self.ctx.device.create_command_encoder(&Default::default())
     }
 
-    /// Runs the sampling kernel on `rows` logits rows and reads back (id, value bits) pairs.
+    /// Records `dispatches` reading step slot `slot`.
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>, list: &[&Dispatch], slot: u32) {
+        for d in list {
+            d.record(pass, slot, self.cached);
+        }
+    }
+
+    /// Submits `work`, preceded by a pending store pass (one submission either way).
+    pub(crate) fn submit(&mut self, work: wgpu::CommandBuffer) {
+        self.tally.submits += 1;
+        if self.dry_run {
+            return;
+        }
+        let pending = self.pending_commit.take();
+        self.ctx.queue.submit(pending.into_iter().chain([work]));
+    }
+
+    /// Submits a pending store pass on its own (before anything that must not ride with it).
+    fn flush_commit(&mut self) {
+        if let Some(cb) = self.pending_commit.take() {
+            self.tally.submits += 1;
+            self.ctx.queue.submit([cb]);
+        }
+    }
+
+    /// Waits for the device and reads `size` bytes of `staging` (zeros in a dry run).
+    pub(crate) async fn read(&mut self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        self.tally.host_waits += 1;
+        if self.dry_run {
+            return Ok(vec![0; size as usize]);
+        }
+        self.ctx.map_read(staging, size).await.map_err(Error::from)
+    }
+
+    /// Records the sampler on `rows` rows from `row_offset`, reads back (id, value bits) pairs.
     async fn run_sample(
         &mut self,
         mut encoder: wgpu::CommandEncoder,
+        head: Head,
         rows: usize,
+        row_offset: usize,
     ) -> Result<Vec<(u32, u32)>> {
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.plan.sample.record(&mut pass, Some(rows as u32));
+            self.plan
+                .sampler(head)
+                .record_grid(&mut pass, 0, (rows as u32, 1));
         }
         let bytes = (rows * 8) as u64;
-        encoder.copy_buffer_to_buffer(&self.plan.result, 0, &self.plan.result_staging, 0, bytes);
-        self.ctx.queue.submit([encoder.finish()]);
-        let data = self
-            .ctx
-            .map_read(&self.plan.result_staging, bytes)
-            .await
-            .map_err(Error::from)?;
+        let staging = self.plan.staging.clone();
+        encoder.copy_buffer_to_buffer(
+            &self.plan.draws,
+            (row_offset * 8) as u64,
+            &staging,
+            0,
+            bytes,
+        );
+        self.submit(encoder.finish());
+        let data = self.read(&staging, bytes).await?;
         self.last_readback = data.len();
-        let words: Vec<u32> = data
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let words: Vec<u32> = bytemuck::cast_slice(&data).to_vec();
         Ok(words.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+    }
+
+    /// Writes slot 0 for a probe or a per-step draw.
+    fn write_sample_step(&self, draw_row: usize, mode: u32, seed: u64, top_p: f64, mask_prob: f32) {
+        let s = Step {
+            draw_row: draw_row as u32,
+            mode,
+            top_p: top_p as f32,
+            mask_prob,
+            ..self.step()
+        }
+        .seed(seed);
+        self.write_step(0, &s);
     }
 
     fn logits_staging(&mut self) -> wgpu::Buffer {
@@ -172,13 +234,19 @@ impl GpuEngine {
             })
             .clone()
     }
+
+    /// Writes probe rows into the logits buffer and marks every row masked.
+    fn upload_probe(&self, rows: &[f32]) {
+        self.ctx
+            .queue
+            .write_buffer(&self.plan.logits, 0, bytemuck::cast_slice(rows));
+        let masks = vec![self.model.config.mask_id(); self.plan.block];
+        self.upload_block(&masks);
+    }
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    bytemuck::cast_slice(bytes).to_vec()
 }
 
 impl Engine for GpuEngine {
@@ -190,6 +258,8 @@ impl Engine for GpuEngine {
         self.cached = 0;
         self.ring_start = 0;
         self.logits_valid = false;
+        // The cache is emptied: a store pass still waiting would only fill it again.
+        self.pending_commit = None;
     }
 
     fn cached_tokens(&self) -> usize {
@@ -202,13 +272,19 @@ impl Engine for GpuEngine {
 
     async fn commit(&mut self, block: &[u32]) -> Result<()> {
         self.check_block(block)?;
-        self.upload_block(block, 0);
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        // Each store pass has one token buffer and one step slot.
+        self.flush_commit();
+        self.ctx
+            .queue
+            .write_buffer(&self.plan.commit_tokens, 0, bytemuck::cast_slice(block));
+        let slot = self.plan.block as u32;
+        self.write_step(slot, &self.step());
+        let mut encoder = self.encoder();
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.plan.record_layers(&mut pass, true);
+            self.record(&mut pass, &self.plan.forward(true, Head::None), slot);
         }
-        self.ctx.queue.submit([encoder.finish()]);
+        self.pending_commit = Some(encoder.finish());
         self.forwards += 1;
         self.logits_valid = false;
         let (b, n) = (self.plan.block, self.model.config.model_length);
@@ -222,24 +298,20 @@ impl Engine for GpuEngine {
 
     async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
         self.check_block(block)?;
-        self.upload_block(block, 0);
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        self.upload_block(block);
+        self.write_step(0, &self.step());
+        let mut encoder = self.encoder();
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.plan.record_layers(&mut pass, false);
-            self.plan.head_all.record(&mut pass, None);
+            self.record(&mut pass, &self.plan.forward(false, Head::All), 0);
         }
         self.forwards += 1;
         self.logits_valid = false;
         let staging = self.logits_staging();
         let size = self.plan.logits.size();
         encoder.copy_buffer_to_buffer(&self.plan.logits, 0, &staging, 0, size);
-        self.ctx.queue.submit([encoder.finish()]);
-        let bytes = self
-            .ctx
-            .map_read(&staging, size)
-            .await
-            .map_err(Error::from)?;
+        self.submit(encoder.finish());
+        let bytes = self.read(&staging, size).await?;
         let cfg = &self.model.config;
         let mut out = f32s(&bytes);
         out.truncate(cfg.block_size * cfg.vocab_size);
@@ -248,7 +320,8 @@ impl Engine for GpuEngine {
 
     async fn activations(&mut self, block: &[u32]) -> Result<Activations> {
         self.check_block(block)?;
-        self.upload_block(block, 0);
+        self.upload_block(block);
+        self.write_step(0, &self.step());
         let size = self.plan.x.size();
         let layers = self.plan.layers.len();
         let snapshots = self.ctx.create_buffer(&wgpu::BufferDescriptor {
@@ -257,29 +330,23 @@ impl Engine for GpuEngine {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        let mut encoder = self.encoder();
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.plan.embed.record(&mut pass, None);
+            self.record(&mut pass, &[&self.plan.embed], 0);
         }
         encoder.copy_buffer_to_buffer(&self.plan.x, 0, &snapshots, 0, size);
         for (i, l) in self.plan.layers.iter().enumerate() {
             {
                 let mut pass = encoder.begin_compute_pass(&Default::default());
-                for d in [&l.qkv, &l.attention, &l.attn_out, &l.mlp_in, &l.mlp_out] {
-                    d.record(&mut pass, None);
-                }
+                self.record(&mut pass, &l.all(), 0);
             }
             encoder.copy_buffer_to_buffer(&self.plan.x, 0, &snapshots, size * (i as u64 + 1), size);
         }
-        self.ctx.queue.submit([encoder.finish()]);
+        self.submit(encoder.finish());
         self.forwards += 1;
         self.logits_valid = false;
-        let bytes = self
-            .ctx
-            .map_read(&snapshots, snapshots.size())
-            .await
-            .map_err(Error::from)?;
+        let bytes = self.read(&snapshots, snapshots.size()).await?;
         let hidden = bytes.chunks_exact(size as usize).map(f32s).collect();
         Ok(Activations {
             hidden,
@@ -289,29 +356,25 @@ impl Engine for GpuEngine {
 
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
         self.check_block(req.block)?;
-        let (rows, row_offset) = match req.rows {
-            Rows::All => (self.plan.block, 0),
-            Rows::One(r) if r < self.plan.block => (1, r),
+        let (rows, row_offset, head) = match req.rows {
+            Rows::All => (self.plan.block, 0, Head::All),
+            Rows::One(r) if r < self.plan.block => (1, r, Head::One),
             Rows::One(r) => {
                 return Err(Error::InvalidArgument(format!(
                     "row {r} is outside the block"
                 )))
             }
         };
-        let reuse = req.reuse && self.logits_valid && matches!(req.rows, Rows::All);
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        let reuse = req.reuse && self.logits_valid && head == Head::All;
+        let mut encoder = self.encoder();
         if !reuse {
-            self.upload_block(req.block, row_offset);
+            self.upload_block(req.block);
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.plan.record_layers(&mut pass, false);
-            if rows == 1 {
-                self.plan.head_one.record(&mut pass, None);
-            } else {
-                self.plan.head_all.record(&mut pass, None);
-            }
+            self.record(&mut pass, &self.plan.forward(false, head), 0);
             self.forwards += 1;
+            self.last_head = head;
         }
-        self.logits_valid = rows == self.plan.block;
+        self.logits_valid = head == Head::All;
         let mode = match req.mask_prob {
             None => mode::FIRST_HITTING,
             Some(mp) if mp == f32::NEG_INFINITY => mode::POSTERIOR_T0_QUIRK,
@@ -324,7 +387,7 @@ impl Engine for GpuEngine {
             req.nucleus_p,
             req.mask_prob.unwrap_or(0.0),
         );
-        let results = self.run_sample(encoder, rows).await?;
+        let results = self.run_sample(encoder, head, rows, row_offset).await?;
         Ok(results
             .into_iter()
             .enumerate()
@@ -337,21 +400,23 @@ impl Engine for GpuEngine {
             .collect())
     }
 
+    fn runs_blocks(&self) -> bool {
+        true
+    }
+
+    async fn denoise_block(&mut self, req: &BlockRequest<'_>) -> Result<Vec<StepRecord>> {
+        self.run_block(req).await
+    }
+
     async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
         let v = self.model.config.vocab_size;
         let mut kept = Vec::new();
         for chunk in log_probs.chunks(self.plan.block * v) {
             let rows = chunk.len() / v;
-            self.ctx
-                .queue
-                .write_buffer(&self.plan.logits, 0, bytemuck::cast_slice(chunk));
-            let masks = vec![self.model.config.mask_id(); self.plan.block];
-            self.ctx
-                .queue
-                .write_buffer(&self.plan.tokens, 0, bytemuck::cast_slice(&masks));
+            self.upload_probe(chunk);
             self.write_sample_step(0, mode::NUCLEUS_PROBE, 0, p, 0.0);
-            let encoder = self.ctx.device.create_command_encoder(&Default::default());
-            for (count, mass) in self.run_sample(encoder, rows).await? {
+            let encoder = self.encoder();
+            for (count, mass) in self.run_sample(encoder, Head::All, rows, 0).await? {
                 kept.push((count as usize, f32::from_bits(mass) as f64));
             }
         }
@@ -373,16 +438,10 @@ impl Engine for GpuEngine {
             .chunks_exact(v)
             .map(|r| r.iter().all(|x| x.is_finite()))
             .collect();
-        self.ctx
-            .queue
-            .write_buffer(&self.plan.logits, 0, bytemuck::cast_slice(&q));
-        let masks = vec![self.model.config.mask_id(); self.plan.block];
-        self.ctx
-            .queue
-            .write_buffer(&self.plan.tokens, 0, bytemuck::cast_slice(&masks));
+        self.upload_probe(&q);
         self.write_sample_step(0, mode::RACE_PROBE, seed, 1.0, 0.0);
-        let encoder = self.ctx.device.create_command_encoder(&Default::default());
-        let out = self.run_sample(encoder, rows).await?;
+        let encoder = self.encoder();
+        let out = self.run_sample(encoder, Head::All, rows, 0).await?;
         self.logits_valid = false;
         Ok(out
             .into_iter()
@@ -396,56 +455,22 @@ impl Engine for GpuEngine {
     }
 
     fn counters(&self) -> EngineCounters {
+        let infos = self.plan.step_infos(self.last_head, self.cached);
         EngineCounters {
-            dispatches_per_forward: self.plan.dispatches_per_draw(),
+            dispatches_per_forward: infos.len(),
             readback_bytes_last_draw: self.last_readback,
             device_objects_created: self.ctx.objects_created(),
+            submits: self.tally.submits,
+            host_waits: self.tally.host_waits,
+            blocks_denoised: self.tally.blocks,
+            readback_bytes_last_block: self.tally.readback_last_block,
+            workgroups_min: infos
+                .iter()
+                .filter(|i| i.bounded)
+                .map(|i| i.workgroups)
+                .min()
+                .unwrap_or(0),
+            weight_bytes_per_forward: infos.iter().map(|i| i.weight_bytes).sum(),
         }
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl GpuEngine {
-    /// Wall-clock milliseconds per dispatch of one forward (each kernel submitted alone
-    /// `repeats` times and waited for), summed by kernel kind; for `bd3lm bench --profile`.
-    pub fn profile_kernels(&mut self, block: &[u32], repeats: usize) -> Result<Vec<(String, f64)>> {
-        self.check_block(block)?;
-        self.upload_block(block, 0);
-        let mut kinds: Vec<(String, &crate::plan::Dispatch)> =
-            vec![("embed".into(), &self.plan.embed)];
-        for l in &self.plan.layers {
-            kinds.push(("qkv (LN + matmul)".into(), &l.qkv));
-            kinds.push(("attention".into(), &l.attention));
-            kinds.push(("attn_out (matmul + residual)".into(), &l.attn_out));
-            kinds.push(("mlp_in (LN + matmul + GELU)".into(), &l.mlp_in));
-            kinds.push(("mlp_out (matmul + residual)".into(), &l.mlp_out));
-        }
-        kinds.push(("lm_head, all rows".into(), &self.plan.head_all));
-        kinds.push(("lm_head, one row".into(), &self.plan.head_one));
-        kinds.push(("sample, all rows".into(), &self.plan.sample));
-        let mut totals: Vec<(String, f64)> = Vec::new();
-        for (name, d) in kinds {
-            let started = std::time::Instant::now();
-            for _ in 0..repeats {
-                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    d.record(&mut pass, None);
-                }
-                self.ctx.queue.submit([enc.finish()]);
-                self.ctx
-                    .device
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .map_err(|e| Error::Backend(e.to_string()))?;
-            }
-            let ms = started.elapsed().as_secs_f64() * 1000.0 / repeats as f64;
-            match totals.iter_mut().find(|(n, _)| *n == name) {
-                Some(t) => t.1 += ms,
-                None => totals.push((name, ms)),
-            }
-        }
-        self.logits_valid = false;
-        self.ctx.check().map_err(Error::from)?;
-        Ok(totals)
     }
 }

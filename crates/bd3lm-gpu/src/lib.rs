@@ -2,19 +2,26 @@
 //! GPU) and in the browser (WebGPU), from the same code and the same shaders in `shaders/`.
 
 pub mod any;
+pub mod block;
 pub mod context;
-mod dispatch;
+pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod kernels;
 pub mod model;
 pub mod pipelines;
 pub mod plan;
+pub mod profile;
 pub mod shaders;
 pub mod smoke;
+pub mod tiling;
 
 pub use any::AnyEngine;
+pub use block::BlockCount;
 pub use context::{GpuContext, GpuOptions};
+pub use dispatch::DispatchInfo;
 pub use engine::{GpuEngine, SKIPPED_ROW};
 pub use error::GpuError;
 pub use model::{GpuModel, GpuModelLoader};
+pub use profile::DispatchProfile;
+pub use tiling::Tiling;

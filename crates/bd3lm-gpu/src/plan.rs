@@ -1,42 +1,92 @@
-//! The forward pass as a fixed list of dispatches: every buffer, uniform and bind group is
-//! created once per engine, so a denoising step only writes the block's tokens and two small
-//! uniforms, records the dispatches and reads back the drawn ids.
+//! Every buffer, uniform and bind group of a forward, created once per engine from the typed
+//! kernels of [`crate::kernels`], and the lists of dispatches one step records.
+//!
+//! A forward of one block: the embedding gather (with the first LayerNorm), then per layer
+//! QKV (K/V into the ring cache), attention partials over splits of the window, their
+//! combine, the attention output projection (partial sums per K split), the residual update
+//! (with the second LayerNorm), MLP in (+ GELU), MLP out (partial sums) and the residual update
+//! (with the next layer's, or the final, LayerNorm): 8 dispatches per layer. Then the LM head
+//! (all rows, or the step's draw row), the sampler and, inside a block, the reveal stage.
 
 use crate::context::GpuContext;
+use crate::dispatch::{storage, AttnParams, Dispatch, DispatchInfo, MatmulParams, NormParams};
+use crate::dispatch::{SampleParams, StepTable};
 use crate::error::{GpuError, Result};
-use crate::model::{GpuMatrix, GpuModel};
-use crate::pipelines::{PipelineCache, PipelineKey};
-use crate::shaders::Variant;
+use crate::kernels::attention::{self, Attention, AttentionIo};
+use crate::kernels::matmul::{self, Epilogue, Matmul, MatmulIo};
+use crate::kernels::norm::{self, Embed, EmbedIo, Residual, ResidualIo};
+use crate::kernels::sample::{self, reveal_log_words, RevealRule, SampleIo};
+use crate::model::{GpuModel, VecLayout};
 
-pub(crate) use crate::dispatch::{
-    bind, format_flag, storage, uniform, weight_params, AttnParams, MatmulParams,
-};
-pub use crate::dispatch::{mode, Dispatch, SampleStep, StepParams};
+pub use crate::dispatch::{mode, Step};
 
 pub struct LayerDispatches {
     pub qkv: Dispatch,
     pub attention: Dispatch,
+    pub combine: Dispatch,
     pub attn_out: Dispatch,
+    pub attn_residual: Dispatch,
     pub mlp_in: Dispatch,
     pub mlp_out: Dispatch,
+    pub mlp_residual: Dispatch,
+}
+
+impl LayerDispatches {
+    /// The layer's dispatches in recording order.
+    pub fn all(&self) -> [&Dispatch; 8] {
+        [
+            &self.qkv,
+            &self.attention,
+            &self.combine,
+            &self.attn_out,
+            &self.attn_residual,
+            &self.mlp_in,
+            &self.mlp_out,
+            &self.mlp_residual,
+        ]
+    }
+}
+
+/// Which LM head a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// None (the store pass, activations).
+    None,
+    /// Every row of the block.
+    All,
+    /// The step's draw row only (first hitting).
+    One,
 }
 
 pub struct Plan {
     pub block: usize,
+    /// The device-side block that denoising steps read and the reveal stage writes.
     pub tokens: wgpu::Buffer,
+    /// The block a store pass commits (its own buffer, so a pending store pass and the next
+    /// block's uploads never share one).
+    pub commit_tokens: wgpu::Buffer,
     pub x: wgpu::Buffer,
     pub logits: wgpu::Buffer,
-    pub result: wgpu::Buffer,
-    pub result_staging: wgpu::Buffer,
-    pub step_main: wgpu::Buffer,
-    pub step_row: wgpu::Buffer,
-    pub sample_step: wgpu::Buffer,
+    /// `[step, block row] -> (id, value bits)`: what the sampler drew.
+    pub draws: wgpu::Buffer,
+    /// The reveal log of the current block (sampling.wgsl).
+    pub reveal_log: wgpu::Buffer,
+    /// Readback of the reveal log followed by the draws table.
+    pub staging: wgpu::Buffer,
+    /// Slots `0..block` for the steps of a block, slot `block` for the store pass.
+    pub steps: StepTable,
+    /// The attention kernels' split of the window (`Step.kv_split`).
+    pub attention: Attention,
     pub embed: Dispatch,
+    pub embed_commit: Dispatch,
     pub layers: Vec<LayerDispatches>,
     pub head_all: Dispatch,
     pub head_one: Dispatch,
+    /// The sampler over every row of the block, and over the step's draw row only.
     pub sample: Dispatch,
-    /// Buffers only referenced by bind groups, kept for their lifetime and memory accounting.
+    pub sample_one: Dispatch,
+    pub reveal: Dispatch,
+    /// Buffers only referenced by bind groups, counted for memory accounting.
     pub scratch_bytes: u64,
 }
 
@@ -44,9 +94,9 @@ pub struct Plan {
 pub fn check_supported(ctx: &GpuContext, cfg: &bd3lm::Config) -> Result<()> {
     let (b, h, d) = (cfg.block_size, cfg.hidden_dim, cfg.head_dim());
     let unsupported = |m: String| Err(GpuError::Unsupported(m));
-    if b > 16 {
+    if b == 0 || b > 16 {
         return unsupported(format!(
-            "block_size {b} > 16 (the released models use 4, 8 and 16); use --backend cpu"
+            "block_size {b} is not in 1..=16 (the released models use 4, 8 and 16); use --backend cpu"
         ));
     }
     if h % 8 != 0 || d % 4 != 0 || d > 128 {
@@ -64,95 +114,38 @@ pub fn check_supported(ctx: &GpuContext, cfg: &bd3lm::Config) -> Result<()> {
     Ok(())
 }
 
-/// Inputs per shared tile of the LN matmuls: `rows * XT <= 2048` floats, a multiple of 64.
-fn input_tile(rows: usize) -> u32 {
-    ((2048 / rows) / 64 * 64).max(64) as u32
-}
-
-/// Keys per attention tile so the kernel's workgroup memory stays within 16 KiB.
-pub(crate) fn attention_tile(block: usize, head_dim: usize) -> u32 {
-    let mut kt = 64;
-    while kt > 4 && block * head_dim + kt * head_dim + block * kt + 3 * block > 4000 {
-        kt /= 2;
-    }
-    kt as u32
-}
-
-/// Threads per output column for this adapter (see matmul.wgsl).
-pub fn lanes_for(ctx: &GpuContext) -> u32 {
-    if ctx.is_software() {
-        1
-    } else {
-        8
+/// LayerNorm offsets of `norm` and its (shift, scale) modulation chunks.
+fn layer_norm(h: usize, norm: usize, shift: usize, scale: usize) -> NormParams {
+    NormParams {
+        n: h as u32,
+        norm_off: norm as u32,
+        shift_off: shift as u32,
+        scale_off: scale as u32,
+        ..NormParams::default()
     }
 }
 
-#[derive(Clone, Copy)]
-pub(crate) struct MatmulSpec<'a> {
-    pub lanes: u32,
-    pub matrix: &'a GpuMatrix,
-    pub vecs: &'a wgpu::Buffer,
-    pub rows: usize,
-    pub flags: &'a [&'static str],
-    pub params: MatmulParams,
-    pub input: &'a wgpu::Buffer,
-    pub output: &'a wgpu::Buffer,
-    pub step: &'a wgpu::Buffer,
-    pub caches: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
-}
-
-pub(crate) async fn matmul(
-    ctx: &GpuContext,
-    cache: &PipelineCache,
-    spec: MatmulSpec<'_>,
-) -> Result<Dispatch> {
-    let mut variant = Variant::default()
-        .flag(format_flag(spec.matrix.scheme))
-        .constant("ROWS", spec.rows as u32)
-        .constant("XT", input_tile(spec.rows))
-        .constant("LANES", spec.lanes);
-    if spec.lanes > 1 {
-        variant = variant.flag("SPLIT_K");
-    }
-    for f in spec.flags {
-        variant = variant.flag(f);
-    }
-    let pipeline = cache
-        .get(
-            ctx,
-            PipelineKey {
-                shader: "matmul.wgsl",
-                entry: "main",
-                variant,
-            },
+/// The LayerNorm after layer `li`'s MLP: the next layer's first, or the final one.
+fn next_norm(lay: &VecLayout, h: usize, li: usize, layers: usize) -> NormParams {
+    if li + 1 < layers {
+        layer_norm(
+            h,
+            lay.norm1(li + 1),
+            lay.modulation(li + 1, 0),
+            lay.modulation(li + 1, 1),
         )
-        .await?;
-    let wp = weight_params(ctx, spec.matrix);
-    let mp = uniform(ctx, "matmul params", &spec.params, false);
-    let mut buffers = vec![
-        &wp,
-        &mp,
-        spec.step,
-        spec.input,
-        spec.matrix.first(),
-        spec.matrix.second(),
-        spec.vecs,
-        spec.output,
-    ];
-    if let Some((k, v)) = spec.caches {
-        buffers.push(k);
-        buffers.push(v);
+    } else {
+        layer_norm(
+            h,
+            lay.final_norm(),
+            lay.final_modulation(0),
+            lay.final_modulation(1),
+        )
     }
-    let bind_group = bind(ctx, &pipeline, &buffers);
-    Ok(Dispatch {
-        pipeline,
-        bind_group,
-        groups: spec.matrix.rows.div_ceil(256 / spec.lanes as usize) as u32,
-    })
 }
 
 impl Plan {
-    pub async fn new(ctx: &GpuContext, cache: &PipelineCache, model: &GpuModel) -> Result<Plan> {
+    pub async fn new(ctx: &GpuContext, model: &GpuModel) -> Result<Plan> {
         let cfg = &model.config;
         check_supported(ctx, cfg)?;
         let (b, h, v, n, l) = (
@@ -162,321 +155,330 @@ impl Plan {
             cfg.model_length,
             cfg.n_layers,
         );
-        let d = cfg.head_dim();
+        let tiling = ctx.tiling;
         let f32b = 4u64;
+        let none = wgpu::BufferUsages::empty();
         let copy_src = wgpu::BufferUsages::COPY_SRC;
-        let tokens = storage(ctx, "tokens", (b * 4) as u64, wgpu::BufferUsages::COPY_DST);
-        let x = storage(ctx, "x", (b * h) as u64 * f32b, copy_src);
-        let q = storage(ctx, "q", (b * h) as u64 * f32b, wgpu::BufferUsages::empty());
-        let attn = storage(
-            ctx,
-            "attn",
-            (b * h) as u64 * f32b,
-            wgpu::BufferUsages::empty(),
-        );
-        let hidden = storage(
-            ctx,
-            "mlp hidden",
-            (b * 4 * h) as u64 * f32b,
-            wgpu::BufferUsages::empty(),
-        );
-        let logits = storage(
-            ctx,
-            "logits",
-            (b * v) as u64 * f32b,
-            copy_src | wgpu::BufferUsages::COPY_DST,
-        );
-        let kcache = storage(
-            ctx,
-            "k cache",
-            (l * n * h) as u64 * f32b,
-            wgpu::BufferUsages::empty(),
-        );
-        let vcache = storage(
-            ctx,
-            "v cache",
-            (l * n * h) as u64 * f32b,
-            wgpu::BufferUsages::empty(),
-        );
-        let result = storage(ctx, "result", (b * 8) as u64, copy_src);
-        let result_staging = ctx.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("result staging"),
-            size: ((b * 8) as u64).div_ceil(16) * 16,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        let copy_dst = wgpu::BufferUsages::COPY_DST;
+        let rows_h = (b * h) as u64 * f32b;
+        let tokens = storage(ctx, "tokens", (b * 4) as u64, copy_dst);
+        let commit_tokens = storage(ctx, "commit tokens", (b * 4) as u64, copy_dst);
+        let x = storage(ctx, "x", rows_h, copy_src);
+        let xn = storage(ctx, "x normalised", rows_h, none);
+        let q = storage(ctx, "q", rows_h, none);
+        let attn = storage(ctx, "attn", rows_h, none);
+        let hidden = storage(ctx, "mlp hidden", 4 * rows_h, none);
+        let logits = storage(ctx, "logits", (b * v) as u64 * f32b, copy_src | copy_dst);
+        let cache_bytes = (l * n * h) as u64 * f32b;
+        let kcache = storage(ctx, "k cache", cache_bytes, none);
+        let vcache = storage(ctx, "v cache", cache_bytes, none);
+        let draws_bytes = (b * b * 8) as u64;
+        let log_bytes = (reveal_log_words(b) * 4) as u64;
+        let draws = storage(ctx, "draws", draws_bytes, copy_src);
+        let reveal_log = storage(ctx, "reveal log", log_bytes, copy_src | copy_dst);
+        let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size: (log_bytes + draws_bytes).div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::MAP_READ | copy_dst,
             mapped_at_creation: false,
         });
-        let step0 = StepParams {
-            cached: 0,
-            ring_start: 0,
-            n_ctx: n as u32,
-            row_offset: 0,
-        };
-        let step_main = uniform(ctx, "step", &step0, true);
-        let step_row = uniform(ctx, "step (one row)", &step0, true);
-        let sample_step = uniform(ctx, "sample step", &SampleStep::default(), true);
-
-        let embed_pipeline = cache
-            .get(
-                ctx,
-                PipelineKey {
-                    shader: "embed.wgsl",
-                    entry: "main",
-                    variant: Variant::default().flag(format_flag(model.embedding.scheme)),
-                },
-            )
-            .await?;
-        let ewp = weight_params(ctx, &model.embedding);
-        let embed = Dispatch {
-            bind_group: bind(
-                ctx,
-                &embed_pipeline,
-                &[
-                    &ewp,
-                    &tokens,
-                    model.embedding.first(),
-                    model.embedding.second(),
-                    &x,
-                ],
-            ),
-            pipeline: embed_pipeline,
-            groups: (b * h / 8).div_ceil(64) as u32,
-        };
-
+        let steps = StepTable::new(ctx, b as u32 + 1);
         let lay = model.vec_layout;
-        let lanes = lanes_for(ctx);
-        let attn_variant = Variant::default()
-            .constant("ROWS", b as u32)
-            .constant("HEAD_DIM", d as u32)
-            .constant("KT", attention_tile(b, d));
-        let attn_pipeline = cache
-            .get(
-                ctx,
-                PipelineKey {
-                    shader: "attention.wgsl",
-                    entry: "main",
-                    variant: attn_variant,
-                },
-            )
-            .await?;
-        // What every block-row matmul of the forward shares; each call below names the rest.
-        let block_spec = MatmulSpec {
-            lanes,
-            matrix: &model.lm_head,
-            vecs: &model.vecs,
-            rows: b,
-            flags: &[],
-            params: MatmulParams::default(),
-            input: &x,
-            output: &x,
-            step: &step_main,
-            caches: None,
+
+        // The residual projections share one partial-sum buffer sized for the most K splits.
+        let lw0 = model
+            .layers
+            .first()
+            .ok_or_else(|| GpuError::Unsupported("a model needs at least one layer".into()))?;
+        let attn_out_kernel = Matmul::new(tiling, &lw0.attn_out, Epilogue::Partial, b);
+        let mlp_out_kernel = Matmul::new(tiling, &lw0.mlp_out, Epilogue::Partial, b);
+        let max_splits = attn_out_kernel
+            .tiles
+            .splits
+            .max(mlp_out_kernel.tiles.splits);
+        let partials = storage(ctx, "partial sums", max_splits as u64 * rows_h, none);
+        let attention_kernel = Attention::new(tiling, b, cfg.head_dim(), cfg.n_heads);
+        let (o_floats, ml_floats) = attention_kernel.partial_floats(h);
+        let part_o = storage(ctx, "attention partials", o_floats as u64 * f32b, none);
+        let part_ml = storage(ctx, "attention max/sum", ml_floats as u64 * f32b, none);
+
+        let embed_kernel = Embed {
+            format: model.embedding.scheme,
+            rows: b as u32,
         };
+        let first_norm = layer_norm(h, lay.norm1(0), lay.modulation(0, 0), lay.modulation(0, 1));
+        let embed_io = |tokens| EmbedIo {
+            table: &model.embedding,
+            norm: first_norm,
+            tokens,
+            vecs: &model.vecs,
+            x: &x,
+            xn: &xn,
+        };
+        let embed = norm::embed(ctx, embed_kernel, embed_io(&tokens)).await?;
+        let embed_commit = norm::embed(ctx, embed_kernel, embed_io(&commit_tokens)).await?;
+
         let mut layers = Vec::with_capacity(l);
         for (li, lw) in model.layers.iter().enumerate() {
+            let at = Some(li);
             let cache_layer_off = (li * n * h) as u32;
-            let qkv = matmul(
-                ctx,
-                cache,
-                MatmulSpec {
-                    matrix: &lw.qkv,
-                    flags: &["LN", "EPI_QKV"],
-                    params: MatmulParams {
-                        n: (3 * h) as u32,
-                        norm_off: lay.norm1(li) as u32,
-                        shift_off: lay.modulation(li, 0) as u32,
-                        scale_off: lay.modulation(li, 1) as u32,
-                        hidden: h as u32,
-                        cache_layer_off,
-                        ..Default::default()
-                    },
-                    input: &x,
-                    output: &q,
-                    caches: Some((&kcache, &vcache)),
-                    ..block_spec
-                },
-            )
-            .await?;
-            let ap = uniform(
-                ctx,
-                "attention params",
-                &AttnParams {
-                    hidden: h as u32,
-                    cache_layer_off,
-                    scale: 1.0 / (d as f32).sqrt(),
-                    pad: 0,
-                },
-                false,
-            );
-            let attention = Dispatch {
-                bind_group: bind(
-                    ctx,
-                    &attn_pipeline,
-                    &[&ap, &step_main, &q, &kcache, &vcache, &model.rope, &attn],
-                ),
-                pipeline: attn_pipeline.clone(),
-                groups: cfg.n_heads as u32,
+            let mm = |matrix, epilogue| Matmul::new(tiling, matrix, epilogue, b);
+            let io = |matrix, params, input, output| MatmulIo {
+                matrix,
+                vecs: &model.vecs,
+                params,
+                steps: &steps,
+                input,
+                output,
+                caches: None,
             };
-            let attn_out = matmul(
+            let qkv_params = MatmulParams {
+                hidden: h as u32,
+                cache_layer_off,
+                ..Default::default()
+            };
+            let qkv = matmul::dispatch(
                 ctx,
-                cache,
-                MatmulSpec {
-                    matrix: &lw.attn_out,
-                    flags: &["EPI_RESIDUAL"],
-                    params: MatmulParams {
-                        n: h as u32,
-                        gate_off: lay.modulation(li, 2) as u32,
-                        ..Default::default()
-                    },
-                    input: &attn,
-                    output: &x,
-                    ..block_spec
+                mm(&lw.qkv, Epilogue::Qkv),
+                MatmulIo {
+                    caches: Some((&kcache, &vcache)),
+                    ..io(&lw.qkv, qkv_params, &xn, &q)
                 },
+                "qkv",
+                at,
             )
             .await?;
-            let mlp_in = matmul(
+            let (attention, combine) = attention::dispatches(
                 ctx,
-                cache,
-                MatmulSpec {
-                    matrix: &lw.mlp_in,
-                    flags: &["LN", "EPI_GELU"],
-                    params: MatmulParams {
-                        n: (4 * h) as u32,
-                        norm_off: lay.norm2(li) as u32,
-                        shift_off: lay.modulation(li, 3) as u32,
-                        scale_off: lay.modulation(li, 4) as u32,
-                        bias_off: lay.mlp_in_bias(li) as u32,
-                        ..Default::default()
+                attention_kernel,
+                AttentionIo {
+                    params: AttnParams {
+                        hidden: h as u32,
+                        heads: cfg.n_heads as u32,
+                        cache_layer_off,
+                        scale: 1.0 / (cfg.head_dim() as f32).sqrt(),
                     },
-                    input: &x,
-                    output: &hidden,
-                    ..block_spec
+                    steps: &steps,
+                    q: &q,
+                    k_cache: &kcache,
+                    v_cache: &vcache,
+                    rope: &model.rope,
+                    part_o: &part_o,
+                    part_ml: &part_ml,
+                    out: &attn,
                 },
+                at,
             )
             .await?;
-            let mlp_out = matmul(
+            let attn_out_k = mm(&lw.attn_out, Epilogue::Partial);
+            let attn_out = matmul::dispatch(
                 ctx,
-                cache,
-                MatmulSpec {
-                    matrix: &lw.mlp_out,
-                    flags: &["EPI_RESIDUAL", "BIAS"],
-                    params: MatmulParams {
-                        n: h as u32,
-                        gate_off: lay.modulation(li, 5) as u32,
-                        bias_off: lay.mlp_out_bias(li) as u32,
-                        ..Default::default()
-                    },
-                    input: &hidden,
-                    output: &x,
-                    ..block_spec
+                attn_out_k,
+                io(&lw.attn_out, MatmulParams::default(), &attn, &partials),
+                "attn_out",
+                at,
+            )
+            .await?;
+            let residual_io = |splits: u32, gate, bias, next: NormParams| ResidualIo {
+                norm: NormParams {
+                    splits,
+                    gate_off: gate as u32,
+                    bias_off: bias as u32,
+                    ..next
                 },
+                partials: &partials,
+                vecs: &model.vecs,
+                x: &x,
+                xn: &xn,
+            };
+            let norm2 = layer_norm(
+                h,
+                lay.norm2(li),
+                lay.modulation(li, 3),
+                lay.modulation(li, 4),
+            );
+            let attn_residual = norm::residual(
+                ctx,
+                Residual {
+                    bias: false,
+                    rows: b as u32,
+                },
+                residual_io(attn_out_k.tiles.splits, lay.modulation(li, 2), 0, norm2),
+                "attn_residual",
+                at,
+            )
+            .await?;
+            let mlp_in_params = MatmulParams {
+                bias_off: lay.mlp_in_bias(li) as u32,
+                ..Default::default()
+            };
+            let mlp_in = matmul::dispatch(
+                ctx,
+                mm(&lw.mlp_in, Epilogue::Gelu),
+                io(&lw.mlp_in, mlp_in_params, &xn, &hidden),
+                "mlp_in",
+                at,
+            )
+            .await?;
+            let mlp_out_k = mm(&lw.mlp_out, Epilogue::Partial);
+            let mlp_out = matmul::dispatch(
+                ctx,
+                mlp_out_k,
+                io(&lw.mlp_out, MatmulParams::default(), &hidden, &partials),
+                "mlp_out",
+                at,
+            )
+            .await?;
+            let mlp_residual = norm::residual(
+                ctx,
+                Residual {
+                    bias: true,
+                    rows: b as u32,
+                },
+                residual_io(
+                    mlp_out_k.tiles.splits,
+                    lay.modulation(li, 5),
+                    lay.mlp_out_bias(li),
+                    next_norm(&lay, h, li, l),
+                ),
+                "mlp_residual",
+                at,
             )
             .await?;
             layers.push(LayerDispatches {
                 qkv,
                 attention,
+                combine,
                 attn_out,
+                attn_residual,
                 mlp_in,
                 mlp_out,
+                mlp_residual,
             });
         }
         let head_params = MatmulParams {
-            n: v as u32,
-            norm_off: lay.final_norm() as u32,
-            shift_off: lay.final_modulation(0) as u32,
-            scale_off: lay.final_modulation(1) as u32,
             bias_off: lay.lm_head_bias() as u32,
             ..Default::default()
         };
-        let head_all = matmul(
-            ctx,
-            cache,
-            MatmulSpec {
-                matrix: &model.lm_head,
-                flags: &["LN", "EPI_BIAS"],
-                params: head_params,
-                input: &x,
-                output: &logits,
-                ..block_spec
-            },
-        )
-        .await?;
-        let head_one = matmul(
-            ctx,
-            cache,
-            MatmulSpec {
-                matrix: &model.lm_head,
-                rows: 1,
-                flags: &["LN", "EPI_BIAS"],
-                params: head_params,
-                input: &x,
-                output: &logits,
-                step: &step_row,
-                ..block_spec
-            },
-        )
-        .await?;
-        let sample_pipeline = cache
-            .get(
+        let head = |rows| {
+            matmul::dispatch(
                 ctx,
-                PipelineKey {
-                    shader: "sampling.wgsl",
-                    entry: "main",
-                    variant: Variant::default(),
+                Matmul::new(tiling, &model.lm_head, Epilogue::Bias, rows),
+                MatmulIo {
+                    matrix: &model.lm_head,
+                    vecs: &model.vecs,
+                    params: head_params,
+                    steps: &steps,
+                    input: &xn,
+                    output: &logits,
+                    caches: None,
                 },
+                if rows == 1 { "lm_head_row" } else { "lm_head" },
+                None,
             )
-            .await?;
-        let sample = Dispatch {
-            bind_group: bind(
-                ctx,
-                &sample_pipeline,
-                &[&sample_step, &logits, &tokens, &result],
-            ),
-            pipeline: sample_pipeline,
-            groups: b as u32,
         };
-        let scratch_bytes = [&x, &q, &attn, &hidden, &logits, &kcache, &vcache]
-            .iter()
-            .map(|b| b.size())
-            .sum();
+        let head_all = head(b).await?;
+        let head_one = head(1).await?;
+        let (sample, reveal) = sample::dispatches(
+            ctx,
+            SampleIo {
+                params: SampleParams {
+                    vocab: v as u32,
+                    mask: cfg.mask_id(),
+                    block: b as u32,
+                    pad: 0,
+                },
+                steps: &steps,
+                logits: &logits,
+                tokens: &tokens,
+                draws: &draws,
+                reveal_log: &reveal_log,
+            },
+            b as u32,
+            RevealRule::Scheduled,
+        )
+        .await?;
+        let sample_one = Dispatch {
+            grid: crate::dispatch::Grid::Fixed(1, 1),
+            ..sample.clone()
+        };
+        let scratch_bytes = [
+            &x, &xn, &q, &attn, &hidden, &logits, &kcache, &vcache, &partials, &part_o, &part_ml,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum();
         ctx.check()?;
         Ok(Plan {
             block: b,
             tokens,
+            commit_tokens,
             x,
             logits,
-            result,
-            result_staging,
-            step_main,
-            step_row,
-            sample_step,
+            draws,
+            reveal_log,
+            staging,
+            steps,
+            attention: attention_kernel,
             embed,
+            embed_commit,
             layers,
             head_all,
             head_one,
             sample,
+            sample_one,
+            reveal,
             scratch_bytes,
         })
     }
 
-    /// Records the network up to the last layer; `kv_only` stops after the last layer's QKV
-    /// (the commit pass only needs the keys and values).
-    pub fn record_layers(&self, pass: &mut wgpu::ComputePass<'_>, kv_only: bool) {
-        self.embed.record(pass, None);
+    /// The dispatches of one forward: the store pass (`commit`: its own tokens, stopping
+    /// after the last layer's QKV, which is all it needs), or a denoising forward with `head`.
+    pub fn forward(&self, commit: bool, head: Head) -> Vec<&Dispatch> {
+        let mut out = Vec::with_capacity(8 * self.layers.len() + 4);
+        out.push(if commit {
+            &self.embed_commit
+        } else {
+            &self.embed
+        });
         let last = self.layers.len().saturating_sub(1);
         for (i, l) in self.layers.iter().enumerate() {
-            l.qkv.record(pass, None);
-            if kv_only && i == last {
+            if commit && i == last {
+                out.push(&l.qkv);
                 break;
             }
-            l.attention.record(pass, None);
-            l.attn_out.record(pass, None);
-            l.mlp_in.record(pass, None);
-            l.mlp_out.record(pass, None);
+            out.extend(l.all());
+        }
+        match head {
+            Head::None => {}
+            Head::All => out.push(&self.head_all),
+            Head::One => out.push(&self.head_one),
+        }
+        out
+    }
+
+    /// The sampler matching a head (every row, or the draw row).
+    pub fn sampler(&self, head: Head) -> &Dispatch {
+        if head == Head::One {
+            &self.sample_one
+        } else {
+            &self.sample
         }
     }
 
-    /// Dispatches in one denoising draw: embedding, 5 per layer, LM head, sampling.
-    pub fn dispatches_per_draw(&self) -> usize {
-        1 + 5 * self.layers.len() + 2
+    /// The dispatches of one step of a block: forward, LM head, sampler, reveal stage.
+    pub fn block_step(&self, head: Head) -> Vec<&Dispatch> {
+        let mut out = self.forward(false, head);
+        out.push(self.sampler(head));
+        out.push(&self.reveal);
+        out
+    }
+
+    /// What each dispatch of one step of a block streams at a window of `cached` tokens.
+    pub fn step_infos(&self, head: Head, cached: usize) -> Vec<DispatchInfo> {
+        self.block_step(head)
+            .iter()
+            .map(|d| d.info(cached))
+            .collect()
     }
 }

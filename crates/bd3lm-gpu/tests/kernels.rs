@@ -24,13 +24,33 @@ fn gpu_matmul_variants_match_cpu() {
 }
 
 #[test]
-fn gpu_embedding_gather_matches_cpu() {
-    pollster::block_on(common::embed_formats(&context()));
+fn gpu_qkv_epilogue_in_both_tilings_matches_cpu() {
+    pollster::block_on(common::qkv_epilogue(&context()));
+}
+
+#[test]
+fn gpu_embedding_gather_and_layer_norm_match_cpu_for_every_block_size() {
+    pollster::block_on(common::embed_formats(&context(), &common::BLOCK_SIZES));
+}
+
+#[test]
+fn gpu_residual_and_layer_norm_match_cpu() {
+    pollster::block_on(common::residual_norm(&context()));
+}
+
+#[test]
+fn gpu_matrix_split_over_two_bindings_matches_cpu() {
+    let ctx = pollster::block_on(GpuContext::new(&GpuOptions {
+        max_binding_bytes: Some(16 << 10),
+        ..Default::default()
+    }))
+    .expect("adapter");
+    pollster::block_on(common::split_bindings(&ctx));
 }
 
 #[test]
 fn gpu_attention_over_ring_cache_matches_cpu() {
-    pollster::block_on(common::attention_ring(&context()));
+    pollster::block_on(common::attention_ring(&context(), &common::BLOCK_SIZES));
 }
 
 #[test]

@@ -1,5 +1,9 @@
 //! The browser half of the GPU tests: the same kernel checks and the full fixture conformance,
-//! run by `wasm-bindgen-test` in headless Chromium on its WebGPU adapter (SwiftShader).
+//! run by `wasm-bindgen-test` in headless Chromium on its WebGPU adapter (SwiftShader). The
+//! default tiling there is the software one; the hardware tiling (the GPU's kernels, forced,
+//! several times slower on SwiftShader) runs every kernel test, every fixture's teacher-forced
+//! and nucleus checks, one first-hitting trace (the 50,258-token fixture's) and the per-block
+//! loop against the per-step path, without replaying every trace a second time.
 //!
 //! Test data: fixture files are fetched over HTTP from the fixture server the test command
 //! starts (`scripts/serve-fixtures.py`, CORS enabled), at `BD3LM_FIXTURE_URL` (compile time;
@@ -11,7 +15,7 @@ mod common;
 use bd3lm::conformance::{self, Summary, Tolerances};
 use bd3lm::fixture::Fixture;
 use bd3lm::CpuEngine;
-use bd3lm_gpu::{GpuContext, GpuEngine, GpuError, GpuOptions};
+use bd3lm_gpu::{GpuContext, GpuEngine, GpuError, GpuOptions, Tiling};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -54,10 +58,14 @@ async fn fixture(case: &str) -> Fixture {
     Fixture::from_bytes(case, &config, &model, &golden, &notes).expect("fixture loads")
 }
 
-async fn context() -> GpuContext {
-    GpuContext::new(&GpuOptions::default())
+async fn context_with(opts: GpuOptions) -> GpuContext {
+    GpuContext::new(&opts)
         .await
         .expect("WebGPU adapter (Chromium needs --enable-unsafe-webgpu)")
+}
+
+async fn context() -> GpuContext {
+    context_with(GpuOptions::default()).await
 }
 
 #[wasm_bindgen_test]
@@ -71,9 +79,17 @@ async fn webgpu_smoke_add_and_reduce() {
 async fn webgpu_kernels_match_cpu() {
     let ctx = context().await;
     common::matmul_variants(&ctx, false).await;
-    common::embed_formats(&ctx).await;
-    common::attention_ring(&ctx).await;
+    common::qkv_epilogue(&ctx).await;
+    common::embed_formats(&ctx, &common::BLOCK_SIZES).await;
+    common::residual_norm(&ctx).await;
+    common::attention_ring(&ctx, &common::BLOCK_SIZES).await;
     common::sampling_modes(&ctx).await;
+    let small = context_with(GpuOptions {
+        max_binding_bytes: Some(16 << 10),
+        ..Default::default()
+    })
+    .await;
+    common::split_bindings(&small).await;
 }
 
 #[wasm_bindgen_test]
@@ -94,10 +110,39 @@ async fn webgpu_missing_backend_is_a_clean_typed_error() {
 
 #[wasm_bindgen_test]
 async fn webgpu_conformance_on_every_fixture() {
-    let ctx = context().await;
+    conformance_on(context().await, None).await;
+}
+
+/// The hardware tiling: every fixture's teacher-forced and nucleus checks, the first-hitting
+/// trace of the GPT-2-vocabulary fixture (run block by block, as generation runs), and a short
+/// generation per block against per step.
+#[wasm_bindgen_test]
+async fn webgpu_hardware_tiling_conformance() {
+    let ctx = context_with(GpuOptions {
+        tiling: Tiling::Hardware,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ctx.tiling, Tiling::Hardware);
+    conformance_on(ctx.clone(), Some("gpt2vocab-bs8")).await;
+    let fx = fixture("tiny-v512-bs4").await;
+    let mut gpu = GpuEngine::from_weights(&ctx, &fx.weights)
+        .await
+        .expect("engine builds");
+    common::short_per_block_matches_per_step(&fx, &mut gpu, 3).await;
+}
+
+/// Every fixture's checks on `ctx`; with `traces_of`, the sampler traces of that fixture only
+/// (its first first-hitting one).
+async fn conformance_on(ctx: GpuContext, traces_of: Option<&str>) {
+    let tiling = ctx.tiling;
     let mut summary = Summary::default();
     for case in cases().await {
-        let fx = fixture(&case).await;
+        let mut fx = fixture(&case).await;
+        if let Some(keep) = traces_of {
+            fx.traces.retain(|t| t.first_hitting && case == keep);
+            fx.traces.truncate(1);
+        }
         let started = js_sys::Date::now();
         let mut gpu = GpuEngine::from_weights(&ctx, &fx.weights)
             .await
@@ -105,7 +150,7 @@ async fn webgpu_conformance_on_every_fixture() {
         // Visible with `-- --nocapture`: SwiftShader compiles each new pipeline slowly.
         web_sys::console::log_1(
             &format!(
-                "webgpu {case}: engine built in {:.0} ms ({} pipelines on the device)",
+                "webgpu {tiling} {case}: engine built in {:.0} ms ({} pipelines on the device)",
                 js_sys::Date::now() - started,
                 gpu.pipeline_count()
             )
@@ -116,7 +161,7 @@ async fn webgpu_conformance_on_every_fixture() {
             let now = js_sys::Date::now();
             for r in &results[shown..] {
                 web_sys::console::log_1(
-                    &format!("webgpu {} [{:.0} ms]", r.line(), now - t0).into(),
+                    &format!("webgpu {tiling} {} [{:.0} ms]", r.line(), now - t0).into(),
                 );
             }
             (shown, t0) = (results.len(), now);
@@ -124,8 +169,17 @@ async fn webgpu_conformance_on_every_fixture() {
         let results = conformance::run_observed(&fx, &mut gpu, Tolerances::GPU, &mut observe).await;
         summary.add(&results);
     }
-    if let Err(problems) = summary.verdict() {
-        panic!("{problems}");
+    match traces_of {
+        // Cases whose traces were left out on purpose: only the failures count.
+        Some(_) => assert!(
+            summary.failures.is_empty() && summary.cases >= 3,
+            "{tiling} tiling: {summary:?}"
+        ),
+        None => {
+            if let Err(problems) = summary.verdict() {
+                panic!("{tiling} tiling: {problems}");
+            }
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! The generation loop. It runs on the main thread and gives the browser a turn between any
 //! two `Generator::next` calls (each call is one bounded piece of work: one denoising step or
-//! one commit pass), so input, Stop and repaints are never more than one step away.
+//! one commit pass), so input, Stop and repaints are never more than one step away. On WebGPU a
+//! first-hitting block runs as one GPU submission during its first step's call (the page only
+//! awaits the GPU meanwhile); its other steps come back as records, and each is still shown
+//! at the chosen pace.
 
 use crate::browser::{self, now_ms, yield_to_browser};
 use crate::canvas_model::{CanvasChange, CanvasModel, Slot, TextChunk};

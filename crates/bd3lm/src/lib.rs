@@ -21,7 +21,10 @@ pub use runtime::{
 pub use tools::{conformance, convert, eval, fixture, quality, sample_stats, stream_convert};
 
 pub use config::Config;
-pub use engine::{CpuEngine, DrawRequest, Engine, EngineCounters, RowDraw, Rows};
+pub use engine::{
+    BlockRequest, BlockStep, CpuEngine, DrawRequest, Engine, EngineCounters, RevealRule, RowDraw,
+    Rows, StepRecord,
+};
 pub use error::{Error, Result};
-pub use generate::{Event, FinishReason, Generator, SamplerKind, SamplingOptions};
+pub use generate::{Event, Execution, FinishReason, Generator, SamplerKind, SamplingOptions};
 pub use weights::Weights;

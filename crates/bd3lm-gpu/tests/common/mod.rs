@@ -2,13 +2,17 @@
 //! kernel against a plain CPU loop on seeded random inputs.
 #![allow(dead_code)]
 
+mod generation;
+#[allow(unused_imports)] // not every test target uses the generation helpers
+pub use generation::*;
+
 use bd3lm::forward::{gelu_tanh, layer_norm_modulate, matmul as cpu_matmul};
 use bd3lm::quant::{Matrix, Scheme};
 use bd3lm::rng::SplitMix64;
 use bd3lm::sampler;
-use bd3lm_gpu::kernels::{self, AttentionInputs, MatmulKind, MatmulVectors};
-use bd3lm_gpu::plan::{mode, SampleStep};
-use bd3lm_gpu::GpuContext;
+use bd3lm_gpu::kernels::launch::{self, AttentionInputs, MatmulKind, NormVectors, SampleStep};
+use bd3lm_gpu::plan::mode;
+use bd3lm_gpu::{GpuContext, Tiling};
 
 pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut g = SplitMix64::new(seed);
@@ -44,109 +48,253 @@ pub async fn smoke(ctx: &GpuContext) {
     }
 }
 
-fn cpu_matmul_ref(
-    m: &Matrix,
-    x: &[f32],
-    rows: usize,
-    kind: MatmulKind,
-    v: &MatmulVectors,
-    out: &[f32],
-) -> Vec<f32> {
+/// Block sizes the kernels are checked at (the engine supports 1..=16).
+pub const BLOCK_SIZES: [usize; 6] = [1, 2, 3, 5, 8, 16];
+
+/// Both tilings: the kernels must agree with the CPU loop whichever split they use.
+pub const TILINGS: [Tiling; 2] = [Tiling::Software, Tiling::Hardware];
+
+fn cpu_matmul_ref(m: &Matrix, x: &[f32], rows: usize, kind: MatmulKind, bias: &[f32]) -> Vec<f32> {
     let (k, n) = (m.cols, m.rows);
     let w = m.to_f32();
-    let mut input = x.to_vec();
-    if matches!(kind, MatmulKind::LnBias | MatmulKind::LnGelu) {
-        layer_norm_modulate(&mut input, x, v.norm, v.shift, v.scale);
-    }
     let mut acc = vec![0.0; rows * n];
-    cpu_matmul(&mut acc, &input, &w, rows, k, n);
-    let mut res = out.to_vec();
+    cpu_matmul(&mut acc, x, &w, rows, k, n);
     for r in 0..rows {
         for c in 0..n {
             let a = acc[r * n + c];
-            let i = r * n + c;
-            match kind {
-                MatmulKind::LnBias => res[i] = a + v.bias[c],
-                MatmulKind::LnGelu => res[i] = gelu_tanh(a + v.bias[c]),
-                MatmulKind::Residual => res[i] += v.gate[c] * a,
-                MatmulKind::ResidualBias => res[i] += v.gate[c] * (a + v.bias[c]),
-            }
+            acc[r * n + c] = match kind {
+                MatmulKind::Bias => a + bias[c],
+                MatmulKind::Gelu => gelu_tanh(a + bias[c]),
+                MatmulKind::Partial => a,
+            };
         }
     }
-    res
+    acc
 }
 
-/// Every weight format x every epilogue, with block-sized and single-row inputs. Each of those
+/// Every weight format x every epilogue x both tilings, with block-sized and single-row
+/// inputs, at K = 96 and K = 768 (several K splits under the hardware tiling). Each of those
 /// is its own pipeline, and a software WebGPU adapter (SwiftShader) takes about a second to
-/// compile one: with `exhaustive` false every format x epilogue pair runs one (rows, lanes)
-/// shape, rotating so each shape is still covered (the native tests run the full product).
+/// compile one: with `exhaustive` false every format x epilogue x tiling runs one shape,
+/// rotating so each shape is still covered (the native tests run the full product).
 pub async fn matmul_variants(ctx: &GpuContext, exhaustive: bool) {
-    let (k, n) = (96, 70);
-    let base = Matrix::from_f32(n, k, random(n * k, 11, 0.2));
-    let vectors = (
-        random(k, 12, 0.3),
-        random(k, 13, 0.5),
-        random(k, 14, 0.5),
-        random(n, 15, 0.5),
-        random(n, 16, 1.0),
-    );
-    let norm: Vec<f32> = vectors.0.iter().map(|x| 1.0 + x).collect();
-    let v = MatmulVectors {
-        norm: &norm,
-        shift: &vectors.1,
-        scale: &vectors.2,
-        bias: &vectors.3,
-        gate: &vectors.4,
-    };
-    const SHAPES: [(usize, u32); 5] = [(1, 1), (4, 8), (16, 1), (16, 8), (5, 8)];
+    const SHAPES: [(usize, usize); 4] = [(1, 96), (16, 96), (5, 768), (16, 768)];
+    let n = 70;
     let mut pair = 0;
     for scheme in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4] {
-        let m = base.quantize(scheme);
-        for kind in [
-            MatmulKind::LnBias,
-            MatmulKind::LnGelu,
-            MatmulKind::Residual,
-            MatmulKind::ResidualBias,
-        ] {
-            let shapes = if exhaustive {
-                SHAPES.to_vec()
-            } else {
-                vec![SHAPES[pair % SHAPES.len()]]
-            };
-            pair += 1;
-            for (rows, lanes) in shapes {
-                let x = random(rows * k, 20 + rows as u64, 2.0);
-                let out = random(rows * n, 30, 1.0);
-                let gpu = kernels::matmul(ctx, lanes, &m, &x, rows, kind, &v, &out)
-                    .await
-                    .expect("matmul runs");
-                let cpu = cpu_matmul_ref(&m, &x, rows, kind, &v, &out);
-                let err = max_err(&gpu, &cpu);
-                assert!(
-                    err < 3e-4,
-                    "{scheme:?} {kind:?} rows {rows} lanes {lanes}: max error {err}"
-                );
+        for kind in [MatmulKind::Bias, MatmulKind::Gelu, MatmulKind::Partial] {
+            for tiling in TILINGS {
+                let shapes = if exhaustive {
+                    SHAPES.to_vec()
+                } else {
+                    vec![SHAPES[pair % SHAPES.len()]]
+                };
+                pair += 1;
+                for (rows, k) in shapes {
+                    let m =
+                        Matrix::from_f32(n, k, random(n * k, 11 + k as u64, 0.2)).quantize(scheme);
+                    let bias = random(n, 15, 0.5);
+                    let x = random(rows * k, 20 + rows as u64, 2.0);
+                    let gpu = launch::matmul(ctx, tiling, &m, &x, rows, kind, &bias)
+                        .await
+                        .expect("matmul runs");
+                    let cpu = cpu_matmul_ref(&m, &x, rows, kind, &bias);
+                    let err = max_err(&gpu, &cpu);
+                    assert!(
+                        err < 1e-3,
+                        "{scheme:?} {kind:?} {tiling} rows {rows} K {k}: max error {err}"
+                    );
+                }
             }
         }
     }
 }
 
-pub async fn embed_formats(ctx: &GpuContext) {
-    let (v, h) = (50, 64);
+/// The QKV epilogue in both tilings: q for the block, K and V into a ring cache that wraps,
+/// every other cache slot untouched.
+pub async fn qkv_epilogue(ctx: &GpuContext) {
+    let (h, rows, n_ctx, cached, ring_start) = (64, 5, 16, 9, 10);
+    let m = Matrix::from_f32(3 * h, h, random(3 * h * h, 70, 0.2)).quantize(Scheme::Q8);
+    let x = random(rows * h, 71, 1.5);
+    let kc = random(n_ctx * h, 72, 1.0);
+    let vc = random(n_ctx * h, 73, 1.0);
+    let mut qkv = vec![0.0; rows * 3 * h];
+    cpu_matmul(&mut qkv, &x, &m.to_f32(), rows, h, 3 * h);
+    for tiling in TILINGS {
+        let (q, k, v) = launch::qkv(
+            ctx,
+            &launch::QkvInputs {
+                tiling,
+                matrix: &m,
+                x: &x,
+                rows,
+                n_ctx,
+                cached,
+                ring_start,
+                k_cache: &kc,
+                v_cache: &vc,
+            },
+        )
+        .await
+        .expect("qkv runs");
+        let (mut want_k, mut want_v, mut want_q) = (kc.clone(), vc.clone(), vec![0.0; rows * h]);
+        for r in 0..rows {
+            let slot = (ring_start + cached + r) % n_ctx;
+            let row = &qkv[r * 3 * h..(r + 1) * 3 * h];
+            want_q[r * h..(r + 1) * h].copy_from_slice(&row[..h]);
+            want_k[slot * h..(slot + 1) * h].copy_from_slice(&row[h..2 * h]);
+            want_v[slot * h..(slot + 1) * h].copy_from_slice(&row[2 * h..]);
+        }
+        for (name, gpu, cpu) in [("q", &q, &want_q), ("k", &k, &want_k), ("v", &v, &want_v)] {
+            let err = max_err(gpu, cpu);
+            assert!(err < 1e-4, "{tiling} {name}: max error {err}");
+        }
+    }
+}
+
+/// LayerNorm + modulation of `x` rows as the CPU reference computes it.
+fn cpu_norm(x: &[f32], v: &NormVectors) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    layer_norm_modulate(&mut out, x, v.norm, v.shift, v.scale);
+    out
+}
+
+/// Random LayerNorm, modulation, gate and bias vectors of length `h`.
+struct OwnedNorm([Vec<f32>; 5]);
+
+impl OwnedNorm {
+    fn new(h: usize, seed: u64) -> OwnedNorm {
+        let norm: Vec<f32> = random(h, seed, 0.3).iter().map(|x| 1.0 + x).collect();
+        OwnedNorm([
+            norm,
+            random(h, seed + 1, 0.5),
+            random(h, seed + 2, 0.5),
+            random(h, seed + 3, 1.0),
+            random(h, seed + 4, 0.5),
+        ])
+    }
+
+    fn view(&self) -> NormVectors<'_> {
+        NormVectors {
+            norm: &self.0[0],
+            shift: &self.0[1],
+            scale: &self.0[2],
+            gate: &self.0[3],
+            bias: &self.0[4],
+        }
+    }
+}
+
+/// The embedding gather of every format with the first LayerNorm (hidden 768: each thread
+/// normalises three elements), for every block size the engine supports; nothing is written
+/// past the block.
+pub async fn embed_formats(ctx: &GpuContext, block_sizes: &[usize]) {
+    let (v, h) = (50, 768);
     let table = Matrix::from_f32(v, h, random(v * h, 40, 1.0));
-    let tokens = [3u32, 0, 49, 17, 17, 8];
-    for scheme in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4] {
+    let vecs = OwnedNorm::new(h, 41);
+    let nv = vecs.view();
+    for (i, scheme) in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4]
+        .into_iter()
+        .enumerate()
+    {
         let m = table.quantize(scheme);
-        let gpu = kernels::embed(ctx, &m, &tokens).await.expect("embed runs");
         let deq = m.to_f32();
-        let cpu: Vec<f32> = tokens
+        for &rows in block_sizes
             .iter()
-            .flat_map(|&t| deq[t as usize * h..(t as usize + 1) * h].to_vec())
-            .collect();
-        assert_eq!(
-            gpu, cpu,
-            "{scheme:?}: gather equals the CPU dequantised rows exactly"
-        );
+            .skip(i % 2)
+            .step_by(2)
+            .chain(block_sizes.last())
+        {
+            let tokens: Vec<u32> = (0..rows).map(|r| ((r * 17 + 3) % v) as u32).collect();
+            let (x, xn) = launch::embed(ctx, &m, &tokens, &nv)
+                .await
+                .expect("embed runs");
+            let cpu: Vec<f32> = tokens
+                .iter()
+                .flat_map(|&t| deq[t as usize * h..(t as usize + 1) * h].to_vec())
+                .collect();
+            assert_eq!(
+                &x[..rows * h],
+                &cpu[..],
+                "{scheme:?} B {rows}: gather is exact"
+            );
+            assert!(
+                x[rows * h..]
+                    .iter()
+                    .chain(&xn[rows * h..])
+                    .all(|&s| s == launch::SENTINEL),
+                "{scheme:?} B {rows}: a row past the block was written"
+            );
+            let err = max_err(&xn[..rows * h], &cpu_norm(&cpu, &nv));
+            assert!(err < 1e-4, "{scheme:?} B {rows}: LayerNorm max error {err}");
+        }
+    }
+}
+
+/// The residual update from three K splits (with and without a bias), then the LayerNorm.
+pub async fn residual_norm(ctx: &GpuContext) {
+    let (h, rows, splits) = (768, 3, 3);
+    let x = random(rows * h, 80, 1.0);
+    let partials = random(splits * rows * h, 81, 1.0);
+    let vecs = OwnedNorm::new(h, 82);
+    let nv = vecs.view();
+    for bias in [false, true] {
+        let (gx, gxn) = launch::residual(ctx, &x, &partials, splits, rows, bias, &nv)
+            .await
+            .expect("residual runs");
+        let mut want = x.clone();
+        for r in 0..rows {
+            for c in 0..h {
+                let mut s = 0.0f32;
+                for sp in 0..splits {
+                    s += partials[(sp * rows + r) * h + c];
+                }
+                if bias {
+                    s += nv.bias[c];
+                }
+                want[r * h + c] += nv.gate[c] * s;
+            }
+        }
+        assert!(max_err(&gx, &want) < 1e-5, "bias {bias}: residual");
+        let err = max_err(&gxn, &cpu_norm(&want, &nv));
+        assert!(err < 1e-4, "bias {bias}: LayerNorm max error {err}");
+    }
+}
+
+/// Matrices too big for one storage binding are split by rows over two: forced here with a
+/// binding limit of a few KiB (`ctx` must have been created with it), for the matmul and the
+/// embedding gather.
+pub async fn split_bindings(ctx: &GpuContext) {
+    let limit = ctx.max_binding_bytes();
+    let (n, k) = (300, 96);
+    let m = Matrix::from_f32(n, k, random(n * k, 90, 0.2)).quantize(Scheme::Q8);
+    let g = launch::upload_matrix(ctx, &m).expect("upload");
+    assert!(
+        g.parts.len() == 2 && m.bytes() as u64 > limit,
+        "{} bytes over a {limit}-byte limit make two bindings",
+        m.bytes()
+    );
+    let bias = random(n, 91, 0.5);
+    for tiling in TILINGS {
+        for rows in [1, 4] {
+            let x = random(rows * k, 92, 1.0);
+            let gpu = launch::matmul(ctx, tiling, &m, &x, rows, MatmulKind::Bias, &bias)
+                .await
+                .expect("matmul runs");
+            let err = max_err(&gpu, &cpu_matmul_ref(&m, &x, rows, MatmulKind::Bias, &bias));
+            assert!(err < 1e-3, "{tiling} rows {rows}: max error {err}");
+        }
+    }
+    let vecs = OwnedNorm::new(k, 93);
+    let nv = vecs.view();
+    let tokens = [0u32, 299, 150, 151];
+    let (x, _) = launch::embed(ctx, &m, &tokens, &nv)
+        .await
+        .expect("embed runs");
+    let deq = m.to_f32();
+    for (r, &t) in tokens.iter().enumerate() {
+        let t = t as usize;
+        assert_eq!(&x[r * k..(r + 1) * k], &deq[t * k..(t + 1) * k], "row {t}");
     }
 }
 
@@ -161,13 +309,21 @@ fn rotate(x: &[f32], pos: usize, rope: &[f32], n_ctx: usize) -> Vec<f32> {
     out
 }
 
-/// Attention over a ring-buffer cache that wraps, against a direct CPU loop.
-pub async fn attention_ring(ctx: &GpuContext) {
-    for (heads, d, block, n_ctx, cached, ring_start) in [
-        (4, 16, 4, 64, 40, 50),
-        (2, 64, 16, 96, 80, 16),
-        (3, 8, 8, 32, 0, 0),
-    ] {
+/// Attention over a ring-buffer cache that wraps, against a direct CPU loop, in both
+/// tilings (the hardware one splits the window over several workgroups here), and for the
+/// block sizes in `block_sizes`.
+pub async fn attention_ring(ctx: &GpuContext, block_sizes: &[usize]) {
+    let mut cases = vec![
+        (Tiling::Software, 4, 16, 4, 64, 40, 50),
+        (Tiling::Hardware, 4, 16, 4, 64, 40, 50),
+        (Tiling::Software, 2, 64, 16, 96, 80, 16),
+        (Tiling::Hardware, 2, 64, 16, 96, 80, 16),
+        (Tiling::Hardware, 3, 8, 8, 32, 0, 0),
+    ];
+    for (i, &b) in block_sizes.iter().enumerate() {
+        cases.push((TILINGS[i % 2], 2, 8, b, 40, 40 - b - 3, 7));
+    }
+    for (tiling, heads, d, block, n_ctx, cached, ring_start) in cases {
         let h = heads * d;
         let cfg = bd3lm::Config {
             hidden_dim: h,
@@ -183,6 +339,7 @@ pub async fn attention_ring(ctx: &GpuContext) {
         let kc = random(n_ctx * h, 51, 1.0);
         let vc = random(n_ctx * h, 52, 1.0);
         let inputs = AttentionInputs {
+            tiling,
             heads,
             head_dim: d,
             block,
@@ -194,9 +351,14 @@ pub async fn attention_ring(ctx: &GpuContext) {
             v_cache: &vc,
             rope: &rope,
         };
-        let gpu = kernels::attention(ctx, &inputs)
+        let (gpu, splits) = launch::attention(ctx, &inputs)
             .await
             .expect("attention runs");
+        if tiling == Tiling::Software {
+            assert_eq!(splits, 1, "one split of the window in the software tiling");
+        } else if d == 64 {
+            assert!(splits > 1, "the window is split over workgroups: {splits}");
+        }
         let mut cpu = vec![0.0; block * h];
         let total = cached + block;
         for hd in 0..heads {
@@ -235,20 +397,17 @@ pub async fn attention_ring(ctx: &GpuContext) {
         let err = max_err(&gpu, &cpu);
         assert!(
             err < 1e-5,
-            "heads {heads} d {d} block {block} cached {cached}: max error {err}"
+            "{tiling} heads {heads} d {d} block {block} cached {cached}: max error {err}"
         );
     }
 }
 
 fn step(vocab: usize, mode: u32, seed: u64, top_p: f64, mask_prob: f32) -> SampleStep {
     SampleStep {
-        vocab: vocab as u32,
-        mask: (vocab - 1) as u32,
-        row_offset: 0,
+        vocab,
         mode,
-        seed_lo: seed as u32,
-        seed_hi: (seed >> 32) as u32,
-        top_p: top_p as f32,
+        seed,
+        top_p,
         mask_prob,
     }
 }
@@ -265,7 +424,7 @@ pub async fn sampling_modes(ctx: &GpuContext) {
         l
     };
     // Nucleus probe: kept counts and masses.
-    let kept = kernels::sample(
+    let kept = launch::sample(
         ctx,
         &logits,
         &masked,
@@ -289,7 +448,7 @@ pub async fn sampling_modes(ctx: &GpuContext) {
         .collect();
     let q32: Vec<f32> = probs.iter().map(|&x| x as f32).collect();
     for seed in [1u64, 99, 12345] {
-        let gpu = kernels::sample(
+        let gpu = launch::sample(
             ctx,
             &q32,
             &masked,
@@ -309,7 +468,7 @@ pub async fn sampling_modes(ctx: &GpuContext) {
         (mode::POSTERIOR, 0.0, 1.0),
     ] {
         for seed in [5u64, 6, 7] {
-            let gpu = kernels::sample(ctx, &logits, &masked, step(v, m, seed, top_p, mp))
+            let gpu = launch::sample(ctx, &logits, &masked, step(v, m, seed, top_p, mp))
                 .await
                 .expect("draw runs");
             for r in 0..rows {
@@ -341,7 +500,7 @@ pub async fn sampling_modes(ctx: &GpuContext) {
         (mode::POSTERIOR_T0_QUIRK, f32::NEG_INFINITY, 0.9),
         (mode::POSTERIOR_T0_QUIRK, f32::NEG_INFINITY, 1.0),
     ] {
-        let gpu = kernels::sample(ctx, &logits, &tokens, step(v, m, 3, top_p, mp))
+        let gpu = launch::sample(ctx, &logits, &tokens, step(v, m, 3, top_p, mp))
             .await
             .expect("draw runs");
         for r in 0..rows {

@@ -44,6 +44,114 @@ pub struct RowDraw {
     pub entropy: f32,
 }
 
+/// How the steps of [`Engine::denoise_block`] choose the rows they reveal: the select stage
+/// of a step. A GPU runs it on the device, between the step's draws and the next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevealRule {
+    /// Each step reveals the row the host chose for it in advance ([`BlockStep::row`]):
+    /// first hitting, whose positions do not depend on the model.
+    Scheduled,
+}
+
+/// One step of a [`BlockRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockStep {
+    /// SplitMix64 seed of the step; row `r` uses elements `r*V .. (r+1)*V` of its stream.
+    pub seed: u64,
+    /// The row the step reveals ([`RevealRule::Scheduled`]).
+    pub row: usize,
+}
+
+/// Several first-hitting denoising steps of one block, run as one unit of work: a GPU
+/// records them in one submission (the drawn ids go straight into the device-side block that
+/// the next step reads) and reads back only the step records.
+#[derive(Debug, Clone)]
+pub struct BlockRequest<'a> {
+    /// The block before the first step (MASK where masked).
+    pub block: &'a [u32],
+    pub steps: &'a [BlockStep],
+    pub rule: RevealRule,
+    /// Draw every row at every step, as the reference does (conformance replays), instead of
+    /// only the rows a step may reveal.
+    pub draw_all_rows: bool,
+    pub nucleus_p: f64,
+}
+
+/// What one step of a block did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// The rows the step revealed with their ids and confidences, in row order: one for first
+    /// hitting; a sampler that reveals several tokens per step reports them all.
+    pub reveals: Vec<RowDraw>,
+    /// Every row's draw with `draw_all_rows`, else the reveals.
+    pub draws: Vec<RowDraw>,
+}
+
+/// Checks a block request against the config: rows in range, each scheduled row masked when
+/// its step comes and revealed once.
+pub fn check_block_request(cfg: &Config, req: &BlockRequest<'_>) -> Result<()> {
+    let b = cfg.block_size;
+    if req.block.len() != b {
+        return Err(crate::Error::InvalidArgument(format!(
+            "a block has {b} tokens, got {}",
+            req.block.len()
+        )));
+    }
+    let mut masked: Vec<bool> = req.block.iter().map(|&t| t == cfg.mask_id()).collect();
+    for (k, s) in req.steps.iter().enumerate() {
+        if !masked.get(s.row).copied().unwrap_or(false) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "step {k} reveals row {} of a {b}-token block, which is not masked",
+                s.row
+            )));
+        }
+        masked[s.row] = false;
+    }
+    Ok(())
+}
+
+/// [`Engine::denoise_block`] as one [`Engine::draw`] per step (the CPU engines' way, and the
+/// meaning every backend's block path must reproduce).
+pub async fn denoise_block_by_steps<E: Engine + ?Sized>(
+    engine: &mut E,
+    req: &BlockRequest<'_>,
+) -> Result<Vec<StepRecord>> {
+    check_block_request(engine.config(), req)?;
+    let mut tokens = req.block.to_vec();
+    let mut records = Vec::with_capacity(req.steps.len());
+    for step in req.steps {
+        let rows = if req.draw_all_rows {
+            Rows::All
+        } else {
+            Rows::One(step.row)
+        };
+        let draws = engine
+            .draw(&DrawRequest {
+                block: &tokens,
+                rows,
+                nucleus_p: req.nucleus_p,
+                uniform_seed: step.seed,
+                mask_prob: None,
+                reuse: false,
+            })
+            .await?;
+        let chosen = draws
+            .iter()
+            .find(|d| d.row == step.row)
+            .copied()
+            .ok_or_else(|| {
+                crate::Error::Backend(format!("the engine returned no draw for row {}", step.row))
+            })?;
+        tokens[step.row] = chosen.token;
+        records.push(StepRecord {
+            reveals: vec![chosen],
+            draws,
+        });
+    }
+    Ok(records)
+}
+
 /// [`Engine::race_probe`] result for a row the backend skipped.
 pub const SKIPPED_ROW: u32 = u32::MAX;
 
@@ -57,6 +165,19 @@ pub struct EngineCounters {
     /// GPU buffers and bind groups created on the engine's device so far (0 on the CPU):
     /// constant after the engine is built, since a step allocates nothing.
     pub device_objects_created: u64,
+    /// Queue submissions so far (0 on the CPU).
+    pub submits: u64,
+    /// Times the host waited for the device so far (readbacks; 0 on the CPU).
+    pub host_waits: u64,
+    /// [`Engine::denoise_block`] calls so far.
+    pub blocks_denoised: u64,
+    /// Bytes read back by the last `denoise_block` (0 on the CPU).
+    pub readback_bytes_last_block: usize,
+    /// Fewest workgroups of any dispatch of the last forward that streams a weight matrix or
+    /// the KV cache (0 on the CPU).
+    pub workgroups_min: u32,
+    /// Weight bytes one denoising forward reads (0 on the CPU).
+    pub weight_bytes_per_forward: u64,
 }
 
 pub trait Engine {
@@ -76,6 +197,21 @@ pub trait Engine {
     /// the layer-0 intermediates), for conformance checks.
     fn activations(&mut self, block: &[u32]) -> impl Future<Output = Result<Activations>>;
     fn draw(&mut self, req: &DrawRequest<'_>) -> impl Future<Output = Result<Vec<RowDraw>>>;
+    /// Whether [`Engine::denoise_block`] saves work over one draw per step (a GPU saves a host
+    /// round trip per step). The generator then runs first hitting a block at a time; an
+    /// engine without that gain keeps one bounded step per call (a page stays responsive).
+    fn runs_blocks(&self) -> bool {
+        false
+    }
+    /// Runs the steps of `req` on one block (see [`BlockRequest`]) and returns one record per
+    /// step. Must give exactly what one [`Engine::draw`] per step gives
+    /// ([`denoise_block_by_steps`], the default).
+    fn denoise_block(
+        &mut self,
+        req: &BlockRequest<'_>,
+    ) -> impl Future<Output = Result<Vec<StepRecord>>> {
+        denoise_block_by_steps(self, req)
+    }
     /// The backend's nucleus filter on given log-prob rows: (kept count, kept mass) per row.
     fn nucleus_probe(
         &mut self,

@@ -2,8 +2,16 @@
 //! [`Generator::next`] does one bounded piece of work (one denoising step, one commit pass or
 //! one block start) and reports it as an [`Event`], so a terminal can stream and a web page
 //! can repaint and stay responsive between steps.
+//!
+//! First hitting runs a block's steps as one [`Engine::denoise_block`] call: its positions and
+//! seeds do not depend on the model, so they are scheduled when the block's first step comes,
+//! and the steps' records are then reported one event at a time (a GPU submits the whole block
+//! at once and reads back only the records; the page replays them at its own pace). The
+//! posterior sampler reuses `p_x0` depending on the drawn tokens, so it waits for each step.
 
-use crate::engine::{DrawRequest, Engine, RowDraw, Rows};
+use crate::engine::{
+    self, BlockRequest, BlockStep, DrawRequest, Engine, RevealRule, RowDraw, Rows, StepRecord,
+};
 use crate::error::{Error, Result};
 use crate::rng::{self, SplitMix64};
 use crate::sampler;
@@ -138,6 +146,9 @@ struct Denoising {
     step: usize,
     /// Whether the previous step changed the block (the posterior sampler reuses p_x0 if not).
     changed: bool,
+    /// Steps already run by the engine and not yet reported (first hitting), each with the
+    /// position generator's state after its draw.
+    pending: std::collections::VecDeque<(StepRecord, SplitMix64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +175,20 @@ pub struct Generator {
     positions: SplitMix64,
     replay: Option<Replay>,
     draw_all_rows: bool,
+    execution: Execution,
+}
+
+/// How first hitting runs a block's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Execution {
+    /// A block at a time where the engine gains from it ([`Engine::runs_blocks`]), else a
+    /// step at a time.
+    #[default]
+    Auto,
+    /// One [`Engine::draw`] per step.
+    PerStep,
+    /// One [`Engine::denoise_block`] per block.
+    PerBlock,
 }
 
 /// The posterior grid point `i` of `linspace(1, 0, T)` in f32, bit-exact with torch's CPU
@@ -248,6 +273,7 @@ impl Generator {
             global_step: 0,
             replay: None,
             draw_all_rows: false,
+            execution: Execution::Auto,
         })
     }
 
@@ -261,6 +287,12 @@ impl Generator {
     /// Draw every row of the block at each step (the reference's behaviour; costs more).
     pub fn draw_all_rows(mut self, all: bool) -> Generator {
         self.draw_all_rows = all;
+        self
+    }
+
+    /// How first hitting runs a block's steps (the same tokens either way; tests compare).
+    pub fn execution(mut self, execution: Execution) -> Generator {
+        self.execution = execution;
         self
     }
 
@@ -296,6 +328,8 @@ impl Generator {
         if let Phase::Denoise(d) | Phase::Commit(d) = &mut self.phase {
             if tokens.len() == d.tokens.len() {
                 d.tokens.copy_from_slice(tokens);
+                // Steps the engine ran from the old tokens no longer apply.
+                d.pending.clear();
                 if !d.tokens.contains(&self.mask) {
                     self.phase = Phase::Commit(d.clone());
                 }
@@ -346,6 +380,7 @@ impl Generator {
                     tokens: tokens.clone(),
                     step: 0,
                     changed: true,
+                    pending: Default::default(),
                 });
                 Ok(Event::BlockStarted {
                     block,
@@ -395,7 +430,10 @@ impl Generator {
     }
 
     fn step_seed_and_position(&self) -> (u64, Option<usize>) {
-        let k = self.global_step as usize;
+        self.seed_and_position_at(self.global_step as usize)
+    }
+
+    fn seed_and_position_at(&self, k: usize) -> (u64, Option<usize>) {
         if let Some(r) = &self.replay {
             let seed = r
                 .seeds
@@ -431,57 +469,99 @@ impl Generator {
         }
     }
 
-    async fn denoise_step<E: Engine>(&mut self, engine: &mut E, mut d: Denoising) -> Result<Event> {
-        let masked: Vec<usize> = (0..d.tokens.len())
+    /// Schedules the block's remaining first-hitting steps (positions and seeds do not depend
+    /// on the model) and runs them: one `denoise_block` call, or one draw with per-step
+    /// execution.
+    async fn run_first_hitting<E: Engine>(
+        &mut self,
+        engine: &mut E,
+        d: &mut Denoising,
+        max_steps: usize,
+    ) -> Result<()> {
+        if d.step >= max_steps {
+            return Err(Error::InvalidArgument(format!(
+                "block {} still has masks after {max_steps} steps",
+                d.block
+            )));
+        }
+        let per_step = match self.execution {
+            Execution::Auto => !engine.runs_blocks(),
+            Execution::PerStep => true,
+            Execution::PerBlock => false,
+        };
+        let limit = if per_step { 1 } else { max_steps - d.step };
+        let mut masked: Vec<usize> = (0..d.tokens.len())
             .filter(|&i| d.tokens[i] == self.mask)
             .collect();
-        let (seed, replay_pos) = self.step_seed_and_position();
-        let mut revealed = Vec::new();
-        let (t, s, mask_prob, model_called, draws);
-        match self.opts.sampler {
-            SamplerKind::FirstHitting { max_steps } => {
-                if d.step >= max_steps {
-                    return Err(Error::InvalidArgument(format!(
-                        "block {} still has masks after {max_steps} steps",
-                        d.block
-                    )));
-                }
-                let pos = match replay_pos {
-                    Some(p) => p,
-                    None => masked[self.positions.below(masked.len())],
-                };
-                if d.tokens.get(pos) != Some(&self.mask) {
+        let mut positions = self.positions.clone();
+        let mut steps = Vec::new();
+        let mut states = Vec::new();
+        while steps.len() < limit && !masked.is_empty() {
+            let k = self.global_step as usize + steps.len();
+            let (seed, replay_pos) = self.seed_and_position_at(k);
+            let pos = match replay_pos {
+                Some(p) => p,
+                None => masked[positions.below(masked.len())],
+            };
+            if !masked.contains(&pos) {
+                if steps.is_empty() {
                     return Err(Error::InvalidArgument(format!(
                         "replayed position {pos} is not masked"
                     )));
                 }
-                let rows = if self.draw_all_rows {
-                    Rows::All
-                } else {
-                    Rows::One(pos)
-                };
-                let req = DrawRequest {
-                    block: &d.tokens,
-                    rows,
-                    nucleus_p: self.opts.nucleus_p,
-                    uniform_seed: seed,
-                    mask_prob: None,
-                    reuse: false,
-                };
-                draws = engine.draw(&req).await?;
-                let chosen = draws
-                    .iter()
-                    .find(|r| r.row == pos)
-                    .copied()
-                    .ok_or_else(|| {
-                        Error::Backend(format!("the engine returned no draw for row {pos}"))
-                    })?;
-                d.tokens[pos] = chosen.token;
-                revealed.push(Reveal {
-                    position: d.start + pos,
-                    token: chosen.token,
-                    confidence: chosen.confidence,
-                });
+                // Reported when that step comes.
+                break;
+            }
+            masked.retain(|&m| m != pos);
+            steps.push(BlockStep { seed, row: pos });
+            states.push(positions.clone());
+        }
+        let req = BlockRequest {
+            block: &d.tokens,
+            steps: &steps,
+            rule: RevealRule::Scheduled,
+            draw_all_rows: self.draw_all_rows,
+            nucleus_p: self.opts.nucleus_p,
+        };
+        let records = if per_step {
+            engine::denoise_block_by_steps(engine, &req).await?
+        } else {
+            engine.denoise_block(&req).await?
+        };
+        if records.len() != steps.len() {
+            return Err(Error::Backend(format!(
+                "the engine ran {} of {} steps",
+                records.len(),
+                steps.len()
+            )));
+        }
+        d.pending = records.into_iter().zip(states).collect();
+        Ok(())
+    }
+
+    async fn denoise_step<E: Engine>(&mut self, engine: &mut E, mut d: Denoising) -> Result<Event> {
+        let (seed, _) = self.step_seed_and_position();
+        let mut revealed = Vec::new();
+        let (t, s, mask_prob, model_called, draws);
+        match self.opts.sampler {
+            SamplerKind::FirstHitting { max_steps } => {
+                if d.pending.is_empty() {
+                    self.run_first_hitting(engine, &mut d, max_steps).await?;
+                }
+                let (record, positions) = d
+                    .pending
+                    .pop_front()
+                    .ok_or_else(|| Error::Backend("the engine returned no step records".into()))?;
+                self.positions = positions;
+                for reveal in &record.reveals {
+                    d.tokens[reveal.row] = reveal.token;
+                    revealed.push(Reveal {
+                        position: d.start + reveal.row,
+                        token: reveal.token,
+                        confidence: reveal.confidence,
+                    });
+                }
+                draws = record.draws;
                 (t, s, mask_prob, model_called) = (1.0, 0.0, None, true);
                 d.changed = true;
             }

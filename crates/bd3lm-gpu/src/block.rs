@@ -1,0 +1,238 @@
+//! The per-block loop: every first-hitting step of a block recorded into one submission.
+//!
+//! What does not depend on the model is uploaded once per block: the block's tokens, and for
+//! each step a slot of the step table (its seed, its draw row and the row it reveals). Each
+//! step records forward, LM head, sampler and the reveal stage; the reveal stage writes the
+//! drawn id into the device-side block that the next step's embedding reads and appends
+//! (step, row, id, confidence) to the block's reveal log. The host waits once, at the end,
+//! and reads back the log (and, when every row is drawn, the draws table). With
+//! `steps_per_submit` the steps are split over several submissions (for slow adapters and
+//! browser watchdogs), still with a single wait.
+
+use crate::dispatch::{DispatchInfo, Step};
+use crate::engine::GpuEngine;
+use crate::kernels::sample::reveal_log_words;
+use crate::plan::{mode, Head};
+use bd3lm::engine::{check_block_request, BlockRequest, BlockStep, RevealRule, StepRecord};
+use bd3lm::{Engine, Error, Result, RowDraw};
+
+/// The structural counters of one block, from recording it (see [`GpuEngine::count_block`]).
+#[derive(Debug, Clone)]
+pub struct BlockCount {
+    pub fill: usize,
+    pub steps: usize,
+    pub submits: u64,
+    pub host_waits: u64,
+    pub readback_bytes: usize,
+    /// Dispatches of one step (forward, LM head, sampler, reveal).
+    pub dispatches_per_forward: usize,
+    /// Fewest workgroups of a dispatch that streams weights or the cache.
+    pub workgroups_min: u32,
+    pub weight_bytes_per_forward: u64,
+    /// One step's dispatches as recorded.
+    pub dispatches: Vec<DispatchInfo>,
+}
+
+impl GpuEngine {
+    pub(crate) async fn run_block(&mut self, req: &BlockRequest<'_>) -> Result<Vec<StepRecord>> {
+        self.check_block(req.block)?;
+        check_block_request(&self.model.config, req)?;
+        match req.rule {
+            RevealRule::Scheduled => {}
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "the WGSL engine has no reveal stage for {other:?}"
+                )))
+            }
+        }
+        let steps = req.steps;
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = self.plan.block;
+        let head = if req.draw_all_rows {
+            Head::All
+        } else {
+            Head::One
+        };
+        self.upload_block(req.block);
+        self.ctx
+            .queue
+            .write_buffer(&self.plan.reveal_log, 0, bytemuck::bytes_of(&0u32));
+        for (k, s) in steps.iter().enumerate() {
+            let slot = Step {
+                draw_row: if head == Head::One { s.row as u32 } else { 0 },
+                index: k as u32,
+                reveal_row: s.row as u32,
+                mode: mode::FIRST_HITTING,
+                top_p: req.nucleus_p as f32,
+                ..self.step()
+            }
+            .seed(s.seed);
+            self.write_step(k as u32, &slot);
+        }
+        let log_bytes = (reveal_log_words(b) * 4) as u64;
+        let draws_bytes = if head == Head::All {
+            (steps.len() * b * 8) as u64
+        } else {
+            0
+        };
+        let staging = self.plan.staging.clone();
+        let per_submit = self.ctx.steps_per_submit.unwrap_or(steps.len()).max(1);
+        let step_list = self.plan.block_step(head);
+        let chunks = steps.len().div_ceil(per_submit);
+        let mut work = Vec::with_capacity(chunks);
+        for c in 0..chunks {
+            let mut encoder = self.encoder();
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for k in c * per_submit..((c + 1) * per_submit).min(steps.len()) {
+                    self.record(&mut pass, &step_list, k as u32);
+                }
+            }
+            if c + 1 == chunks {
+                encoder.copy_buffer_to_buffer(&self.plan.reveal_log, 0, &staging, 0, log_bytes);
+                if draws_bytes > 0 {
+                    encoder.copy_buffer_to_buffer(
+                        &self.plan.draws,
+                        0,
+                        &staging,
+                        log_bytes,
+                        draws_bytes,
+                    );
+                }
+            }
+            work.push(encoder.finish());
+        }
+        drop(step_list);
+        for cb in work {
+            self.submit(cb);
+        }
+        self.forwards += steps.len() as u64;
+        self.tally.blocks += 1;
+        self.logits_valid = false;
+        self.last_head = head;
+        let bytes = self.read(&staging, log_bytes + draws_bytes).await?;
+        self.tally.readback_last_block = bytes.len();
+        if self.dry_run {
+            return Ok(Vec::new());
+        }
+        let words: &[u32] = bytemuck::cast_slice(&bytes);
+        parse_records(words, steps, b, head == Head::All)
+    }
+
+    /// The structural counters of one first-hitting block at a window of `fill` tokens,
+    /// measured by recording the block exactly as a real one is recorded, but submitting
+    /// nothing (the cache contents do not matter for counting, so no commits fill it).
+    pub async fn count_block(&mut self, fill: usize, all_rows: bool) -> Result<BlockCount> {
+        let cfg = self.model.config.clone();
+        let b = cfg.block_size;
+        if fill + b > cfg.model_length {
+            return Err(Error::InvalidArgument(format!(
+                "fill {fill} leaves no room for a block of {b} in a context of {}",
+                cfg.model_length
+            )));
+        }
+        self.reset();
+        self.cached = fill;
+        let before = self.tally;
+        let block = vec![cfg.mask_id(); b];
+        let steps: Vec<BlockStep> = (0..b)
+            .map(|row| BlockStep {
+                seed: row as u64,
+                row,
+            })
+            .collect();
+        self.dry_run = true;
+        let forwards = self.forwards;
+        let result = self
+            .run_block(&BlockRequest {
+                block: &block,
+                steps: &steps,
+                rule: RevealRule::Scheduled,
+                draw_all_rows: all_rows,
+                nucleus_p: 0.9,
+            })
+            .await;
+        self.dry_run = false;
+        self.forwards = forwards;
+        let head = if all_rows { Head::All } else { Head::One };
+        let dispatches = self.plan.step_infos(head, fill);
+        let count = BlockCount {
+            fill,
+            steps: b,
+            submits: self.tally.submits - before.submits,
+            host_waits: self.tally.host_waits - before.host_waits,
+            readback_bytes: self.tally.readback_last_block,
+            dispatches_per_forward: dispatches.len(),
+            workgroups_min: dispatches
+                .iter()
+                .filter(|d| d.bounded)
+                .map(|d| d.workgroups)
+                .min()
+                .unwrap_or(0),
+            weight_bytes_per_forward: dispatches.iter().map(|d| d.weight_bytes).sum(),
+            dispatches,
+        };
+        self.tally = before;
+        self.reset();
+        result.map(|_| count)
+    }
+}
+
+/// Step records from the reveal log (and the draws table when every row was drawn).
+fn parse_records(
+    words: &[u32],
+    steps: &[BlockStep],
+    block: usize,
+    all_rows: bool,
+) -> Result<Vec<StepRecord>> {
+    let count = words.first().copied().unwrap_or(0) as usize;
+    if count != steps.len() {
+        return Err(Error::Backend(format!(
+            "the device revealed {count} rows for {} steps",
+            steps.len()
+        )));
+    }
+    let mut records: Vec<StepRecord> = (0..steps.len())
+        .map(|_| StepRecord {
+            reveals: Vec::new(),
+            draws: Vec::new(),
+        })
+        .collect();
+    for e in words[1..1 + 4 * count].chunks_exact(4) {
+        let (k, row) = (e[0] as usize, e[1] as usize);
+        if k >= steps.len() || row >= block {
+            return Err(Error::Backend(format!(
+                "corrupt reveal log entry: step {k}, row {row}"
+            )));
+        }
+        records[k].reveals.push(RowDraw {
+            row,
+            token: e[2],
+            confidence: f32::from_bits(e[3]),
+            // The first-hitting reveal stage reads back ids and confidences only.
+            entropy: f32::NAN,
+        });
+    }
+    let draws_at = reveal_log_words(block);
+    for (k, r) in records.iter_mut().enumerate() {
+        r.reveals.sort_by_key(|d| d.row);
+        r.draws = if all_rows {
+            let base = draws_at + k * block * 2;
+            words[base..base + block * 2]
+                .chunks_exact(2)
+                .enumerate()
+                .map(|(row, p)| RowDraw {
+                    row,
+                    token: p[0],
+                    confidence: f32::from_bits(p[1]),
+                    entropy: f32::NAN,
+                })
+                .collect()
+        } else {
+            r.reveals.clone()
+        };
+    }
+    Ok(records)
+}

@@ -1,0 +1,461 @@
+//! Launchers that run one kernel on given inputs and read its outputs back, built from the
+//! same typed kernels as the engine's plan, so every kernel can be tested against a plain CPU
+//! loop (natively and in the browser) exactly as the engine runs it.
+
+use super::attention::{self, Attention, AttentionIo};
+use super::matmul::{self, Epilogue, Matmul, MatmulIo};
+use super::norm::{self, Embed, EmbedIo, Residual, ResidualIo};
+use super::sample::{self, reveal_log_words, RevealRule, SampleIo};
+use crate::context::GpuContext;
+use crate::dispatch::{AttnParams, Dispatch, MatmulParams, NormParams, SampleParams};
+use crate::dispatch::{Step, StepTable};
+use crate::error::Result;
+use crate::model::GpuMatrix;
+use crate::tiling::Tiling;
+use bd3lm::quant::Matrix;
+
+fn buffer(ctx: &GpuContext, data: &[u8]) -> wgpu::Buffer {
+    let mut padded = data.to_vec();
+    padded.resize(data.len().div_ceil(16).max(1) * 16, 0);
+    ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: &padded,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    })
+}
+
+fn floats(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
+    buffer(ctx, bytemuck::cast_slice(data))
+}
+
+fn zeros(ctx: &GpuContext, len: usize) -> wgpu::Buffer {
+    buffer(ctx, &vec![0u8; len * 4])
+}
+
+/// A one-slot step table holding `step`.
+fn steps(ctx: &GpuContext, step: &Step) -> StepTable {
+    let t = StepTable::new(ctx, 1);
+    t.write(&ctx.queue, 0, step);
+    t
+}
+
+/// Runs `dispatches` at window fill `cached`, then reads `len` words of each of `outs`.
+async fn run_and_read(
+    ctx: &GpuContext,
+    dispatches: &[&Dispatch],
+    cached: usize,
+    outs: &[(&wgpu::Buffer, usize)],
+) -> Result<Vec<Vec<u32>>> {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass, 0, cached);
+        }
+    }
+    ctx.queue.submit([enc.finish()]);
+    let mut results = Vec::new();
+    for &(out, len) in outs {
+        let size = (len * 4) as u64;
+        let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: size.div_ceil(16).max(1) * 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bytes = ctx.read_buffer(out, &staging, size).await?;
+        results.push(bytemuck::cast_slice(&bytes).to_vec());
+    }
+    Ok(results)
+}
+
+fn as_f32(words: Vec<u32>) -> Vec<f32> {
+    words.into_iter().map(f32::from_bits).collect()
+}
+
+pub fn upload_matrix(ctx: &GpuContext, m: &Matrix) -> Result<GpuMatrix> {
+    let mut g = GpuMatrix::new(ctx, "test matrix", m.rows, m.cols, m.scheme())?;
+    g.write_rows(&ctx.queue, "test matrix", 0, m)?;
+    Ok(g)
+}
+
+/// Which matmul epilogue to test (QKV has its own launcher, [`qkv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulKind {
+    /// `acc + bias` (the LM head).
+    Bias,
+    /// `gelu_tanh(acc + bias)` (MLP in).
+    Gelu,
+    /// Partial sums per K split; the launcher returns their sum in split order.
+    Partial,
+}
+
+/// Runs one matmul on `rows` rows of `x` (`[rows, K]`, already normalised where the model
+/// normalises) under `tiling`, with `bias` (length N) where the epilogue uses one.
+pub async fn matmul(
+    ctx: &GpuContext,
+    tiling: Tiling,
+    m: &Matrix,
+    x: &[f32],
+    rows: usize,
+    kind: MatmulKind,
+    bias: &[f32],
+) -> Result<Vec<f32>> {
+    let n = m.rows;
+    let g = upload_matrix(ctx, m)?;
+    let epilogue = match kind {
+        MatmulKind::Bias => Epilogue::Bias,
+        MatmulKind::Gelu => Epilogue::Gelu,
+        MatmulKind::Partial => Epilogue::Partial,
+    };
+    let kernel = Matmul::new(tiling, &g, epilogue, rows);
+    let splits = kernel.tiles.splits as usize;
+    let mut b = bias.to_vec();
+    b.resize(n, 0.0);
+    let vecs = floats(ctx, &b);
+    let input = floats(ctx, x);
+    let output = zeros(ctx, splits * rows * n);
+    let table = steps(ctx, &Step::default());
+    let d = matmul::dispatch(
+        ctx,
+        kernel,
+        MatmulIo {
+            matrix: &g,
+            vecs: &vecs,
+            params: MatmulParams::default(),
+            steps: &table,
+            input: &input,
+            output: &output,
+            caches: None,
+        },
+        "test",
+        None,
+    )
+    .await?;
+    let out = as_f32(
+        run_and_read(ctx, &[&d], 0, &[(&output, splits * rows * n)])
+            .await?
+            .remove(0),
+    );
+    // Partial sums are added in split order, as residual.wgsl adds them.
+    let mut sum = vec![0.0f32; rows * n];
+    for part in out.chunks_exact(rows * n) {
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += v;
+        }
+    }
+    Ok(sum)
+}
+
+/// The QKV projection of a block written to a ring cache: returns (q `[rows, H]`, K cache,
+/// V cache), the caches `[n_ctx, H]` starting from `k_cache` / `v_cache`.
+pub struct QkvInputs<'a> {
+    pub tiling: Tiling,
+    /// `[3H, H]`.
+    pub matrix: &'a Matrix,
+    pub x: &'a [f32],
+    pub rows: usize,
+    pub n_ctx: usize,
+    pub cached: usize,
+    pub ring_start: usize,
+    pub k_cache: &'a [f32],
+    pub v_cache: &'a [f32],
+}
+
+pub async fn qkv(ctx: &GpuContext, a: &QkvInputs<'_>) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let h = a.matrix.cols;
+    let g = upload_matrix(ctx, a.matrix)?;
+    let kernel = Matmul::new(a.tiling, &g, Epilogue::Qkv, a.rows);
+    let (vecs, input, q) = (zeros(ctx, 4), floats(ctx, a.x), zeros(ctx, a.rows * h));
+    let (kc, vc) = (floats(ctx, a.k_cache), floats(ctx, a.v_cache));
+    let table = steps(
+        ctx,
+        &Step {
+            cached: a.cached as u32,
+            ring_start: a.ring_start as u32,
+            n_ctx: a.n_ctx as u32,
+            ..Step::default()
+        },
+    );
+    let d = matmul::dispatch(
+        ctx,
+        kernel,
+        MatmulIo {
+            matrix: &g,
+            vecs: &vecs,
+            params: MatmulParams {
+                hidden: h as u32,
+                ..MatmulParams::default()
+            },
+            steps: &table,
+            input: &input,
+            output: &q,
+            caches: Some((&kc, &vc)),
+        },
+        "qkv",
+        None,
+    )
+    .await?;
+    let cache_len = a.n_ctx * h;
+    let mut out = run_and_read(
+        ctx,
+        &[&d],
+        a.cached,
+        &[(&q, a.rows * h), (&kc, cache_len), (&vc, cache_len)],
+    )
+    .await?
+    .into_iter()
+    .map(as_f32);
+    let mut next = || out.next().unwrap_or_default();
+    Ok((next(), next(), next()))
+}
+
+/// The vectors of a LayerNorm + modulation (length H each) and of a residual branch.
+pub struct NormVectors<'a> {
+    pub norm: &'a [f32],
+    pub shift: &'a [f32],
+    pub scale: &'a [f32],
+    pub gate: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+/// Lays the vectors out in one buffer and returns it with their offsets.
+fn norm_vecs(ctx: &GpuContext, v: &NormVectors<'_>, n: usize) -> (wgpu::Buffer, NormParams) {
+    let mut data = Vec::new();
+    let mut put = |src: &[f32]| {
+        let off = data.len() as u32;
+        let mut d = src.to_vec();
+        d.resize(n, 0.0);
+        data.extend(d);
+        off
+    };
+    let p = NormParams {
+        n: n as u32,
+        norm_off: put(v.norm),
+        shift_off: put(v.shift),
+        scale_off: put(v.scale),
+        gate_off: put(v.gate),
+        bias_off: put(v.bias),
+        ..NormParams::default()
+    };
+    (floats(ctx, &data), p)
+}
+
+/// What [`embed`] leaves in the row after the block (checks that nothing writes past it).
+pub const SENTINEL: f32 = 7.25;
+
+/// Embedding gather of `tokens` from `table`, then the LayerNorm: returns (x, xn), each with
+/// one extra row after the block, filled with [`SENTINEL`] before the dispatch.
+pub async fn embed(
+    ctx: &GpuContext,
+    table: &Matrix,
+    tokens: &[u32],
+    v: &NormVectors<'_>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let g = upload_matrix(ctx, table)?;
+    let h = table.cols;
+    let rows = tokens.len();
+    let (vecs, np) = norm_vecs(ctx, v, h);
+    let tok = buffer(ctx, bytemuck::cast_slice(tokens));
+    let fill = vec![SENTINEL; (rows + 1) * h];
+    let (x, xn) = (floats(ctx, &fill), floats(ctx, &fill));
+    let kernel = Embed {
+        format: table.scheme(),
+        rows: rows as u32,
+    };
+    let d = norm::embed(
+        ctx,
+        kernel,
+        EmbedIo {
+            table: &g,
+            norm: np,
+            tokens: &tok,
+            vecs: &vecs,
+            x: &x,
+            xn: &xn,
+        },
+    )
+    .await?;
+    let len = (rows + 1) * h;
+    let mut out = run_and_read(ctx, &[&d], 0, &[(&x, len), (&xn, len)])
+        .await?
+        .into_iter()
+        .map(as_f32);
+    let mut next = || out.next().unwrap_or_default();
+    Ok((next(), next()))
+}
+
+/// The residual update of `x` (`[rows, n]`) by `splits` partial sums `[splits, rows, n]`,
+/// then the LayerNorm: returns (x, xn).
+pub async fn residual(
+    ctx: &GpuContext,
+    x: &[f32],
+    partials: &[f32],
+    splits: usize,
+    rows: usize,
+    bias: bool,
+    v: &NormVectors<'_>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let n = x.len() / rows;
+    let (vecs, np) = norm_vecs(ctx, v, n);
+    let (xb, xn, parts) = (floats(ctx, x), zeros(ctx, rows * n), floats(ctx, partials));
+    let d = norm::residual(
+        ctx,
+        Residual {
+            bias,
+            rows: rows as u32,
+        },
+        ResidualIo {
+            norm: NormParams {
+                splits: splits as u32,
+                ..np
+            },
+            partials: &parts,
+            vecs: &vecs,
+            x: &xb,
+            xn: &xn,
+        },
+        "residual",
+        None,
+    )
+    .await?;
+    let mut out = run_and_read(ctx, &[&d], 0, &[(&xb, rows * n), (&xn, rows * n)])
+        .await?
+        .into_iter()
+        .map(as_f32);
+    let mut next = || out.next().unwrap_or_default();
+    Ok((next(), next()))
+}
+
+/// Inputs of one attention call for one layer (the caches hold `n_ctx` ring slots of `[H]`).
+pub struct AttentionInputs<'a> {
+    pub tiling: Tiling,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub block: usize,
+    pub n_ctx: usize,
+    pub cached: usize,
+    pub ring_start: usize,
+    /// `[block, H]` un-rotated queries.
+    pub q: &'a [f32],
+    pub k_cache: &'a [f32],
+    pub v_cache: &'a [f32],
+    /// `[n_ctx, d/2]` cos then sin.
+    pub rope: &'a [f32],
+}
+
+/// Runs attention (partials and combine); returns the output and the number of splits.
+pub async fn attention(ctx: &GpuContext, a: &AttentionInputs<'_>) -> Result<(Vec<f32>, u32)> {
+    let (h, d) = (a.heads * a.head_dim, a.head_dim);
+    let kernel = Attention::new(a.tiling, a.block, d, a.heads);
+    let (o_floats, ml_floats) = kernel.partial_floats(h);
+    let table = steps(
+        ctx,
+        &Step {
+            cached: a.cached as u32,
+            ring_start: a.ring_start as u32,
+            n_ctx: a.n_ctx as u32,
+            kv_split: kernel.kv_split(a.cached),
+            ..Step::default()
+        },
+    );
+    let (q, kc, vc, rope) = (
+        floats(ctx, a.q),
+        floats(ctx, a.k_cache),
+        floats(ctx, a.v_cache),
+        floats(ctx, a.rope),
+    );
+    let (part_o, part_ml, out) = (
+        zeros(ctx, o_floats),
+        zeros(ctx, ml_floats),
+        zeros(ctx, a.block * h),
+    );
+    let (partial, combine) = attention::dispatches(
+        ctx,
+        kernel,
+        AttentionIo {
+            params: AttnParams {
+                hidden: h as u32,
+                heads: a.heads as u32,
+                cache_layer_off: 0,
+                scale: 1.0 / (d as f32).sqrt(),
+            },
+            steps: &table,
+            q: &q,
+            k_cache: &kc,
+            v_cache: &vc,
+            rope: &rope,
+            part_o: &part_o,
+            part_ml: &part_ml,
+            out: &out,
+        },
+        None,
+    )
+    .await?;
+    let splits = partial.workgroups(a.cached).1;
+    let out = run_and_read(ctx, &[&partial, &combine], a.cached, &[(&out, a.block * h)]).await?;
+    Ok((as_f32(out.into_iter().next().unwrap_or_default()), splits))
+}
+
+/// One sampling step: the mode and its parameters (the rest of the step slot is unused).
+#[derive(Debug, Clone, Copy)]
+pub struct SampleStep {
+    pub vocab: usize,
+    pub mode: u32,
+    pub seed: u64,
+    pub top_p: f64,
+    pub mask_prob: f32,
+}
+
+/// Runs the sampling kernel on `logits` rows (`[rows, V]`) and returns (id, value) per row:
+/// the drawn id and its probability, or for the probes (kept count, kept mass) / (id, q).
+/// The MASK id is `vocab - 1`.
+pub async fn sample(
+    ctx: &GpuContext,
+    logits: &[f32],
+    tokens: &[u32],
+    s: SampleStep,
+) -> Result<Vec<(u32, f32)>> {
+    let rows = logits.len() / s.vocab;
+    let table = steps(
+        ctx,
+        &Step {
+            mode: s.mode,
+            top_p: s.top_p as f32,
+            mask_prob: s.mask_prob,
+            ..Step::default()
+        }
+        .seed(s.seed),
+    );
+    let (lg, tk) = (
+        floats(ctx, logits),
+        buffer(ctx, bytemuck::cast_slice(tokens)),
+    );
+    let (draws, log) = (zeros(ctx, rows * 2), zeros(ctx, reveal_log_words(rows)));
+    let (dispatch, _) = sample::dispatches(
+        ctx,
+        SampleIo {
+            params: SampleParams {
+                vocab: s.vocab as u32,
+                mask: (s.vocab - 1) as u32,
+                block: rows as u32,
+                pad: 0,
+            },
+            steps: &table,
+            logits: &lg,
+            tokens: &tk,
+            draws: &draws,
+            reveal_log: &log,
+        },
+        rows as u32,
+        RevealRule::Scheduled,
+    )
+    .await?;
+    let words = run_and_read(ctx, &[&dispatch], 0, &[(&draws, rows * 2)])
+        .await?
+        .remove(0);
+    Ok(words
+        .chunks_exact(2)
+        .map(|w| (w[0], f32::from_bits(w[1])))
+        .collect())
+}
