@@ -18,9 +18,12 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Package directory or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub hub: model::HubArgs,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     pub backend: Backend,
     /// Threads of the fast CPU engine (`--backend cpu`, or `auto` without a GPU); default:
@@ -247,7 +250,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
     if let Some(n) = args.dispatch_floor {
         return bench_gpu::dispatch_floor(&args, n);
     }
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(args.model.as_deref(), args.hub.format.scheme(), None)?;
     let loaded = model::load(&source, None)?;
     let cfg = loaded.config().clone();
     let fills = fills(args.ctx, cfg.model_length, cfg.block_size)?;

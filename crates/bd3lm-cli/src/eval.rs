@@ -12,9 +12,12 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Package directory or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    hub: model::HubArgs,
     /// tokenizer.json to use instead of the model's own.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -69,7 +72,11 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     if args.max_chunks == Some(0) {
         return Err(CliError::Usage("--max-chunks must be at least 1".into()));
     }
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(
+        args.model.as_deref(),
+        args.hub.format.scheme(),
+        args.tokenizer.as_deref(),
+    )?;
     let loaded = model::load(&source, args.tokenizer.as_deref())?;
     let cfg = loaded.config().clone();
     let all = text_chunks(loaded.tokenizer()?, &args.text, cfg.model_length)?;

@@ -19,9 +19,12 @@ const MASK_GLYPH: &str = "░";
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// Package directory (manifest.json) or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    hub: model::HubArgs,
     /// tokenizer.json to use instead of the model's own.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -175,7 +178,11 @@ fn print_flush(text: &str) -> CliResult<()> {
 }
 
 pub fn run(args: GenerateArgs) -> CliResult<()> {
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(
+        args.model.as_deref(),
+        args.hub.format.scheme(),
+        args.tokenizer.as_deref(),
+    )?;
     let loaded = model::load(&source, args.tokenizer.as_deref())?;
     let cfg = loaded.config().clone();
     let opts = sampling_options(&args, cfg.block_size)?;

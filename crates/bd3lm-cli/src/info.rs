@@ -9,9 +9,12 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct InfoArgs {
-    /// Package directory or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    hub: model::HubArgs,
     /// tokenizer.json to use instead of the model's own.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -107,7 +110,11 @@ fn largest_tensor_bytes(model: &LoadedModel) -> usize {
 }
 
 pub fn run(args: InfoArgs) -> CliResult<()> {
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(
+        args.model.as_deref(),
+        args.hub.format.scheme(),
+        args.tokenizer.as_deref(),
+    )?;
     let model = model::load(&source, args.tokenizer.as_deref())?;
     if args.json {
         return json_report(&args, &model, &source);

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct QuantReportArgs {
-    /// Hugging Face directory with the f32 checkpoint (or a package: it is the reference then).
+    /// Hugging Face directory or Hub id (owner/name[@revision]) with the f32 checkpoint (or a
+    /// package: it is the reference then).
     #[arg(long)]
     model: PathBuf,
     /// Text to noise (default: uniformly random tokens, e.g. for fixture models without a
@@ -145,7 +146,7 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
     if args.chunks == 0 {
         return Err(CliError::Usage("--chunks must be at least 1".into()));
     }
-    let source = ModelSource::resolve(Some(&args.model))?;
+    let source = ModelSource::resolve_checkpoint(&args.model)?;
     let loaded = model::load(&source, args.tokenizer.as_deref())?;
     let cfg = loaded.config().clone();
     let reference_weights = loaded.weights.dequantized();

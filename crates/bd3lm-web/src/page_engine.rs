@@ -6,6 +6,7 @@
 use crate::browser::WebGpuStatus;
 use crate::page_error::PageError;
 use bd3lm::package::{Manifest, TensorPiece, WeightsBuilder};
+use bd3lm::Config;
 use bd3lm_cpu::worker::WorkerEngine;
 use bd3lm_gpu::{AnyEngine, GpuContext, GpuEngine, GpuModelLoader, GpuOptions};
 use js_sys::Uint8Array;
@@ -164,6 +165,10 @@ pub enum ModelSink {
     CpuWorker(Box<WorkerEngine>),
     /// The CPU engine on the page's thread (when the worker cannot start).
     Cpu(WeightsBuilder),
+    /// A checkpoint being converted for the CPU engine: the pieces only go to storage, and
+    /// the worker loads the stored package afterwards (it parses shards off the page's
+    /// thread; converted pieces would have to be built on it).
+    StoreOnly,
 }
 
 impl ModelSink {
@@ -189,6 +194,26 @@ impl ModelSink {
                 }
             },
         })
+    }
+
+    /// A sink for pieces converted on the page (a Hub checkpoint): straight into the WebGPU
+    /// engine on `ctx`, or [`ModelSink::StoreOnly`] for the CPU engine.
+    pub fn for_conversion(
+        ctx: Option<&GpuContext>,
+        config: &Config,
+    ) -> Result<ModelSink, PageError> {
+        Ok(match ctx {
+            Some(ctx) => {
+                let loader = GpuModelLoader::new(ctx, config).map_err(gpu_error)?;
+                ModelSink::Gpu(Box::new((ctx.clone(), loader)))
+            }
+            None => ModelSink::StoreOnly,
+        })
+    }
+
+    /// Whether the sink builds no engine (see [`ModelSink::StoreOnly`]).
+    pub fn stores_only(&self) -> bool {
+        matches!(self, ModelSink::StoreOnly)
     }
 
     /// Whether the sink takes whole shards ([`ModelSink::put_shard`]) instead of pieces.
@@ -218,6 +243,7 @@ impl ModelSink {
             ModelSink::CpuWorker(_) => Err(PageError::from_engine(bd3lm::Error::Backend(
                 "the CPU worker takes whole shards".into(),
             ))),
+            ModelSink::StoreOnly => Ok(()),
         }
     }
 
@@ -240,6 +266,11 @@ impl ModelSink {
                 let engine = bd3lm_cpu::CpuEngine::new(weights, bd3lm_cpu::CpuOptions::default())
                     .map_err(PageError::from_engine)?;
                 AnyEngine::Cpu(Box::new(engine))
+            }
+            ModelSink::StoreOnly => {
+                return Err(PageError::from_engine(bd3lm::Error::Backend(
+                    "the converted package was stored, not loaded: load it from storage".into(),
+                )))
             }
         })
     }
