@@ -39,7 +39,7 @@ await page.goto(`${pageUrl}?engine=${engine}`);
 await page.waitForFunction(() => document.querySelector('#package-costs')?.textContent.includes('Download:'));
 await page.fill('#package-url', 'full/');
 await page.click('#check');
-await page.waitForFunction(() => document.querySelector('#package-facts')?.textContent.includes('synthetic')
+await page.waitForFunction(() => document.querySelector('#package-facts')?.textContent.includes('parameters')
   || document.querySelector('#error-text')?.textContent);
 console.log(`facts: ${await text('#package-facts')}\ncosts: ${await text('#package-costs')}`);
 let t0 = Date.now();

@@ -7,6 +7,9 @@
 # detect corrupted files, explain CORS and non-secure contexts. Screenshots go to
 # tests/e2e/out/; E2E_UPDATE_DOCS=1 also refreshes the two committed ones in docs/.
 #
+# Then tests/e2e/hub.test.mjs loads a model by Hub id through the loopback Hub emulator
+# (E2E_ONLY=hub runs only that part).
+#
 # Needs (see docs/platform.md or docs/web.md): trunk 0.21.14, wasm-bindgen 0.2.130,
 # `npm i --prefix tools/npm binaryen@132.0.0 playwright-core`, node >= 18, python3,
 # /usr/bin/chromium. Env: E2E_SKIP_BUILD=1 reuses dist/; CHROMIUM=/path overrides the browser.
@@ -46,4 +49,28 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-node "$ROOT/tests/e2e/web.test.mjs" "http://127.0.0.1:$PORT/deploy/under/bd3lm/" "$PORT"
+PAGE="http://127.0.0.1:$PORT/deploy/under/bd3lm/"
+if [ "${E2E_ONLY:-}" != hub ]; then
+  node "$ROOT/tests/e2e/web.test.mjs" "$PAGE" "$PORT"
+fi
+
+# Models by Hugging Face Hub id (docs/models.md): the loopback Hub emulator serves the
+# released-layout fixture gpt2vocab-bs8 under the released id (and variants for the error
+# cases); the page loads it through ?hub=; `bd3lm quantize` makes the reference package.
+HUB="$OUT/hub"
+rm -rf "$HUB" && mkdir -p "$HUB/repos"
+FIXTURE="$ROOT/tests/fixtures/gpt2vocab-bs8"
+for repo in kuleshov-group/bd3lm-owt-block_size8 org/copy org/private openai-community/gpt2; do
+  mkdir -p "$HUB/repos/$repo"
+  cp "$FIXTURE/config.json" "$FIXTURE/model.safetensors" "$HUB/repos/$repo/"
+done
+echo '{"private": true}' > "$HUB/repos/org/private/.hub.json"
+echo '{"model_type": "gpt2", "vocab_size": 50257, "n_layer": 12}' > "$HUB/repos/openai-community/gpt2/config.json"
+cargo build -q -p bd3lm-cli
+"$ROOT/target/debug/bd3lm" quantize "$FIXTURE" "$HUB/reference" --format q8 --name bd3lm-owt-block_size8-q8 --force >/dev/null
+python3 "$ROOT/scripts/hub-emulator.py" --root "$HUB/repos" --port 0 --port-file "$HUB/port" >"$HUB/emulator.log" 2>&1 &
+HUB_PID=$!
+trap 'kill "$SERVER_PID" "$HUB_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$HUB/port" ] && break; sleep 0.1; done
+[ -s "$HUB/port" ] || fail "the Hub emulator did not start (see $HUB/emulator.log)"
+node "$ROOT/tests/e2e/hub.test.mjs" "$PAGE" "http://127.0.0.1:$(cat "$HUB/port")" "$HUB/reference"

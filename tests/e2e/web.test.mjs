@@ -24,7 +24,8 @@ async function docsScreenshot(name) {
   await page.screenshot({ path: file, fullPage: true });
   if (updateDocs) fs.copyFileSync(file, path.join(docsDir, name));
 }
-const LONG_TASK_LIMIT_MS = Number(process.env.E2E_LONG_TASK_LIMIT_MS || 100);
+// Issue 14: no main-thread task over 50 ms during generation (the CPU engine runs in a Web Worker).
+const LONG_TASK_LIMIT_MS = Number(process.env.E2E_LONG_TASK_LIMIT_MS || 50);
 
 const results = [];
 let failures = 0;
@@ -138,6 +139,8 @@ check(/of [\d.]+ MB/.test(await text('#progress-text')), `progress text: "${awai
 // SwiftShader is a software fallback adapter: for this small model "automatic" picks the CPU engine.
 check((await text('#engine')).includes('Engine: CPU') && (await text('#engine')).includes('software fallback'),
   `engine named with its reason: "${await text('#engine')}"`);
+check(consoleLog.some((l) => /loaded into the CPU worker/.test(l)),
+  'the CPU engine runs in its Web Worker (shards posted to it, parsed there)');
 const shardCount = new Set(modelFiles()).size;
 check(shardCount >= 2, `model files fetched: ${shardCount}`);
 

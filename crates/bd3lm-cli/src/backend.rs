@@ -1,19 +1,24 @@
-//! Backend selection: the exact CPU reference or the WGSL engine (`bd3lm_gpu::AnyEngine`).
+//! Backend selection: the fast CPU engine, the exact CPU reference or the WGSL engine
+//! (`bd3lm_gpu::AnyEngine`).
 
 use crate::error::{CliError, CliResult};
-use bd3lm::{CpuEngine, Weights};
+use bd3lm::Weights;
+use bd3lm_cpu::CpuOptions;
 pub use bd3lm_gpu::AnyEngine;
 use bd3lm_gpu::{GpuContext, GpuEngine, GpuModel, GpuOptions, Tiling};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
-    /// The WGSL engine on a hardware GPU; the CPU reference when the only adapter is a
-    /// software one (lavapipe, llvmpipe, WARP), which runs WGSL far slower than the CPU path.
+    /// The WGSL engine on a hardware GPU; the fast CPU engine when there is none or the only
+    /// adapter is a software one (lavapipe, llvmpipe, WARP), which runs WGSL far slower.
     Auto,
     /// The WGSL compute engine (wgpu: Vulkan, Metal, DX12), whatever the adapter.
     Gpu,
-    /// The exact f32/f64 CPU reference.
+    /// The fast CPU engine: the package's weights as stored, SIMD, `--threads` threads.
     Cpu,
+    /// The exact f32/f64 CPU reference (one thread, matrices dequantized to f32): the oracle.
+    Reference,
 }
 
 /// `--gpu-tiling`: how the WGSL kernels split their work.
@@ -51,7 +56,8 @@ pub struct GpuArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub steps_per_submit: Option<u32>,
     /// Run each block's store pass as a model call of its own instead of folding it into the
-    /// next block's first call (the same tokens; one more model call per block).
+    /// next block's first call (WGSL and fast CPU engines; the same tokens, one more model
+    /// call per block; the exact reference always runs it on its own).
     #[arg(long)]
     pub no_fold: bool,
 }
@@ -76,6 +82,7 @@ impl Backend {
             Backend::Auto => "auto",
             Backend::Gpu => "gpu",
             Backend::Cpu => "cpu",
+            Backend::Reference => "reference",
         }
     }
 }
@@ -84,15 +91,39 @@ impl Backend {
 pub fn engine_backend(engine: &AnyEngine) -> Backend {
     match engine {
         AnyEngine::Cpu(_) => Backend::Cpu,
+        AnyEngine::Reference(_) => Backend::Reference,
         AnyEngine::Gpu(_) => Backend::Gpu,
     }
 }
 
-/// Builds the engine for `backend` from weights (the CPU engine dequantizes to f32).
-pub fn engine(backend: Backend, weights: &Weights, gpu: &GpuArgs) -> CliResult<AnyEngine> {
-    let cpu = || AnyEngine::Cpu(Box::new(CpuEngine::new(weights)));
+/// Builds the engine for `backend` from weights; `threads` applies to the fast CPU engine
+/// (`None`: every core; the kernel family can be forced with `BD3LM_CPU_SIMD`).
+pub fn engine(
+    backend: Backend,
+    weights: &Arc<Weights>,
+    threads: Option<usize>,
+    gpu: &GpuArgs,
+) -> CliResult<AnyEngine> {
+    if threads.is_some() && matches!(backend, Backend::Gpu | Backend::Reference) {
+        return Err(CliError::Usage(format!(
+            "--threads applies to the fast CPU engine (--backend cpu), not --backend {}",
+            backend.name()
+        )));
+    }
+    let cpu = || -> CliResult<AnyEngine> {
+        let options = CpuOptions {
+            separate_store: gpu.no_fold,
+            ..CpuOptions::from_env(threads).map_err(|e| CliError::Usage(e.to_string()))?
+        };
+        let engine = bd3lm_cpu::CpuEngine::new(Arc::clone(weights), options)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok(AnyEngine::Cpu(Box::new(engine)))
+    };
     match backend {
-        Backend::Cpu => Ok(cpu()),
+        Backend::Cpu => cpu(),
+        Backend::Reference => Ok(AnyEngine::Reference(Box::new(bd3lm::CpuEngine::new(
+            weights,
+        )))),
         Backend::Gpu => Ok(AnyEngine::Gpu(Box::new(gpu_engine_on(
             gpu_context(gpu)?,
             weights,
@@ -101,7 +132,7 @@ pub fn engine(backend: Backend, weights: &Weights, gpu: &GpuArgs) -> CliResult<A
             Ok(ctx) if !ctx.is_software() => {
                 Ok(AnyEngine::Gpu(Box::new(gpu_engine_on(ctx, weights)?)))
             }
-            _ => Ok(cpu()),
+            _ => cpu(),
         },
     }
 }

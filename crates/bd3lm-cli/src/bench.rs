@@ -18,11 +18,18 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Package directory or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub hub: model::HubArgs,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     pub backend: Backend,
+    /// Threads of the fast CPU engine (`--backend cpu`, or `auto` without a GPU); default:
+    /// every core. Results are identical for every thread count.
+    #[arg(long, env = "BD3LM_THREADS")]
+    threads: Option<usize>,
     #[command(flatten)]
     pub gpu: crate::backend::GpuArgs,
     /// Measure only at this cache fill (tokens, a multiple of the block size, at most
@@ -228,6 +235,14 @@ fn bench_fill(
     })
 }
 
+/// Peak resident memory of this process so far (Linux `VmHWM`), loading included.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 pub fn run(args: BenchArgs) -> CliResult<()> {
     if args.runs == 0 {
         return Err(CliError::Usage("--runs must be at least 1".into()));
@@ -235,7 +250,7 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
     if let Some(n) = args.dispatch_floor {
         return bench_gpu::dispatch_floor(&args, n);
     }
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(args.model.as_deref(), args.hub.format.scheme(), None)?;
     let loaded = model::load(&source, None)?;
     let cfg = loaded.config().clone();
     let fills = fills(args.ctx, cfg.model_length, cfg.block_size)?;
@@ -247,8 +262,12 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         .tokenizer
         .as_ref()
         .map_or((cfg.vocab_size - 2) as u32, |t| t.eos);
-    let mut engine = backend::engine(args.backend, &loaded.weights, &args.gpu)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, args.threads, &args.gpu)?;
     let adapter = engine.describe();
+    let threads = match &engine {
+        AnyEngine::Cpu(cpu) => cpu.threads(),
+        _ => 1,
+    };
     let header = serde_json::json!({
         "model": source.short_name(),
         "format": loaded.format,
@@ -288,6 +307,9 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 "dispatches_per_forward": c.dispatches_per_forward,
                 "readback_bytes_per_step": r.readback_bytes_per_step,
                 "gpu_objects_created": r.objects_created,
+                "peak_rss_bytes": peak_rss_bytes(),
+                "threads": threads,
+                "package_bytes": loaded.file_bytes,
                 "host_waits_per_block": r.host_waits_per_block,
                 "submits_per_block": r.submits_per_block,
                 "workgroups_min": c.workgroups_min,
@@ -313,6 +335,16 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 r.submits_per_block,
                 r.readback_bytes_per_step,
                 r.objects_created
+            );
+        }
+    }
+    if !args.json {
+        if let Some(rss) = peak_rss_bytes() {
+            eprintln!(
+                "[bd3lm] peak resident memory {:.1} MB (loading included; model files {:.1} MB, KV cache {:.1} MB)",
+                rss as f64 / 1e6,
+                loaded.file_bytes as f64 / 1e6,
+                bd3lm::weights::kv_cache_bytes(&cfg) as f64 / 1e6
             );
         }
     }

@@ -6,12 +6,17 @@ use crate::error::{CliError, CliResult};
 use bd3lm::conformance::{self, Summary, Tolerances};
 use bd3lm::fixture::{self, Fixture};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct ConformanceArgs {
     /// Backend to check.
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    /// Threads of the fast CPU engine (`--backend cpu`, or `auto` without a GPU); default:
+    /// every core. Results are identical for every thread count.
+    #[arg(long, env = "BD3LM_THREADS")]
+    threads: Option<usize>,
     #[command(flatten)]
     gpu: crate::backend::GpuArgs,
     /// One JSON object per check instead of text lines.
@@ -32,10 +37,15 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
     for dir in &args.fixtures {
         let fixture =
             Fixture::from_dir(dir).map_err(|e| CliError::core(dir.display().to_string(), e))?;
-        let mut engine = backend::engine(args.backend, &fixture.weights, &args.gpu)?;
+        let mut engine = backend::engine(
+            args.backend,
+            &Arc::new(fixture.weights.clone()),
+            args.threads,
+            &args.gpu,
+        )?;
         used = backend::engine_backend(&engine);
         let tolerances = match used {
-            Backend::Cpu => Tolerances::CPU,
+            Backend::Reference => Tolerances::CPU,
             _ => Tolerances::GPU,
         };
         let results = pollster::block_on(conformance::run(&fixture, &mut engine, tolerances));

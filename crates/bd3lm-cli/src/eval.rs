@@ -12,9 +12,12 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Package directory or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    hub: model::HubArgs,
     /// tokenizer.json to use instead of the model's own.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -31,6 +34,10 @@ pub struct EvalArgs {
     max_chunks: Option<usize>,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    /// Threads of the fast CPU engine (`--backend cpu`, or `auto` without a GPU); default:
+    /// every core. Results are identical for every thread count.
+    #[arg(long, env = "BD3LM_THREADS")]
+    threads: Option<usize>,
     #[command(flatten)]
     gpu: crate::backend::GpuArgs,
     /// Print the result as one JSON object.
@@ -65,13 +72,17 @@ pub fn run(args: EvalArgs) -> CliResult<()> {
     if args.max_chunks == Some(0) {
         return Err(CliError::Usage("--max-chunks must be at least 1".into()));
     }
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(
+        args.model.as_deref(),
+        args.hub.format.scheme(),
+        args.tokenizer.as_deref(),
+    )?;
     let loaded = model::load(&source, args.tokenizer.as_deref())?;
     let cfg = loaded.config().clone();
     let all = text_chunks(loaded.tokenizer()?, &args.text, cfg.model_length)?;
     let picked = eval::spread_indices(all.len(), args.max_chunks.unwrap_or(all.len()));
     let chunks: Vec<Vec<u32>> = picked.iter().map(|&i| all[i].clone()).collect();
-    let mut engine = backend::engine(args.backend, &loaded.weights, &args.gpu)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, args.threads, &args.gpu)?;
     let opts = EvalOptions {
         passes: args.passes,
         seed: args.seed,

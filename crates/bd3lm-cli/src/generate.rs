@@ -19,9 +19,12 @@ const MASK_GLYPH: &str = "░";
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// Package directory (manifest.json) or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    hub: model::HubArgs,
     /// tokenizer.json to use instead of the model's own.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -41,6 +44,10 @@ pub struct GenerateArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    /// Threads of the fast CPU engine (`--backend cpu`, or `auto` without a GPU); default:
+    /// every core. Results are identical for every thread count.
+    #[arg(long, env = "BD3LM_THREADS")]
+    threads: Option<usize>,
     #[command(flatten)]
     gpu: crate::backend::GpuArgs,
     /// Print each denoising step of each block on stderr (masked positions as ░).
@@ -171,14 +178,18 @@ fn print_flush(text: &str) -> CliResult<()> {
 }
 
 pub fn run(args: GenerateArgs) -> CliResult<()> {
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(
+        args.model.as_deref(),
+        args.hub.format.scheme(),
+        args.tokenizer.as_deref(),
+    )?;
     let loaded = model::load(&source, args.tokenizer.as_deref())?;
     let cfg = loaded.config().clone();
     let opts = sampling_options(&args, cfg.block_size)?;
     let tok = loaded.tokenizer()?;
     let prompt = prompt_ids(tok, &args.prompt, cfg.model_length, args.truncate_prompt)?;
     let prompt_len = prompt.len();
-    let mut engine = backend::engine(args.backend, &loaded.weights, &args.gpu)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, args.threads, &args.gpu)?;
     let mut gen = Generator::new(
         cfg.block_size,
         cfg.model_length,

@@ -9,9 +9,12 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct InfoArgs {
-    /// Package directory or Hugging Face directory; default: the embedded model.
+    /// Package directory, Hugging Face directory, or Hub id owner/name[@revision] (an
+    /// existing path wins); default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    hub: model::HubArgs,
     /// tokenizer.json to use instead of the model's own.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -107,7 +110,11 @@ fn largest_tensor_bytes(model: &LoadedModel) -> usize {
 }
 
 pub fn run(args: InfoArgs) -> CliResult<()> {
-    let source = ModelSource::resolve(args.model.as_deref())?;
+    let source = ModelSource::resolve_with(
+        args.model.as_deref(),
+        args.hub.format.scheme(),
+        args.tokenizer.as_deref(),
+    )?;
     let model = model::load(&source, args.tokenizer.as_deref())?;
     if args.json {
         return json_report(&args, &model, &source);
@@ -165,25 +172,39 @@ pub fn run(args: InfoArgs) -> CliResult<()> {
         mb(model.weights.stored_bytes() as u64 + kv),
         mb(largest_tensor_bytes(&model) as u64)
     );
+    let fast_cpu = || {
+        let simd = bd3lm_cpu::CpuOptions::from_env(None)
+            .ok()
+            .and_then(|o| o.simd)
+            .unwrap_or_else(bd3lm_cpu::Simd::detect);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        format!(
+            "fast CPU engine, {} kernels, {threads} threads by default; weights as stored, {} with the KV cache",
+            simd.name(),
+            mb(model.weights.stored_bytes() as u64 + kv)
+        )
+    };
     match args.backend {
         Backend::Auto => match gpu_adapter_report(&args.gpu) {
             Ok(report) if !report.starts_with("software") => {
                 println!("backend:      auto -> gpu: {report}; {needs}")
             }
             Ok(report) => println!(
-                "backend:      auto -> cpu (the only adapter is a software one: {report}); {needs}"
+                "backend:      auto -> cpu ({}; the only adapter is a software one: {report})",
+                fast_cpu()
             ),
-            Err(e) => println!("backend:      auto -> cpu (no GPU adapter: {e})"),
+            Err(e) => println!("backend:      auto -> cpu ({}; no GPU adapter: {e})", fast_cpu()),
         },
-        Backend::Cpu => println!(
-            "backend:      cpu (exact f32/f64 reference; matrices dequantized to f32 in memory)"
+        Backend::Cpu => println!("backend:      cpu ({})", fast_cpu()),
+        Backend::Reference => println!(
+            "backend:      reference (exact f32/f64 CPU reference; matrices dequantized to f32 in memory)"
         ),
         Backend::Gpu => match gpu_adapter_report(&args.gpu) {
             Ok(report) => println!("backend:      gpu: {report}; {needs}"),
             Err(e) => println!("backend:      gpu unavailable ({e}); {needs}"),
         },
     }
-    if args.backend == Backend::Cpu {
+    if matches!(args.backend, Backend::Cpu | Backend::Reference) {
         println!("gpu:          {needs} (see `bd3lm info --backend gpu`)");
     }
     Ok(())

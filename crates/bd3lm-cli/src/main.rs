@@ -9,6 +9,7 @@ mod conformance;
 mod error;
 mod eval;
 mod generate;
+mod hub;
 mod info;
 mod model;
 mod progress;

@@ -1,12 +1,18 @@
 //! Finding and loading a model: the embedded default package, a package directory
-//! (`manifest.json`) or a Hugging Face directory (`config.json` + `model.safetensors`).
+//! (`manifest.json`), a Hugging Face directory (`config.json` + `model.safetensors`), or a
+//! Hugging Face Hub id (`owner/name[@revision]`, when no such path exists; see `hub.rs`).
 
 use crate::error::{CliError, CliResult};
+use crate::hub::{self, HubPackage};
+use crate::quantize::FormatArg;
 use bd3lm::hf_file::HfFile;
+use bd3lm::hub::HubId;
 use bd3lm::package::{self, Manifest};
+use bd3lm::quant::Scheme;
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::{Config, Weights};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_model.rs"));
@@ -14,24 +20,67 @@ mod embedded {
 
 pub use embedded::{EMBEDDED_FILES, EMBEDDED_PACKAGE_DIR};
 
+/// GPT-2's tokenizer (`models/tokenizers/gpt2/`), built in: the released checkpoints use it
+/// and their repos ship none.
+static GPT2_TOKENIZER_JSON: &[u8] =
+    include_bytes!("../../../models/tokenizers/gpt2/tokenizer.json");
+
+/// The built-in tokenizer for a checkpoint without `tokenizer.json`: GPT-2's, when the
+/// model has GPT-2's vocabulary (plus MASK) like the released BD3-LMs.
+pub fn builtin_tokenizer(cfg: &Config) -> Option<&'static [u8]> {
+    bd3lm::hub::uses_gpt2_tokenizer(cfg).then_some(GPT2_TOKENIZER_JSON)
+}
+
+/// The `--format` of commands that take `--model`: what a Hub id is converted to.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct HubArgs {
+    /// Package format a Hugging Face Hub id is converted to (once; the package is cached).
+    #[arg(long = "format", value_enum, default_value_t = FormatArg::Q8)]
+    pub format: FormatArg,
+}
+
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
     Embedded,
     Package(PathBuf),
     HuggingFace(PathBuf),
+    /// A Hub id, converted into a cached package.
+    Hub(HubPackage),
+}
+
+/// A `--model` value that is no existing path but a Hub id.
+fn hub_id(model: &Path) -> Option<HubId> {
+    if model.exists() {
+        return None;
+    }
+    model.to_str().and_then(|s| HubId::parse(s).ok())
 }
 
 impl ModelSource {
-    /// `None` means the embedded default model.
+    /// `None` means the embedded default model; a Hub id becomes a q8 package.
     pub fn resolve(dir: Option<&Path>) -> CliResult<ModelSource> {
+        Self::resolve_with(dir, Scheme::Q8, None)
+    }
+
+    /// [`ModelSource::resolve`], a Hub id converted to `format` (`tokenizer` is used when its
+    /// repo ships none and GPT-2's does not fit).
+    pub fn resolve_with(
+        dir: Option<&Path>,
+        format: Scheme,
+        tokenizer: Option<&Path>,
+    ) -> CliResult<ModelSource> {
         let Some(dir) = dir else {
             return Ok(ModelSource::Embedded);
         };
+        if let Some(id) = hub_id(dir) {
+            return hub::package_for(&id, format, tokenizer).map(ModelSource::Hub);
+        }
         if !dir.exists() {
             return Err(CliError::Io {
                 path: dir.display().to_string(),
-                message: "no such model directory".into(),
+                message: "no such model directory (nor a Hugging Face id owner/name[@revision])"
+                    .into(),
             });
         }
         if !dir.is_dir() {
@@ -52,8 +101,23 @@ impl ModelSource {
         })
     }
 
+    /// For commands that read the f32 checkpoint: a Hub id becomes its checkpoint in the
+    /// Hub cache (downloaded as needed), anything else resolves as usual.
+    pub fn resolve_checkpoint(model: &Path) -> CliResult<ModelSource> {
+        match hub_id(model) {
+            Some(id) => hub::checkpoint_for(&id).map(ModelSource::HuggingFace),
+            None => Self::resolve(Some(model)),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
+            ModelSource::Hub(p) => format!(
+                "{} (commit {}) from the Hugging Face Hub, package {}",
+                p.id,
+                p.commit.get(..12).unwrap_or(&p.commit),
+                p.dir.display()
+            ),
             ModelSource::Embedded => format!("embedded default model ({EMBEDDED_PACKAGE_DIR})"),
             ModelSource::Package(p) => format!("package {}", p.display()),
             ModelSource::HuggingFace(p) => format!("Hugging Face checkpoint {}", p.display()),
@@ -70,6 +134,7 @@ impl ModelSource {
                     .unwrap_or("embedded")
                     .to_string()
             }
+            ModelSource::Hub(p) => return p.id.name.clone(),
             ModelSource::Package(p) | ModelSource::HuggingFace(p) => p,
         };
         dir.canonicalize()
@@ -83,7 +148,8 @@ impl ModelSource {
 /// package manifest (packages only).
 pub struct LoadedModel {
     pub source: ModelSource,
-    pub weights: Weights,
+    /// Shared with the fast CPU engine, which runs on them as they are.
+    pub weights: Arc<Weights>,
     pub tokenizer: Option<Tokenizer>,
     /// The tokenizer file's bytes (what a package ships).
     pub tokenizer_json: Option<Vec<u8>>,
@@ -103,7 +169,7 @@ impl LoadedModel {
     pub fn tokenizer(&self) -> CliResult<&Tokenizer> {
         self.tokenizer.as_ref().ok_or_else(|| {
             CliError::Usage(format!(
-                "{} has no tokenizer.json; pass --tokenizer FILE (the released GPT-2 models use models/tokenizers/gpt2/tokenizer.json)",
+                "{} has no tokenizer.json and its vocabulary is not GPT-2's (whose tokenizer is built in); pass --tokenizer FILE",
                 self.source.describe()
             ))
         })
@@ -149,7 +215,7 @@ pub fn load(source: &ModelSource, tokenizer_override: Option<&Path>) -> CliResul
             let format = manifest.quantization.clone();
             (weights, Some(tok), Some(manifest), format, bytes)
         }
-        ModelSource::Package(dir) => {
+        ModelSource::Package(dir) | ModelSource::Hub(HubPackage { dir, .. }) => {
             let context = dir.display().to_string();
             let (manifest, weights, tok) = load_package_files(&context, |f| {
                 std::fs::read(dir.join(f)).map_err(|e| bd3lm::Error::io(f, e))
@@ -174,7 +240,7 @@ pub fn load(source: &ModelSource, tokenizer_override: Option<&Path>) -> CliResul
             let tok = if tok_path.is_file() {
                 Some(read(&tok_path)?)
             } else {
-                None
+                builtin_tokenizer(&config).map(<[u8]>::to_vec)
             };
             (weights, tok, None, "f32".to_string(), bytes)
         }
@@ -195,7 +261,7 @@ pub fn load(source: &ModelSource, tokenizer_override: Option<&Path>) -> CliResul
     };
     Ok(LoadedModel {
         source: source.clone(),
-        weights,
+        weights: Arc::new(weights),
         tokenizer,
         tokenizer_json,
         manifest,

@@ -2,6 +2,7 @@
 //! (issue 5): the first N evaluation sequences of a text, noised per spec §8.1 (seed 0 by
 //! default); every masked position compared through the SUBS distributions.
 
+use crate::backend::{self, Backend};
 use crate::error::{CliError, CliResult};
 use crate::eval::text_chunks;
 use crate::model::{self, ModelSource};
@@ -13,10 +14,12 @@ use bd3lm::quant::{Q4Fit, Scheme};
 use bd3lm::rng::SplitMix64;
 use bd3lm::{CpuEngine, Weights};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct QuantReportArgs {
-    /// Hugging Face directory with the f32 checkpoint (or a package: it is the reference then).
+    /// Hugging Face directory or Hub id (owner/name[@revision]) with the f32 checkpoint (or a
+    /// package: it is the reference then).
     #[arg(long)]
     model: PathBuf,
     /// Text to noise (default: uniformly random tokens, e.g. for fixture models without a
@@ -40,6 +43,14 @@ pub struct QuantReportArgs {
     /// q4 encoder: the default range fit, or the least-squares refinement (for comparison).
     #[arg(long, value_enum, default_value_t = FitArg::Range)]
     q4_fit: FitArg,
+    /// Engine that runs the quantized candidates: `reference` (exact, on dequantized weights)
+    /// or `cpu` (the fast engine: stored weights, int8 activations for q8/q4). The f32
+    /// baseline is always the exact reference.
+    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    backend: Backend,
+    /// Threads of the fast CPU engine; default: every core.
+    #[arg(long)]
+    threads: Option<usize>,
     /// One JSON object per candidate instead of a table.
     #[arg(long)]
     json: bool,
@@ -135,7 +146,7 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
     if args.chunks == 0 {
         return Err(CliError::Usage("--chunks must be at least 1".into()));
     }
-    let source = ModelSource::resolve(Some(&args.model))?;
+    let source = ModelSource::resolve_checkpoint(&args.model)?;
     let loaded = model::load(&source, args.tokenizer.as_deref())?;
     let cfg = loaded.config().clone();
     let reference_weights = loaded.weights.dequantized();
@@ -201,8 +212,16 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
         };
         let q = quantize_weights_with(&reference_weights, *plan, fit);
         sizes.push(package_bytes(&q, &tokenizer_json, &special, label)?);
-        engines.push(CpuEngine::new(&q));
+        engines.push(backend::engine(
+            args.backend,
+            &Arc::new(q),
+            args.threads,
+            &crate::backend::GpuArgs::default(),
+        )?);
     }
+    let used = engines
+        .first()
+        .map_or(args.backend, backend::engine_backend);
     let mut reference = CpuEngine::new(&reference_weights);
     let bar = progress::bar(noised.len() as u64, "comparing", "seq");
     let stats = pollster::block_on(compare_engines(
@@ -212,19 +231,21 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
         |done, _| bar.set_position(done as u64),
     ))?;
     bar.finish_and_clear();
-    report(&args, &source, &plans, &stats, &sizes, masked);
+    report(&args, &source, used, &plans, &stats, &sizes, masked);
     Ok(())
 }
 
 fn report(
     args: &QuantReportArgs,
     source: &ModelSource,
+    backend: Backend,
     plans: &[(String, SchemePlan)],
     stats: &[QualityStats],
     sizes: &[u64],
     masked: usize,
 ) {
     if !args.json {
+        eprintln!("[bd3lm] candidates on backend {}", backend.name());
         println!("| format | embedding / transformer / LM head | top-1 agreement | largest f32 top-2 gap at a disagreement (nats) | mean KL (nats) | max KL | max abs logit err | NELBO f32 -> quant (nats/token) | package (all files) |");
         println!("|---|---|---|---|---|---|---|---|---|");
     }
@@ -233,7 +254,7 @@ fn report(
         let nelbo_q = st.candidate_loss / st.tokens.max(1) as f64;
         if args.json {
             let json = serde_json::json!({
-                "model": source.short_name(), "format": label,
+                "model": source.short_name(), "format": label, "backend": backend.name(),
                 "embedding": plan.embedding.name(), "transformer": plan.transformer.name(), "lm_head": plan.lm_head.name(),
                 "positions": st.positions, "masked_positions": masked,
                 "top1_agreement": st.top1_agreement(), "kl_mean": st.kl_mean(), "kl_max": st.kl_max,

@@ -3,10 +3,10 @@
 
 use crate::error::{CliError, CliResult};
 use crate::progress;
-use bd3lm::convert;
 use bd3lm::hf_file::HfFile;
-use bd3lm::package::{PackageInfo, PackageWriter, SchemePlan, SpecialTokens, MAX_SHARD_BYTES};
+use bd3lm::package::{PackageWriter, SchemePlan, SpecialTokens, CONVERTER_SHARD_BYTES};
 use bd3lm::quant::Scheme;
+use bd3lm::stream_convert;
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::Config;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,8 @@ impl FormatArg {
 
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
-    /// Hugging Face directory (config.json + model.safetensors).
+    /// Hugging Face directory (config.json + model.safetensors), or a Hub id
+    /// owner/name[@revision] when no such directory exists.
     hf_dir: PathBuf,
     /// Package directory to write (created; must be empty unless --force).
     out_dir: PathBuf,
@@ -51,26 +52,74 @@ pub struct QuantizeArgs {
     force: bool,
 }
 
-fn read_tokenizer(args: &QuantizeArgs, cfg: &Config) -> CliResult<(Vec<u8>, SpecialTokens)> {
-    let path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| args.hf_dir.join("tokenizer.json"));
-    if !path.is_file() {
-        return Err(CliError::Usage(format!(
-            "{}: no tokenizer.json; a package ships its tokenizer, pass --tokenizer FILE (GPT-2 for the released models: models/tokenizers/gpt2/tokenizer.json)",
-            path.display()
-        )));
-    }
-    let bytes = std::fs::read(&path).map_err(|e| CliError::io(&path, e))?;
-    let tok = Tokenizer::from_bytes(&bytes, cfg.vocab_size)
-        .map_err(|e| CliError::core(path.display().to_string(), e))?;
-    let special = SpecialTokens {
-        bos: tok.eos,
-        eos: tok.eos,
-        mask: tok.mask,
+/// The tokenizer a package of the checkpoint in `hf_dir` ships: `--tokenizer`, else the
+/// checkpoint's own `tokenizer.json`, else GPT-2's (built in) for a GPT-2-vocabulary model.
+pub fn read_tokenizer(
+    hf_dir: &Path,
+    tokenizer: Option<&Path>,
+    cfg: &Config,
+) -> CliResult<(Vec<u8>, SpecialTokens)> {
+    let own = hf_dir.join("tokenizer.json");
+    let (bytes, label) = match tokenizer {
+        Some(path) => (
+            std::fs::read(path).map_err(|e| CliError::io(path, e))?,
+            path.display().to_string(),
+        ),
+        None if own.is_file() => (
+            std::fs::read(&own).map_err(|e| CliError::io(&own, e))?,
+            own.display().to_string(),
+        ),
+        None => match crate::model::builtin_tokenizer(cfg) {
+            Some(bytes) => (bytes.to_vec(), "the built-in GPT-2 tokenizer".to_string()),
+            None => {
+                return Err(CliError::Usage(format!(
+                    "{}: no tokenizer.json, and the model's vocabulary ({} tokens) is not GPT-2's; a package ships its tokenizer, pass --tokenizer FILE",
+                    hf_dir.display(),
+                    cfg.vocab_size
+                )))
+            }
+        },
     };
-    Ok((bytes, special))
+    let tok =
+        Tokenizer::from_bytes(&bytes, cfg.vocab_size).map_err(|e| CliError::core(label, e))?;
+    Ok((bytes, stream_convert::special_tokens(&tok)))
+}
+
+/// Converts `model_path` (front to back, through the same streaming converter as the page)
+/// into a package in `out_dir`, writing `manifest.json` last; returns the manifest.
+#[allow(clippy::too_many_arguments)]
+pub fn convert_checkpoint(
+    cfg: &Config,
+    model_path: &Path,
+    len: u64,
+    plan: SchemePlan,
+    out_dir: &Path,
+    name: &str,
+    special: SpecialTokens,
+    tokenizer_json: &[u8],
+) -> CliResult<bd3lm::package::Manifest> {
+    let bar = progress::byte_bar(len, "converting");
+    let writer = PackageWriter::new(CONVERTER_SHARD_BYTES, |name: &str, bytes: Vec<u8>| {
+        let path = out_dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| bd3lm::Error::io(path.display().to_string(), e))
+    });
+    let info = stream_convert::package_info(cfg, plan, name, special, len);
+    let reader = std::fs::File::open(model_path).map_err(|e| CliError::io(model_path, e))?;
+    let converter =
+        stream_convert::StreamingConverter::new(cfg, plan, "model.safetensors", len, writer);
+    let manifest = stream_convert::convert_reader(
+        converter,
+        std::io::BufReader::new(reader),
+        info,
+        tokenizer_json,
+        |done| bar.set_position(done),
+    )
+    .map_err(|e| CliError::core("", e))?;
+    bar.finish_and_clear();
+    let manifest_path = out_dir.join("manifest.json");
+    let text = manifest.to_file_text().map_err(|e| CliError::core("", e))?;
+    std::fs::write(&manifest_path, text).map_err(|e| CliError::io(&manifest_path, e))?;
+    Ok(manifest)
 }
 
 fn prepare_out_dir(dir: &Path, force: bool) -> CliResult<()> {
@@ -90,14 +139,19 @@ fn prepare_out_dir(dir: &Path, force: bool) -> CliResult<()> {
 }
 
 pub fn run(args: QuantizeArgs) -> CliResult<()> {
-    let config_path = args.hf_dir.join("config.json");
+    // A Hub id (no such path): its checkpoint in the Hub cache, downloaded as needed.
+    let hf_dir = match bd3lm::hub::HubId::parse(&args.hf_dir.to_string_lossy()) {
+        Ok(id) if !args.hf_dir.exists() => crate::hub::checkpoint_for(&id)?,
+        _ => args.hf_dir.clone(),
+    };
+    let config_path = hf_dir.join("config.json");
     let config_text =
         std::fs::read_to_string(&config_path).map_err(|e| CliError::io(&config_path, e))?;
     let cfg = Config::from_json_str(&config_text)
-        .map_err(|e| CliError::core(args.hf_dir.display().to_string(), e))?;
-    let (tokenizer_json, special) = read_tokenizer(&args, &cfg)?;
-    let model_path = args.hf_dir.join("model.safetensors");
-    let mut file = HfFile::open(&model_path)
+        .map_err(|e| CliError::core(hf_dir.display().to_string(), e))?;
+    let (tokenizer_json, special) = read_tokenizer(&hf_dir, args.tokenizer.as_deref(), &cfg)?;
+    let model_path = hf_dir.join("model.safetensors");
+    let file = HfFile::open(&model_path)
         .and_then(|f| f.check(&cfg).map(|_| f))
         .map_err(|e| CliError::core("", e))?;
     prepare_out_dir(&args.out_dir, args.force)?;
@@ -109,45 +163,22 @@ pub fn run(args: QuantizeArgs) -> CliResult<()> {
 
     let plan = SchemePlan::for_format(args.format.scheme());
     let started = Instant::now();
-    let bar = progress::byte_bar(convert::hf_value_count(&cfg) * 4, "converting");
-    let out_dir = args.out_dir.clone();
-    let mut writer = PackageWriter::new(MAX_SHARD_BYTES, |name: &str, bytes: Vec<u8>| {
-        let path = out_dir.join(name);
-        std::fs::write(&path, bytes).map_err(|e| bd3lm::Error::io(path.display().to_string(), e))
-    });
-    let read = |name: &str, shape: &[usize]| file.read_f32(name, shape);
-    convert::hf_to_package(&cfg, read, plan, &mut writer, |values| {
-        bar.set_position(values * 4)
-    })
-    .map_err(|e| CliError::core("", e))?;
-    bar.finish_and_clear();
     let name = args.name.clone().unwrap_or_else(|| {
         args.out_dir
             .file_name()
             .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().to_string())
     });
-    let info = PackageInfo {
-        name,
-        quantization: args.format.scheme().name().to_string(),
-        config: cfg.clone(),
-        special_tokens: special,
-        source: serde_json::json!({
-            "checkpoint": model_path.file_name().map(|n| n.to_string_lossy().to_string()),
-            "checkpoint_bytes": file.len(),
-            "converter": format!("bd3lm {}", env!("CARGO_PKG_VERSION")),
-            "plan": {
-                "embedding": plan.embedding.name(),
-                "transformer": plan.transformer.name(),
-                "lm_head": plan.lm_head.name(),
-            },
-        }),
-    };
-    let manifest = writer
-        .finish(info, &tokenizer_json)
-        .map_err(|e| CliError::core("", e))?;
-    let text = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| CliError::Failed(format!("cannot encode manifest.json: {e}")))?;
-    std::fs::write(&manifest_path, text + "\n").map_err(|e| CliError::io(&manifest_path, e))?;
+    let manifest = convert_checkpoint(
+        &cfg,
+        &model_path,
+        file.len(),
+        plan,
+        &args.out_dir,
+        &name,
+        special,
+        &tokenizer_json,
+    )?;
+    let manifest_path = args.out_dir.join("manifest.json");
     let manifest_bytes = std::fs::metadata(&manifest_path)
         .map(|m| m.len())
         .unwrap_or(0);

@@ -54,6 +54,10 @@ pub struct SampleStatsArgs {
     tokenizer: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND, env = "BD3LM_BACKEND")]
     backend: Backend,
+    /// Threads of the fast CPU engine (`--backend cpu`, or `auto` without a GPU); default:
+    /// every core. Results are identical for every thread count.
+    #[arg(long, env = "BD3LM_THREADS")]
+    threads: Option<usize>,
     #[command(flatten)]
     gpu: crate::backend::GpuArgs,
     /// Comma-separated settings: first-hitting, posterior[:steps], confidence[:threshold],
@@ -152,7 +156,7 @@ pub fn run(args: SampleStatsArgs) -> CliResult<()> {
     check(&args, &kinds, cfg.model_length)?;
     let tok = loaded.tokenizer()?;
     let prompt_texts = prompts(&args)?;
-    let mut engine = backend::engine(args.backend, &loaded.weights, &args.gpu)?;
+    let mut engine = backend::engine(args.backend, &loaded.weights, args.threads, &args.gpu)?;
     eprintln!(
         "[bd3lm] sample-stats: {} ({}), backend {}, {} setting(s) x {} sample(s) of {} tokens, {:?}",
         source.describe(),

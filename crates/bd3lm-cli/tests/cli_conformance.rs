@@ -41,13 +41,21 @@ fn gpu_backend_passes_a_fixture() {
     }
 }
 
+/// The exact reference at the CPU tolerance (1e-4) and the fast CPU engine at the GPU
+/// tolerance (1e-3), every trace token-exact for both.
 #[test]
-fn cpu_passes_every_fixture() {
+fn reference_and_fast_cpu_pass_every_fixture() {
+    for backend in ["reference", "cpu"] {
+        passes_every_fixture(backend);
+    }
+}
+
+fn passes_every_fixture(backend: &str) {
     let dirs = fixture_dirs();
     let mut args = vec![
         "conformance".to_string(),
         "--backend".into(),
-        "cpu".into(),
+        backend.into(),
         "--json".into(),
     ];
     args.extend(dirs.iter().cloned());
@@ -73,8 +81,16 @@ fn cpu_passes_every_fixture() {
     }
     assert!(lines.iter().all(|l| l["status"] == "PASS"), "{}", r.stdout);
     assert!(
+        lines.iter().all(|l| l["first_divergence"].is_null()),
+        "{backend}: every trace token-exact\n{}",
+        r.stdout
+    );
+    let tol = if backend == "reference" { 1e-4 } else { 1e-3 };
+    let logits = lines.iter().find(|l| l["check"] == "logits").unwrap();
+    assert_eq!(logits["tol"].as_f64().unwrap(), tol, "{backend}");
+    assert!(
         r.stderr.contains(&format!(
-            "{} checks on {} fixture(s)",
+            "{} checks on {} fixture(s), backend {backend}",
             lines.len(),
             dirs.len()
         )),

@@ -188,11 +188,12 @@ fn gpu_backend_unavailable_suggests_cpu() {
     .fails_with(3, &["no GPU adapter", "--backend cpu"]);
 }
 
-/// CPU and GPU backends agree token for token on the f32 demo model (issue 6), for every
-/// sampler (the parallel ones select on the device on the GPU, issue 12); the test command
-/// provides a native adapter (Mesa lavapipe where there is no GPU). On the GPU, the store pass
-/// folded into the next block's first call (the default) and a separate one (`--no-fold`) give
-/// the same text, the fold one model call per block fewer.
+/// The exact reference, the fast CPU engine and the GPU engine agree token for token on the
+/// f32 demo model (issues 6 and 14), for every sampler (the parallel ones select on the device
+/// on the GPU, issue 12); the test command provides a native adapter (Mesa lavapipe where there
+/// is no GPU). The GPU and the fast engine fold each block's store pass into the next block's
+/// first call (the default): the same text as a separate one (`--no-fold`), in one model call
+/// per block fewer.
 #[test]
 fn cpu_and_gpu_generate_the_same_text() {
     let model = path(&demo_model());
@@ -228,28 +229,74 @@ fn cpu_and_gpu_generate_the_same_text() {
             run(a)
         };
         let gpu = args("gpu", &[]).ok();
-        let cpu = args("cpu", &[]).ok();
-        assert!(cpu.stdout.len() > 40, "{}", cpu.stdout);
+        let reference = args("reference", &[]).ok();
+        let fast = args("cpu", &[]).ok();
+        assert!(reference.stdout.len() > 40, "{}", reference.stdout);
         assert_eq!(
-            gpu.stdout, cpu.stdout,
-            "{sampler:?}: GPU and CPU text differ"
+            gpu.stdout, reference.stdout,
+            "{sampler:?}: GPU and reference text differ"
+        );
+        assert_eq!(
+            fast.stdout, reference.stdout,
+            "{sampler:?}: fast CPU engine and reference text differ"
         );
         if sampler[1] == "confidence" || sampler[1] == "entropy" {
-            let separate = args("gpu", &["--no-fold"]).ok();
-            assert_eq!(separate.stdout, gpu.stdout, "{sampler:?}: --no-fold");
-            let (folded, unfolded) = (forwards(&gpu.stderr), forwards(&separate.stderr));
             // 48 tokens after BOS: 13 blocks, each committed once.
-            assert_eq!(
-                unfolded,
-                folded + 13,
-                "{sampler:?}: one store pass per block"
-            );
+            let separate = forwards(&reference.stderr);
+            for (name, folded, backend) in [("GPU", &gpu, "gpu"), ("fast CPU", &fast, "cpu")] {
+                let unfolded = args(backend, &["--no-fold"]).ok();
+                assert_eq!(
+                    unfolded.stdout, folded.stdout,
+                    "{sampler:?} {name}: --no-fold"
+                );
+                assert_eq!(forwards(&unfolded.stderr), separate, "{sampler:?} {name}");
+                assert_eq!(
+                    forwards(&folded.stderr) + 13,
+                    separate,
+                    "{sampler:?} {name}: the fold saves the store pass of each block"
+                );
+            }
             assert!(
-                folded < 48,
-                "{sampler:?}: {folded} calls for 48 tokens reveal several per call"
+                separate - 13 < 48,
+                "{sampler:?}: {separate} calls for 48 tokens reveal several per call"
             );
         }
     }
+}
+
+/// The fast CPU engine gives the same text for every thread count (each output's summation
+/// order is fixed), on the q8 embedded model, past the context; `--threads` is refused where
+/// it means nothing.
+#[test]
+fn fast_cpu_text_is_the_same_for_every_thread_count() {
+    let args = |threads: &str| {
+        run([
+            "generate",
+            "--tokens",
+            "272",
+            "--seed",
+            "5",
+            "--backend",
+            "cpu",
+            "--threads",
+            threads,
+        ])
+        .ok()
+    };
+    let one = args("1");
+    assert!(one.stderr.contains("1 thread,"), "{}", one.stderr);
+    for threads in ["2", "3"] {
+        let many = args(threads);
+        assert!(
+            many.stderr.contains(&format!("{threads} threads")),
+            "{}",
+            many.stderr
+        );
+        assert_eq!(one.stdout, many.stdout, "--threads {threads}");
+    }
+    run(["generate", "--backend", "reference", "--threads", "2"])
+        .fails_with(2, &["--threads applies to the fast CPU engine"]);
+    run(["generate", "--backend", "cpu", "--threads", "0"]).fails_with(2, &["at least one thread"]);
 }
 
 #[cfg(unix)]

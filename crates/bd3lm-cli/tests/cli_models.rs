@@ -234,7 +234,11 @@ fn bad_packages_give_precise_errors() {
     // Inconsistent manifest: a tensor with the wrong shape.
     let dir = fresh("bad_pkg_manifest");
     let mut m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    m["tensors"][2]["shape"] = serde_json::json!([4097, 128]);
+    let embedding = m["tensors"]
+        .as_array()
+        .and_then(|t| t.iter().position(|t| t["name"] == "embedding"))
+        .expect("the embedding is listed");
+    m["tensors"][embedding]["shape"] = serde_json::json!([4097, 128]);
     fs::write(dir.join("manifest.json"), m.to_string()).unwrap();
     run(["info", "--model", &path(&dir)]).fails_with(1, &["manifest.json", "shape"]);
 }
@@ -265,6 +269,9 @@ fn bench_json_has_the_documented_keys() {
         "dispatches_per_forward",
         "readback_bytes_per_step",
         "gpu_objects_created",
+        "threads",
+        "peak_rss_bytes",
+        "package_bytes",
         "host_waits_per_block",
         "submits_per_block",
         "workgroups_min",
@@ -280,6 +287,11 @@ fn bench_json_has_the_documented_keys() {
         assert_eq!(found, want);
         assert!(line["ms_min"].as_f64().unwrap() <= line["ms_median"].as_f64().unwrap());
         assert!(line["tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(line["backend"], "cpu", "the default backend in tests");
+        assert!(line["threads"].as_u64().unwrap() >= 1);
+        // Linux reports the peak resident memory; the embedded q8 model is ~6 MB.
+        let rss = line["peak_rss_bytes"].as_u64().unwrap();
+        assert!(rss > line["package_bytes"].as_u64().unwrap(), "{rss}");
     }
     run(["bench", "--ctx", "5"]).fails_with(2, &["--ctx 5", "multiple of the block size 4"]);
 
@@ -381,4 +393,44 @@ fn quant_report_orders_formats_by_precision() {
             .unwrap()
     };
     assert!(size("q4") < size("q8") && size("q8") < size("f16"));
+
+    // The fast CPU engine quantizes activations (16-bit codes for q8, 8-bit for q4): its KL
+    // from f32 stays within 2x of the reference's on the same weights, and q8's top-1
+    // agreement within 0.3 points (issue 14's bound; on this random model's flat
+    // distributions q4's top-1 flips freely, so its bound is checked on the demo model in
+    // docs/quantization.md).
+    let fast = run([
+        "quant-report",
+        "--model",
+        &path(&fixture("tiny-v512-bs4")),
+        "--chunks",
+        "2",
+        "--json",
+        "--backend",
+        "cpu",
+    ])
+    .ok();
+    let fast_rows: Vec<serde_json::Value> = fast
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let get = |rows: &[serde_json::Value], f: &str, key: &str| {
+        rows.iter().find(|r| r["format"] == f).unwrap()[key]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(fast_rows.iter().all(|r| r["backend"] == "cpu"));
+    for f in ["q8", "q4"] {
+        let (ours, theirs) = (get(&fast_rows, f, "kl_mean"), get(&rows, f, "kl_mean"));
+        assert!(ours <= 2.0 * theirs, "{f}: KL {ours} vs reference {theirs}");
+    }
+    let (ours, theirs) = (
+        get(&fast_rows, "q8", "top1_agreement"),
+        get(&rows, "q8", "top1_agreement"),
+    );
+    assert!(
+        ours >= theirs - 0.003,
+        "q8: top-1 {ours} vs reference {theirs}"
+    );
 }

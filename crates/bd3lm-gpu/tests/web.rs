@@ -196,3 +196,45 @@ async fn wasm_cpu_reference_conformance() {
         panic!("{problems}");
     }
 }
+
+/// The fast CPU engine built for the browser (SIMD128 kernels) on every fixture, at the GPU
+/// tolerance with every trace token-exact; the portable kernels on one fixture as well.
+#[wasm_bindgen_test]
+async fn wasm_fast_cpu_engine_conformance_with_simd128() {
+    use bd3lm_cpu::{CpuOptions, Simd};
+    assert_eq!(
+        Simd::detect(),
+        Simd::Simd128,
+        "the wasm build has SIMD128 (.cargo/config.toml)"
+    );
+    let mut summary = Summary::default();
+    for case in cases().await {
+        let fx = fixture(&case).await;
+        let families: &[Simd] = if case == "tiny-v512-bs4" {
+            &[Simd::Simd128, Simd::Portable]
+        } else {
+            &[Simd::Simd128]
+        };
+        for &simd in families {
+            let options = CpuOptions {
+                threads: None,
+                simd: Some(simd),
+                ..CpuOptions::default()
+            };
+            let mut cpu = bd3lm_cpu::CpuEngine::new(fx.weights.clone(), options).expect("engine");
+            let results = conformance::run(&fx, &mut cpu, Tolerances::GPU).await;
+            for r in &results {
+                web_sys::console::log_1(&format!("wasm cpu {} {}", simd.name(), r.line()).into());
+                assert!(
+                    !r.check.starts_with("trace/") || r.first_divergence.is_none(),
+                    "{}: trace not token-exact",
+                    r.line()
+                );
+            }
+            summary.add(&results);
+        }
+    }
+    if let Err(problems) = summary.verdict() {
+        panic!("{problems}");
+    }
+}

@@ -4,10 +4,12 @@ use crate::browser::{self, WebGpuStatus};
 use crate::cache::PackageCache;
 use crate::canvas::Canvas;
 use crate::controls::{Controls, StatsView};
+use crate::hub_choice::{self, ModelInput};
+use crate::hub_load::{self, HubInfo};
 use crate::loader::{self, PackageInfo};
 use crate::model_panel::{EnvironmentNotice, ModelPanel};
 use crate::page_engine::{
-    self, EngineKind, EnginePreference, FaultInjection, ModelSink, CPU_ENGINE_MAX_PARAMETERS,
+    self, EngineKind, EnginePreference, FaultInjection, ModelSink, CPU_ENGINE_MAX_BYTES,
 };
 use crate::page_error::PageError;
 use crate::progress::DownloadProgress;
@@ -15,6 +17,7 @@ use crate::runner::{self, CanvasSignals, LoadedModel, RunEnd, RunSettings};
 use crate::settings::{self, FormValues};
 use crate::stats::GenerationStats;
 use bd3lm::package::url::DEFAULT_PACKAGE_URL;
+use bd3lm::quant::Scheme;
 use bd3lm::tokenizer::Tokenizer;
 use bd3lm::FinishReason;
 use bd3lm_gpu::{AnyEngine, GpuContext};
@@ -65,6 +68,12 @@ pub struct Page {
     pub engine_pref: RwSignal<EnginePreference>,
     pub package_url: RwSignal<String>,
     pub info: RwSignal<Option<PackageInfo>>,
+    /// The model field holds a Hub id: what loading it involves.
+    pub hub_info: RwSignal<Option<HubInfo>>,
+    /// The Hub's base URL (`?hub=`, default https://huggingface.co).
+    pub hub_endpoint: String,
+    /// The format a Hub checkpoint is converted to (`?format=`, default q8).
+    pub hub_format: RwSignal<Scheme>,
     pub progress: RwSignal<Option<DownloadProgress>>,
     pub load_report: RwSignal<Option<String>>,
     pub error: RwSignal<Option<ErrorView>>,
@@ -97,8 +106,17 @@ impl Page {
             engine_pref: RwSignal::new(EnginePreference::parse(
                 browser::query_param("engine").as_deref(),
             )),
-            package_url: RwSignal::new(DEFAULT_PACKAGE_URL.to_string()),
+            package_url: RwSignal::new(
+                browser::query_param("model").unwrap_or_else(|| DEFAULT_PACKAGE_URL.to_string()),
+            ),
             info: RwSignal::new(None),
+            hub_info: RwSignal::new(None),
+            hub_endpoint: bd3lm::hub::normalize_endpoint(
+                &browser::query_param("hub").unwrap_or_default(),
+            ),
+            hub_format: RwSignal::new(hub_choice::parse_format(
+                browser::query_param("format").as_deref(),
+            )),
             progress: RwSignal::new(None),
             load_report: RwSignal::new(None),
             error: RwSignal::new(None),
@@ -158,10 +176,20 @@ impl Page {
         self.phase.set(Phase::Inspecting);
         self.error.set(None);
         self.info.set(None);
+        self.hub_info.set(None);
         let cache = self.cache().await;
-        match loader::inspect(&self.package_url.get_untracked(), &cache).await {
-            Ok(info) => self.info.set(Some(info)),
-            Err(e) => self.fail(&e),
+        match hub_choice::classify(&self.package_url.get_untracked()) {
+            ModelInput::Hub(id) => {
+                let format = self.hub_format.get_untracked();
+                match hub_load::inspect(&id, &self.hub_endpoint, format, &cache).await {
+                    Ok(info) => self.hub_info.set(Some(info)),
+                    Err(e) => self.fail(&e),
+                }
+            }
+            ModelInput::Package(url) => match loader::inspect(&url, &cache).await {
+                Ok(info) => self.info.set(Some(info)),
+                Err(e) => self.fail(&e),
+            },
         }
         let has_model = self.model.borrow().is_some();
         self.phase.set(if has_model {
@@ -184,10 +212,11 @@ impl Page {
 
     /// The engine for the next load of `info`: a WebGPU device (the current one, or a new one
     /// after a loss), or `None` for the CPU engine, with `engine_kind` saying which and why.
-    async fn engine_for_load(&self, info: &PackageInfo) -> Option<GpuContext> {
+    /// `model_bytes`: weights as stored plus the KV cache (the manifest's `gpu_bytes`).
+    async fn engine_for_load(&self, model_bytes: u64) -> Option<GpuContext> {
         let status = self.webgpu.get_untracked().unwrap_or(WebGpuStatus::Missing);
         let pref = self.engine_pref.get_untracked();
-        if let Err(cpu) = page_engine::plan_engine(pref, &status, info.manifest.parameters) {
+        if let Err(cpu) = page_engine::plan_engine(pref, &status, model_bytes) {
             self.engine_kind.set(Some(cpu));
             return None;
         }
@@ -211,6 +240,9 @@ impl Page {
     }
 
     async fn load_now(&self) -> Result<(), PageError> {
+        if let Some(hub) = self.hub_info.get_untracked() {
+            return self.load_hub_now(hub).await;
+        }
         let Some(info) = self.info.get_untracked() else {
             return Err(PageError::Browser("no package has been checked yet".into()));
         };
@@ -219,12 +251,12 @@ impl Page {
         self.load_report.set(None);
         // Free the previous model before the next one arrives.
         self.model.borrow_mut().take();
-        let gpu = self.engine_for_load(&info).await;
+        let gpu = self.engine_for_load(info.manifest.gpu_bytes).await;
         let on_gpu = gpu.is_some();
         let loaded = match self.load_into(&info, gpu.as_ref()).await {
             // The WebGPU engine failed on this model: the CPU engine can still run a small one.
             Err(err @ (PageError::Engine(_) | PageError::DeviceLost(_)))
-                if on_gpu && info.manifest.parameters <= CPU_ENGINE_MAX_PARAMETERS =>
+                if on_gpu && info.manifest.gpu_bytes <= CPU_ENGINE_MAX_BYTES =>
             {
                 browser::log(&format!(
                     "bd3lm: WebGPU engine failed ({err}); using the CPU engine"
@@ -241,6 +273,73 @@ impl Page {
         Ok(())
     }
 
+    /// Loads a Hub model: its stored package, or the checkpoint downloaded and converted.
+    async fn load_hub_now(&self, hub: HubInfo) -> Result<(), PageError> {
+        self.phase.set(Phase::Loading);
+        self.error.set(None);
+        self.load_report.set(None);
+        self.model.borrow_mut().take();
+        let model_bytes = match &hub.stored {
+            Some(stored) => stored.manifest.gpu_bytes,
+            None => hub.stored_bytes + bd3lm::weights::kv_cache_bytes(&hub.config) as u64,
+        };
+        let gpu = self.engine_for_load(model_bytes).await;
+        let loaded = match &hub.stored {
+            Some(stored) => self.load_into(stored, gpu.as_ref()).await?,
+            None => {
+                let cache = self.cache().await;
+                let mut sink = ModelSink::for_conversion(gpu.as_ref(), &hub.config)?;
+                let progress = self.progress;
+                let files = hub_load::load(&hub, &cache, &mut sink, &mut |p| {
+                    progress.set(Some(p.clone()))
+                })
+                .await?;
+                if sink.stores_only() {
+                    // The CPU engine: its worker loads the package just stored.
+                    let loaded = self.load_into(&files.package, None).await?;
+                    self.hub_info.update(|h| {
+                        if let Some(h) = h {
+                            h.stored = Some(files.package.clone());
+                            h.stored_bytes = files.package.cached_bytes;
+                        }
+                    });
+                    *self.model.borrow_mut() = Some(loaded);
+                    self.phase.set(Phase::Ready);
+                    return Ok(());
+                }
+                let tokenizer = Tokenizer::from_bytes(&files.tokenizer_json, hub.config.vocab_size)
+                    .map_err(PageError::Package)?;
+                let faults = self.faults.replace(FaultInjection::default());
+                let engine = sink.finish().await?;
+                let summary = format!(
+                    "Downloaded {} of {} and converted it to {} in this browser; {}",
+                    bd3lm::hub::CHECKPOINT_FILE,
+                    hub.id,
+                    hub.format.name(),
+                    files.report.summary()
+                );
+                browser::log(&format!("bd3lm: model ready: {summary}"));
+                self.load_report.set(Some(summary));
+                // Next time: the stored package.
+                self.hub_info.update(|h| {
+                    if let Some(h) = h {
+                        h.stored = Some(files.package.clone());
+                        h.stored_bytes = files.package.cached_bytes;
+                    }
+                });
+                LoadedModel {
+                    engine,
+                    faults,
+                    tokenizer,
+                    info: files.package,
+                }
+            }
+        };
+        *self.model.borrow_mut() = Some(loaded);
+        self.phase.set(Phase::Ready);
+        Ok(())
+    }
+
     /// Loads the package into the WebGPU engine on `gpu`, or the CPU engine.
     async fn load_into(
         &self,
@@ -249,7 +348,7 @@ impl Page {
     ) -> Result<LoadedModel, PageError> {
         let config = info.manifest.model_config().map_err(PageError::Package)?;
         let cache = self.cache().await;
-        let mut sink = ModelSink::new(gpu, config.clone())?;
+        let mut sink = ModelSink::new(gpu, &info.manifest).await?;
         let progress = self.progress;
         let files = loader::load(info, &cache, &mut sink, &mut |p| {
             progress.set(Some(p.clone()))

@@ -13,6 +13,10 @@ use web_sys::Response;
 
 /// Bump when the way files are stored changes, so old entries are not read back.
 pub const CACHE_NAME: &str = "bd3lm-packages-v1";
+/// Where a package converted from a Hub checkpoint waits until the checkpoint's SHA-256
+/// verified; then its files move into [`CACHE_NAME`] (so that one only ever holds verified
+/// packages). Cleared on the next conversion, so a closed tab leaves nothing for long.
+pub const STAGING_CACHE_NAME: &str = "bd3lm-staging-v1";
 
 pub struct PackageCache {
     cache: Option<web_sys::Cache>,
@@ -22,6 +26,11 @@ pub struct PackageCache {
 
 impl PackageCache {
     pub async fn open() -> PackageCache {
+        Self::open_named(CACHE_NAME).await
+    }
+
+    /// The cache of that name (see [`STAGING_CACHE_NAME`]).
+    pub async fn open_named(name: &str) -> PackageCache {
         let unavailable = |why: String| PackageCache {
             cache: None,
             unavailable: Some(why),
@@ -41,7 +50,7 @@ impl PackageCache {
                 ))
             }
         };
-        match JsFuture::from(storage.open(CACHE_NAME))
+        match JsFuture::from(storage.open(name))
             .await
             .and_then(|c| c.dyn_into::<web_sys::Cache>())
         {
@@ -95,6 +104,26 @@ impl PackageCache {
             .map_err(|e| js_error_text(&e))
     }
 
+    /// Stores bytes held in wasm memory without a JS copy of them: the `Response`
+    /// constructor copies a BufferSource's bytes (Fetch, "extract a body"), so a view into
+    /// wasm memory is enough and `bytes` is freed before the write completes.
+    pub async fn put_bytes(&self, url: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let response = {
+            // SAFETY: the view is read only by the constructor below, during which nothing
+            // allocates in wasm memory (which could move or detach it).
+            let view = unsafe { Uint8Array::view(&bytes) };
+            Response::new_with_opt_js_u8_array(Some(&view)).map_err(|e| js_error_text(&e))?
+        };
+        drop(bytes);
+        JsFuture::from(cache.put_with_str(url, &response))
+            .await
+            .map(|_| ())
+            .map_err(|e| js_error_text(&e))
+    }
+
     pub async fn put_text(&self, url: &str, text: &str) -> Result<(), String> {
         let Some(cache) = &self.cache else {
             return Ok(());
@@ -104,6 +133,33 @@ impl PackageCache {
             .await
             .map(|_| ())
             .map_err(|e| js_error_text(&e))
+    }
+
+    /// Moves the entry `url` from `staging` into this cache without reading it into memory.
+    pub async fn move_from(&self, staging: &PackageCache, url: &str) -> Result<(), String> {
+        let (Some(cache), Some(response)) = (&self.cache, staging.response(url).await) else {
+            return Ok(());
+        };
+        JsFuture::from(cache.put_with_str(url, &response))
+            .await
+            .map_err(|e| js_error_text(&e))?;
+        staging.delete(url).await;
+        Ok(())
+    }
+
+    /// Deletes every entry whose URL starts with `prefix`.
+    pub async fn delete_prefix(&self, prefix: &str) {
+        let Some(cache) = &self.cache else { return };
+        let Ok(keys) = JsFuture::from(cache.keys()).await else {
+            return;
+        };
+        for request in js_sys::Array::from(&keys).iter() {
+            if let Ok(request) = request.dyn_into::<web_sys::Request>() {
+                if request.url().starts_with(prefix) {
+                    self.delete(&request.url()).await;
+                }
+            }
+        }
     }
 
     pub async fn delete(&self, url: &str) {

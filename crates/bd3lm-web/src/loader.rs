@@ -262,6 +262,17 @@ pub async fn load(
         progress.activity = format!("loading {} into the engine", entry.file);
         on_progress(&progress);
         yield_to_browser(0).await;
+        if sink.takes_shards() {
+            // The CPU worker parses the shard itself: this thread only posts it.
+            let t_post = now_ms();
+            sink.put_shard(&entry.file, &data).await?;
+            browser::log(&format!(
+                "bd3lm: {}: loaded into the CPU worker in {:.0} ms",
+                entry.file,
+                now_ms() - t_post
+            ));
+            continue;
+        }
         // Only this shard is in wasm memory; its bytes are dropped before the next one.
         let t_copy = now_ms();
         let bytes = data.to_vec();

@@ -11,6 +11,8 @@ mod canvas_model;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod format;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod hub_choice;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod page_error;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod progress;
@@ -32,6 +34,8 @@ mod canvas;
 mod controls;
 #[cfg(target_arch = "wasm32")]
 mod fetch;
+#[cfg(target_arch = "wasm32")]
+mod hub_load;
 #[cfg(target_arch = "wasm32")]
 mod loader;
 #[cfg(target_arch = "wasm32")]

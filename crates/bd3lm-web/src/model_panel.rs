@@ -4,6 +4,7 @@
 use crate::app::{Page, Phase};
 use crate::browser::WebGpuStatus;
 use crate::format;
+use crate::hub_choice;
 use crate::page_engine::EnginePreference;
 use leptos::prelude::*;
 
@@ -76,9 +77,71 @@ pub fn ModelPanel(page: Page) -> impl IntoView {
     };
     let check = page.clone();
     let check_on_enter = page.clone();
+    let check_on_menu = page.clone();
+    let check_on_format = page.clone();
     let load = page.clone();
     let engine_pref = page.engine_pref;
+    let (hub_info, hub_format) = (page.hub_info, page.hub_format);
+    let hub_facts = move || {
+        hub_info.with(|hub| {
+            hub.as_ref().map(|h| {
+                let c = &h.config;
+                let offline = if h.offline {
+                    " (the Hub did not answer: using what this browser stored)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{} · commit {} · {} parameters · block size {}, context {} tokens, {} layers × {} wide · from {}{offline}",
+                    h.id,
+                    h.commit.get(..12).unwrap_or(&h.commit),
+                    format::count(c.parameter_count()),
+                    c.block_size,
+                    c.model_length,
+                    c.n_layers,
+                    c.hidden_dim,
+                    h.endpoint
+                )
+            })
+        })
+    };
+    let hub_costs = move || {
+        hub_info.with(|hub| {
+            hub.as_ref().map(|h| {
+                let mut s = hub_choice::statement(
+                    h.download_bytes(),
+                    h.stored_bytes,
+                    h.format,
+                    h.stored.is_some(),
+                );
+                if h.stored.is_none() {
+                    if h.gpt2_tokenizer {
+                        s.push_str(
+                            " The repo has no tokenizer: GPT-2's, shipped with this page, is used.",
+                        );
+                    }
+                    if let Some((usage, quota)) = h.storage {
+                        s.push_str(&format!(
+                            " Storage: {} of {} used.",
+                            format::bytes(usage),
+                            format::bytes(quota)
+                        ));
+                        if let Some(problem) =
+                            hub_choice::quota_problem(h.stored_bytes, usage, quota)
+                        {
+                            s.push(' ');
+                            s.push_str(&problem);
+                        }
+                    }
+                }
+                s
+            })
+        })
+    };
     let facts = move || {
+        if let Some(f) = hub_facts() {
+            return f;
+        }
         info.with(|info| {
             let Some(info) = info else {
                 return String::new();
@@ -103,6 +166,9 @@ pub fn ModelPanel(page: Page) -> impl IntoView {
         })
     };
     let costs = move || {
+        if let Some(c) = hub_costs() {
+            return c;
+        }
         info.with(|info| {
             let Some(info) = info else {
                 return String::new();
@@ -136,6 +202,14 @@ pub fn ModelPanel(page: Page) -> impl IntoView {
     let load_label = move || match phase.get() {
         Phase::Loading => "Loading…".to_string(),
         Phase::Ready | Phase::Generating | Phase::Stopping => "Reload model".to_string(),
+        _ if hub_info.with(|h| h.is_some()) => hub_info.with(|h| match h {
+            Some(h) if h.stored.is_some() => "Load model (stored)".to_string(),
+            Some(h) => format!(
+                "Download and convert ({})",
+                format::bytes(h.download_bytes())
+            ),
+            None => "Load model".to_string(),
+        }),
         _ => info.with(|i| match i {
             Some(i) if i.cached_files == i.total_files() => "Load model (cached)".to_string(),
             Some(i) => format!(
@@ -149,7 +223,51 @@ pub fn ModelPanel(page: Page) -> impl IntoView {
         <section id="model" class="panel">
             <h2>"Model"</h2>
             <div class="row">
-                <label for="package-url">"Package URL"</label>
+                <label for="model-menu">"Model"</label>
+                <select
+                    id="model-menu"
+                    disabled=busy
+                    on:change=move |ev| {
+                        let value = event_target_value(&ev);
+                        if value != hub_choice::CUSTOM {
+                            url.set(value);
+                            check_on_menu.inspect();
+                        }
+                    }
+                >
+                    {hub_choice::menu()
+                        .into_iter()
+                        .map(|(value, label)| {
+                            let selected_value = value.clone();
+                            view! {
+                                <option value=value selected=move || hub_choice::menu_value(&url.get()) == selected_value>
+                                    {label}
+                                </option>
+                            }
+                        })
+                        .collect_view()}
+                </select>
+                <label class="field" for="hub-format">
+                    <span>"Convert to"</span>
+                    <select
+                        id="hub-format"
+                        disabled=busy
+                        on:change=move |ev| {
+                            hub_format.set(hub_choice::parse_format(Some(&event_target_value(&ev))));
+                            if hub_info.with_untracked(|h| h.is_some()) {
+                                check_on_format.inspect();
+                            }
+                        }
+                    >
+                        {hub_choice::FORMATS
+                            .into_iter()
+                            .map(|f| view! { <option value=f.name() selected=move || hub_format.get() == f>{f.name()}</option> })
+                            .collect_view()}
+                    </select>
+                </label>
+            </div>
+            <div class="row">
+                <label for="package-url">"Package URL or Hub id"</label>
                 <input
                     id="package-url"
                     type="text"
@@ -167,12 +285,14 @@ pub fn ModelPanel(page: Page) -> impl IntoView {
             <p class="hint">
                 "The default is the demo package shipped with this page. Any package written by "
                 <code>"bd3lm quantize"</code>
-                " works: give the URL of its folder (the one holding manifest.json)."
+                " works: give the URL of its folder (the one holding manifest.json). A Hugging Face id "
+                <code>"owner/name[@revision]"</code>
+                " of a BD3-LM checkpoint is downloaded, verified and converted in this browser, once."
             </p>
             <p id="package-facts">{facts}</p>
             <p id="package-costs">{costs}</p>
             <div class="row">
-                <button id="load" disabled=move || busy() || info.with(|i| i.is_none()) on:click=move |_| load.load()>
+                <button id="load" disabled=move || busy() || (info.with(|i| i.is_none()) && hub_info.with(|h| h.is_none())) on:click=move |_| load.load()>
                     {load_label}
                 </button>
                 <label class="field" for="engine-pref">

@@ -1,12 +1,15 @@
 //! The page's one choice of backend. Loading streams tensor pieces into a [`ModelSink`];
 //! finishing it gives the same [`AnyEngine`] the CLI uses: the WGSL engine on WebGPU
-//! (`bd3lm_gpu`) when the browser has it, otherwise the exact CPU reference compiled to wasm.
+//! (`bd3lm_gpu`) when the browser has it, otherwise the fast CPU engine (`bd3lm_cpu`) compiled
+//! to wasm with SIMD128.
 
 use crate::browser::WebGpuStatus;
 use crate::page_error::PageError;
-use bd3lm::package::{TensorPiece, WeightsBuilder};
-use bd3lm::{Config, CpuEngine};
+use bd3lm::package::{Manifest, TensorPiece, WeightsBuilder};
+use bd3lm::Config;
+use bd3lm_cpu::worker::WorkerEngine;
 use bd3lm_gpu::{AnyEngine, GpuContext, GpuEngine, GpuModelLoader, GpuOptions};
+use js_sys::Uint8Array;
 
 /// Which backend a load will build, and why, in words for the page.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,7 +19,7 @@ pub enum EngineKind {
         adapter: String,
         fallback_adapter: bool,
     },
-    /// The exact CPU reference compiled to wasm (slow, but runs anywhere).
+    /// The fast CPU engine compiled to wasm with SIMD128 (runs anywhere).
     Cpu { reason: String },
 }
 
@@ -25,7 +28,7 @@ impl EngineKind {
         match self {
             EngineKind::Gpu { adapter, .. } => format!("WebGPU ({adapter})"),
             EngineKind::Cpu { .. } => {
-                "CPU (reference engine in WebAssembly; slower than WebGPU)".to_string()
+                "CPU (WebAssembly SIMD engine; slower than a GPU)".to_string()
             }
         }
     }
@@ -93,30 +96,34 @@ impl EnginePreference {
         match self {
             EnginePreference::Auto => "automatic",
             EnginePreference::Gpu => "WebGPU (WGSL engine)",
-            EnginePreference::Cpu => "CPU (reference engine)",
+            EnginePreference::Cpu => "CPU (WebAssembly SIMD engine)",
         }
     }
 }
 
-/// Models up to this size run on the CPU engine when WebGPU fails or only emulates a GPU.
-/// Beyond it the CPU engine needs too much wasm memory and time per token.
-pub const CPU_ENGINE_MAX_PARAMETERS: usize = 50_000_000;
+/// Models whose weights plus full KV cache (the manifest's `gpu_bytes`, which the fast CPU
+/// engine also holds: it keeps the package's own weights) fit in this run on the CPU engine
+/// when WebGPU fails or only emulates a GPU. The engine runs in its Web Worker, so even a
+/// full-size forward never blocks the page; the bound keeps the worker's wasm32 memory
+/// (4 GiB at most, shard parsing included) comfortable. Every released size fits: 250 MB in
+/// q8, 727 MB in f32.
+pub const CPU_ENGINE_MAX_BYTES: u64 = 2_000_000_000;
 
 /// The decision for one load: the CPU engine (with the reason) or WebGPU.
 pub fn plan_engine(
     pref: EnginePreference,
     webgpu: &WebGpuStatus,
-    parameters: usize,
+    model_bytes: u64,
 ) -> Result<(), EngineKind> {
     let cpu = |reason: String| Err(EngineKind::Cpu { reason });
     match (pref, webgpu) {
         (EnginePreference::Cpu, _) => cpu("You chose the CPU engine.".into()),
         (_, WebGpuStatus::Missing | WebGpuStatus::NoAdapter) => cpu(no_webgpu_reason(webgpu)),
         (EnginePreference::Auto, WebGpuStatus::Available { fallback: true, .. })
-            if parameters <= CPU_ENGINE_MAX_PARAMETERS =>
+            if model_bytes <= CPU_ENGINE_MAX_BYTES =>
         {
-            cpu("The only WebGPU adapter here is the browser's software fallback (no GPU driver); for a model \
-                 this small the CPU engine is faster. Choose WebGPU to run the WGSL engine anyway."
+            cpu("The only WebGPU adapter here is the browser's software fallback (no GPU driver); the CPU \
+                 engine is faster than it. Choose WebGPU to run the WGSL engine anyway."
                 .into())
         }
         _ => Ok(()),
@@ -146,24 +153,84 @@ pub async fn open_gpu(webgpu: &WebGpuStatus) -> Result<(EngineKind, GpuContext),
     }
 }
 
+/// The CPU engine's worker script: Trunk's loader for the `cpu-worker` binary
+/// (`web/index.html`), next to the page.
+pub const CPU_WORKER_URL: &str = "./cpu-worker_loader.js";
+
 /// Where tensor pieces go while a package streams in.
 pub enum ModelSink {
     /// Each piece is uploaded to a GPU buffer as it arrives.
     Gpu(Box<(GpuContext, GpuModelLoader)>),
-    /// The CPU engine needs every tensor in wasm memory; fine for the demo model.
+    /// Whole verified shards go to the CPU engine's Web Worker, which parses them.
+    CpuWorker(Box<WorkerEngine>),
+    /// The CPU engine on the page's thread (when the worker cannot start).
     Cpu(WeightsBuilder),
+    /// A checkpoint being converted for the CPU engine: the pieces only go to storage, and
+    /// the worker loads the stored package afterwards (it parses shards off the page's
+    /// thread; converted pieces would have to be built on it).
+    StoreOnly,
 }
 
 impl ModelSink {
-    /// A sink on `ctx` when given (the WebGPU engine), else for the CPU engine.
-    pub fn new(ctx: Option<&GpuContext>, config: Config) -> Result<ModelSink, PageError> {
+    /// A sink on `ctx` when given (the WebGPU engine), else for the CPU engine in its worker
+    /// (or, if the worker does not start, on the page's thread).
+    pub async fn new(
+        ctx: Option<&GpuContext>,
+        manifest: &Manifest,
+    ) -> Result<ModelSink, PageError> {
+        let config = manifest.model_config().map_err(PageError::Package)?;
         Ok(match ctx {
             Some(ctx) => {
                 let loader = GpuModelLoader::new(ctx, &config).map_err(gpu_error)?;
                 ModelSink::Gpu(Box::new((ctx.clone(), loader)))
             }
-            None => ModelSink::Cpu(WeightsBuilder::new(config)),
+            None => match WorkerEngine::start(CPU_WORKER_URL, manifest).await {
+                Ok(worker) => ModelSink::CpuWorker(Box::new(worker)),
+                Err(e) => {
+                    crate::browser::log(&format!(
+                        "bd3lm: {e}; the CPU engine runs on the page's thread"
+                    ));
+                    ModelSink::Cpu(WeightsBuilder::new(config))
+                }
+            },
         })
+    }
+
+    /// A sink for pieces converted on the page (a Hub checkpoint): straight into the WebGPU
+    /// engine on `ctx`, or [`ModelSink::StoreOnly`] for the CPU engine.
+    pub fn for_conversion(
+        ctx: Option<&GpuContext>,
+        config: &Config,
+    ) -> Result<ModelSink, PageError> {
+        Ok(match ctx {
+            Some(ctx) => {
+                let loader = GpuModelLoader::new(ctx, config).map_err(gpu_error)?;
+                ModelSink::Gpu(Box::new((ctx.clone(), loader)))
+            }
+            None => ModelSink::StoreOnly,
+        })
+    }
+
+    /// Whether the sink builds no engine (see [`ModelSink::StoreOnly`]).
+    pub fn stores_only(&self) -> bool {
+        matches!(self, ModelSink::StoreOnly)
+    }
+
+    /// Whether the sink takes whole shards ([`ModelSink::put_shard`]) instead of pieces.
+    pub fn takes_shards(&self) -> bool {
+        matches!(self, ModelSink::CpuWorker(_))
+    }
+
+    pub async fn put_shard(&mut self, file: &str, bytes: &Uint8Array) -> Result<(), PageError> {
+        match self {
+            ModelSink::CpuWorker(worker) => worker
+                .put_shard(file, bytes)
+                .await
+                .map_err(PageError::from_engine),
+            _ => Err(PageError::from_engine(bd3lm::Error::Backend(
+                "this engine takes tensor pieces, not shards".into(),
+            ))),
+        }
     }
 
     pub fn put(&mut self, name: String, piece: TensorPiece) -> Result<(), PageError> {
@@ -173,6 +240,10 @@ impl ModelSink {
                 builder.put(name, piece);
                 Ok(())
             }
+            ModelSink::CpuWorker(_) => Err(PageError::from_engine(bd3lm::Error::Backend(
+                "the CPU worker takes whole shards".into(),
+            ))),
+            ModelSink::StoreOnly => Ok(()),
         }
     }
 
@@ -186,9 +257,21 @@ impl ModelSink {
                     GpuEngine::new(&ctx, model).await.map_err(gpu_error)?,
                 ))
             }
-            ModelSink::Cpu(builder) => AnyEngine::Cpu(Box::new(CpuEngine::new(
-                &builder.finish().map_err(PageError::Package)?,
-            ))),
+            ModelSink::CpuWorker(mut worker) => {
+                worker.finish().await.map_err(PageError::from_engine)?;
+                AnyEngine::CpuWorker(worker)
+            }
+            ModelSink::Cpu(builder) => {
+                let weights = builder.finish().map_err(PageError::Package)?;
+                let engine = bd3lm_cpu::CpuEngine::new(weights, bd3lm_cpu::CpuOptions::default())
+                    .map_err(PageError::from_engine)?;
+                AnyEngine::Cpu(Box::new(engine))
+            }
+            ModelSink::StoreOnly => {
+                return Err(PageError::from_engine(bd3lm::Error::Backend(
+                    "the converted package was stored, not loaded: load it from storage".into(),
+                )))
+            }
         })
     }
 }

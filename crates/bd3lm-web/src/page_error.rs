@@ -35,6 +35,10 @@ pub enum PageError {
     DeviceLost(String),
     /// A browser API threw something unexpected.
     Browser(String),
+    /// Loading a model by Hugging Face Hub id failed (not found, private, corrupt, ...).
+    Hub(bd3lm::hub::HubError),
+    /// The browser's storage cannot hold the converted package.
+    Quota(String),
 }
 
 impl PageError {
@@ -94,6 +98,8 @@ impl fmt::Display for PageError {
                 "The GPU device was lost ({message}). Your text is kept; restart the engine to continue."
             ),
             PageError::Browser(message) => write!(f, "The browser reported an error: {message}"),
+            PageError::Hub(err) => write!(f, "{err}"),
+            PageError::Quota(why) => write!(f, "Not enough storage for this model: {why}"),
         }
     }
 }

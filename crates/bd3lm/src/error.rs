@@ -79,6 +79,9 @@ pub enum Error {
 
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
+
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -15,10 +15,10 @@ pub mod runtime;
 pub mod tools;
 
 pub use runtime::{
-    checkpoint, config, engine, forward, generate, hf_file, package, quant, rng, sampler,
-    tokenizer, weights,
+    checkpoint, config, engine, forward, generate, hf_file, hf_stream, hub, package, quant, rng,
+    sampler, tokenizer, weights,
 };
-pub use tools::{conformance, convert, eval, fixture, quality, sample_stats};
+pub use tools::{conformance, convert, eval, fixture, quality, sample_stats, stream_convert};
 
 pub use config::Config;
 pub use engine::{

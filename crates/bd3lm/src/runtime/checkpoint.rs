@@ -3,6 +3,7 @@
 
 use crate::config::{Config, FREQUENCY_EMBEDDING_SIZE};
 use crate::error::{Error, Result};
+use crate::hf_file::CheckpointDtype;
 use crate::quant::Matrix;
 use crate::weights::{LayerWeights, Weights};
 use safetensors::{Dtype, SafeTensors};
@@ -74,7 +75,22 @@ pub fn parse_safetensors<'a>(file: &str, bytes: &'a [u8]) -> Result<SafeTensors<
     })
 }
 
-/// Reads a tensor as f32 after checking its dtype and shape.
+/// The checkpoint dtype of a safetensors tensor (f32, f16 or bf16), or the error naming it.
+fn checkpoint_dtype(file: &str, name: &str, dtype: Dtype) -> Result<CheckpointDtype> {
+    match dtype {
+        Dtype::F32 => Ok(CheckpointDtype::F32),
+        Dtype::F16 => Ok(CheckpointDtype::F16),
+        Dtype::BF16 => Ok(CheckpointDtype::BF16),
+        other => Err(Error::TensorDtype {
+            file: file.to_string(),
+            name: name.to_string(),
+            expected: CheckpointDtype::EXPECTED.into(),
+            found: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Reads a tensor as f32 (stored as f32, f16 or bf16) after checking its dtype and shape.
 pub fn read_f32(st: &SafeTensors, file: &str, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let view = st.tensor(name).map_err(|_| Error::MissingTensor {
         file: file.to_string(),
@@ -88,15 +104,8 @@ pub fn read_f32(st: &SafeTensors, file: &str, name: &str, shape: &[usize]) -> Re
             found: view.shape().to_vec(),
         });
     }
-    if view.dtype() != Dtype::F32 {
-        return Err(Error::TensorDtype {
-            file: file.to_string(),
-            name: name.to_string(),
-            expected: "F32".into(),
-            found: format!("{:?}", view.dtype()),
-        });
-    }
-    Ok(f32_from_le(view.data()))
+    let dtype = checkpoint_dtype(file, name, view.dtype())?;
+    Ok(dtype.decode(view.data()))
 }
 
 pub fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
@@ -121,20 +130,44 @@ pub fn check_hf_tensors(cfg: &Config, file: &str, st: &SafeTensors) -> Result<()
                 found: view.shape().to_vec(),
             });
         }
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::TensorDtype {
-                file: file.to_string(),
-                name,
-                expected: "F32".into(),
-                found: format!("{:?}", view.dtype()),
-            });
-        }
+        checkpoint_dtype(file, &name, view.dtype())?;
     }
     Ok(())
 }
 
+/// `e^x` with IEEE basic operations only (Cody-Waite reduction, Taylor series), so every
+/// platform gets the same bits: native `expf` (glibc) and the wasm build's differ in the last
+/// bit now and then, which would make the page's converted package differ from
+/// `bd3lm quantize`'s. Relative error below 1e-15 (tested against `f64::exp`).
+pub fn exp_portable(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    if x.is_nan() {
+        return x;
+    }
+    if x > 709.0 {
+        return f64::INFINITY;
+    }
+    if x < -740.0 {
+        return 0.0;
+    }
+    let k = (x / std::f64::consts::LN_2).round();
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    // |r| <= 0.347: 18 terms of the series are far below f64 precision.
+    let mut sum = 1.0;
+    for i in (1..=18).rev() {
+        sum = 1.0 + sum * r / i as f64;
+    }
+    // 2^k, in two exact steps so subnormal results stay exact too.
+    let k = k as i32;
+    let (k1, k2) = (k / 2, k - k / 2);
+    let pow2 = |e: i32| f64::from_bits(((e + 1023) as u64) << 52);
+    sum * pow2(k1) * pow2(k2)
+}
+
 fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    let x = x as f64;
+    (x / (1.0 + exp_portable(-x))) as f32
 }
 
 /// `y = W x + b` for a `[rows, cols]` weight, accumulated in f64 and rounded once.
@@ -217,4 +250,23 @@ pub fn default_inv_freq(head_dim: usize) -> Vec<f32> {
     (0..head_dim / 2)
         .map(|i| 1.0 / 10000f32.powf((2 * i) as f32 / head_dim as f32))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn portable_exp_matches_exp() {
+        let mut x = -740.0f64;
+        while x < 709.0 {
+            let (want, got) = (x.exp(), super::exp_portable(x));
+            let rel = ((got - want) / want).abs();
+            assert!(
+                rel < 1e-14 || (want < 1e-300 && (got - want).abs() < 1e-310),
+                "{x}: {got} vs {want}"
+            );
+            x += 0.173;
+        }
+        assert_eq!(super::exp_portable(0.0), 1.0);
+        assert!(super::exp_portable(f64::NAN).is_nan());
+    }
 }

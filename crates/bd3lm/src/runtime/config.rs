@@ -130,11 +130,12 @@ impl Config {
         };
         match map.get("torch_dtype") {
             None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s == "float32" => {}
+            // The weights are read as f32 whatever they are stored in (hf_file::CheckpointDtype).
+            Some(Value::String(s)) if matches!(s.as_str(), "float32" | "float16" | "bfloat16") => {}
             Some(Value::String(s)) => {
                 return Err(Error::config(
                     "torch_dtype",
-                    format!("`{s}` checkpoints are not supported; BD3-LM checkpoints are float32"),
+                    format!("`{s}` checkpoints are not supported (float32, float16 or bfloat16)"),
                 ))
             }
             Some(other) => {
@@ -343,8 +344,7 @@ mod tests {
         assert!(err.to_string().contains("time_conditioning"), "{err}");
         let err = Config::from_json_str("{not json").unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
-        let err =
-            Config::from_json_str(r#"{"torch_dtype":"bfloat16","block_size":4}"#).unwrap_err();
+        let err = Config::from_json_str(r#"{"torch_dtype":"int8","block_size":4}"#).unwrap_err();
         assert!(err.to_string().contains("torch_dtype"), "{err}");
     }
 

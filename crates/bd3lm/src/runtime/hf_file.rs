@@ -133,8 +133,14 @@ impl SafetensorsHeader {
         })
     }
 
-    /// The tensor `name`, checked to be f32 with `shape` and exactly the bytes that needs.
-    pub fn f32_tensor(&self, file: &str, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
+    /// The tensor `name`, checked to have `shape`, a checkpoint dtype (f32, f16 or bf16) and
+    /// exactly the bytes that needs.
+    pub fn tensor(
+        &self,
+        file: &str,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(&TensorInfo, CheckpointDtype)> {
         let info = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
             file: file.to_string(),
             name: name.to_string(),
@@ -147,44 +153,121 @@ impl SafetensorsHeader {
                 found: info.shape.clone(),
             });
         }
-        if info.dtype != "F32" {
-            return Err(Error::TensorDtype {
-                file: file.to_string(),
-                name: name.to_string(),
-                expected: "F32".into(),
-                found: info.dtype.clone(),
-            });
-        }
+        let dtype = CheckpointDtype::parse(&info.dtype).ok_or_else(|| Error::TensorDtype {
+            file: file.to_string(),
+            name: name.to_string(),
+            expected: CheckpointDtype::EXPECTED.into(),
+            found: info.dtype.clone(),
+        })?;
         let bytes = shape
             .iter()
-            .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64));
+            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64));
         if bytes != Some(info.end - info.start) {
             return Err(bad(
                 file,
                 format!(
-                    "tensor `{name}` has {} data bytes for shape {shape:?} in f32",
-                    info.end - info.start
+                    "tensor `{name}` has {} data bytes for shape {shape:?} in {}",
+                    info.end - info.start,
+                    dtype.name()
                 ),
             ));
         }
-        Ok(info)
+        Ok((info, dtype))
+    }
+
+    /// The tensors in the order of their bytes in the file (a stream delivers them so).
+    pub fn in_file_order(&self) -> Vec<(&str, &TensorInfo)> {
+        let mut all: Vec<(&str, &TensorInfo)> = self
+            .tensors
+            .iter()
+            .map(|(name, info)| (name.as_str(), info))
+            .collect();
+        all.sort_by(|a, b| (a.1.start, a.1.end, a.0).cmp(&(b.1.start, b.1.end, b.0)));
+        all
     }
 
     /// Checks names, shapes and dtypes of every tensor the config needs.
     pub fn check(&self, file: &str, cfg: &Config) -> Result<()> {
         for (name, shape) in hf_tensor_specs(cfg) {
-            self.f32_tensor(file, &name, &shape)?;
+            self.tensor(file, &name, &shape)?;
         }
         Ok(())
     }
 }
 
+/// The element types a checkpoint may store; every one is read as f32 (exactly: f16 and
+/// bf16 values are all representable in f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+impl CheckpointDtype {
+    /// What an error says a checkpoint tensor may be.
+    pub const EXPECTED: &'static str = "F32, F16 or BF16";
+
+    /// From the safetensors dtype string.
+    pub fn parse(dtype: &str) -> Option<CheckpointDtype> {
+        match dtype {
+            "F32" => Some(CheckpointDtype::F32),
+            "F16" => Some(CheckpointDtype::F16),
+            "BF16" => Some(CheckpointDtype::BF16),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointDtype::F32 => "F32",
+            CheckpointDtype::F16 => "F16",
+            CheckpointDtype::BF16 => "BF16",
+        }
+    }
+
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            CheckpointDtype::F32 => 4,
+            CheckpointDtype::F16 | CheckpointDtype::BF16 => 2,
+        }
+    }
+
+    /// Appends the little-endian values in `bytes` (whole values; a trailing partial value is
+    /// ignored, callers pass exact lengths) to `out` as f32.
+    pub fn decode_into(self, bytes: &[u8], out: &mut Vec<f32>) {
+        match self {
+            CheckpointDtype::F32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
+            CheckpointDtype::F16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
+            ),
+            // bf16 is the upper half of an f32.
+            CheckpointDtype::BF16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)),
+            ),
+        }
+    }
+
+    /// The values in `bytes` as f32.
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(bytes.len() / self.size());
+        self.decode_into(bytes, &mut out);
+        out
+    }
+}
+
 /// Decodes little-endian f32 values (exact length checked by the caller).
 pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    CheckpointDtype::F32.decode(bytes)
 }
 
 /// A safetensors file on disk, read tensor by tensor.
@@ -238,17 +321,22 @@ impl HfFile {
         self.header.check(&self.name, cfg)
     }
 
-    /// Reads one f32 tensor after checking its dtype and shape.
+    /// Reads one tensor as f32 (from f32, f16 or bf16) after checking its dtype and shape.
     pub fn read_f32(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         use std::io::{Read, Seek, SeekFrom};
-        let info = self.header.f32_tensor(&self.name, name, shape)?;
+        let (info, dtype) = self.header.tensor(&self.name, name, shape)?;
         let (start, end) = (info.start, info.end);
         let mut bytes = vec![0u8; (end - start) as usize];
         self.file
             .seek(SeekFrom::Start(self.header.data_start + start))
             .and_then(|_| self.file.read_exact(&mut bytes))
             .map_err(|e| Error::io(self.name.clone(), format!("reading tensor `{name}`: {e}")))?;
-        Ok(f32_values(&bytes))
+        Ok(dtype.decode(&bytes))
+    }
+
+    /// The file itself, for reading it front to back (a conversion in file order).
+    pub fn into_file(self) -> std::fs::File {
+        self.file
     }
 }
 
@@ -265,7 +353,8 @@ mod tests {
         let h = header_json(r#""a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}"#);
         let len = 8 + h.len() as u64 + 24;
         let parsed = SafetensorsHeader::parse("t", &h, len).expect("valid header");
-        let a = parsed.f32_tensor("t", "a", &[2, 3]).expect("tensor a");
+        let (a, dtype) = parsed.tensor("t", "a", &[2, 3]).expect("tensor a");
+        assert_eq!(dtype, CheckpointDtype::F32);
         assert_eq!((a.start, a.end), (0, 24));
         assert_eq!(parsed.data_start, 8 + h.len() as u64);
     }
@@ -294,14 +383,14 @@ mod tests {
     fn shape_and_byte_count_must_agree() {
         let h = header_json(r#""a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}"#);
         let parsed = SafetensorsHeader::parse("t", &h, 1000).expect("parses");
-        assert!(parsed.f32_tensor("t", "a", &[2, 3]).is_err());
+        assert!(parsed.tensor("t", "a", &[2, 3]).is_err());
         // 4 * (2^32 - 1)^3 bytes overflows u64: an error, not a wrap-around.
         let h = header_json(
             r#""a":{"dtype":"F32","shape":[4294967295,4294967295,4294967295],"data_offsets":[0,16]}"#,
         );
         let parsed = SafetensorsHeader::parse("t", &h, 1000).expect("parses");
         let shape = [4294967295usize, 4294967295, 4294967295];
-        assert!(parsed.f32_tensor("t", "a", &shape).is_err());
+        assert!(parsed.tensor("t", "a", &shape).is_err());
     }
 
     #[test]

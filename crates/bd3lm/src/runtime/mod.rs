@@ -8,6 +8,8 @@ pub mod engine;
 pub mod forward;
 pub mod generate;
 pub mod hf_file;
+pub mod hf_stream;
+pub mod hub;
 pub mod package;
 pub mod quant;
 pub mod rng;

@@ -19,13 +19,17 @@ pub mod url;
 mod write;
 pub use write::{
     build_package, piece_key, shard_name, slice_rows, write_weights, PackageFiles, PackageInfo,
-    PackageWriter,
+    PackageWriter, PieceObserver,
 };
 
 pub const FORMAT: &str = "bd3lm-package";
 pub const FORMAT_VERSION: u32 = 1;
-/// Largest shard a package writes (64 MB, decimal).
+/// Largest shard a package may have (64 MB, decimal).
 pub const MAX_SHARD_BYTES: usize = 64_000_000;
+/// Shard size the converters write (`bd3lm quantize`, the CLI's Hub path, the page): half the
+/// limit, so a browser converting a checkpoint holds at most a 32 MB shard and 16 MB pieces
+/// (peak memory, docs/models.md).
+pub const CONVERTER_SHARD_BYTES: usize = 32_000_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -109,6 +113,13 @@ impl Manifest {
             .map_err(|e| Error::package("manifest.json", format!("invalid manifest: {e}")))?;
         manifest.validate()?;
         Ok(manifest)
+    }
+
+    /// The text of `manifest.json` as converters write it (pretty JSON, final newline).
+    pub fn to_file_text(&self) -> Result<String> {
+        serde_json::to_string_pretty(self)
+            .map(|text| text + "\n")
+            .map_err(|e| Error::package("manifest.json", format!("cannot encode: {e}")))
     }
 
     pub fn model_config(&self) -> Result<Config> {

@@ -6,7 +6,7 @@
 use crate::checkpoint::{conditioning_vector, hf_tensor_specs};
 use crate::config::{Config, FREQUENCY_EMBEDDING_SIZE};
 use crate::error::Result;
-use crate::package::{PackageWriter, SchemePlan, TensorPiece, WeightsBuilder};
+use crate::package::{SchemePlan, TensorPiece, WeightsBuilder};
 use crate::quant::{Matrix, Q4Fit, Scheme};
 use crate::weights::Weights;
 
@@ -160,25 +160,6 @@ pub fn encode_matrix_with(m: &Matrix, scheme: Scheme, fit: Q4Fit) -> Matrix {
     }
 }
 
-/// Streams an HF checkpoint into a package writer, each matrix encoded by `plan`.
-pub fn hf_to_package<S: FnMut(&str, Vec<u8>) -> Result<()>>(
-    cfg: &Config,
-    read: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>,
-    plan: SchemePlan,
-    writer: &mut PackageWriter<S>,
-    progress: impl FnMut(u64),
-) -> Result<()> {
-    let visit = |name: &str, tensor: Canonical| match tensor {
-        Canonical::Vector(v) => writer.vector(name, &v),
-        Canonical::Matrix(m) => {
-            let encoded = encode_matrix(&m, plan.scheme_for(matrix_role(name)));
-            drop(m);
-            writer.matrix(name, &encoded)
-        }
-    };
-    for_each_canonical_tensor(cfg, read, visit, progress)
-}
-
 /// Loads an HF checkpoint tensor by tensor into f32 [`Weights`].
 pub fn hf_to_weights(
     cfg: &Config,
@@ -214,7 +195,8 @@ pub fn read_from_safetensors<'a>(
 mod tests {
     use super::*;
     use crate::checkpoint::{load_hf, parse_safetensors};
-    use crate::package::{load_package, PackageInfo, SpecialTokens};
+    use crate::package::{load_package, PackageInfo, PackageWriter, SpecialTokens};
+    use crate::stream_convert::StreamingConverter;
 
     fn fixture(name: &str) -> (String, Vec<u8>) {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -246,7 +228,6 @@ mod tests {
     fn streaming_package_equals_in_memory_package() {
         let (config, bytes) = fixture("tiny-v512-bs4");
         let cfg = Config::from_json_str(&config).unwrap();
-        let st = parse_safetensors("model.safetensors", &bytes).unwrap();
         let special = SpecialTokens {
             bos: 510,
             eos: 510,
@@ -258,12 +239,10 @@ mod tests {
             lm_head: Scheme::F16,
         };
         let mut files = Vec::new();
-        let mut writer = PackageWriter::new(50_000, |name: &str, b: Vec<u8>| {
+        let writer = PackageWriter::new(50_000, |name: &str, b: Vec<u8>| {
             files.push((name.to_string(), b));
             Ok(())
         });
-        let read = read_from_safetensors("model.safetensors", &st);
-        hf_to_package(&cfg, read, plan, &mut writer, |_| {}).unwrap();
         let info = PackageInfo {
             name: "t".into(),
             quantization: "mixed".into(),
@@ -271,7 +250,14 @@ mod tests {
             special_tokens: special.clone(),
             source: serde_json::Value::Null,
         };
-        let manifest = writer.finish(info, b"{}").unwrap();
+        let mut converter =
+            StreamingConverter::new(&cfg, plan, "model.safetensors", bytes.len() as u64, writer);
+        // Odd chunks, so values and rows are split between pushes.
+        for chunk in bytes.chunks(7_777) {
+            converter.push(chunk).unwrap();
+        }
+        let manifest = converter.finish(info, b"{}").unwrap();
+        assert!(manifest.files.len() > 1, "small shards: several of them");
         let text = serde_json::to_string(&manifest).unwrap();
         let (_, loaded, _) = load_package(&text, |f| {
             Ok(files

@@ -8,3 +8,4 @@ pub mod eval;
 pub mod fixture;
 pub mod quality;
 pub mod sample_stats;
+pub mod stream_convert;

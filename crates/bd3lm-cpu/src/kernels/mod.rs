@@ -1,0 +1,320 @@
+//! Matrix kernels: `out[o][r] = sum_k W[o][k] * x[r][k]` for a range of output rows `o` of a
+//! weight matrix in its package scheme (f32, f16, q8, q4) and up to [`MAX_TILE_ROWS`]
+//! activation rows at a time, written transposed (`[o][r]`) so each thread owns a contiguous
+//! piece of the output.
+//!
+//! Four families, chosen once per engine ([`Simd::detect`]): AVX-512 with VNNI and AVX2+FMA
+//! (x86-64, detected at run time), 128-bit SIMD (WebAssembly SIMD128, aarch64 NEON, x86-64
+//! SSE2; one generic implementation over [`simd128::V128`]) and a portable scalar loop, which
+//! is also the oracle the others are tested against. Each output's summation order is fixed
+//! by the family alone, so results never depend on how outputs are split between threads.
+//!
+//! q8 and q4 multiply 16-bit activation codes (quantized per group of [`GROUP`] values, see
+//! [`QuantActs`]) by the stored codes in exact integer arithmetic and apply the f16 group
+//! scales in f32, as llama.cpp does with its 8-bit activations.
+
+use bd3lm::quant::GROUP;
+use half::f16;
+
+pub mod portable;
+pub mod simd128;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
+
+/// Activation rows a kernel call handles at once (callers split larger row counts).
+pub const MAX_TILE_ROWS: usize = 32;
+
+/// A kernel family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Simd {
+    /// Scalar Rust, no vector instructions requested (the compiler may still vectorise).
+    Portable,
+    /// 128-bit vectors: WebAssembly SIMD128, aarch64 NEON or x86-64 SSE2.
+    Simd128,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) with VNNI int8 dot products.
+    Avx512,
+}
+
+impl Simd {
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Portable => "portable",
+            Simd::Simd128 => simd128::NAME,
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512-vnni",
+        }
+    }
+
+    /// Parses a family name as [`Simd::name`] writes it (`simd128` also matches the 128-bit
+    /// family on every target, `avx512` the VNNI family).
+    pub fn parse(name: &str) -> Option<Simd> {
+        match name {
+            "portable" | "scalar" => Some(Simd::Portable),
+            "simd128" | "sse2" | "neon" => Some(Simd::Simd128),
+            "avx2" => Some(Simd::Avx2),
+            "avx512" | "avx512-vnni" => Some(Simd::Avx512),
+            _ => None,
+        }
+    }
+
+    /// Whether this machine can run the family.
+    pub fn is_available(self) -> bool {
+        match self {
+            Simd::Portable => true,
+            Simd::Simd128 => simd128::AVAILABLE,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => {
+                std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512vnni")
+                    && Simd::Avx2.is_available()
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Simd::Avx2 | Simd::Avx512 => false,
+        }
+    }
+
+    /// Every family this machine can run, fastest first.
+    pub fn available() -> Vec<Simd> {
+        [Simd::Avx512, Simd::Avx2, Simd::Simd128, Simd::Portable]
+            .into_iter()
+            .filter(|s| s.is_available())
+            .collect()
+    }
+
+    /// The fastest family this machine runs.
+    pub fn detect() -> Simd {
+        Simd::available()[0]
+    }
+}
+
+/// One weight matrix `[rows, k]` in its stored scheme (row-major, groups of [`GROUP`] along k).
+#[derive(Debug, Clone, Copy)]
+pub enum WeightView<'a> {
+    F32(&'a [f32]),
+    /// f16 bit patterns.
+    F16(&'a [u16]),
+    /// int8 codes and one f16 scale per group: `w = q * scale`.
+    Q8 {
+        q: &'a [i8],
+        scales: &'a [u16],
+    },
+    /// 4-bit codes, two per byte (low nibble = even column), f16 scale and min per group:
+    /// `w = q * scale + min`.
+    Q4 {
+        q: &'a [u8],
+        scales: &'a [u16],
+        mins: &'a [u16],
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantScheme {
+    Q8,
+    Q4,
+}
+
+impl WeightView<'_> {
+    pub fn quant_scheme(&self) -> Option<QuantScheme> {
+        match self {
+            WeightView::Q8 { .. } => Some(QuantScheme::Q8),
+            WeightView::Q4 { .. } => Some(QuantScheme::Q4),
+            _ => None,
+        }
+    }
+}
+
+/// Activation rows quantized per group of [`GROUP`] values: `x ≈ q * scale` with
+/// `scale = max|x| / ACT_MAX` in f32. For q8 weights the codes span 16 bits, which leaves the
+/// int8 weights the only quantization that matters (8-bit activations raised q8's KL
+/// divergence from f32 2.8-fold, docs/quantization.md); for q4 weights, whose own error is
+/// a hundred times larger, 8-bit codes change nothing measurable and let AVX-512 multiply
+/// two groups per `vpdpbusd`. Buffers are reused between calls.
+#[derive(Debug, Default, Clone)]
+pub struct QuantActs {
+    pub rows: usize,
+    pub k: usize,
+    /// `[rows, k]` codes; for q4 each group holds its 16 even columns, then its 16 odd ones
+    /// (the order in which a byte's low and high nibbles unpack).
+    q: Vec<i16>,
+    /// The same codes as bytes (q4 only, where they fit in 8 bits).
+    q_bytes: Vec<i8>,
+    /// `[rows, groups, 8]`: each group's scale repeated 8 times (one 256-bit lane group).
+    scale8: Vec<f32>,
+    /// `[rows, groups]`: scale times the sum of the group's codes (the q4 minimum term).
+    scale_sum: Vec<f32>,
+}
+
+/// Largest activation code for q8 weights.
+const ACT_MAX: f32 = 32767.0;
+/// Largest activation code for q4 weights.
+const ACT_MAX_Q4: f32 = 127.0;
+
+impl QuantActs {
+    pub fn groups(&self) -> usize {
+        self.k / GROUP
+    }
+
+    fn group_scale(&self, r: usize, g: usize) -> f32 {
+        self.scale8[(r * self.groups() + g) * 8]
+    }
+
+    /// Quantizes `x` (`[rows, k]`, `k` a multiple of [`GROUP`]) for weights in `scheme`.
+    pub fn prepare(&mut self, x: &[f32], rows: usize, k: usize, scheme: QuantScheme) {
+        debug_assert!(k.is_multiple_of(GROUP) && x.len() >= rows * k);
+        let groups = k / GROUP;
+        self.rows = rows;
+        self.k = k;
+        self.q.resize(rows * k, 0);
+        self.scale8.resize(rows * groups * 8, 0.0);
+        self.scale_sum.resize(rows * groups, 0.0);
+        let act_max = match scheme {
+            QuantScheme::Q8 => ACT_MAX,
+            QuantScheme::Q4 => ACT_MAX_Q4,
+        };
+        for r in 0..rows {
+            for g in 0..groups {
+                let src = &x[r * k + g * GROUP..r * k + (g + 1) * GROUP];
+                let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = amax / act_max;
+                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                let mut codes = [0i16; GROUP];
+                let mut sum = 0i32;
+                for (c, &v) in codes.iter_mut().zip(src) {
+                    *c = round_to_int((v * inv).clamp(-act_max, act_max)) as i16;
+                    sum += *c as i32;
+                }
+                let dst = &mut self.q[r * k + g * GROUP..r * k + (g + 1) * GROUP];
+                if scheme == QuantScheme::Q4 {
+                    for (i, pair) in codes.chunks_exact(2).enumerate() {
+                        dst[i] = pair[0];
+                        dst[GROUP / 2 + i] = pair[1];
+                    }
+                } else {
+                    dst.copy_from_slice(&codes);
+                }
+                self.scale8[(r * groups + g) * 8..(r * groups + g + 1) * 8].fill(scale);
+                self.scale_sum[r * groups + g] = scale * sum as f32;
+            }
+        }
+        self.q_bytes.clear();
+        if scheme == QuantScheme::Q4 {
+            self.q_bytes.extend(self.q.iter().map(|&c| c as i8));
+        }
+    }
+}
+
+/// Rounds to the nearest integer (ties to even) for |x| < 2^22, without a libm call (so the
+/// loop vectorises on every target).
+#[inline(always)]
+fn round_to_int(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + MAGIC) - MAGIC
+}
+
+/// What a kernel multiplies the weights with.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// f32 rows `[rows, k]` (f32 and f16 weights).
+    F32 { x: &'a [f32], rows: usize },
+    /// Quantized rows (q8 and q4 weights), prepared by [`QuantActs::prepare`] for the same
+    /// family and scheme.
+    Quant(&'a QuantActs),
+}
+
+impl Input<'_> {
+    pub fn rows(&self) -> usize {
+        match self {
+            Input::F32 { rows, .. } => *rows,
+            Input::Quant(a) => a.rows,
+        }
+    }
+}
+
+/// `out[(o - first) * rows + r] = W[o] · x[r]` for `o in first..first + out.len() / rows`.
+///
+/// Panics when the input does not suit the weights (f32 rows for f32/f16 weights, quantized
+/// rows of the same scheme for q8/q4) or `rows > MAX_TILE_ROWS`.
+pub fn matmul_tile(
+    simd: Simd,
+    w: WeightView<'_>,
+    k: usize,
+    first: usize,
+    input: Input<'_>,
+    out: &mut [f32],
+) {
+    let rows = input.rows();
+    assert!(rows <= MAX_TILE_ROWS && rows > 0, "kernel rows {rows}");
+    let count = out.len() / rows;
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => {
+            // SAFETY: the family is only selected when the CPU reports its features.
+            unsafe { x86_avx512::matmul_tile(w, k, first, count, input, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => {
+            // SAFETY: as above.
+            unsafe { x86_avx2::matmul_tile(w, k, first, count, input, out) }
+        }
+        Simd::Simd128 if simd128::AVAILABLE => simd128::matmul_tile(w, k, first, count, input, out),
+        _ => portable::matmul_tile(w, k, first, count, input, out),
+    }
+}
+
+/// f16 bits to f32.
+#[inline]
+pub fn f16_to_f32(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
+}
+
+/// Writes row `o` of `w` (`k` values) as f32 into `out` (the embedding lookup).
+pub fn dequantize_row(w: WeightView<'_>, k: usize, o: usize, out: &mut [f32]) {
+    let start = o * k;
+    match w {
+        WeightView::F32(v) => out.copy_from_slice(&v[start..start + k]),
+        WeightView::F16(v) => {
+            for (x, &b) in out.iter_mut().zip(&v[start..start + k]) {
+                *x = f16_to_f32(b);
+            }
+        }
+        WeightView::Q8 { q, scales } => {
+            for (g, chunk) in out.chunks_mut(GROUP).enumerate() {
+                let s = f16_to_f32(scales[start / GROUP + g]);
+                for (i, x) in chunk.iter_mut().enumerate() {
+                    *x = q[start + g * GROUP + i] as f32 * s;
+                }
+            }
+        }
+        WeightView::Q4 { q, scales, mins } => {
+            for (g, chunk) in out.chunks_mut(GROUP).enumerate() {
+                let s = f16_to_f32(scales[start / GROUP + g]);
+                let m = f16_to_f32(mins[start / GROUP + g]);
+                for (i, x) in chunk.iter_mut().enumerate() {
+                    let at = start + g * GROUP + i;
+                    let byte = q[at / 2];
+                    let code = if at.is_multiple_of(2) {
+                        byte & 15
+                    } else {
+                        byte >> 4
+                    };
+                    *x = code as f32 * s + m;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

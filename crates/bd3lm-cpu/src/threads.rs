@@ -1,0 +1,77 @@
+//! The engine's threads: a rayon pool of `--threads N` workers natively, the calling thread
+//! alone on wasm32 (the page runs the engine inside one Web Worker).
+//!
+//! Work is split by output (each output is computed whole by one thread, in an order fixed
+//! by the kernel), so results are identical for every thread count.
+
+use bd3lm::{Error, Result};
+
+pub struct Pool {
+    threads: usize,
+    #[cfg(not(target_arch = "wasm32"))]
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl Pool {
+    /// `None`: every core the OS offers this process.
+    pub fn new(threads: Option<usize>) -> Result<Pool> {
+        let threads = match threads {
+            Some(0) => {
+                return Err(Error::InvalidArgument(
+                    "the CPU engine needs at least one thread".into(),
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = threads;
+            Ok(Pool { threads: 1 })
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let pool = if threads > 1 {
+                Some(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(|i| format!("bd3lm-cpu-{i}"))
+                        .build()
+                        .map_err(|e| {
+                            Error::Backend(format!("cannot start {threads} threads: {e}"))
+                        })?,
+                )
+            } else {
+                None
+            };
+            Ok(Pool { threads, pool })
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Calls `f(i, chunk)` for every `chunk_len`-sized chunk `i` of `data`, in parallel.
+    pub fn for_each_chunk<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk_len: usize,
+        f: impl Fn(usize, &mut [T]) + Sync + Send,
+    ) {
+        let chunk_len = chunk_len.max(1);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(pool) = &self.pool {
+            use rayon::prelude::*;
+            pool.install(|| {
+                data.par_chunks_mut(chunk_len)
+                    .enumerate()
+                    .for_each(|(i, c)| f(i, c))
+            });
+            return;
+        }
+        for (i, c) in data.chunks_mut(chunk_len).enumerate() {
+            f(i, c);
+        }
+    }
+}
