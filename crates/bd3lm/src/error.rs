@@ -45,6 +45,9 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    #[error("tokenizer: it has {found} tokens but the model expects {expected} (vocab_size - 1; the last id is MASK)")]
+    TokenizerVocab { found: usize, expected: usize },
+
     #[error("package {file}: {message}")]
     Package { file: String, message: String },
 

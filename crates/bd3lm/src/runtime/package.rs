@@ -231,6 +231,17 @@ impl Manifest {
         Ok(())
     }
 
+    /// Every file of the package in the order the page downloads them: the tokenizer (small,
+    /// needed first), then the shards in manifest order.
+    pub fn download_order(&self) -> impl Iterator<Item = &FileEntry> {
+        std::iter::once(&self.tokenizer).chain(&self.files)
+    }
+
+    /// Files to download (tokenizer included, manifest excluded).
+    pub fn file_count(&self) -> usize {
+        self.files.len() + 1
+    }
+
     pub fn file(&self, name: &str) -> Option<&FileEntry> {
         if self.tokenizer.file == name {
             return Some(&self.tokenizer);

@@ -24,11 +24,11 @@ impl Tokenizer {
             ))
         })?;
         let size = inner.get_vocab_size(true);
-        if size + 1 != vocab_size {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer has {size} tokens but the model expects {} (+1 for MASK)",
-                vocab_size - 1
-            )));
+        if size.checked_add(1) != Some(vocab_size) {
+            return Err(Error::TokenizerVocab {
+                found: size,
+                expected: vocab_size.saturating_sub(1),
+            });
         }
         Ok(Tokenizer {
             inner,

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of every parser of untrusted bytes (crates/bd3lm-fuzz) with
+# libFuzzer on the stable toolchain: libfuzzer-sys links libFuzzer, and rustc's stable
+# -Cpasses=sancov-module / -Cllvm-args=-sanitizer-coverage-* flags add the coverage counters
+# and comparison hooks it steers by (what `cargo fuzz build --sanitizer none` passes). No
+# nightly, no cargo install: debug assertions and overflow checks are on, so an arithmetic
+# overflow is a crash too.
+#
+#   scripts/fuzz.sh build
+#   scripts/fuzz.sh run [--seconds S | --runs N] [--jobs-log FILE] all|TARGET... [-- LIBFUZZER_FLAGS]
+#
+# Each run: inputs over 1 s are hangs (-timeout=1); an allocation beyond 2 x input + 1 MiB is
+# refused and fails the run (the counting allocator, crates/bd3lm-fuzz/src/alloc.rs); a panic
+# is a crash. Crashing inputs land in fuzz/artifacts/TARGET/; new coverage in fuzz/corpus/TARGET/
+# (both ignored by git), seeded from fuzz/seeds/TARGET/ and fuzz/regressions/TARGET/.
+# Prints one summary line per target and exits non-zero if any target failed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+host=$(rustc -vV | sed -n 's/^host: //p')
+driver=fuzz/target/$host/release/bd3lm-fuzz
+
+build() {
+  # --target keeps the flags off build scripts and proc macros (host artifacts).
+  RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares -Cforce-frame-pointers=yes" \
+    cargo build --quiet --release --manifest-path fuzz/Cargo.toml --target "$host" ${FUZZ_CARGO_FLAGS:-}
+}
+
+targets() {
+  sed -n 's/^    \([a-z_0-9]*\): ".*",$/\1/p' crates/bd3lm-fuzz/src/lib.rs
+}
+
+run() {
+  local seconds=10 runs="" names=() extra=()
+  while (($#)); do
+    case "$1" in
+      --seconds) seconds=$2; shift 2 ;;
+      --runs) runs=$2; shift 2 ;;
+      --) shift; extra=("$@"); break ;;
+      all) mapfile -t names < <(targets); shift ;;
+      *) names+=("$1"); shift ;;
+    esac
+  done
+  ((${#names[@]})) || { echo "usage: scripts/fuzz.sh run [--seconds S|--runs N] all|TARGET..." >&2; exit 2; }
+  build
+  local failed=0
+  printf '%-20s %10s %7s %9s %9s %12s  %s\n' target executions time_s execs/s peak/bound peak_bytes result
+  for t in "${names[@]}"; do
+    mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t" "fuzz/regressions/$t"
+    [[ -d fuzz/seeds/$t ]] || { echo "no seeds in fuzz/seeds/$t" >&2; exit 2; }
+    local log="fuzz/artifacts/$t/last-run.log" limit=(-max_total_time="$seconds")
+    [[ -n $runs ]] && limit=(-runs="$runs")
+    local start=$SECONDS rc=0
+    BD3LM_FUZZ_TARGET=$t "$driver" "${limit[@]}" -timeout=1 -rss_limit_mb=4096 \
+      -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" "${extra[@]}" \
+      "fuzz/corpus/$t" "fuzz/seeds/$t" "fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
+    local elapsed=$((SECONDS - start))
+    local execs ratio peak
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    ratio=$(sed -n 's/.*bd3lm-fuzz-stats.* max_ratio=\([0-9.]*\).*/\1/p' "$log" | tail -1)
+    peak=$(sed -n 's/.*bd3lm-fuzz-stats.* max_peak_bytes=\([0-9]*\).*/\1/p' "$log" | tail -1)
+    local result=ok
+    if ((rc != 0)); then
+      result="FAILED (exit $rc): see $log and fuzz/artifacts/$t/"
+      failed=1
+    fi
+    printf '%-20s %10s %7s %9s %9s %12s  %s\n' "$t" "${execs:-?}" "$elapsed" \
+      "$(( ${execs:-0} / (elapsed > 0 ? elapsed : 1) ))" "${ratio:-?}" "${peak:-?}" "$result"
+    ((rc == 0)) || grep -E 'panicked|ERROR: libFuzzer|allocation bound|Test unit written' "$log" | head -5 >&2 || true
+  done
+  return $failed
+}
+
+case "${1:-}" in
+  build) build ;;
+  run) shift; run "$@" ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
