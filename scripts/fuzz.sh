@@ -9,7 +9,7 @@
 #   scripts/fuzz.sh build
 #   scripts/fuzz.sh run [--seconds S | --runs N] [--jobs-log FILE] all|TARGET... [-- LIBFUZZER_FLAGS]
 #
-# Each run: inputs over 1 s are hangs (-timeout=1); an allocation beyond 2 x input + 1 MiB is
+# Each run: inputs over 1 s of CPU time are hangs (the driver's watchdog); an allocation beyond 2 x input + 1 MiB is
 # refused and fails the run (the counting allocator, crates/bd3lm-fuzz/src/alloc.rs); a panic
 # is a crash. Crashing inputs land in fuzz/artifacts/TARGET/; new coverage in fuzz/corpus/TARGET/
 # (both ignored by git), seeded from fuzz/seeds/TARGET/ and fuzz/regressions/TARGET/.
@@ -29,7 +29,7 @@ build() {
 }
 
 targets() {
-  sed -n 's/^    \([a-z_0-9]*\): ".*",$/\1/p' crates/bd3lm-fuzz/src/lib.rs
+  BD3LM_FUZZ_TARGET=list "$driver"
 }
 
 run() {
@@ -39,26 +39,30 @@ run() {
       --seconds) seconds=$2; shift 2 ;;
       --runs) runs=$2; shift 2 ;;
       --) shift; extra=("$@"); break ;;
-      all) mapfile -t names < <(targets); shift ;;
+      all) names+=(all); shift ;;
       *) names+=("$1"); shift ;;
     esac
   done
   ((${#names[@]})) || { echo "usage: scripts/fuzz.sh run [--seconds S|--runs N] all|TARGET..." >&2; exit 2; }
   build
+  if [[ " ${names[*]} " == *" all "* ]]; then mapfile -t names < <(targets); fi
   local failed=0
-  printf '%-20s %10s %7s %9s %9s %12s  %s\n' target executions time_s execs/s peak/bound peak_bytes result
+  printf '%-20s %10s %7s %9s %9s %12s %10s  %s\n' target executions time_s execs/s peak/bound peak_bytes slowest_ms result
   for t in "${names[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t" "fuzz/regressions/$t"
     [[ -d fuzz/seeds/$t ]] || { echo "no seeds in fuzz/seeds/$t" >&2; exit 2; }
     local log="fuzz/artifacts/$t/last-run.log" limit=(-max_total_time="$seconds")
     [[ -n $runs ]] && limit=(-runs="$runs")
     local start=$SECONDS rc=0
-    BD3LM_FUZZ_TARGET=$t "$driver" "${limit[@]}" -timeout=1 -rss_limit_mb=4096 \
+    # -timeout=0: hangs are the driver's watchdog's (1 s of CPU time; fuzz/src/main.rs says why).
+    BD3LM_FUZZ_TARGET=$t BD3LM_FUZZ_ARTIFACTS="fuzz/artifacts/$t/" \
+      "$driver" "${limit[@]}" -timeout=0 -rss_limit_mb=4096 \
       -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" "${extra[@]}" \
       "fuzz/corpus/$t" "fuzz/seeds/$t" "fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
     local elapsed=$((SECONDS - start))
-    local execs ratio peak
+    local execs ratio peak slowest
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    slowest=$(sed -n 's/.*bd3lm-fuzz-stats.* slowest_input_ms=\([0-9.]*\).*/\1/p' "$log" | tail -1)
     ratio=$(sed -n 's/.*bd3lm-fuzz-stats.* max_ratio=\([0-9.]*\).*/\1/p' "$log" | tail -1)
     peak=$(sed -n 's/.*bd3lm-fuzz-stats.* max_peak_bytes=\([0-9]*\).*/\1/p' "$log" | tail -1)
     local result=ok
@@ -66,9 +70,9 @@ run() {
       result="FAILED (exit $rc): see $log and fuzz/artifacts/$t/"
       failed=1
     fi
-    printf '%-20s %10s %7s %9s %9s %12s  %s\n' "$t" "${execs:-?}" "$elapsed" \
-      "$(( ${execs:-0} / (elapsed > 0 ? elapsed : 1) ))" "${ratio:-?}" "${peak:-?}" "$result"
-    ((rc == 0)) || grep -E 'panicked|ERROR: libFuzzer|allocation bound|Test unit written' "$log" | head -5 >&2 || true
+    printf '%-20s %10s %7s %9s %9s %12s %10s  %s\n' "$t" "${execs:-?}" "$elapsed" \
+      "$(( ${execs:-0} / (elapsed > 0 ? elapsed : 1) ))" "${ratio:-?}" "${peak:-?}" "${slowest:-?}" "$result"
+    ((rc == 0)) || grep -E -A1 'panicked|ERROR: libFuzzer|allocation bound|HANG|Test unit written' "$log" | head -5 >&2 || true
   done
   return $failed
 }

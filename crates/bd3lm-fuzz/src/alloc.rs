@@ -124,12 +124,17 @@ pub fn installed() -> bool {
     during >= before.saturating_add(4096)
 }
 
+/// Lifts the bound (a panic hook calls this before reporting).
+pub fn disarm() {
+    LIMIT.store(usize::MAX, Relaxed);
+}
+
 /// Disarms the bound when the measured call returns or unwinds.
 struct Disarm;
 
 impl Drop for Disarm {
     fn drop(&mut self) {
-        LIMIT.store(usize::MAX, Relaxed);
+        disarm();
     }
 }
 

@@ -59,7 +59,10 @@ fn tokenizer_seeds_load() {
             Some(other) => panic!("{name}: {other}"),
         };
         let tok = bd3lm::tokenizer::Tokenizer::from_bytes(&data, found + 1).expect(name);
-        assert!(!tok.encode("hello world ab").expect(name).is_empty(), "{name}");
+        assert!(
+            !tok.encode("hello world ab").expect(name).is_empty(),
+            "{name}"
+        );
     }
 }
 

@@ -32,3 +32,12 @@ pub fn run(data: &[u8]) {
     }
     streamed.push_str(&stream.finish(&tok));
 }
+
+/// The tokenizers crate holds 13 to 31 times a `tokenizer.json`'s size while loading it
+/// (GPT-2's 1.5 MB file peaks at 19.2 MB; a Unigram model adds a fixed ~0.8 MB cache; see
+/// `examples/tokenizer_alloc.rs` and docs/reliability.md), so the general 2 x input + 1 MiB
+/// cannot hold. This bound still catches what it is for: an allocation sized by a number
+/// the file claims rather than by the bytes it has. `MAX_TOKENIZER_JSON_BYTES` caps the input.
+pub fn bound(len: usize) -> usize {
+    len.saturating_mul(64).saturating_add(4 << 20)
+}
