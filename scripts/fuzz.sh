@@ -29,7 +29,7 @@ build() {
 }
 
 targets() {
-  BD3LM_FUZZ_TARGET=list "$driver"
+  BD3LM_FUZZ_TARGET=list "$driver" 2>/dev/null
 }
 
 run() {
@@ -56,7 +56,7 @@ run() {
     local start=$SECONDS rc=0
     # -timeout=0: hangs are the driver's watchdog's (1 s of CPU time; fuzz/src/main.rs says why).
     BD3LM_FUZZ_TARGET=$t BD3LM_FUZZ_ARTIFACTS="fuzz/artifacts/$t/" \
-      "$driver" "${limit[@]}" -timeout=0 -rss_limit_mb=4096 \
+      "$driver" "${limit[@]}" -timeout=0 -rss_limit_mb=4096 -dict=fuzz/dict/json.dict \
       -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" "${extra[@]}" \
       "fuzz/corpus/$t" "fuzz/seeds/$t" "fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
     local elapsed=$((SECONDS - start))

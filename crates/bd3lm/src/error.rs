@@ -66,7 +66,7 @@ pub enum Error {
     },
 
     #[error("package manifest: format_version {found} is newer than this build supports ({supported}); update bd3lm")]
-    UnsupportedPackageVersion { found: u32, supported: u32 },
+    UnsupportedPackageVersion { found: u64, supported: u32 },
 
     #[error("the prompt is {tokens} tokens but the model's context holds at most {max} prompt tokens (model_length - 1, leaving room to generate); shorten it or keep only its end")]
     PromptTooLong { tokens: usize, max: usize },
