@@ -7,7 +7,7 @@
 # overflow is a crash too.
 #
 #   scripts/fuzz.sh build
-#   scripts/fuzz.sh run [--seconds S | --runs N] [--jobs-log FILE] all|TARGET... [-- LIBFUZZER_FLAGS]
+#   scripts/fuzz.sh run [--seconds S | --runs N] [--results FILE] all|TARGET... [-- LIBFUZZER_FLAGS]
 #
 # Each run: inputs over 1 s of CPU time are hangs (the driver's watchdog); an allocation beyond 2 x input + 1 MiB is
 # refused and fails the run (the counting allocator, crates/bd3lm-fuzz/src/alloc.rs); a panic
@@ -33,11 +33,12 @@ targets() {
 }
 
 run() {
-  local seconds=10 runs="" names=() extra=()
+  local seconds=10 runs="" results="" names=() extra=()
   while (($#)); do
     case "$1" in
       --seconds) seconds=$2; shift 2 ;;
       --runs) runs=$2; shift 2 ;;
+      --results) results=$2; shift 2 ;;
       --) shift; extra=("$@"); break ;;
       all) names+=(all); shift ;;
       *) names+=("$1"); shift ;;
@@ -60,9 +61,10 @@ run() {
       -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" "${extra[@]}" \
       "fuzz/corpus/$t" "fuzz/seeds/$t" "fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
     local elapsed=$((SECONDS - start))
-    local execs ratio peak slowest
+    local execs ratio peak slowest general
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     slowest=$(sed -n 's/.*bd3lm-fuzz-stats.* slowest_input_ms=\([0-9.]*\).*/\1/p' "$log" | tail -1)
+    general=$(sed -n 's/.*bd3lm-fuzz-stats.* max_general_ratio=\([0-9.]*\).*/\1/p' "$log" | tail -1)
     ratio=$(sed -n 's/.*bd3lm-fuzz-stats.* max_ratio=\([0-9.]*\).*/\1/p' "$log" | tail -1)
     peak=$(sed -n 's/.*bd3lm-fuzz-stats.* max_peak_bytes=\([0-9]*\).*/\1/p' "$log" | tail -1)
     local result=ok
@@ -72,6 +74,8 @@ run() {
     fi
     printf '%-20s %10s %7s %9s %9s %12s %10s  %s\n' "$t" "${execs:-?}" "$elapsed" \
       "$(( ${execs:-0} / (elapsed > 0 ? elapsed : 1) ))" "${ratio:-?}" "${peak:-?}" "${slowest:-?}" "$result"
+    [[ -z $results ]] || printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${execs:-?}" "$elapsed" \
+      "${ratio:-?}" "${peak:-?}" "${slowest:-?}" "${general:-?}" "$result" >>"$results"
     ((rc == 0)) || grep -E -A1 'panicked|ERROR: libFuzzer|allocation bound|HANG|Test unit written' "$log" | head -5 >&2 || true
   done
   return $failed

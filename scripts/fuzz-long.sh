@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The long fuzzing campaign: every target to at least RUNS executions (default 1,000,000),
+# niced, then the figures written into docs/reliability.md between the fuzz-long markers.
+#   scripts/fuzz-long.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+runs=${1:-1000000}
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+status=0
+nice -n 19 scripts/fuzz.sh run --runs "$runs" --results "$results" all || status=$?
+
+{
+  echo "<!-- fuzz-long:begin (written by scripts/fuzz-long.sh; do not edit by hand) -->"
+  echo
+  echo "Run of \`scripts/fuzz-long.sh $runs\` started $started at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- crates fuzz || echo ' (with uncommitted changes)'),"
+  echo "on $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), niced and sharing the machine: executions per second are not a benchmark."
+  echo
+  echo "| target | executions | time (s) | peak / target bound | peak (bytes) | peak / (2 x input + 1 MiB) | slowest input (ms CPU) | result |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---|"
+  while IFS=$'\t' read -r t execs secs ratio peak slowest general result; do
+    echo "| $t | $execs | $secs | $ratio | $peak | $general | $slowest | $result |"
+  done <"$results"
+  echo
+  echo "<!-- fuzz-long:end -->"
+} >"$results.md"
+python3 - "$results.md" <<'PY'
+import re, sys
+new = open(sys.argv[1]).read().rstrip("\n")
+path = "docs/reliability.md"
+doc = open(path).read()
+pattern = re.compile(r"<!-- fuzz-long:begin.*?<!-- fuzz-long:end -->", re.S)
+if not pattern.search(doc):
+    sys.exit("docs/reliability.md has no fuzz-long markers")
+open(path, "w").write(pattern.sub(lambda _: new, doc, count=1))
+PY
+rm -f "$results.md"
+echo "docs/reliability.md updated"
+exit $status
