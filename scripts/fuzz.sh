@@ -33,10 +33,10 @@ targets() {
 }
 
 run() {
-  local seconds=10 runs="" results="" names=() extra=()
+  local seconds=10 seconds_given="" runs="" results="" names=() extra=()
   while (($#)); do
     case "$1" in
-      --seconds) seconds=$2; shift 2 ;;
+      --seconds) seconds=$2; seconds_given=1; shift 2 ;;
       --runs) runs=$2; shift 2 ;;
       --results) results=$2; shift 2 ;;
       --) shift; extra=("$@"); break ;;
@@ -52,8 +52,9 @@ run() {
   for t in "${names[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t" "fuzz/regressions/$t"
     [[ -d fuzz/seeds/$t ]] || { echo "no seeds in fuzz/seeds/$t" >&2; exit 2; }
+    # --runs alone: exactly that many; with --seconds too: whichever comes first.
     local log="fuzz/artifacts/$t/last-run.log" limit=(-max_total_time="$seconds")
-    [[ -n $runs ]] && limit=(-runs="$runs")
+    [[ -n $runs ]] && limit=(-runs="$runs" ${seconds_given:+-max_total_time="$seconds"})
     local start=$SECONDS rc=0
     # -timeout=0: hangs are the driver's watchdog's (1 s of CPU time; fuzz/src/main.rs says why).
     BD3LM_FUZZ_TARGET=$t BD3LM_FUZZ_ARTIFACTS="fuzz/artifacts/$t/" \

@@ -1,5 +1,6 @@
 //! Measures what loading a tokenizer.json allocates (peak live heap) against the fuzzing
-//! bound, for the real tokenizers and for synthetic ones of growing size (docs/reliability.md).
+//! bound, for the real tokenizers and for synthetic ones of growing size, and the same for a
+//! manifest whose free-form `source` field is large (docs/reliability.md).
 //! `cargo run --release -p bd3lm-fuzz --example tokenizer_alloc`
 
 use bd3lm_fuzz::alloc::{measure, CountingAlloc};
@@ -24,6 +25,13 @@ fn tokenizers_load(json: &[u8]) -> String {
     match bd3lm::tokenizer::Tokenizer::from_bytes(json, 3) {
         Ok(_) => "loaded".into(),
         Err(bd3lm::Error::TokenizerVocab { found, .. }) => format!("{found} tokens"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn manifest_load(json: &[u8]) -> String {
+    match bd3lm::package::Manifest::parse(std::str::from_utf8(json).unwrap_or("")) {
+        Ok(_) => "parsed".into(),
         Err(e) => format!("error: {e}"),
     }
 }
@@ -76,6 +84,19 @@ fn main() {
         report(
             seed,
             &std::fs::read(bd3lm_fuzz::seeds_dir("tokenizer_json").join(seed)).expect(seed),
+        );
+    }
+    let manifest = std::fs::read(bd3lm_fuzz::seeds_dir("package_manifest").join("f32.json"))
+        .expect("manifest seed");
+    let mut value: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    report_with("manifest (f32 seed)", &manifest, manifest_load);
+    for n in [1_000, 100_000] {
+        value["source"] = (0..n).collect::<Vec<u32>>().into();
+        let bytes = serde_json::to_vec(&value).expect("json");
+        report_with(
+            &format!("manifest, source of {n} numbers"),
+            &bytes,
+            manifest_load,
         );
     }
     for model in ["BPE", "WordLevel", "Unigram"] {
