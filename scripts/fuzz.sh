@@ -7,7 +7,10 @@
 # overflow is a crash too.
 #
 #   scripts/fuzz.sh build
-#   scripts/fuzz.sh run [--seconds S | --runs N] [--results FILE] all|TARGET... [-- LIBFUZZER_FLAGS]
+#   scripts/fuzz.sh run [--seconds S] [--runs N] [--fresh] [--results FILE] all|TARGET... [-- LIBFUZZER_FLAGS]
+#
+# --fresh starts from the committed seeds and regressions only (new finds go to a temporary
+# folder): what scripts/test.sh runs, the same on every machine and bounded in time.
 #
 # Each run: inputs over 1 s of CPU time are hangs (the driver's watchdog); an allocation beyond 2 x input + 1 MiB is
 # refused and fails the run (the counting allocator, crates/bd3lm-fuzz/src/alloc.rs); a panic
@@ -33,12 +36,13 @@ targets() {
 }
 
 run() {
-  local seconds=10 seconds_given="" runs="" results="" names=() extra=()
+  local seconds=10 seconds_given="" runs="" results="" fresh="" names=() extra=()
   while (($#)); do
     case "$1" in
       --seconds) seconds=$2; seconds_given=1; shift 2 ;;
       --runs) runs=$2; shift 2 ;;
       --results) results=$2; shift 2 ;;
+      --fresh) fresh=$(mktemp -d); trap 'rm -rf "$fresh"' EXIT; shift ;;
       --) shift; extra=("$@"); break ;;
       all) names+=(all); shift ;;
       *) names+=("$1"); shift ;;
@@ -50,7 +54,9 @@ run() {
   local failed=0
   printf '%-20s %10s %7s %9s %9s %12s %10s  %s\n' target executions time_s execs/s peak/bound peak_bytes slowest_ms result
   for t in "${names[@]}"; do
-    mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t" "fuzz/regressions/$t"
+    local corpus="fuzz/corpus/$t"
+    [[ -n $fresh ]] && corpus="$fresh/$t"
+    mkdir -p "$corpus" "fuzz/artifacts/$t" "fuzz/regressions/$t"
     [[ -d fuzz/seeds/$t ]] || { echo "no seeds in fuzz/seeds/$t" >&2; exit 2; }
     # --runs alone: exactly that many; with --seconds too: whichever comes first.
     local log="fuzz/artifacts/$t/last-run.log" limit=(-max_total_time="$seconds")
@@ -60,7 +66,7 @@ run() {
     BD3LM_FUZZ_TARGET=$t BD3LM_FUZZ_ARTIFACTS="fuzz/artifacts/$t/" \
       "$driver" "${limit[@]}" -timeout=0 -rss_limit_mb=4096 -dict=fuzz/dict/json.dict \
       -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" "${extra[@]}" \
-      "fuzz/corpus/$t" "fuzz/seeds/$t" "fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
+      "$corpus" "fuzz/seeds/$t" "fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
     local elapsed=$((SECONDS - start))
     local execs ratio peak slowest general
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -85,5 +91,5 @@ run() {
 case "${1:-}" in
   build) build ;;
   run) shift; run "$@" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

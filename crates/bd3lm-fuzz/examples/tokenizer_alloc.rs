@@ -10,7 +10,11 @@ use bd3lm_fuzz::allocation_bound;
 static ALLOC: CountingAlloc = CountingAlloc;
 
 fn report(name: &str, json: &[u8]) {
-    let (result, m) = measure(usize::MAX / 2, || tokenizers_load(json));
+    report_with(name, json, tokenizers_load);
+}
+
+fn report_with(name: &str, json: &[u8], load: fn(&[u8]) -> String) {
+    let (result, m) = measure(usize::MAX / 2, || load(json));
     println!(
         "{name:<34} {:>10} bytes  peak {:>11} bytes  peak/input {:>6.2}  peak/bound {:>5.2}  {}",
         json.len(),

@@ -159,3 +159,10 @@ fn manifest_format_version_beyond_u32_is_refused_not_truncated() {
         }
     ));
 }
+
+#[test]
+fn manifest_over_the_size_limit_is_refused_before_parsing() {
+    let big = " ".repeat(bd3lm::package::MAX_MANIFEST_BYTES + 1);
+    let err = Manifest::parse(&big).expect_err("too big");
+    assert!(err.to_string().contains("largest accepted"), "{err}");
+}

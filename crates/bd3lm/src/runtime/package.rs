@@ -84,8 +84,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The largest `manifest.json` accepted. Real ones are tens of KB (the demo's is 12 KB); parsing
+/// holds up to ~11 times the text when its free-form `source` or `config` is large (measured in
+/// docs/reliability.md), so this also caps what a hostile manifest can make a loader allocate.
+pub const MAX_MANIFEST_BYTES: usize = 16 << 20;
+
 impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest> {
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(Error::package(
+                "manifest.json",
+                format!(
+                    "is {} bytes; the largest accepted is {MAX_MANIFEST_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
         /// The two fields read before the rest (everything else is skipped unallocated).
         #[derive(Deserialize)]
         struct Envelope {
