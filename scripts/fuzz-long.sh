@@ -11,6 +11,7 @@ max_seconds=${2:-}
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates fuzz || echo ' with uncommitted changes')"
 status=0
 # All targets at once, each niced: on a shared machine the campaign then takes whatever CPU the
 # others leave, instead of one nice-19 share at a time.
@@ -32,7 +33,7 @@ done
 {
   echo "<!-- fuzz-long:begin (written by scripts/fuzz-long.sh; do not edit by hand) -->"
   echo
-  echo "Run of \`scripts/fuzz-long.sh $runs${max_seconds:+ $max_seconds}\` started $started at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- crates fuzz || echo ' (with uncommitted changes)'),"
+  echo "Run of \`scripts/fuzz-long.sh $runs${max_seconds:+ $max_seconds}\` started $started at commit \`$commit\`,"
   echo "on $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), all targets at once, niced, on a machine shared with other builds: times are not a benchmark."
   echo
   echo "| target | executions | time (s) | peak / target bound | peak (bytes) | peak / (2 x input + 1 MiB) | slowest input (ms CPU) | result |"

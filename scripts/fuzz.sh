@@ -42,7 +42,7 @@ run() {
       --seconds) seconds=$2; seconds_given=1; shift 2 ;;
       --runs) runs=$2; shift 2 ;;
       --results) results=$2; shift 2 ;;
-      --fresh) fresh=$(mktemp -d); trap 'rm -rf "$fresh"' EXIT; shift ;;
+      --fresh) fresh=$(mktemp -d); trap "rm -rf '$fresh'" EXIT; shift ;;
       --) shift; extra=("$@"); break ;;
       all) names+=(all); shift ;;
       *) names+=("$1"); shift ;;

@@ -29,9 +29,9 @@ step "native tests (CPU reference, GPU engine on $(vulkaninfo --summary 2>/dev/n
 cargo test --workspace
 
 step "fuzzing: a short coverage-guided run of every target (docs/reliability.md)"
-# Builds the libFuzzer driver (fuzz/, its own flags), then 5 s per target from the committed
+# Builds the libFuzzer driver (fuzz/, its own flags), then 4 s per target from the committed
 # seeds and regressions; a panic, a hang or an allocation over the bound fails the run.
-scripts/fuzz.sh run --fresh --seconds 5 all
+scripts/fuzz.sh run --fresh --seconds 4 all
 
 # Only tests/web.rs has browser tests (the other targets are native-only and would be linked
 # and loaded for nothing).
