@@ -48,8 +48,18 @@ if [[ ! -x tools/npm/node_modules/.bin/wasm-opt || ! -d tools/npm/node_modules/p
 fi
 unset CARGO_PROFILE_RELEASE_LTO CARGO_PROFILE_RELEASE_CODEGEN_UNITS
 
-# Trunk builds offline; fetch crates once while the registry is reachable.
+# The fuzzing driver (scripts/fuzz.sh) compiles libFuzzer's C++ sources.
+if ! command -v c++ >/dev/null; then
+  log "apt: installing g++ (libFuzzer for scripts/fuzz.sh)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq g++ >/dev/null
+fi
+
+# Trunk builds offline; fetch crates once while the registry is reachable (the fuzzing driver
+# is its own workspace).
 cargo fetch --quiet
+cargo fetch --quiet --manifest-path fuzz/Cargo.toml
 
 mkdir -p /tmp/bd3lm-xdg && chmod 700 /tmp/bd3lm-xdg
 export XDG_RUNTIME_DIR=/tmp/bd3lm-xdg

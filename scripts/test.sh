@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command: install what is missing, then run every check and test: formatting, clippy
 # (native and wasm32), the native workspace tests (GPU tests on the native adapter, Mesa
-# lavapipe without a GPU), the wasm tests in headless Chromium with WebGPU, and the browser
+# lavapipe without a GPU), a short fuzzing run of every parser, the wasm tests in headless Chromium with WebGPU, and the browser
 # end-to-end test of the page.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,10 +23,15 @@ step "clippy (native)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "clippy (wasm32)"
-cargo clippy --target wasm32-unknown-unknown -p bd3lm -p bd3lm-gpu -p bd3lm-web --all-targets -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p bd3lm -p bd3lm-cpu -p bd3lm-gpu -p bd3lm-web --all-targets -- -D warnings
 
 step "native tests (CPU reference, GPU engine on $(vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed 's/.*= //' || echo 'the native adapter'))"
 cargo test --workspace
+
+step "fuzzing: a short coverage-guided run of every target (docs/reliability.md)"
+# Builds the libFuzzer driver (fuzz/, its own flags), then 4 s per target from the committed
+# seeds and regressions; a panic, a hang or an allocation over the bound fails the run.
+scripts/fuzz.sh run --fresh --seconds 4 all
 
 # Only tests/web.rs has browser tests (the other targets are native-only and would be linked
 # and loaded for nothing).

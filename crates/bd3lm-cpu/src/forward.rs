@@ -49,7 +49,7 @@ impl KvRing {
     }
 
     /// Keeps the `rows` just written after the window (the store pass, spec §7.2); drops the
-    /// oldest `rows` tokens when the window is then full (§7.3) by moving its start.
+    /// oldest `rows` tokens when the window is then full (spec §7.3) by moving its start.
     pub fn commit(&mut self, rows: usize) {
         (self.start, self.cached) = self.after_commit(rows);
     }

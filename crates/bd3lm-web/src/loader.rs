@@ -36,11 +36,7 @@ pub struct PackageInfo {
 
 impl PackageInfo {
     pub fn total_files(&self) -> usize {
-        self.manifest.files.len() + 1
-    }
-
-    fn entries(&self) -> impl Iterator<Item = &FileEntry> {
-        std::iter::once(&self.manifest.tokenizer).chain(&self.manifest.files)
+        self.manifest.file_count()
     }
 }
 
@@ -69,7 +65,7 @@ pub async fn inspect(url_input: &str, cache: &PackageCache) -> Result<PackageInf
         offline_manifest,
     };
     let mut cached = (0, 0);
-    for entry in info.entries() {
+    for entry in info.manifest.download_order() {
         if cache.contains(&file_url(&info.base_url, &entry.file)).await {
             cached = (cached.0 + 1, cached.1 + entry.bytes);
         }

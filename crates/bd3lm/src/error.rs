@@ -45,6 +45,9 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    #[error("tokenizer: it has {found} tokens but the model expects {expected} (vocab_size - 1; the last id is MASK)")]
+    TokenizerVocab { found: usize, expected: usize },
+
     #[error("package {file}: {message}")]
     Package { file: String, message: String },
 
@@ -63,7 +66,7 @@ pub enum Error {
     },
 
     #[error("package manifest: format_version {found} is newer than this build supports ({supported}); update bd3lm")]
-    UnsupportedPackageVersion { found: u32, supported: u32 },
+    UnsupportedPackageVersion { found: u64, supported: u32 },
 
     #[error("the prompt is {tokens} tokens but the model's context holds at most {max} prompt tokens (model_length - 1, leaving room to generate); shorten it or keep only its end")]
     PromptTooLong { tokens: usize, max: usize },

@@ -10,9 +10,15 @@ use safetensors::{Dtype, SafeTensors};
 
 /// Every tensor of an HF checkpoint with its shape (spec §3), in a fixed order.
 pub fn hf_tensor_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    hf_tensors(cfg).collect()
+}
+
+/// [`hf_tensor_specs`] one at a time: checks walk it without holding the whole list, so a
+/// config's layer count costs no memory before a file proves it holds those layers.
+pub fn hf_tensors(cfg: &Config) -> impl Iterator<Item = (String, Vec<usize>)> {
     let (v, h, c, d) = (cfg.vocab_size, cfg.hidden_dim, cfg.cond_dim, cfg.head_dim());
     let f = FREQUENCY_EMBEDDING_SIZE;
-    let mut specs = vec![
+    let head = [
         ("backbone.vocab_embed.embedding".to_string(), vec![v, h]),
         ("backbone.sigma_map.mlp.0.weight".into(), vec![c, f]),
         ("backbone.sigma_map.mlp.0.bias".into(), vec![c]),
@@ -20,9 +26,9 @@ pub fn hf_tensor_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         ("backbone.sigma_map.mlp.2.bias".into(), vec![c]),
         ("backbone.rotary_emb.inv_freq".into(), vec![d / 2]),
     ];
-    for l in 0..cfg.n_layers {
+    let layers = (0..cfg.n_layers).flat_map(move |l| {
         let p = format!("backbone.blocks.{l}");
-        specs.extend([
+        [
             (format!("{p}.norm1.weight"), vec![h]),
             (format!("{p}.attn_qkv.weight"), vec![3 * h, h]),
             (format!("{p}.attn_out.weight"), vec![h, h]),
@@ -33,9 +39,9 @@ pub fn hf_tensor_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
             (format!("{p}.mlp.2.bias"), vec![h]),
             (format!("{p}.adaLN_modulation.weight"), vec![6 * h, c]),
             (format!("{p}.adaLN_modulation.bias"), vec![6 * h]),
-        ]);
-    }
-    specs.extend([
+        ]
+    });
+    let tail = [
         (
             "backbone.output_layer.norm_final.weight".to_string(),
             vec![h],
@@ -52,8 +58,8 @@ pub fn hf_tensor_specs(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         ),
         ("sampling_eps_min".into(), vec![]),
         ("sampling_eps_max".into(), vec![]),
-    ]);
-    specs
+    ];
+    head.into_iter().chain(layers).chain(tail)
 }
 
 /// Parses a safetensors buffer, turning the crate's errors into messages about the file.
@@ -117,7 +123,7 @@ pub fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
 
 /// Checks names, shapes and dtypes of every tensor of the spec against the file.
 pub fn check_hf_tensors(cfg: &Config, file: &str, st: &SafeTensors) -> Result<()> {
-    for (name, shape) in hf_tensor_specs(cfg) {
+    for (name, shape) in hf_tensors(cfg) {
         let view = st.tensor(&name).map_err(|_| Error::MissingTensor {
             file: file.to_string(),
             name: name.clone(),

@@ -4,6 +4,13 @@
 use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 
+/// Largest `hidden_dim` and `cond_dim` a config may name.
+pub const MAX_HIDDEN_DIM: usize = 1 << 16;
+/// Largest `n_blocks`.
+pub const MAX_LAYERS: usize = 1024;
+/// Largest `model_length`.
+pub const MAX_MODEL_LENGTH: usize = 1 << 20;
+
 /// Width of the sinusoidal timestep embedding fed to `sigma_map` (fixed by the reference).
 pub const FREQUENCY_EMBEDDING_SIZE: usize = 256;
 
@@ -80,19 +87,21 @@ impl Config {
         (self.vocab_size - 1) as u32
     }
 
-    /// Parameters of the HF checkpoint (spec §3), buffers excluded.
+    /// Parameters of the HF checkpoint (spec §3), buffers excluded. Computed in u64 (exact for
+    /// every config that validates); saturates where usize is 32 bits.
     pub fn parameter_count(&self) -> usize {
         let (v, h, c, l) = (
-            self.vocab_size,
-            self.hidden_dim,
-            self.cond_dim,
-            self.n_layers,
+            self.vocab_size as u64,
+            self.hidden_dim as u64,
+            self.cond_dim as u64,
+            self.n_layers as u64,
         );
-        let sigma_map = c * FREQUENCY_EMBEDDING_SIZE + c + c * c + c;
+        let f = FREQUENCY_EMBEDDING_SIZE as u64;
+        let sigma_map = c * f + c + c * c + c;
         let layer =
             h + 3 * h * h + h * h + h + 4 * h * h + 4 * h + 4 * h * h + h + 6 * h * c + 6 * h;
         let output = h + v * h + v + 2 * h * c + 2 * h;
-        v * h + sigma_map + l * layer + output
+        usize::try_from(v * h + sigma_map + l * layer + output).unwrap_or(usize::MAX)
     }
 
     pub fn from_json_str(text: &str) -> Result<Self> {
@@ -172,6 +181,23 @@ impl Config {
         for (field, value) in positive {
             if value == 0 {
                 return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        // Far beyond any BD3-LM, and small enough that every size derived from a config
+        // (parameters, KV cache bytes) is exact in u64: a file cannot claim a model whose
+        // arithmetic overflows (found by fuzzing, docs/reliability.md).
+        let limits = [
+            ("hidden_dim", self.hidden_dim, MAX_HIDDEN_DIM),
+            ("cond_dim", self.cond_dim, MAX_HIDDEN_DIM),
+            ("n_blocks", self.n_layers, MAX_LAYERS),
+            ("model_length", self.model_length, MAX_MODEL_LENGTH),
+        ];
+        for (field, value, max) in limits {
+            if value > max {
+                return Err(Error::config(
+                    field,
+                    format!("{value} is larger than the largest supported ({max})"),
+                ));
             }
         }
         if self.vocab_size < 3 || self.vocab_size > (1 << 24) {

@@ -4,7 +4,7 @@
 //! memory. Nothing is allocated from a size the header claims before it is checked against
 //! the file's real length.
 
-use crate::checkpoint::hf_tensor_specs;
+use crate::checkpoint::hf_tensors;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -188,7 +188,7 @@ impl SafetensorsHeader {
 
     /// Checks names, shapes and dtypes of every tensor the config needs.
     pub fn check(&self, file: &str, cfg: &Config) -> Result<()> {
-        for (name, shape) in hf_tensor_specs(cfg) {
+        for (name, shape) in hf_tensors(cfg) {
             self.tensor(file, &name, &shape)?;
         }
         Ok(())

@@ -207,7 +207,10 @@ pub fn is_sha256(s: &str) -> bool {
 
 /// The endpoint without trailing slashes (`https://huggingface.co` when empty).
 pub fn normalize_endpoint(endpoint: &str) -> String {
-    let trimmed = endpoint.trim().trim_end_matches('/');
+    // Slashes and spaces in any mix at the end: normalizing twice changes nothing.
+    let trimmed = endpoint
+        .trim_start()
+        .trim_end_matches(|c: char| c == '/' || c.is_whitespace());
     if trimmed.is_empty() {
         DEFAULT_ENDPOINT.to_string()
     } else {

@@ -88,28 +88,51 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The largest `manifest.json` accepted. Real ones are tens of KB (the demo's is 12 KB); parsing
+/// holds up to ~11 times the text when its free-form `source` or `config` is large (measured in
+/// docs/reliability.md), so this also caps what a hostile manifest can make a loader allocate.
+pub const MAX_MANIFEST_BYTES: usize = 16 << 20;
+
 impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest> {
-        let value: serde_json::Value = serde_json::from_str(text)
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(Error::package(
+                "manifest.json",
+                format!(
+                    "is {} bytes; the largest accepted is {MAX_MANIFEST_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
+        /// The two fields read before the rest (everything else is skipped unallocated).
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(default)]
+            format: serde_json::Value,
+            #[serde(default)]
+            format_version: serde_json::Value,
+        }
+        let envelope: Envelope = serde_json::from_str(text)
             .map_err(|e| Error::package("manifest.json", format!("not valid JSON: {e}")))?;
-        let version = value.get("format_version").and_then(|v| v.as_u64());
-        if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT) {
+        let version = envelope.format_version.as_u64();
+        if envelope.format.as_str() != Some(FORMAT) {
             return Err(Error::package(
                 "manifest.json",
                 format!("not a {FORMAT} manifest (field `format`)"),
             ));
         }
         match version {
-            Some(v) if v as u32 > FORMAT_VERSION => {
+            Some(v) if v > FORMAT_VERSION as u64 => {
                 return Err(Error::UnsupportedPackageVersion {
-                    found: v as u32,
+                    found: v,
                     supported: FORMAT_VERSION,
                 })
             }
             Some(_) => {}
             None => return Err(Error::package("manifest.json", "missing `format_version`")),
         }
-        let manifest: Manifest = serde_json::from_value(value)
+        // Straight into the typed manifest: no intermediate `Value` of the whole file.
+        let manifest: Manifest = serde_json::from_str(text)
             .map_err(|e| Error::package("manifest.json", format!("invalid manifest: {e}")))?;
         manifest.validate()?;
         Ok(manifest)
@@ -176,16 +199,22 @@ impl Manifest {
                 )));
             }
         }
-        let total: u64 = self.files.iter().map(|f| f.bytes).sum::<u64>() + self.tokenizer.bytes;
-        if total != self.download_bytes {
+        let total = self
+            .download_order()
+            .try_fold(0u64, |sum, f| sum.checked_add(f.bytes));
+        if total != Some(self.download_bytes) {
             return Err(bad(format!(
-                "download_bytes {} is not the sum of the file sizes ({total})",
-                self.download_bytes
+                "download_bytes {} is not the sum of the file sizes ({})",
+                self.download_bytes,
+                total.map_or("more than 2^64".to_string(), |t| t.to_string())
             )));
         }
-        let mut tensor_names = std::collections::HashSet::new();
+        // Maps, not scans: a manifest with many files and tensors must not take quadratic time.
+        let shard_names: std::collections::HashSet<&str> =
+            self.files.iter().map(|f| f.file.as_str()).collect();
+        let mut tensors = std::collections::HashMap::new();
         for t in &self.tensors {
-            if !tensor_names.insert(t.name.as_str()) {
+            if tensors.insert(t.name.as_str(), t).is_some() {
                 return Err(bad(format!("tensor `{}` is listed twice", t.name)));
             }
             let fits = match t.shape.as_slice() {
@@ -204,9 +233,9 @@ impl Manifest {
         }
         for t in &self.tensors {
             let rows = t.shape.first().copied().unwrap_or(1);
-            let mut next = 0;
+            let mut next = 0usize;
             for p in &t.pieces {
-                if !self.files.iter().any(|f| f.file == p.file) {
+                if !shard_names.contains(p.file.as_str()) {
                     return Err(bad(format!(
                         "tensor `{}` is in `{}`, which is not listed in `files`",
                         t.name, p.file
@@ -218,7 +247,9 @@ impl Manifest {
                         t.name
                     )));
                 }
-                next += p.rows;
+                next = next
+                    .checked_add(p.rows)
+                    .ok_or_else(|| bad(format!("tensor `{}`: piece rows overflow", t.name)))?;
             }
             if next != rows {
                 return Err(bad(format!(
@@ -227,8 +258,8 @@ impl Manifest {
                 )));
             }
         }
-        for (name, shape) in expected_tensors(&cfg) {
-            match self.tensors.iter().find(|t| t.name == name) {
+        for (name, shape) in package_tensors(&cfg) {
+            match tensors.get(name.as_str()) {
                 None => return Err(bad(format!("tensor `{name}` is missing"))),
                 Some(t) if t.shape != shape => {
                     return Err(bad(format!(
@@ -240,6 +271,17 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// Every file of the package in the order the page downloads them: the tokenizer (small,
+    /// needed first), then the shards in manifest order.
+    pub fn download_order(&self) -> impl Iterator<Item = &FileEntry> {
+        std::iter::once(&self.tokenizer).chain(&self.files)
+    }
+
+    /// Files to download (tokenizer included, manifest excluded).
+    pub fn file_count(&self) -> usize {
+        self.files.len() + 1
     }
 
     pub fn file(&self, name: &str) -> Option<&FileEntry> {
@@ -272,14 +314,19 @@ pub fn verify_file(entry: &FileEntry, bytes: &[u8]) -> Result<()> {
 
 /// Canonical tensor names and shapes of a model.
 pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    package_tensors(cfg).collect()
+}
+
+/// [`expected_tensors`] one at a time (validation walks it without holding the list).
+pub fn package_tensors(cfg: &Config) -> impl Iterator<Item = (String, Vec<usize>)> {
     let (v, h) = (cfg.vocab_size, cfg.hidden_dim);
-    let mut out = vec![
+    let head = [
         ("cond".to_string(), vec![cfg.cond_dim]),
         ("rotary.inv_freq".into(), vec![cfg.head_dim() / 2]),
         ("embedding".into(), vec![v, h]),
     ];
-    for l in 0..cfg.n_layers {
-        out.extend([
+    let layers = (0..cfg.n_layers).flat_map(move |l| {
+        [
             (format!("layers.{l}.norm1"), vec![h]),
             (format!("layers.{l}.qkv"), vec![3 * h, h]),
             (format!("layers.{l}.attn_out"), vec![h, h]),
@@ -289,15 +336,15 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
             (format!("layers.{l}.mlp_out.weight"), vec![h, 4 * h]),
             (format!("layers.{l}.mlp_out.bias"), vec![h]),
             (format!("layers.{l}.modulation"), vec![6 * h]),
-        ]);
-    }
-    out.extend([
+        ]
+    });
+    let tail = [
         ("final.norm".to_string(), vec![h]),
         ("final.modulation".into(), vec![2 * h]),
         ("lm_head.weight".into(), vec![v, h]),
         ("lm_head.bias".into(), vec![v]),
-    ]);
-    out
+    ];
+    head.into_iter().chain(layers).chain(tail)
 }
 
 /// A loaded tensor or a row range of one.

@@ -126,5 +126,8 @@ impl Weights {
 
 /// Bytes of the KV cache for a full context (K and V, every layer, f32).
 pub fn kv_cache_bytes(config: &Config) -> usize {
-    2 * config.n_layers * config.model_length * config.hidden_dim * 4
+    // u64: exact for every valid config; saturates where usize is 32 bits.
+    let bytes =
+        2 * config.n_layers as u64 * config.model_length as u64 * config.hidden_dim as u64 * 4;
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }

@@ -3,7 +3,7 @@
 //! constant conditioning vector and adaLN outputs are computed on the way (spec §4.2) and the
 //! adaLN / timestep-MLP weights themselves are dropped.
 
-use crate::checkpoint::{conditioning_vector, hf_tensor_specs};
+use crate::checkpoint::{conditioning_vector, hf_tensors};
 use crate::config::{Config, FREQUENCY_EMBEDDING_SIZE};
 use crate::error::Result;
 use crate::package::{SchemePlan, TensorPiece, WeightsBuilder};
@@ -134,8 +134,7 @@ pub fn for_each_canonical_tensor(
 
 /// Total values of an HF checkpoint (parameters and buffers), for progress bars.
 pub fn hf_value_count(cfg: &Config) -> u64 {
-    hf_tensor_specs(cfg)
-        .iter()
+    hf_tensors(cfg)
         .map(|(_, shape)| shape.iter().product::<usize>() as u64)
         .sum()
 }

@@ -127,11 +127,7 @@ impl Fixture {
     ) -> Result<Fixture> {
         let weights = checkpoint::load_hf(config_json, model)?;
         let golden = read_golden(golden)?;
-        let notes: Value = serde_json::from_str(notes_json).map_err(|e| Error::Fixture {
-            file: "notes.json".into(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        let traces = read_traces(&notes)?;
+        let traces = read_notes(notes_json)?;
         Ok(Fixture {
             name: name.to_string(),
             config: weights.config.clone(),
@@ -184,7 +180,8 @@ impl Fixture {
     }
 }
 
-fn read_golden(bytes: &[u8]) -> Result<BTreeMap<String, GoldenTensor>> {
+/// Every tensor of a `golden.safetensors` (i64, f32 or f64).
+pub fn read_golden(bytes: &[u8]) -> Result<BTreeMap<String, GoldenTensor>> {
     let st = parse_safetensors("golden.safetensors", bytes)?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
@@ -217,6 +214,15 @@ fn read_golden(bytes: &[u8]) -> Result<BTreeMap<String, GoldenTensor>> {
         );
     }
     Ok(out)
+}
+
+/// The sampler traces of a `notes.json`.
+pub fn read_notes(notes_json: &str) -> Result<Vec<TraceConfig>> {
+    let notes: Value = serde_json::from_str(notes_json).map_err(|e| Error::Fixture {
+        file: "notes.json".into(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    read_traces(&notes)
 }
 
 fn read_traces(notes: &Value) -> Result<Vec<TraceConfig>> {
