@@ -2,7 +2,7 @@
 """A loopback imitation of the Hugging Face Hub's file endpoints, for tests without internet.
 
 Serves model repos from a directory laid out as ROOT/<owner>/<name>/<files> the way the Hub
-serves them (docs/models.md, /work/shared/hub.md):
+serves them (docs/models.md):
 
   GET|HEAD /<owner>/<name>/resolve/<rev>/<path>
       git files: 200 (206 for a Range) with ETag (git blob sha1), X-Repo-Commit.

@@ -26,7 +26,8 @@ step "clippy (wasm32)"
 cargo clippy --target wasm32-unknown-unknown -p bd3lm -p bd3lm-cpu -p bd3lm-gpu -p bd3lm-web --all-targets -- -D warnings
 
 step "native tests (CPU reference, GPU engine on $(vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed 's/.*= //' || echo 'the native adapter'))"
-cargo test --workspace
+# --no-fail-fast: one CI run shows every failing test, not only the first binary's.
+cargo test --workspace --no-fail-fast
 
 step "fuzzing: a short coverage-guided run of every target (docs/reliability.md)"
 # Builds the libFuzzer driver (fuzz/, its own flags), then 4 s per target from the committed
