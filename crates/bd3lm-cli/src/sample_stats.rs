@@ -279,11 +279,14 @@ fn print_table(rows: &[Row]) {
             println!("|---|---|---|---|---|---|---|");
         }
         let s = &row.stats;
-        let rel = |x: f64, b: f64| format!("{:+.1} %", 100.0 * (x / b - 1.0));
+        let rel = |x: (f64, f64), b: (f64, f64)| {
+            let (change, half_width) = sample_stats::relative_change_ci95(x, b);
+            format!("{change:+.1} ± {half_width:.1} %")
+        };
         let (dn, de) = match base {
             Some(b) => (
-                rel(s.nelbo.0, b.stats.nelbo.0),
-                rel(s.unigram_entropy.0, b.stats.unigram_entropy.0),
+                rel(s.nelbo, b.stats.nelbo),
+                rel(s.unigram_entropy, b.stats.unigram_entropy),
             ),
             None => (String::new(), String::new()),
         };

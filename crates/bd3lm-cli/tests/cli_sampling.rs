@@ -18,7 +18,8 @@ fn parallel_samplers_take_fewer_calls_per_token_and_are_reproducible() {
     ];
     let fh = run(base).ok();
     let fh_calls = calls_per_token(&fh.stderr);
-    assert!(fh_calls > 1.0, "first hitting: {fh_calls}");
+    // One token per call, and with the store pass folded (the default engines) no more.
+    assert!(fh_calls >= 1.0, "first hitting: {fh_calls}");
     for extra in [
         // The demo model is rarely sure of a token (its NELBO is ~4.9 nats), so parallel
         // reveals need a low threshold or a wide entropy bound.

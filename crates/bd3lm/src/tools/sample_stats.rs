@@ -164,6 +164,16 @@ pub fn mean_ci95(values: &[f64]) -> (f64, f64) {
     (mean, 1.96 * se)
 }
 
+/// The relative change of mean `x` against mean `base` (both `(mean, ci95 half-width)` of
+/// independent sample sets), in percent, with the 95 % half-width of that change (the two
+/// intervals combined in quadrature, scaled by the base): a change is outside the noise of the
+/// estimate when its magnitude exceeds the half-width.
+pub fn relative_change_ci95(x: (f64, f64), base: (f64, f64)) -> (f64, f64) {
+    let change = 100.0 * (x.0 / base.0 - 1.0);
+    let half_width = 100.0 * (x.1 * x.1 + base.1 * base.1).sqrt() / base.0.abs();
+    (change, half_width)
+}
+
 /// Figures of one setting over its samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SettingStats {
@@ -196,6 +206,15 @@ pub fn summarize(samples: &[Sample], nelbos: &[f64]) -> SettingStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_change_combines_both_intervals() {
+        let (change, half) = relative_change_ci95((5.15, 0.12), (5.0, 0.16));
+        assert!((change - 3.0).abs() < 1e-9, "{change}");
+        assert!((half - 4.0).abs() < 1e-9, "{half}");
+        let (same, half) = relative_change_ci95((4.0, 0.0), (4.0, 0.0));
+        assert_eq!((same, half), (0.0, 0.0));
+    }
 
     #[test]
     fn settings_parse_and_print_back() {
