@@ -284,6 +284,7 @@ fn print_table(rows: &[Row]) {
             format!("{change:+.1} ± {half_width:.1} %")
         };
         let (dn, de) = match base {
+            Some(b) if std::ptr::eq(b, row) => ("base".to_string(), "base".to_string()),
             Some(b) => (
                 rel(s.nelbo, b.stats.nelbo),
                 rel(s.unigram_entropy, b.stats.unigram_entropy),

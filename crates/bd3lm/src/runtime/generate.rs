@@ -50,7 +50,7 @@ impl SamplerKind {
 /// The confidence threshold `--sampler confidence` uses when none is given (docs/sampling.md).
 pub const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.9;
 /// The entropy bound `--sampler entropy` uses when none is given (docs/sampling.md).
-pub const DEFAULT_ENTROPY_GAMMA: f64 = 0.5;
+pub const DEFAULT_ENTROPY_GAMMA: f64 = 3.0;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingOptions {
