@@ -1,19 +1,26 @@
-// Block attention with a KV cache (spec §5, §6.3, §7): the B queries of the current block
-// attend, unmasked, to every cached key and to the block's own keys (bidirectional inside the
-// block). The caches hold un-rotated K/V in a ring of n_ctx slots; RoPE is applied here with
-// window-relative positions (cache slot j -> position j, block row r -> position cached + r),
-// which re-bases positions after the window slides exactly as the reference does.
+// Block attention with a KV cache (spec §5, §6.3, §7): the B queries of a block attend,
+// unmasked, to every key of their window and to the block's own keys (bidirectional inside
+// the block). The caches hold un-rotated K/V in a ring of Step.ring slots; RoPE is applied
+// here with window-relative positions (window key j -> position j, block row r -> position
+// cached + r), which re-bases positions after the window slides exactly as the reference does.
+//
+// A call has one or two groups of B rows (uniforms.wgsl): a folded call's clean block attends
+// over the window before it is appended (block-causal: never to the denoised rows), the
+// denoised block over the window after, each with its own start, fill and split; workgroup z
+// is the group. Each group's arithmetic is exactly that of a call of its own.
 //
 // Flash-decoding in two kernels. `partial`: one workgroup per (head, split), a split being
 // Step.kv_split consecutive keys of the window; an online softmax over tiles of KT keys; it
 // writes the split's unnormalised output with its running max and sum. `combine`: one
-// workgroup per block row merges the splits in order (deterministic, no atomics) and
+// workgroup per row of the call merges its group's splits in order (deterministic, no atomics) and
 // normalises. The host sizes the splits per window: the whole window on CPU adapters (one
 // split), enough splits on GPUs that heads x splits keeps every compute unit busy.
 
 #include uniforms.wgsl
 
+// Rows of one group (the block size), and of a whole call at most (the partials' stride).
 const B: u32 = {{ROWS}}u;
+const MAXR: u32 = {{MAX_ROWS}}u;
 const D: u32 = {{HEAD_DIM}}u;
 const HALF: u32 = D / 2u;
 // Keys per tile, chosen so all workgroup memory fits WebGPU's default 16 KiB.
@@ -59,23 +66,53 @@ fn partner(e: u32) -> u32 {
     return e - HALF;
 }
 
-// Splits of the current window.
-fn splits() -> u32 {
-    return (step.cached + B + step.kv_split - 1u) / step.kv_split;
+// One group of B rows of the call and its window.
+struct Group {
+    // First row of the group in the call.
+    row0: u32,
+    cached: u32,
+    ring_start: u32,
+    kv_split: u32,
+}
+
+// Group `g` of the call (workgroup z): the clean block first when the call has one.
+fn group(g: u32) -> Group {
+    if (g == 0u && step.clean_rows > 0u) {
+        return Group(0u, step.clean_cached, step.clean_ring_start, step.clean_kv_split);
+    }
+    return Group(step.clean_rows, step.cached, step.ring_start, step.kv_split);
+}
+
+// The group of row `r` of the call.
+fn group_of(r: u32) -> Group {
+    if (r < step.clean_rows) {
+        return group(0u);
+    }
+    return group(1u);
+}
+
+// Splits of a group's window.
+fn splits(g: Group) -> u32 {
+    return (g.cached + B + g.kv_split - 1u) / g.kv_split;
 }
 
 @compute @workgroup_size(256)
 fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let head = wg.x;
     let split = wg.y;
+    let g = group(wg.z);
+    if (split >= splits(g)) {
+        // The other group's window has more splits.
+        return;
+    }
     let h = p.hidden;
-    let j_begin = split * step.kv_split;
-    let j_end = min(step.cached + B, j_begin + step.kv_split);
+    let j_begin = split * g.kv_split;
+    let j_end = min(g.cached + B, j_begin + g.kv_split);
     for (var i = tid; i < B * D; i = i + 256u) {
         let r = i / D;
         let e = i % D;
-        let base = r * h + head * D;
-        qs[i] = rotate(q[base + e], q[base + partner(e)], e, step.cached + r);
+        let base = (g.row0 + r) * h + head * D;
+        qs[i] = rotate(q[base + e], q[base + partner(e)], e, g.cached + r);
     }
     if (tid < B) {
         m[tid] = -3.4e38;
@@ -91,7 +128,7 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
         for (var i = tid; i < tl * D; i = i + 256u) {
             let jj = i / D;
             let e = i % D;
-            let slot = (step.ring_start + j0 + jj) % step.n_ctx;
+            let slot = (g.ring_start + j0 + jj) % step.ring;
             let base = p.cache_layer_off + slot * h + head * D;
             kt[i] = rotate(kcache[base + e], kcache[base + partner(e)], e, j0 + jj);
         }
@@ -130,7 +167,7 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
                 let d4 = idx % (D / 4u);
                 var v = acc[a] * alpha[r];
                 for (var jj = 0u; jj < tl; jj = jj + 1u) {
-                    let slot = (step.ring_start + j0 + jj) % step.n_ctx;
+                    let slot = (g.ring_start + j0 + jj) % step.ring;
                     v = v + sc[r * KT + jj] * vcache[(p.cache_layer_off + slot * h + head * D) / 4u + d4];
                 }
                 acc[a] = v;
@@ -142,12 +179,12 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
     for (var a = 0u; a < ACC; a = a + 1u) {
         let idx = tid + a * 256u;
         if (idx < B * D / 4u) {
-            part_o[part * (B * D / 4u) + idx] = acc[a];
+            part_o[part * (MAXR * D / 4u) + g.row0 * (D / 4u) + idx] = acc[a];
         }
     }
     if (tid < B) {
-        part_ml[(part * B + tid) * 2u] = m[tid];
-        part_ml[(part * B + tid) * 2u + 1u] = l[tid];
+        part_ml[(part * MAXR + g.row0 + tid) * 2u] = m[tid];
+        part_ml[(part * MAXR + g.row0 + tid) * 2u + 1u] = l[tid];
     }
 }
 
@@ -155,21 +192,21 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
 fn combine(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let r = wg.x;
     let h = p.hidden;
-    let n_splits = splits();
+    let n_splits = splits(group_of(r));
     for (var i = tid; i < h / 4u; i = i + 256u) {
         let head = i / (D / 4u);
         let d4 = i % (D / 4u);
         var mx = -3.4e38;
         for (var s = 0u; s < n_splits; s = s + 1u) {
-            mx = max(mx, part_ml[((s * p.heads + head) * B + r) * 2u]);
+            mx = max(mx, part_ml[((s * p.heads + head) * MAXR + r) * 2u]);
         }
         var sum = 0.0;
         var o = vec4<f32>(0.0);
         for (var s = 0u; s < n_splits; s = s + 1u) {
             let part = s * p.heads + head;
-            let w = exp(part_ml[(part * B + r) * 2u] - mx);
-            sum = sum + part_ml[(part * B + r) * 2u + 1u] * w;
-            o = o + part_o[part * (B * D / 4u) + r * (D / 4u) + d4] * w;
+            let w = exp(part_ml[(part * MAXR + r) * 2u] - mx);
+            sum = sum + part_ml[(part * MAXR + r) * 2u + 1u] * w;
+            o = o + part_o[part * (MAXR * D / 4u) + r * (D / 4u) + d4] * w;
         }
         out[(r * h) / 4u + i] = o / sum;
     }

@@ -1,4 +1,6 @@
-// y = x W^T for the few rows of one block (ROWS <= 16): every projection and the LM head.
+// y = x W^T for the few rows of a model call: every projection (ROWS = 2B, the most a call
+// has: a folded call's clean block and denoised block; the call's own row count is Step.rows)
+// and the LM head (ROWS = B or 1, from the denoised block's Step.draw_row).
 // The LayerNorm before a projection was already applied by the kernel that produced its input
 // (embed.wgsl, residual.wgsl write the normalised rows once per layer), so this kernel only
 // streams the weights.
@@ -13,7 +15,7 @@
 //
 // Epilogues (exactly one):
 //   EPI_QKV:     columns [0,H) -> q, [H,2H) -> K cache, [2H,3H) -> V cache at the ring slot
-//                of each block row.
+//                of each row (a clean row's in its own window, see uniforms.wgsl).
 //   EPI_BIAS:    out = acc + bias                        (LM head)
 //   EPI_GELU:    out = gelu_tanh(acc + bias)             (MLP in)
 //   EPI_PARTIAL: partial sums of split wg.y, [split, row, n] (attention out, MLP out: added,
@@ -57,13 +59,20 @@ fn gelu_tanh(u: f32) -> f32 {
 }
 
 #if EPI_BIAS
-// The LM head starts at the step's draw row (first hitting draws only the revealed row).
+// The LM head starts at the step's draw row of the denoised block (first hitting draws only
+// the revealed row) and always runs ROWS rows.
 fn first_row() -> u32 {
-    return step.draw_row;
+    return step.clean_rows + step.draw_row;
+}
+fn row_count() -> u32 {
+    return ROWS;
 }
 #else
 fn first_row() -> u32 {
     return 0u;
+}
+fn row_count() -> u32 {
+    return min(step.rows, ROWS);
 }
 #endif
 
@@ -73,7 +82,10 @@ fn epilogue(r: u32, col: u32, split: u32, acc: f32) {
     if (col < h) {
         out[r * h + col] = acc;
     } else {
-        let slot = (step.ring_start + step.cached + r) % step.n_ctx;
+        var slot = (step.ring_start + step.cached + r - step.clean_rows) % step.ring;
+        if (r < step.clean_rows) {
+            slot = (step.clean_ring_start + step.clean_cached + r) % step.ring;
+        }
         if (col < 2u * h) {
             kcache[p.cache_layer_off + slot * h + col - h] = acc;
         } else {
@@ -99,6 +111,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
     let col = wg.x * COLS + tid / LANES;
     let split = wg.y;
     let c_end = min(k, (split + 1u) * p.k_slice) / 8u;
+    let rows = row_count();
     var acc: array<f32, ROWS>;
     for (var r = 0u; r < ROWS; r = r + 1u) {
         acc[r] = 0.0;
@@ -109,27 +122,30 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
     if (col < p.n) {
         for (var c = split * p.k_slice / 8u + lane; c < c_end; c = c + LANES) {
             let w = load8(col, c);
+            // A constant trip count (unrolled, acc stays in registers) and a uniform guard.
             for (var r = 0u; r < ROWS; r = r + 1u) {
-                let o = (row0 + r) * k + c * 8u;
-                let xa = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
-                let xb = vec4<f32>(x[o + 4u], x[o + 5u], x[o + 6u], x[o + 7u]);
-                acc[r] = acc[r] + dot(w.lo, xa) + dot(w.hi, xb);
+                if (r < rows) {
+                    let o = (row0 + r) * k + c * 8u;
+                    let xa = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
+                    let xb = vec4<f32>(x[o + 4u], x[o + 5u], x[o + 6u], x[o + 7u]);
+                    acc[r] = acc[r] + dot(w.lo, xa) + dot(w.hi, xb);
+                }
             }
         }
     }
     if (LANES == 1u) {
         if (col < p.n) {
-            for (var r = 0u; r < ROWS; r = r + 1u) {
+            for (var r = 0u; r < rows; r = r + 1u) {
                 epilogue(r, col, split, acc[r]);
             }
         }
         return;
     }
     // Lane reduction, four rows at a time, by a fixed tree over the lanes of each column.
-    for (var r0 = 0u; r0 < ROWS; r0 = r0 + 4u) {
+    for (var r0 = 0u; r0 < rows; r0 = r0 + 4u) {
         for (var j = 0u; j < 4u; j = j + 1u) {
             var v = 0.0;
-            if (r0 + j < ROWS) {
+            if (r0 + j < rows) {
                 v = acc[r0 + j];
             }
             red[j * WG + tid] = v;
@@ -147,7 +163,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
             let cl = i / 4u;
             let j = i % 4u;
             let c = wg.x * COLS + cl;
-            if (c < p.n && r0 + j < ROWS) {
+            if (c < p.n && r0 + j < rows) {
                 epilogue(r0 + j, c, split, red[j * WG + cl * LANES]);
             }
         }

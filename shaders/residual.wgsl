@@ -1,5 +1,5 @@
 // The residual update after a projection split along K (attention out, MLP out), one
-// workgroup per block row: x += gate * (sum of the K splits' partial sums [+ bias]), the
+// workgroup per row of the call: x += gate * (sum of the K splits' partial sums [+ bias]), the
 // splits added in order (deterministic, no atomics), then the LayerNorm + modulation of the
 // next consumer (the next layer's attention or MLP, or the LM head) written to xn once per
 // row (rownorm.wgsl).
@@ -8,7 +8,7 @@
 
 #include uniforms.wgsl
 
-// Rows of the partial sums' layout [split, ROWS, n].
+// Rows of the partial sums' layout [split, ROWS, n]: the most a call has (2B).
 const ROWS: u32 = {{ROWS}}u;
 
 @group(0) @binding(0) var<uniform> np: NormParams;

@@ -15,14 +15,20 @@ struct WeightParams {
 // One slot per step of a block, 256 bytes apart and bound with a dynamic offset, so the steps
 // of one submission differ without a host round trip. Slot B (the block size) belongs to the
 // store pass, which may wait in the queue while the next block's slots are written.
+//
+// The rows of a model call: `clean_rows` rows of a clean block whose K/V are stored (B for a
+// store pass, alone or folded into the next block's first call; else 0), then the rows of the
+// block being denoised, `rows` in all (B, or 2B for a folded call). Each of the two groups
+// attends over its own window of the ring cache (block-causal: the clean rows never see the
+// denoised rows).
 struct Step {
-    // Committed tokens in the window, and the ring slot of window position 0.
+    // The denoised block's window: committed tokens in it, the ring slot of its position 0.
     cached: u32,
     ring_start: u32,
-    // Ring slots of the KV cache (the model's context).
+    // Positions of the RoPE table (the model's context).
     n_ctx: u32,
-    // First block row the LM head and the sampler draw: the scheduled row when only the
-    // revealed row is drawn, else 0.
+    // First row of the denoised block the LM head and the sampler draw: the scheduled row
+    // when only the revealed row is drawn, else 0.
     draw_row: u32,
     // SplitMix64 seed of the step's uniform stream.
     seed_lo: u32,
@@ -35,8 +41,21 @@ struct Step {
     mode: u32,
     top_p: f32,
     mask_prob: f32,
-    // Keys of the window per attention split (attention.wgsl), chosen by the host per window.
+    // Keys of the denoised block's window per attention split (attention.wgsl).
     kv_split: u32,
+    // Ring slots of the KV cache: the context plus one block, so that a folded call's
+    // denoised rows never overwrite keys its clean rows still read when the window slides.
+    ring: u32,
+    // Rows of the call, and how many of them (at the front) are the clean block's.
+    rows: u32,
+    clean_rows: u32,
+    // The clean block's window (before the block is appended) and its attention split.
+    clean_cached: u32,
+    clean_ring_start: u32,
+    clean_kv_split: u32,
+    // The confidence threshold or entropy bound of a parallel reveal stage.
+    bound: f32,
+    _pad: u32,
 }
 
 // A projection or the LM head: y = x W^T over a block's rows.
@@ -86,5 +105,6 @@ struct SampleParams {
     mask: u32,
     // Rows of the block (the stride of the draws table).
     block: u32,
-    _pad: u32,
+    // Word offset in the draws table of the entropies ([step, block row] -> f32 bits).
+    entropy_off: u32,
 }

@@ -55,6 +55,11 @@ pub struct GpuArgs {
     /// and GPU watchdogs); default: one submission per block.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub steps_per_submit: Option<u32>,
+    /// Run each block's store pass as a model call of its own instead of folding it into the
+    /// next block's first call (WGSL and fast CPU engines; the same tokens, one more model
+    /// call per block; the exact reference always runs it on its own).
+    #[arg(long)]
+    pub no_fold: bool,
 }
 
 impl GpuArgs {
@@ -62,6 +67,7 @@ impl GpuArgs {
         GpuOptions {
             tiling: self.gpu_tiling.tiling(),
             steps_per_submit: self.steps_per_submit.map(|n| n as usize),
+            separate_store: self.no_fold,
             ..GpuOptions::default()
         }
     }
@@ -105,7 +111,10 @@ pub fn engine(
         )));
     }
     let cpu = || -> CliResult<AnyEngine> {
-        let options = CpuOptions::from_env(threads).map_err(|e| CliError::Usage(e.to_string()))?;
+        let options = CpuOptions {
+            separate_store: gpu.no_fold,
+            ..CpuOptions::from_env(threads).map_err(|e| CliError::Usage(e.to_string()))?
+        };
         let engine = bd3lm_cpu::CpuEngine::new(Arc::clone(weights), options)
             .map_err(|e| CliError::Usage(e.to_string()))?;
         Ok(AnyEngine::Cpu(Box::new(engine)))

@@ -189,14 +189,31 @@ fn gpu_backend_unavailable_suggests_cpu() {
 }
 
 /// The exact reference, the fast CPU engine and the GPU engine agree token for token on the
-/// f32 demo model (issues 6 and 14); the test command provides a native adapter (Mesa
-/// lavapipe where there is no GPU).
+/// f32 demo model (issues 6 and 14), for every sampler (the parallel ones select on the device
+/// on the GPU, issue 12); the test command provides a native adapter (Mesa lavapipe where there
+/// is no GPU). The GPU and the fast engine fold each block's store pass into the next block's
+/// first call (the default): the same text as a separate one (`--no-fold`), in one model call
+/// per block fewer.
 #[test]
 fn cpu_and_gpu_generate_the_same_text() {
     let model = path(&demo_model());
-    for (sampler, steps) in [("first-hitting", "4"), ("posterior", "6")] {
-        let args = |backend: &str| {
-            run([
+    let forwards = |stderr: &str| -> u64 {
+        let stats = stderr.lines().last().unwrap_or_default();
+        stats
+            .split(" forwards")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no forward count in `{stats}`"))
+    };
+    for sampler in [
+        &["--sampler", "first-hitting", "--steps", "4"][..],
+        &["--sampler", "posterior", "--steps", "6"],
+        &["--sampler", "confidence", "--threshold", "0.02"],
+        &["--sampler", "entropy", "--gamma", "4"],
+    ] {
+        let args = |backend: &str, extra: &[&str]| {
+            let mut a = vec![
                 "generate",
                 "--model",
                 &model,
@@ -204,26 +221,46 @@ fn cpu_and_gpu_generate_the_same_text() {
                 "48",
                 "--seed",
                 "11",
-                "--sampler",
-                sampler,
-                "--steps",
-                steps,
                 "--backend",
                 backend,
-            ])
+            ];
+            a.extend_from_slice(sampler);
+            a.extend_from_slice(extra);
+            run(a)
         };
-        let gpu = args("gpu").ok();
-        let reference = args("reference").ok();
-        let fast = args("cpu").ok();
+        let gpu = args("gpu", &[]).ok();
+        let reference = args("reference", &[]).ok();
+        let fast = args("cpu", &[]).ok();
         assert!(reference.stdout.len() > 40, "{}", reference.stdout);
         assert_eq!(
             gpu.stdout, reference.stdout,
-            "{sampler}: GPU and reference text differ"
+            "{sampler:?}: GPU and reference text differ"
         );
         assert_eq!(
             fast.stdout, reference.stdout,
-            "{sampler}: fast CPU engine and reference text differ"
+            "{sampler:?}: fast CPU engine and reference text differ"
         );
+        if sampler[1] == "confidence" || sampler[1] == "entropy" {
+            // 48 tokens after BOS: 13 blocks, each committed once.
+            let separate = forwards(&reference.stderr);
+            for (name, folded, backend) in [("GPU", &gpu, "gpu"), ("fast CPU", &fast, "cpu")] {
+                let unfolded = args(backend, &["--no-fold"]).ok();
+                assert_eq!(
+                    unfolded.stdout, folded.stdout,
+                    "{sampler:?} {name}: --no-fold"
+                );
+                assert_eq!(forwards(&unfolded.stderr), separate, "{sampler:?} {name}");
+                assert_eq!(
+                    forwards(&folded.stderr) + 13,
+                    separate,
+                    "{sampler:?} {name}: the fold saves the store pass of each block"
+                );
+            }
+            assert!(
+                separate - 13 < 48,
+                "{sampler:?}: {separate} calls for 48 tokens reveal several per call"
+            );
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::threads::Pool;
 pub enum AttnMask {
     /// The rows are one block: each attends to the whole cached window and to every row of
     /// the call (bidirectional inside the block, spec §6.3). A folded store pass (issue 12)
-    /// adds a block-causal choice here: the clean rows stop at their own block.
+    /// runs its two blocks as two such calls over their own windows (`forward.rs`).
     Block,
 }
 

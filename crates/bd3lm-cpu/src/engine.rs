@@ -5,6 +5,12 @@
 //! per first-hitting step, as on the GPU), and its logits are kept until the next call. The
 //! sampling math is the core's exact f64 code, so a draw differs from the reference's only
 //! where the logits do.
+//!
+//! A finished block's store pass is folded into the next model call (issue 12): `commit` only
+//! keeps the block, and the next call runs `[clean block ; block]` in one forward (the
+//! projections stream each weight once for both), block-causal, with exactly the arithmetic of
+//! two calls, so the tokens are the same as with a separate store pass
+//! ([`CpuOptions::separate_store`]), in one model call per block fewer.
 
 use crate::attention::AttnMask;
 use crate::forward::{self, Call, KvRing, Model, State};
@@ -24,6 +30,9 @@ pub struct CpuOptions {
     pub threads: Option<usize>,
     /// Kernel family; `None`: the fastest this CPU runs ([`Simd::detect`]).
     pub simd: Option<Simd>,
+    /// Run each store pass as a call of its own instead of folding it into the next call
+    /// (`--no-fold`).
+    pub separate_store: bool,
 }
 
 /// Environment variable naming a kernel family (`portable`, `simd128`, `avx2`, `avx512`).
@@ -40,7 +49,11 @@ impl CpuOptions {
             })?),
             _ => None,
         };
-        Ok(CpuOptions { threads, simd })
+        Ok(CpuOptions {
+            threads,
+            simd,
+            separate_store: false,
+        })
     }
 }
 
@@ -57,6 +70,10 @@ pub struct CpuEngine {
     logits: Vec<Option<Vec<f32>>>,
     /// Nucleus-filtered `p_x0` per row of the last call, computed on demand.
     p_rows: Vec<Option<Vec<f64>>>,
+    /// A committed block whose store pass waits to be folded into the next call.
+    pending_store: Option<Vec<u32>>,
+    /// Whether store passes are folded into the next call.
+    fold: bool,
 }
 
 impl CpuEngine {
@@ -90,7 +107,25 @@ impl CpuEngine {
             block: Vec::new(),
             logits: vec![None; b],
             p_rows: vec![None; b],
+            pending_store: None,
+            fold: !options.separate_store,
         })
+    }
+
+    /// Folds each store pass into the next model call (the default), or runs it as a call of
+    /// its own (the same tokens, one more model call per block).
+    pub fn set_store_fold(&mut self, fold: bool) {
+        if !fold {
+            self.store_separately();
+        }
+        self.fold = fold;
+    }
+
+    /// Runs the pending store pass as a call of its own.
+    fn store_separately(&mut self) {
+        if let Some(clean) = self.pending_store.take() {
+            self.run(&clean, true, None);
+        }
     }
 
     pub fn simd(&self) -> Simd {
@@ -123,10 +158,18 @@ impl CpuEngine {
         Ok(())
     }
 
+    /// One model call on `block`: a store pass (`commit`), or a denoising call with the
+    /// pending store pass folded in front (not with a probe, whose rows are the block's).
     fn run(&mut self, block: &[u32], commit: bool, probe: Option<&mut Activations>) {
+        if commit || probe.is_some() {
+            self.store_separately();
+        }
         self.forwards += 1;
+        let clean = self.pending_store.take().unwrap_or_default();
+        let tokens: Vec<u32> = clean.iter().chain(block).copied().collect();
         let call = Call {
-            tokens: block,
+            tokens: &tokens,
+            clean_rows: clean.len(),
             mask: AttnMask::Block,
             commit,
             final_norm: !commit,
@@ -233,10 +276,14 @@ impl Engine for CpuEngine {
     fn reset(&mut self) {
         self.ring.reset();
         self.block.clear();
+        self.pending_store = None;
     }
 
     fn cached_tokens(&self) -> usize {
-        self.ring.cached
+        match &self.pending_store {
+            Some(clean) => self.ring.after_commit(clean.len()).1,
+            None => self.ring.cached,
+        }
     }
 
     fn forward_count(&self) -> u64 {
@@ -245,7 +292,14 @@ impl Engine for CpuEngine {
 
     async fn commit(&mut self, block: &[u32]) -> Result<()> {
         self.check_block(block)?;
-        self.run(block, true, None);
+        if self.fold {
+            // A store pass still pending goes first, on its own.
+            self.store_separately();
+            self.pending_store = Some(block.to_vec());
+            self.block.clear();
+        } else {
+            self.run(block, true, None);
+        }
         Ok(())
     }
 

@@ -1,6 +1,12 @@
 //! The forward pass of one call (spec §4–§7): up to `2 * block_size` rows through every layer,
 //! K/V written to the ring cache, the final LayerNorm's output kept for the LM head, which
 //! the engine runs lazily per row.
+//!
+//! A call may carry a finished block's store pass folded in front of the block it denoises
+//! (`[clean block ; block]`, issue 12): the projections run on both at once, and each layer's
+//! attention runs the two groups of rows block-causally, each over its own window (the clean
+//! rows over the window before they are appended, the block's rows over the window after),
+//! exactly the arithmetic of two calls of their own.
 
 use crate::attention::{self, AttnInputs, AttnMask, AttnShape};
 use crate::kernels::{self, Simd};
@@ -43,12 +49,18 @@ impl KvRing {
     }
 
     /// Keeps the `rows` just written after the window (the store pass, spec §7.2); drops the
-    /// oldest `rows` tokens when the window is then full (§7.3) by moving its start.
+    /// oldest `rows` tokens when the window is then full (spec §7.3) by moving its start.
     pub fn commit(&mut self, rows: usize) {
-        self.cached += rows;
-        if self.cached >= self.n {
-            self.start = (self.start + rows) % self.n;
-            self.cached -= rows;
+        (self.start, self.cached) = self.after_commit(rows);
+    }
+
+    /// The window (start, cached) after committing `rows` rows.
+    pub fn after_commit(&self, rows: usize) -> (usize, usize) {
+        let cached = self.cached + rows;
+        if cached >= self.n {
+            ((self.start + rows) % self.n, cached - rows)
+        } else {
+            (self.start, cached)
         }
     }
 
@@ -61,11 +73,11 @@ impl KvRing {
     }
 
     /// Writes row `r`'s K and V (from a `[rows, 3H]` qkv buffer) at window position
-    /// `cached + r` of layer `l`.
-    fn write_rows(&mut self, l: usize, qkv: &[f32], rows: usize) {
+    /// `cached + r` of layer `l`, for the window `(start, cached)`.
+    fn write_rows(&mut self, l: usize, qkv: &[f32], rows: usize, (start, cached): (usize, usize)) {
         let (n, h) = (self.n, self.h);
         for r in 0..rows {
-            let slot = (self.start + self.cached + r) % n;
+            let slot = (start + cached + r) % n;
             let at = l * n * h + slot * h;
             let src = &qkv[r * 3 * h..(r + 1) * 3 * h];
             self.k[at..at + h].copy_from_slice(&src[h..2 * h]);
@@ -144,7 +156,12 @@ impl State {
 /// What one forward call computes.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
+    /// The call's rows: `clean_rows` rows of a finished block whose store pass is folded in,
+    /// then the block the call is for.
     pub tokens: &'a [u32],
+    /// Rows at the front that are a clean block being stored (0, or the block size; then the
+    /// cache keeps them, and only the rows after them are the call's own).
+    pub clean_rows: usize,
     pub mask: AttnMask,
     /// Keep the rows' K/V in the cache afterwards (the store pass).
     pub commit: bool,
@@ -152,7 +169,9 @@ pub struct Call<'a> {
     pub final_norm: bool,
 }
 
-/// Runs `call.tokens` through the network; their K/V go to the ring at the window's end.
+/// Runs `call.tokens` through the network; their K/V go to the ring at the window's end. With
+/// `clean_rows`, the clean block's K/V are kept (the ring commits them) and only the other rows'
+/// final LayerNorm goes to `final_hidden` (from its first row).
 pub fn forward(
     pool: &Pool,
     simd: Simd,
@@ -173,16 +192,34 @@ pub fn forward(
     if let Some(p) = probe.as_deref_mut() {
         p.hidden = vec![s.x[..rows * h].to_vec()];
     }
+    // Each group of rows with the window it attends over: the clean block's (before it is
+    // appended), then the block's (after).
+    let clean = call.clean_rows.min(rows);
+    let windows = [
+        (0, clean, (ring.start, ring.cached)),
+        (
+            clean,
+            rows - clean,
+            if clean > 0 {
+                ring.after_commit(clean)
+            } else {
+                (ring.start, ring.cached)
+            },
+        ),
+    ];
     for (l, lw) in w.layers.iter().enumerate() {
-        let shape = AttnShape {
-            rows,
-            cached: ring.cached,
-            start: ring.start,
-            n_ctx: cfg.model_length,
-            heads: cfg.n_heads,
-            head_dim: cfg.head_dim(),
-            mask: call.mask,
-        };
+        let groups = windows.map(|(row0, n_rows, (start, cached))| Group {
+            row0,
+            shape: AttnShape {
+                rows: n_rows,
+                cached,
+                start,
+                n_ctx: cfg.model_length,
+                heads: cfg.n_heads,
+                head_dim: cfg.head_dim(),
+                mask: call.mask,
+            },
+        });
         layer(
             pool,
             simd,
@@ -191,29 +228,42 @@ pub fn forward(
             l,
             ring,
             s,
-            shape,
+            rows,
+            &groups,
             probe.as_deref_mut().filter(|_| l == 0),
         );
         if let Some(p) = probe.as_deref_mut() {
             p.hidden.push(s.x[..rows * h].to_vec());
         }
     }
+    if clean > 0 {
+        ring.commit(clean);
+    }
     if call.commit {
         ring.commit(rows);
     }
     if call.final_norm {
+        let own = rows - clean;
         let (shift, scale) = w.final_modulation.split_at(h);
         math::layer_norm_modulate(
-            &mut s.final_hidden[..rows * h],
-            &s.x[..rows * h],
+            &mut s.final_hidden[..own * h],
+            &s.x[clean * h..rows * h],
             &w.final_norm,
             shift,
             scale,
         );
         if let Some(p) = probe {
-            p.final_linear_in = s.final_hidden[..rows * h].to_vec();
+            p.final_linear_in = s.final_hidden[..own * h].to_vec();
         }
     }
+}
+
+/// Rows of a call that attend over one window.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    /// First row of the group in the call.
+    row0: usize,
+    shape: AttnShape,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -225,11 +275,11 @@ fn layer(
     l: usize,
     ring: &mut KvRing,
     s: &mut State,
-    shape: AttnShape,
+    rows: usize,
+    groups: &[Group],
     mut probe: Option<&mut Activations>,
 ) {
     let h = model.config().hidden_dim;
-    let rows = shape.rows;
     let m = &lw.modulation;
     let (shift_msa, scale_msa, gate_msa) = (&m[0..h], &m[h..2 * h], &m[2 * h..3 * h]);
     let (shift_mlp, scale_mlp, gate_mlp) = (&m[3 * h..4 * h], &m[4 * h..5 * h], &m[5 * h..6 * h]);
@@ -240,17 +290,24 @@ fn layer(
     math::layer_norm_modulate(xn, x, &lw.norm1, shift_msa, scale_msa);
     let qkv = &mut s.qkv[..rows * 3 * h];
     matmul::matmul(pool, simd, &lw.qkv, xn, rows, qkv, &mut s.matmul);
-    ring.write_rows(l, qkv, rows);
-    let (k_ring, v_ring) = ring.layer(l);
-    let inputs = AttnInputs {
-        qkv,
-        k_ring,
-        v_ring,
-        cos: &model.rope_cos,
-        sin: &model.rope_sin,
-    };
     let attn = &mut s.attn[..rows * h];
-    attention::attention(pool, simd, shape, &inputs, attn, &mut s.heads);
+    // Group by group: the clean rows attend before the block's K/V are written, which (when
+    // the window slides) overwrite the oldest keys the clean rows see.
+    for g in groups.iter().filter(|g| g.shape.rows > 0) {
+        let (r0, r1) = (g.row0, g.row0 + g.shape.rows);
+        let qkv_g = &qkv[r0 * 3 * h..r1 * 3 * h];
+        ring.write_rows(l, qkv_g, g.shape.rows, (g.shape.start, g.shape.cached));
+        let (k_ring, v_ring) = ring.layer(l);
+        let inputs = AttnInputs {
+            qkv: qkv_g,
+            k_ring,
+            v_ring,
+            cos: &model.rope_cos,
+            sin: &model.rope_sin,
+        };
+        let out = &mut attn[r0 * h..r1 * h];
+        attention::attention(pool, simd, g.shape, &inputs, out, &mut s.heads);
+    }
     let proj = &mut s.proj[..rows * h];
     matmul::matmul(pool, simd, &lw.attn_out, attn, rows, proj, &mut s.matmul);
     math::gated_residual(x, proj, gate_msa);

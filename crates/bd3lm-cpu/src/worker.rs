@@ -66,6 +66,9 @@ struct Reply {
     /// Committed tokens in the worker's cache after the request.
     #[serde(default)]
     cached: usize,
+    /// The engine's model calls so far (a store pass folded into the next call is not one).
+    #[serde(default)]
+    forwards: u64,
     /// `(row, token, confidence, entropy)` per draw.
     #[serde(default)]
     draws: Vec<(usize, u32, f32, f32)>,
@@ -154,6 +157,7 @@ impl WorkerState {
             }
         }
         reply.cached = self.engine.as_ref().map_or(0, |e| e.cached_tokens());
+        reply.forwards = self.engine.as_ref().map_or(0, |e| e.forward_count());
         Ok(reply)
     }
 }
@@ -318,6 +322,7 @@ impl WorkerEngine {
             Some(e) => Err(Error::Backend(format!("CPU worker: {e}"))),
             None => {
                 self.cached = reply.cached;
+                self.forwards = reply.forwards;
                 Ok(reply)
             }
         }
@@ -355,13 +360,11 @@ impl Engine for WorkerEngine {
     }
 
     async fn commit(&mut self, block: &[u32]) -> Result<()> {
-        self.forwards += 1;
         let block = block.to_vec();
         self.call(Request::Commit { block }, None).await.map(|_| ())
     }
 
     async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
-        self.forwards += 1;
         let block = block.to_vec();
         Ok(self.call(Request::Logits { block }, None).await?.logits)
     }
@@ -373,9 +376,6 @@ impl Engine for WorkerEngine {
     }
 
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
-        if !req.reuse {
-            self.forwards += 1;
-        }
         let request = Request::Draw {
             block: req.block.to_vec(),
             row: match req.rows {

@@ -34,6 +34,7 @@ fn fast_engine_passes_every_fixture_check_with_every_kernel_family() {
                 let options = CpuOptions {
                     threads: Some(threads),
                     simd: Some(simd),
+                    ..CpuOptions::default()
                 };
                 let mut engine = CpuEngine::new(fx.weights.clone(), options).expect("engine");
                 let results =
@@ -60,4 +61,68 @@ fn fast_engine_passes_every_fixture_check_with_every_kernel_family() {
         "failed checks:\n{}",
         failures.join("\n")
     );
+}
+
+/// The store pass folded into the next block's first call (the default) gives exactly the
+/// tokens and confidences of a separate store pass, for every sampler, generating twice past
+/// the context (the window slides), in one model call per block fewer.
+#[test]
+fn folded_store_pass_gives_the_same_tokens_in_fewer_calls() {
+    use bd3lm::generate::{Event, Generator, SamplerKind, SamplingOptions};
+    use bd3lm::Engine;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v512-bs4");
+    let fx = Fixture::from_dir(&dir).expect("fixture loads");
+    let cfg = fx.weights.config.clone();
+    let len = 2 * cfg.model_length;
+    let blocks = (len / cfg.block_size) as u64;
+    let run = |sampler, separate_store| {
+        let options = CpuOptions {
+            threads: Some(2),
+            separate_store,
+            ..CpuOptions::default()
+        };
+        let mut engine = CpuEngine::new(fx.weights.clone(), options).expect("engine");
+        let opts = SamplingOptions {
+            sampler,
+            seed: 4,
+            ..SamplingOptions::default()
+        };
+        let mut gen = Generator::new(
+            cfg.block_size,
+            cfg.model_length,
+            cfg.mask_id(),
+            fx.bos(),
+            vec![fx.bos()],
+            len,
+            opts,
+        )
+        .expect("generator");
+        let mut steps = Vec::new();
+        loop {
+            match pollster::block_on(gen.next(&mut engine)).expect("step") {
+                Event::Finished { .. } => break,
+                Event::Step { revealed, .. } => steps.push(
+                    revealed
+                        .iter()
+                        .map(|r| (r.position, r.token, r.confidence.to_bits()))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => {}
+            }
+        }
+        (steps, engine.forward_count())
+    };
+    for sampler in [
+        SamplerKind::FirstHitting {
+            max_steps: cfg.block_size,
+        },
+        SamplerKind::Posterior { steps: 3 },
+        SamplerKind::Confidence { threshold: 0.05 },
+        SamplerKind::Entropy { gamma: 5.0 },
+    ] {
+        let (folded, folded_calls) = run(sampler, false);
+        let (separate, separate_calls) = run(sampler, true);
+        assert_eq!(folded, separate, "{sampler:?}");
+        assert_eq!(folded_calls + blocks, separate_calls, "{sampler:?}");
+    }
 }

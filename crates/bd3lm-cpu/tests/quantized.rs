@@ -51,6 +51,7 @@ fn quantized_weights_give_the_reference_logits() {
             let options = CpuOptions {
                 threads: Some(2),
                 simd: Some(simd),
+                ..CpuOptions::default()
             };
             let mut fast = CpuEngine::new(weights.clone(), options).expect("engine");
             let got = logits(&mut fast, &prefix, &block);

@@ -24,6 +24,9 @@ pub struct GpuOptions {
     /// Largest storage binding to create, below WebGPU's 128 MiB (tests use a small one to
     /// force the two-binding split of matrices).
     pub max_binding_bytes: Option<u64>,
+    /// Run each block's store pass as a model call of its own instead of folding it into the
+    /// next block's first call (`--no-fold`: the same tokens, one more call per block).
+    pub separate_store: bool,
 }
 
 /// A device, its queue and what the engine needs to know about the adapter.
@@ -40,6 +43,8 @@ pub struct GpuContext {
     pub tiling: Tiling,
     /// Steps per submission of a block (`None`: the whole block in one).
     pub steps_per_submit: Option<usize>,
+    /// Engines on this context start with the store pass as a call of its own.
+    pub separate_store: bool,
     binding_cap: u64,
     /// Pipelines are per device: every engine and kernel launcher on this context shares them,
     /// so a second engine (a reloaded model, the next test) compiles nothing again.
@@ -117,6 +122,7 @@ impl GpuContext {
         Ok(GpuContext {
             tiling: opts.tiling.resolve(software),
             steps_per_submit: opts.steps_per_submit,
+            separate_store: opts.separate_store,
             binding_cap: opts.max_binding_bytes.unwrap_or(MAX_BINDING_BYTES),
             device,
             queue,

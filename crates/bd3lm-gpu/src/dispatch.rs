@@ -34,6 +34,14 @@ pub struct Step {
     pub top_p: f32,
     pub mask_prob: f32,
     pub kv_split: u32,
+    pub ring: u32,
+    pub rows: u32,
+    pub clean_rows: u32,
+    pub clean_cached: u32,
+    pub clean_ring_start: u32,
+    pub clean_kv_split: u32,
+    pub bound: f32,
+    pub pad: u32,
 }
 
 impl Step {
@@ -83,7 +91,7 @@ pub struct SampleParams {
     pub vocab: u32,
     pub mask: u32,
     pub block: u32,
-    pub pad: u32,
+    pub entropy_off: u32,
 }
 
 /// Bytes of one `Step`.
@@ -136,31 +144,98 @@ impl StepTable {
     }
 }
 
+/// What one model call runs: the rows of a clean block whose K/V it stores (a store pass,
+/// alone or folded into the next block's first call) and the rows of the block it denoises,
+/// each group with the fill of its own window (see `Step` in uniforms.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    /// Rows of the clean block (0, or the block size).
+    pub clean_rows: u32,
+    /// Rows of the denoised block (0 for a store pass alone, or the block size).
+    pub rows: u32,
+    /// Committed tokens in the clean block's window (before it is appended).
+    pub clean_cached: usize,
+    /// Committed tokens in the denoised block's window.
+    pub cached: usize,
+}
+
+impl Call {
+    /// A denoising call of a `block`-row block at a window of `cached` tokens.
+    pub fn denoise(block: usize, cached: usize) -> Call {
+        Call {
+            clean_rows: 0,
+            rows: block as u32,
+            clean_cached: 0,
+            cached,
+        }
+    }
+
+    /// A store pass alone: the clean block at a window of `cached` tokens.
+    pub fn store(block: usize, cached: usize) -> Call {
+        Call {
+            clean_rows: block as u32,
+            rows: 0,
+            clean_cached: cached,
+            cached: 0,
+        }
+    }
+
+    /// A store pass folded into a denoising call: `[clean block ; denoised block]`.
+    pub fn fold(block: usize, clean_cached: usize, cached: usize) -> Call {
+        Call {
+            clean_rows: block as u32,
+            rows: block as u32,
+            clean_cached,
+            cached,
+        }
+    }
+
+    /// Rows of the whole call.
+    pub fn total_rows(&self) -> u32 {
+        self.clean_rows + self.rows
+    }
+
+    /// Each group's (rows, committed tokens of its window).
+    fn groups(&self) -> impl Iterator<Item = (u32, usize)> {
+        [
+            (self.clean_rows, self.clean_cached),
+            (self.rows, self.cached),
+        ]
+        .into_iter()
+        .filter(|g| g.0 > 0)
+    }
+}
+
 /// How many workgroups a dispatch launches.
 #[derive(Debug, Clone, Copy)]
 pub enum Grid {
     Fixed(u32, u32),
-    /// Attention partials: heads x splits of the current window (`cached + rows` keys).
+    /// One workgroup per row of the call (embedding, residual updates, attention combine).
+    Rows,
+    /// Attention partials: heads x splits of the widest window x the call's row groups.
     Attention {
         heads: u32,
-        rows: u32,
+        block: u32,
         tiles: AttentionTiles,
     },
 }
 
 /// What one dispatch streams from memory and computes, for `bench --profile` and the
-/// structural counters. Per-key figures scale with the window (attention).
+/// structural counters. Per-row figures scale with the call's rows, per-key figures with its
+/// windows (attention, once per row group).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cost {
     pub weight_bytes: u64,
+    pub weight_bytes_per_row: u64,
     pub flops: u64,
+    pub flops_per_row: u64,
     pub cache_bytes_per_key: u64,
     pub flops_per_key: u64,
     /// Streams a weight matrix or the KV cache: must launch enough workgroups to fill a GPU.
     pub streams: bool,
 }
 
-/// One dispatch as recorded at a given window fill.
+/// One dispatch as recorded for a given call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DispatchInfo {
     pub kernel: &'static str,
@@ -185,22 +260,31 @@ pub struct Dispatch {
     pub cost: Cost,
 }
 
+/// Bytes of one indirect dispatch's arguments (x, y, z).
+pub const INDIRECT_BYTES: u64 = 12;
+
 impl Dispatch {
-    /// Workgroups (x, y) at a window holding `cached` committed tokens.
-    pub fn workgroups(&self, cached: usize) -> (u32, u32) {
+    /// Workgroups (x, y, z) of the dispatch in `call`.
+    pub fn workgroups(&self, call: &Call) -> (u32, u32, u32) {
         match self.grid {
-            Grid::Fixed(x, y) => (x, y),
-            Grid::Attention { heads, rows, tiles } => (heads, tiles.splits(cached + rows as usize)),
+            Grid::Fixed(x, y) => (x, y, 1),
+            Grid::Rows => (call.total_rows(), 1, 1),
+            Grid::Attention {
+                heads,
+                block,
+                tiles,
+            } => {
+                let splits = call
+                    .groups()
+                    .map(|(_, cached)| tiles.splits(cached + block as usize))
+                    .max()
+                    .unwrap_or(0);
+                (heads, splits, call.groups().count() as u32)
+            }
         }
     }
 
-    /// Records the dispatch reading step slot `slot` of the step table.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32, cached: usize) {
-        self.record_grid(pass, slot, self.workgroups(cached));
-    }
-
-    /// Records the dispatch with an explicit grid (the one-row sampler of a probe).
-    pub fn record_grid(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32, grid: (u32, u32)) {
+    fn bind(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32) {
         pass.set_pipeline(&self.compiled.pipeline);
         if self.compiled.dynamic {
             let offset = (slot as u64 * STEP_STRIDE) as u32;
@@ -208,22 +292,51 @@ impl Dispatch {
         } else {
             pass.set_bind_group(0, &self.bind_group, &[]);
         }
-        pass.dispatch_workgroups(grid.0, grid.1, 1);
     }
 
-    pub fn info(&self, cached: usize) -> DispatchInfo {
-        let (x, y) = self.workgroups(cached);
-        let keys = match self.grid {
-            Grid::Attention { rows, .. } => (cached + rows as usize) as u64,
-            Grid::Fixed(..) => 0,
+    /// Records the dispatch for `call`, reading step slot `slot` of the step table.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32, call: &Call) {
+        self.record_grid(pass, slot, self.workgroups(call));
+    }
+
+    /// Records the dispatch with an explicit grid (the one-row sampler of a probe).
+    pub fn record_grid(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32, grid: (u32, u32, u32)) {
+        self.bind(pass, slot);
+        pass.dispatch_workgroups(grid.0, grid.1, grid.2);
+    }
+
+    /// Records the dispatch with its grid read on the device from `args` at `offset` (the
+    /// later steps of a parallel block, which the reveal stage empties once it is complete).
+    pub fn record_indirect(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        slot: u32,
+        args: &wgpu::Buffer,
+        offset: u64,
+    ) {
+        self.bind(pass, slot);
+        pass.dispatch_workgroups_indirect(args, offset);
+    }
+
+    pub fn info(&self, call: &Call) -> DispatchInfo {
+        let (x, y, z) = self.workgroups(call);
+        let keys: u64 = match self.grid {
+            Grid::Attention { block, .. } => call
+                .groups()
+                .map(|(_, cached)| (cached + block as usize) as u64)
+                .sum(),
+            _ => 0,
         };
+        let rows = call.total_rows() as u64;
         DispatchInfo {
             kernel: self.kernel,
             layer: self.layer,
-            workgroups: x * y,
-            weight_bytes: self.cost.weight_bytes,
+            workgroups: x * y * z,
+            weight_bytes: self.cost.weight_bytes + self.cost.weight_bytes_per_row * rows,
             cache_bytes: self.cost.cache_bytes_per_key * keys,
-            flops: self.cost.flops + self.cost.flops_per_key * keys,
+            flops: self.cost.flops
+                + self.cost.flops_per_row * rows
+                + self.cost.flops_per_key * keys,
             bounded: self.cost.streams,
         }
     }

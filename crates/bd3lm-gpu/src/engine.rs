@@ -1,15 +1,21 @@
 //! `GpuEngine`: the BD3-LM forward with a GPU-resident KV cache and GPU sampling, behind the
-//! core's [`bd3lm::Engine`] trait. A first-hitting block runs as one submission with one
-//! readback of its step records (`block.rs`); the per-step path below serves the posterior
-//! sampler, the probes and the conformance checks. The store pass of a finished block is
-//! recorded but submitted together with the next submission, so a generated block costs one
-//! submission and one host wait.
+//! core's [`bd3lm::Engine`] trait. A first-hitting or parallel block runs as one submission
+//! with one readback of its step records (`block.rs`); the per-step path below serves the
+//! posterior sampler, the probes and the conformance checks.
+//!
+//! The store pass of a finished block is folded into the next model call: that call runs
+//! `[clean block ; next block]` (2B rows, block-causal), writing the clean block's K/V on the
+//! way, so it costs no model call of its own. The ring cache has one block more than the
+//! context, so this is exact even when the window slides. With the fold off
+//! (`GpuOptions::separate_store`), or when the next call cannot take it, the store pass is
+//! recorded on its own and submitted together with the next submission.
 
 use crate::context::GpuContext;
-use crate::dispatch::{Dispatch, DispatchInfo};
+use crate::dispatch::{Call, Dispatch, DispatchInfo};
 use crate::error::GpuError;
+use crate::kernels::sample::entropy_offset;
 use crate::model::GpuModel;
-use crate::plan::{mode, Head, Plan, Step};
+use crate::plan::{mode, ring_slots, Head, Plan, Step};
 use bd3lm::engine::{BlockRequest, StepRecord};
 use bd3lm::forward::Activations;
 use bd3lm::{Config, DrawRequest, Engine, EngineCounters, Error, Result, RowDraw, Rows};
@@ -20,6 +26,14 @@ pub use bd3lm::engine::SKIPPED_ROW;
 
 /// `Step.reveal_row` of a step that reveals nothing by schedule.
 pub(crate) const NO_ROW: u32 = u32::MAX;
+
+/// A committed block whose store pass waits to be folded into the next call: the window it
+/// was committed at (its tokens are in `Plan::commit_tokens`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingStore {
+    pub cached: usize,
+    pub ring_start: usize,
+}
 
 /// Device work and waits, counted where they happen.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,6 +57,10 @@ pub struct GpuEngine {
     logits_staging: Option<wgpu::Buffer>,
     /// A recorded store pass not yet submitted: it goes with the next submission.
     pending_commit: Option<wgpu::CommandBuffer>,
+    /// A store pass not recorded yet: folded into the next model call.
+    pub(crate) pending_store: Option<PendingStore>,
+    /// Whether store passes are folded into the next call.
+    fold: bool,
     pub(crate) tally: Tally,
     /// The head of the last denoising forward (for the structural counters).
     pub(crate) last_head: Head,
@@ -64,6 +82,8 @@ impl GpuEngine {
             last_readback: 0,
             logits_staging: None,
             pending_commit: None,
+            pending_store: None,
+            fold: !ctx.separate_store,
             tally: Tally::default(),
             last_head: Head::One,
             dry_run: false,
@@ -83,6 +103,19 @@ impl GpuEngine {
         &self.ctx
     }
 
+    /// Folds each store pass into the next model call (the default), or runs it as a call of
+    /// its own (`--no-fold`; the same tokens, one more model call per block).
+    pub fn set_store_fold(&mut self, fold: bool) {
+        if !fold {
+            self.store_separately();
+        }
+        self.fold = fold;
+    }
+
+    pub fn store_fold(&self) -> bool {
+        self.fold
+    }
+
     /// GPU memory held: weights, KV cache and scratch buffers.
     pub fn gpu_bytes(&self) -> u64 {
         self.model.weight_bytes() + self.plan.scratch_bytes
@@ -97,7 +130,7 @@ impl GpuEngine {
     /// LM head over every row or over the draw row only).
     pub fn step_infos(&self, head_all_rows: bool) -> Vec<DispatchInfo> {
         let head = if head_all_rows { Head::All } else { Head::One };
-        self.plan.step_infos(head, self.cached)
+        self.plan.step_infos(head, &self.plain_call())
     }
 
     pub(crate) fn check_block(&self, block: &[u32]) -> Result<()> {
@@ -118,16 +151,77 @@ impl GpuEngine {
         self.ctx.check().map_err(Error::from)
     }
 
-    /// A step slot at the current window.
+    /// A step slot for a denoising call at the current window, no store pass folded in.
     pub(crate) fn step(&self) -> Step {
+        let b = self.plan.block as u32;
         Step {
             cached: self.cached as u32,
             ring_start: self.ring_start as u32,
             n_ctx: self.model.config.model_length as u32,
             reveal_row: NO_ROW,
             kv_split: self.plan.attention.kv_split(self.cached),
+            ring: ring_slots(&self.model.config) as u32,
+            rows: b,
             ..Step::default()
         }
+    }
+
+    /// A denoising call at the current window, no store pass folded in.
+    pub(crate) fn plain_call(&self) -> Call {
+        Call::denoise(self.plan.block, self.cached)
+    }
+
+    /// The next denoising call's slot and shape: the pending store pass folded in, if any
+    /// (the caller records it, so it is no longer pending).
+    pub(crate) fn take_call(&mut self) -> (Step, Call) {
+        let b = self.plan.block;
+        let step = self.step();
+        match self.pending_store.take() {
+            Some(p) => (
+                Step {
+                    rows: 2 * b as u32,
+                    clean_rows: b as u32,
+                    clean_cached: p.cached as u32,
+                    clean_ring_start: p.ring_start as u32,
+                    clean_kv_split: self.plan.attention.kv_split(p.cached),
+                    ..step
+                },
+                Call::fold(b, p.cached, self.cached),
+            ),
+            None => (step, self.plain_call()),
+        }
+    }
+
+    /// Records the pending store pass as a call of its own (the fold is off, or the next
+    /// call cannot take it), in slot B; it is submitted with the next submission.
+    pub(crate) fn store_separately(&mut self) {
+        let Some(p) = self.pending_store.take() else {
+            return;
+        };
+        self.flush_commit();
+        let b = self.plan.block;
+        let step = Step {
+            cached: p.cached as u32,
+            ring_start: p.ring_start as u32,
+            rows: b as u32,
+            clean_rows: b as u32,
+            clean_cached: p.cached as u32,
+            clean_ring_start: p.ring_start as u32,
+            clean_kv_split: self.plan.attention.kv_split(p.cached),
+            ..self.step()
+        };
+        let slot = b as u32;
+        self.write_step(slot, &step);
+        let mut encoder = self.encoder();
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let call = Call::store(b, p.cached);
+            for d in self.plan.forward(true, Head::None) {
+                d.record(&mut pass, slot, &call);
+            }
+        }
+        self.pending_commit = Some(encoder.finish());
+        self.forwards += 1;
     }
 
     pub(crate) fn write_step(&self, slot: u32, step: &Step) {
@@ -144,10 +238,16 @@ impl GpuEngine {
         self.ctx.device.create_command_encoder(&Default::default())
     }
 
-    /// Records `dispatches` reading step slot `slot`.
-    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>, list: &[&Dispatch], slot: u32) {
+    /// Records `dispatches` for `call`, reading step slot `slot`.
+    pub(crate) fn record(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        list: &[&Dispatch],
+        slot: u32,
+        call: &Call,
+    ) {
         for d in list {
-            d.record(pass, slot, self.cached);
+            d.record(pass, slot, call);
         }
     }
 
@@ -161,11 +261,13 @@ impl GpuEngine {
         self.ctx.queue.submit(pending.into_iter().chain([work]));
     }
 
-    /// Submits a pending store pass on its own (before anything that must not ride with it).
+    /// Submits a recorded store pass on its own (before anything that must not ride with it).
     fn flush_commit(&mut self) {
         if let Some(cb) = self.pending_commit.take() {
             self.tally.submits += 1;
-            self.ctx.queue.submit([cb]);
+            if !self.dry_run {
+                self.ctx.queue.submit([cb]);
+            }
         }
     }
 
@@ -178,34 +280,50 @@ impl GpuEngine {
         self.ctx.map_read(staging, size).await.map_err(Error::from)
     }
 
-    /// Records the sampler on `rows` rows from `row_offset`, reads back (id, value bits) pairs.
+    /// Records the sampler on `rows` rows from `row_offset`, reads back (id, value bits) pairs
+    /// and, with `entropy`, each row's entropy.
     async fn run_sample(
         &mut self,
         mut encoder: wgpu::CommandEncoder,
         head: Head,
         rows: usize,
         row_offset: usize,
-    ) -> Result<Vec<(u32, u32)>> {
+        entropy: bool,
+    ) -> Result<Vec<(u32, u32, f32)>> {
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             self.plan
                 .sampler(head)
-                .record_grid(&mut pass, 0, (rows as u32, 1));
+                .record_grid(&mut pass, 0, (rows as u32, 1, 1));
         }
-        let bytes = (rows * 8) as u64;
+        let pairs = (rows * 8) as u64;
         let staging = self.plan.staging.clone();
         encoder.copy_buffer_to_buffer(
             &self.plan.draws,
             (row_offset * 8) as u64,
             &staging,
             0,
-            bytes,
+            pairs,
         );
+        let mut bytes = pairs;
+        if entropy {
+            let at = ((entropy_offset(self.plan.block) + row_offset) * 4) as u64;
+            encoder.copy_buffer_to_buffer(&self.plan.draws, at, &staging, pairs, rows as u64 * 4);
+            bytes += rows as u64 * 4;
+        }
         self.submit(encoder.finish());
         let data = self.read(&staging, bytes).await?;
         self.last_readback = data.len();
-        let words: Vec<u32> = bytemuck::cast_slice(&data).to_vec();
-        Ok(words.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+        let words: &[u32] = bytemuck::cast_slice(&data);
+        let (pair_words, entropies) = words.split_at((rows * 2).min(words.len()));
+        Ok(pair_words
+            .chunks_exact(2)
+            .enumerate()
+            .map(|(i, p)| {
+                let h = entropies.get(i).map_or(f32::NAN, |&w| f32::from_bits(w));
+                (p[0], p[1], h)
+            })
+            .collect())
     }
 
     /// Writes slot 0 for a probe or a per-step draw.
@@ -260,6 +378,7 @@ impl Engine for GpuEngine {
         self.logits_valid = false;
         // The cache is emptied: a store pass still waiting would only fill it again.
         self.pending_commit = None;
+        self.pending_store = None;
     }
 
     fn cached_tokens(&self) -> usize {
@@ -272,25 +391,25 @@ impl Engine for GpuEngine {
 
     async fn commit(&mut self, block: &[u32]) -> Result<()> {
         self.check_block(block)?;
-        // Each store pass has one token buffer and one step slot.
+        // The previous block's store pass reads the commit tokens this one overwrites: it goes
+        // first, on its own.
+        self.store_separately();
         self.flush_commit();
         self.ctx
             .queue
             .write_buffer(&self.plan.commit_tokens, 0, bytemuck::cast_slice(block));
-        let slot = self.plan.block as u32;
-        self.write_step(slot, &self.step());
-        let mut encoder = self.encoder();
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.record(&mut pass, &self.plan.forward(true, Head::None), slot);
+        self.pending_store = Some(PendingStore {
+            cached: self.cached,
+            ring_start: self.ring_start,
+        });
+        if !self.fold {
+            self.store_separately();
         }
-        self.pending_commit = Some(encoder.finish());
-        self.forwards += 1;
         self.logits_valid = false;
         let (b, n) = (self.plan.block, self.model.config.model_length);
         self.cached += b;
         if self.cached >= n {
-            self.ring_start = (self.ring_start + b) % n;
+            self.ring_start = (self.ring_start + b) % ring_slots(&self.model.config);
             self.cached -= b;
         }
         Ok(())
@@ -299,11 +418,12 @@ impl Engine for GpuEngine {
     async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
         self.check_block(block)?;
         self.upload_block(block);
-        self.write_step(0, &self.step());
+        let (step, call) = self.take_call();
+        self.write_step(0, &step);
         let mut encoder = self.encoder();
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.record(&mut pass, &self.plan.forward(false, Head::All), 0);
+            self.record(&mut pass, &self.plan.forward(false, Head::All), 0, &call);
         }
         self.forwards += 1;
         self.logits_valid = false;
@@ -320,9 +440,13 @@ impl Engine for GpuEngine {
 
     async fn activations(&mut self, block: &[u32]) -> Result<Activations> {
         self.check_block(block)?;
+        // The snapshots are of the block's rows alone.
+        self.store_separately();
         self.upload_block(block);
         self.write_step(0, &self.step());
-        let size = self.plan.x.size();
+        let call = self.plain_call();
+        // The block's rows (the buffer holds the 2B rows of a folded call).
+        let size = (self.plan.block * self.model.config.hidden_dim * 4) as u64;
         let layers = self.plan.layers.len();
         let snapshots = self.ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("activation snapshots"),
@@ -333,13 +457,13 @@ impl Engine for GpuEngine {
         let mut encoder = self.encoder();
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.record(&mut pass, &[&self.plan.embed], 0);
+            self.record(&mut pass, &[&self.plan.embed], 0, &call);
         }
         encoder.copy_buffer_to_buffer(&self.plan.x, 0, &snapshots, 0, size);
         for (i, l) in self.plan.layers.iter().enumerate() {
             {
                 let mut pass = encoder.begin_compute_pass(&Default::default());
-                self.record(&mut pass, &l.all(), 0);
+                self.record(&mut pass, &l.all(), 0, &call);
             }
             encoder.copy_buffer_to_buffer(&self.plan.x, 0, &snapshots, size * (i as u64 + 1), size);
         }
@@ -367,35 +491,47 @@ impl Engine for GpuEngine {
         };
         let reuse = req.reuse && self.logits_valid && head == Head::All;
         let mut encoder = self.encoder();
-        if !reuse {
-            self.upload_block(req.block);
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.record(&mut pass, &self.plan.forward(false, head), 0);
-            self.forwards += 1;
-            self.last_head = head;
-        }
-        self.logits_valid = head == Head::All;
         let mode = match req.mask_prob {
             None => mode::FIRST_HITTING,
             Some(mp) if mp == f32::NEG_INFINITY => mode::POSTERIOR_T0_QUIRK,
             Some(_) => mode::POSTERIOR,
         };
-        self.write_sample_step(
-            row_offset,
+        let (mut step, call) = if reuse {
+            (self.step(), self.plain_call())
+        } else {
+            self.take_call()
+        };
+        step = Step {
+            draw_row: row_offset as u32,
             mode,
-            req.uniform_seed,
-            req.nucleus_p,
-            req.mask_prob.unwrap_or(0.0),
-        );
-        let results = self.run_sample(encoder, head, rows, row_offset).await?;
+            top_p: req.nucleus_p as f32,
+            mask_prob: req.mask_prob.unwrap_or(0.0),
+            ..step
+        }
+        .seed(req.uniform_seed);
+        self.write_step(0, &step);
+        if !reuse {
+            self.upload_block(req.block);
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.record(&mut pass, &self.plan.forward(false, head), 0, &call);
+            self.forwards += 1;
+            self.last_head = head;
+        }
+        self.logits_valid = head == Head::All;
+        // Every row drawn from p_x0 (the parallel samplers' per-step path, replays): the
+        // host selects, so the entropies come back too.
+        let entropy = mode == mode::FIRST_HITTING && head == Head::All;
+        let results = self
+            .run_sample(encoder, head, rows, row_offset, entropy)
+            .await?;
         Ok(results
             .into_iter()
             .enumerate()
-            .map(|(i, (token, conf))| RowDraw {
+            .map(|(i, (token, conf, entropy))| RowDraw {
                 row: row_offset + i,
                 token,
                 confidence: f32::from_bits(conf),
-                entropy: f32::NAN,
+                entropy,
             })
             .collect())
     }
@@ -416,7 +552,7 @@ impl Engine for GpuEngine {
             self.upload_probe(chunk);
             self.write_sample_step(0, mode::NUCLEUS_PROBE, 0, p, 0.0);
             let encoder = self.encoder();
-            for (count, mass) in self.run_sample(encoder, Head::All, rows, 0).await? {
+            for (count, mass, _) in self.run_sample(encoder, Head::All, rows, 0, false).await? {
                 kept.push((count as usize, f32::from_bits(mass) as f64));
             }
         }
@@ -441,12 +577,12 @@ impl Engine for GpuEngine {
         self.upload_probe(&q);
         self.write_sample_step(0, mode::RACE_PROBE, seed, 1.0, 0.0);
         let encoder = self.encoder();
-        let out = self.run_sample(encoder, Head::All, rows, 0).await?;
+        let out = self.run_sample(encoder, Head::All, rows, 0, false).await?;
         self.logits_valid = false;
         Ok(out
             .into_iter()
             .zip(finite)
-            .map(|((t, _), ok)| if ok { t } else { SKIPPED_ROW })
+            .map(|((t, _, _), ok)| if ok { t } else { SKIPPED_ROW })
             .collect())
     }
 
@@ -455,7 +591,7 @@ impl Engine for GpuEngine {
     }
 
     fn counters(&self) -> EngineCounters {
-        let infos = self.plan.step_infos(self.last_head, self.cached);
+        let infos = self.plan.step_infos(self.last_head, &self.plain_call());
         EngineCounters {
             dispatches_per_forward: infos.len(),
             readback_bytes_last_draw: self.last_readback,

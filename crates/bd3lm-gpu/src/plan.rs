@@ -7,15 +7,21 @@
 //! (with the second LayerNorm), MLP in (+ GELU), MLP out (partial sums) and the residual update
 //! (with the next layer's, or the final, LayerNorm): 8 dispatches per layer. Then the LM head
 //! (all rows, or the step's draw row), the sampler and, inside a block, the reveal stage.
+//!
+//! A call runs B rows, or 2B when the store pass of the previous block is folded into it
+//! (`[clean block ; denoised block]`, block-causal: see `Step` in uniforms.wgsl), so the row
+//! buffers and the projections are sized for 2B rows; the LM head and the sampler only ever
+//! see the denoised block.
 
 use crate::context::GpuContext;
-use crate::dispatch::{storage, AttnParams, Dispatch, DispatchInfo, MatmulParams, NormParams};
-use crate::dispatch::{SampleParams, StepTable};
+use crate::dispatch::{storage, AttnParams, Call, Dispatch, DispatchInfo, MatmulParams};
+use crate::dispatch::{NormParams, SampleParams, StepTable, INDIRECT_BYTES};
 use crate::error::{GpuError, Result};
 use crate::kernels::attention::{self, Attention, AttentionIo};
 use crate::kernels::matmul::{self, Epilogue, Matmul, MatmulIo};
 use crate::kernels::norm::{self, Embed, EmbedIo, Residual, ResidualIo};
-use crate::kernels::sample::{self, reveal_log_words, RevealRule, SampleIo};
+use crate::kernels::sample::{self, draws_words, entropy_offset, reveal_log_words};
+use crate::kernels::sample::{RevealRule, SampleIo};
 use crate::model::{GpuModel, VecLayout};
 
 pub use crate::dispatch::{mode, Step};
@@ -62,13 +68,16 @@ pub struct Plan {
     pub block: usize,
     /// The device-side block that denoising steps read and the reveal stage writes.
     pub tokens: wgpu::Buffer,
-    /// The block a store pass commits (its own buffer, so a pending store pass and the next
-    /// block's uploads never share one).
+    /// The block a store pass commits, alone or folded (its own buffer, so a pending store
+    /// pass and the next block's uploads never share one).
     pub commit_tokens: wgpu::Buffer,
     pub x: wgpu::Buffer,
     pub logits: wgpu::Buffer,
-    /// `[step, block row] -> (id, value bits)`: what the sampler drew.
+    /// `[step, block row] -> (id, value bits)`: what the sampler drew; then the entropies.
     pub draws: wgpu::Buffer,
+    /// Indirect dispatch arguments of a parallel block's later steps (one (x, y, z) per
+    /// dispatch of [`Plan::indirect_list`]), emptied by the reveal stage once it is complete.
+    pub next_args: wgpu::Buffer,
     /// The reveal log of the current block (sampling.wgsl).
     pub reveal_log: wgpu::Buffer,
     /// Readback of the reveal log followed by the draws table.
@@ -78,14 +87,14 @@ pub struct Plan {
     /// The attention kernels' split of the window (`Step.kv_split`).
     pub attention: Attention,
     pub embed: Dispatch,
-    pub embed_commit: Dispatch,
     pub layers: Vec<LayerDispatches>,
     pub head_all: Dispatch,
     pub head_one: Dispatch,
     /// The sampler over every row of the block, and over the step's draw row only.
     pub sample: Dispatch,
     pub sample_one: Dispatch,
-    pub reveal: Dispatch,
+    /// The reveal stage of each [`RevealRule`], in the order of [`RevealRule::ALL`].
+    pub reveals: Vec<Dispatch>,
     /// Buffers only referenced by bind groups, counted for memory accounting.
     pub scratch_bytes: u64,
 }
@@ -94,6 +103,8 @@ pub struct Plan {
 pub fn check_supported(ctx: &GpuContext, cfg: &bd3lm::Config) -> Result<()> {
     let (b, h, d) = (cfg.block_size, cfg.hidden_dim, cfg.head_dim());
     let unsupported = |m: String| Err(GpuError::Unsupported(m));
+    // A call runs up to 2B rows (a folded store pass), and the parallel reveal stages sort a
+    // block's rows in one thread.
     if b == 0 || b > 16 {
         return unsupported(format!(
             "block_size {b} is not in 1..=16 (the released models use 4, 8 and 16); use --backend cpu"
@@ -104,7 +115,7 @@ pub fn check_supported(ctx: &GpuContext, cfg: &bd3lm::Config) -> Result<()> {
             "hidden_dim {h} must be a multiple of 8 and head dim {d} a multiple of 4, at most 128"
         ));
     }
-    let cache = (cfg.n_layers * cfg.model_length * h * 4) as u64;
+    let cache = (cfg.n_layers * ring_slots(cfg) * h * 4) as u64;
     if cache > ctx.max_binding_bytes() {
         return unsupported(format!(
             "the KV cache ({} MB per K and V) exceeds one storage binding",
@@ -112,6 +123,13 @@ pub fn check_supported(ctx: &GpuContext, cfg: &bd3lm::Config) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Slots of the ring KV cache: the context plus one block, so that a folded call's denoised
+/// rows (written after the window that slid past them) never overwrite the oldest keys its
+/// clean rows still attend to.
+pub fn ring_slots(cfg: &bd3lm::Config) -> usize {
+    cfg.model_length + cfg.block_size
 }
 
 /// LayerNorm offsets of `norm` and its (shift, scale) modulation chunks.
@@ -148,19 +166,16 @@ impl Plan {
     pub async fn new(ctx: &GpuContext, model: &GpuModel) -> Result<Plan> {
         let cfg = &model.config;
         check_supported(ctx, cfg)?;
-        let (b, h, v, n, l) = (
-            cfg.block_size,
-            cfg.hidden_dim,
-            cfg.vocab_size,
-            cfg.model_length,
-            cfg.n_layers,
-        );
+        let (b, h, v, l) = (cfg.block_size, cfg.hidden_dim, cfg.vocab_size, cfg.n_layers);
         let tiling = ctx.tiling;
         let f32b = 4u64;
         let none = wgpu::BufferUsages::empty();
         let copy_src = wgpu::BufferUsages::COPY_SRC;
         let copy_dst = wgpu::BufferUsages::COPY_DST;
-        let rows_h = (b * h) as u64 * f32b;
+        // Rows of the biggest call: a folded store pass and the block it rides with.
+        let max_rows = 2 * b;
+        let ring = ring_slots(cfg);
+        let rows_h = (max_rows * h) as u64 * f32b;
         let tokens = storage(ctx, "tokens", (b * 4) as u64, copy_dst);
         let commit_tokens = storage(ctx, "commit tokens", (b * 4) as u64, copy_dst);
         let x = storage(ctx, "x", rows_h, copy_src);
@@ -169,12 +184,20 @@ impl Plan {
         let attn = storage(ctx, "attn", rows_h, none);
         let hidden = storage(ctx, "mlp hidden", 4 * rows_h, none);
         let logits = storage(ctx, "logits", (b * v) as u64 * f32b, copy_src | copy_dst);
-        let cache_bytes = (l * n * h) as u64 * f32b;
+        let cache_bytes = (l * ring * h) as u64 * f32b;
         let kcache = storage(ctx, "k cache", cache_bytes, none);
         let vcache = storage(ctx, "v cache", cache_bytes, none);
-        let draws_bytes = (b * b * 8) as u64;
+        let draws_bytes = (draws_words(b) * 4) as u64;
         let log_bytes = (reveal_log_words(b) * 4) as u64;
         let draws = storage(ctx, "draws", draws_bytes, copy_src);
+        // Forward, LM head and sampler of one step.
+        let indirect_dispatches = 8 * l as u64 + 3;
+        let next_args = storage(
+            ctx,
+            "next step dispatch arguments",
+            indirect_dispatches * INDIRECT_BYTES,
+            copy_dst | wgpu::BufferUsages::INDIRECT,
+        );
         let reveal_log = storage(ctx, "reveal log", log_bytes, copy_src | copy_dst);
         let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback staging"),
@@ -190,8 +213,8 @@ impl Plan {
             .layers
             .first()
             .ok_or_else(|| GpuError::Unsupported("a model needs at least one layer".into()))?;
-        let attn_out_kernel = Matmul::new(tiling, &lw0.attn_out, Epilogue::Partial, b);
-        let mlp_out_kernel = Matmul::new(tiling, &lw0.mlp_out, Epilogue::Partial, b);
+        let attn_out_kernel = Matmul::new(tiling, &lw0.attn_out, Epilogue::Partial, max_rows);
+        let mlp_out_kernel = Matmul::new(tiling, &lw0.mlp_out, Epilogue::Partial, max_rows);
         let max_splits = attn_out_kernel
             .tiles
             .splits
@@ -204,25 +227,29 @@ impl Plan {
 
         let embed_kernel = Embed {
             format: model.embedding.scheme,
-            rows: b as u32,
         };
         let first_norm = layer_norm(h, lay.norm1(0), lay.modulation(0, 0), lay.modulation(0, 1));
-        let embed_io = |tokens| EmbedIo {
-            table: &model.embedding,
-            norm: first_norm,
-            tokens,
-            vecs: &model.vecs,
-            x: &x,
-            xn: &xn,
-        };
-        let embed = norm::embed(ctx, embed_kernel, embed_io(&tokens)).await?;
-        let embed_commit = norm::embed(ctx, embed_kernel, embed_io(&commit_tokens)).await?;
+        let embed = norm::embed(
+            ctx,
+            embed_kernel,
+            EmbedIo {
+                table: &model.embedding,
+                norm: first_norm,
+                tokens: &tokens,
+                clean_tokens: &commit_tokens,
+                steps: &steps,
+                vecs: &model.vecs,
+                x: &x,
+                xn: &xn,
+            },
+        )
+        .await?;
 
         let mut layers = Vec::with_capacity(l);
         for (li, lw) in model.layers.iter().enumerate() {
             let at = Some(li);
-            let cache_layer_off = (li * n * h) as u32;
-            let mm = |matrix, epilogue| Matmul::new(tiling, matrix, epilogue, b);
+            let cache_layer_off = (li * ring * h) as u32;
+            let mm = |matrix, epilogue| Matmul::new(tiling, matrix, epilogue, max_rows);
             let io = |matrix, params, input, output| MatmulIo {
                 matrix,
                 vecs: &model.vecs,
@@ -301,7 +328,7 @@ impl Plan {
                 ctx,
                 Residual {
                     bias: false,
-                    rows: b as u32,
+                    rows: max_rows as u32,
                 },
                 residual_io(attn_out_k.tiles.splits, lay.modulation(li, 2), 0, norm2),
                 "attn_residual",
@@ -333,7 +360,7 @@ impl Plan {
                 ctx,
                 Residual {
                     bias: true,
-                    rows: b as u32,
+                    rows: max_rows as u32,
                 },
                 residual_io(
                     mlp_out_k.tiles.splits,
@@ -379,29 +406,29 @@ impl Plan {
         };
         let head_all = head(b).await?;
         let head_one = head(1).await?;
-        let (sample, reveal) = sample::dispatches(
-            ctx,
-            SampleIo {
-                params: SampleParams {
-                    vocab: v as u32,
-                    mask: cfg.mask_id(),
-                    block: b as u32,
-                    pad: 0,
-                },
-                steps: &steps,
-                logits: &logits,
-                tokens: &tokens,
-                draws: &draws,
-                reveal_log: &reveal_log,
+        let sample_io = SampleIo {
+            params: SampleParams {
+                vocab: v as u32,
+                mask: cfg.mask_id(),
+                block: b as u32,
+                entropy_off: entropy_offset(b) as u32,
             },
-            b as u32,
-            RevealRule::Scheduled,
-        )
-        .await?;
+            steps: &steps,
+            logits: &logits,
+            tokens: &tokens,
+            draws: &draws,
+            reveal_log: &reveal_log,
+            next_args: &next_args,
+        };
+        let sample = sample::sample_dispatch(ctx, &sample_io, b as u32).await?;
         let sample_one = Dispatch {
             grid: crate::dispatch::Grid::Fixed(1, 1),
             ..sample.clone()
         };
+        let mut reveals = Vec::with_capacity(RevealRule::ALL.len());
+        for rule in RevealRule::ALL {
+            reveals.push(sample::reveal_dispatch(ctx, &sample_io, rule).await?);
+        }
         let scratch_bytes = [
             &x, &xn, &q, &attn, &hidden, &logits, &kcache, &vcache, &partials, &part_o, &part_ml,
         ]
@@ -416,34 +443,31 @@ impl Plan {
             x,
             logits,
             draws,
+            next_args,
             reveal_log,
             staging,
             steps,
             attention: attention_kernel,
             embed,
-            embed_commit,
             layers,
             head_all,
             head_one,
             sample,
             sample_one,
-            reveal,
+            reveals,
             scratch_bytes,
         })
     }
 
-    /// The dispatches of one forward: the store pass (`commit`: its own tokens, stopping
-    /// after the last layer's QKV, which is all it needs), or a denoising forward with `head`.
-    pub fn forward(&self, commit: bool, head: Head) -> Vec<&Dispatch> {
+    /// The dispatches of one forward: a store pass alone (`store_only`: stopping after the
+    /// last layer's QKV, which is all it needs), or a denoising forward (its store pass folded
+    /// in or not) with `head`.
+    pub fn forward(&self, store_only: bool, head: Head) -> Vec<&Dispatch> {
         let mut out = Vec::with_capacity(8 * self.layers.len() + 4);
-        out.push(if commit {
-            &self.embed_commit
-        } else {
-            &self.embed
-        });
+        out.push(&self.embed);
         let last = self.layers.len().saturating_sub(1);
         for (i, l) in self.layers.iter().enumerate() {
-            if commit && i == last {
+            if store_only && i == last {
                 out.push(&l.qkv);
                 break;
             }
@@ -466,19 +490,31 @@ impl Plan {
         }
     }
 
+    pub fn reveal(&self, rule: RevealRule) -> &Dispatch {
+        let i = RevealRule::ALL.iter().position(|&r| r == rule).unwrap_or(0);
+        &self.reveals[i]
+    }
+
     /// The dispatches of one step of a block: forward, LM head, sampler, reveal stage.
-    pub fn block_step(&self, head: Head) -> Vec<&Dispatch> {
-        let mut out = self.forward(false, head);
-        out.push(self.sampler(head));
-        out.push(&self.reveal);
+    pub fn block_step(&self, head: Head, rule: RevealRule) -> Vec<&Dispatch> {
+        let mut out = self.indirect_list(head);
+        out.push(self.reveal(rule));
         out
     }
 
-    /// What each dispatch of one step of a block streams at a window of `cached` tokens.
-    pub fn step_infos(&self, head: Head, cached: usize) -> Vec<DispatchInfo> {
-        self.block_step(head)
+    /// The dispatches of a step that a parallel block's later steps record indirectly (all
+    /// but the reveal stage): forward, LM head, sampler.
+    pub fn indirect_list(&self, head: Head) -> Vec<&Dispatch> {
+        let mut out = self.forward(false, head);
+        out.push(self.sampler(head));
+        out
+    }
+
+    /// What each dispatch of one step of a block streams in `call`.
+    pub fn step_infos(&self, head: Head, call: &Call) -> Vec<DispatchInfo> {
+        self.block_step(head, RevealRule::Scheduled)
             .iter()
-            .map(|d| d.info(cached))
+            .map(|d| d.info(call))
             .collect()
     }
 }

@@ -43,13 +43,17 @@ impl GpuEngine {
             .queue
             .write_buffer(&self.plan.reveal_log, 0, bytemuck::bytes_of(&0u32));
         let mut out = Vec::new();
-        for d in self.plan.block_step(Head::One) {
+        let call = self.plain_call();
+        for d in self
+            .plan
+            .block_step(Head::One, crate::kernels::sample::RevealRule::Scheduled)
+        {
             let started = std::time::Instant::now();
             for _ in 0..repeats.max(1) {
                 let mut enc = self.encoder();
                 {
                     let mut pass = enc.begin_compute_pass(&Default::default());
-                    d.record(&mut pass, 0, self.cached);
+                    d.record(&mut pass, 0, &call);
                 }
                 self.ctx.queue.submit([enc.finish()]);
                 self.ctx
@@ -59,7 +63,7 @@ impl GpuEngine {
             }
             let ms = started.elapsed().as_secs_f64() * 1000.0 / repeats.max(1) as f64;
             out.push(DispatchProfile {
-                info: d.info(self.cached),
+                info: d.info(&call),
                 ms: Some(ms),
             });
         }

@@ -134,6 +134,77 @@ fn block_sizes_one_to_sixteen_match_the_cpu_reference() {
     }
 }
 
+/// The parallel samplers on the device and the folded store pass, generating twice past the
+/// context (the window slides): each block of a parallel sampler is one submission and one
+/// wait, reveals several tokens in some steps, and gives bit-identical ids and confidences to
+/// one draw per step with the selection on the host; with the store pass folded into the next
+/// block's first call, every sampler gives bit-identical results to a separate store pass, in
+/// one model call per block fewer.
+#[test]
+fn parallel_samplers_and_the_folded_store_pass_are_exact() {
+    let dir = fixtures_root().join("tiny-v512-bs4");
+    let fx = Fixture::from_dir(&dir).expect("fixture loads");
+    let cfg = fx.weights.config.clone();
+    let ctx = context(Tiling::Auto);
+    let mut gpu = engine(&ctx, &fx.weights);
+    assert!(gpu.store_fold(), "the fold is on by default");
+    let len = 2 * cfg.model_length;
+    let blocks = (len / cfg.block_size) as u64;
+    let first_hitting = SamplerKind::FirstHitting {
+        max_steps: cfg.block_size,
+    };
+    for sampler in [first_hitting].into_iter().chain(common::PARALLEL_SAMPLERS) {
+        let run = |gpu: &mut GpuEngine, execution, fold| {
+            gpu.set_store_fold(fold);
+            let (c0, f0) = (gpu.counters(), gpu.forward_count());
+            let mut gen = common::free_generator(&fx, sampler, len, 3).execution(execution);
+            let events = run_events(&mut gen, gpu);
+            assert_eq!(gen.committed().len(), len);
+            let c = gpu.counters();
+            let waits = c.host_waits - c0.host_waits;
+            (events, gpu.forward_count() - f0, waits)
+        };
+        let (block, calls, waits) = run(&mut gpu, Execution::PerBlock, true);
+        let steps = block
+            .iter()
+            .filter(|e| matches!(e, Event::Step { .. }))
+            .count() as u64;
+        assert_eq!(waits, blocks, "{sampler:?}: one wait per block");
+        assert_eq!(
+            calls, steps,
+            "{sampler:?}: one call per step, store passes folded"
+        );
+        let (separate, separate_calls, _) = run(&mut gpu, Execution::PerBlock, false);
+        assert!(
+            same_steps(&block, &separate),
+            "{sampler:?}: the folded store pass changed the tokens"
+        );
+        assert_eq!(
+            separate_calls,
+            steps + blocks,
+            "{sampler:?}: a store pass per block"
+        );
+        if sampler.is_parallel() {
+            let (step, _, step_waits) = run(&mut gpu, Execution::PerStep, true);
+            assert_eq!(step_waits, steps);
+            assert!(
+                same_steps(&block, &step),
+                "{sampler:?}: device and host selection differ"
+            );
+            let (multi, all) = common::multi_reveal_steps(&block);
+            assert!(
+                multi > 0 && multi < all,
+                "{sampler:?}: {multi} of {all} steps revealed several tokens"
+            );
+            println!(
+                "{sampler:?}: {all} steps for {len} tokens, {multi} with several reveals; calls per token {:.3} folded, {:.3} separate",
+                calls as f64 / len as f64,
+                separate_calls as f64 / len as f64
+            );
+        }
+    }
+}
+
 /// Commits whole blocks of a prefix (object-safe helper over the two engines).
 trait Committer {
     fn commit_all(&mut self, prefix: &[u32], b: usize);
@@ -198,7 +269,7 @@ fn tiny_random_weights(block_size: usize, seed: u64) -> bd3lm::Weights {
 }
 
 /// Buffers and bind groups are created once per engine: generating past the context (sliding
-/// window) with either sampler creates no GPU object at all. A first-hitting block costs one
+/// window) with any sampler creates no GPU object at all. A first-hitting block costs one
 /// submission (its store pass rides with the next block's) and one host wait; with
 /// `steps_per_submit` its steps are split over submissions, still with one wait and the same
 /// tokens.
@@ -258,6 +329,9 @@ fn denoising_steps_create_no_gpu_objects_and_blocks_wait_once() {
         "one submission per block"
     );
     generate(&mut engine, SamplerKind::Posterior { steps: 3 });
+    for sampler in common::PARALLEL_SAMPLERS {
+        generate(&mut engine, sampler);
+    }
     assert!(engine.forward_count() > 2 * cfg.model_length as u64 / cfg.block_size as u64);
     assert_eq!(
         engine.counters().device_objects_created,

@@ -59,6 +59,11 @@ fn gpu_sampling_modes_match_cpu() {
 }
 
 #[test]
+fn gpu_parallel_reveal_stages_select_as_the_core_does() {
+    pollster::block_on(common::reveal_rules(&context()));
+}
+
+#[test]
 fn no_adapter_is_a_clean_typed_error() {
     // No backend compiled for this OS can be found: request only the ones that are absent.
     let backends = if cfg!(target_os = "linux") {

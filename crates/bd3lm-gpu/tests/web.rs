@@ -84,6 +84,7 @@ async fn webgpu_kernels_match_cpu() {
     common::residual_norm(&ctx).await;
     common::attention_ring(&ctx, &common::BLOCK_SIZES).await;
     common::sampling_modes(&ctx).await;
+    common::reveal_rules(&ctx).await;
     let small = context_with(GpuOptions {
         max_binding_bytes: Some(16 << 10),
         ..Default::default()
@@ -218,6 +219,7 @@ async fn wasm_fast_cpu_engine_conformance_with_simd128() {
             let options = CpuOptions {
                 threads: None,
                 simd: Some(simd),
+                ..CpuOptions::default()
             };
             let mut cpu = bd3lm_cpu::CpuEngine::new(fx.weights.clone(), options).expect("engine");
             let results = conformance::run(&fx, &mut cpu, Tolerances::GPU).await;

@@ -9,10 +9,13 @@ use crate::pipelines::{PipelineKey, Slot};
 use crate::shaders::Variant;
 use crate::tiling::{attention_tiles, AttentionTiles, Tiling};
 
-/// The attention kernels for a block of `rows` queries of `head_dim` per head.
+/// The attention kernels for blocks of `rows` queries of `head_dim` per head; a call has one
+/// or two such groups (a folded call: the clean block and the denoised one), `max_rows` rows
+/// in all at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attention {
     pub rows: u32,
+    pub max_rows: u32,
     pub head_dim: u32,
     pub tiles: AttentionTiles,
 }
@@ -40,6 +43,7 @@ impl Attention {
     pub fn new(tiling: Tiling, rows: usize, head_dim: usize, heads: usize) -> Attention {
         Attention {
             rows: rows as u32,
+            max_rows: 2 * rows as u32,
             head_dim: head_dim as u32,
             tiles: attention_tiles(tiling, rows, head_dim, heads),
         }
@@ -53,6 +57,7 @@ impl Attention {
     fn variant(&self) -> Variant {
         Variant::default()
             .constant("ROWS", self.rows)
+            .constant("MAX_ROWS", self.max_rows)
             .constant("HEAD_DIM", self.head_dim)
             .constant("KT", self.tiles.kt)
     }
@@ -81,8 +86,8 @@ impl Attention {
         let splits = self.tiles.max_splits as usize;
         let heads = hidden / self.head_dim as usize;
         (
-            splits * self.rows as usize * hidden,
-            splits * heads * self.rows as usize * 2,
+            splits * self.max_rows as usize * hidden,
+            splits * heads * self.max_rows as usize * 2,
         )
     }
 }
@@ -128,11 +133,11 @@ pub async fn dispatches(
         bind_group,
         grid: Grid::Attention {
             heads: io.params.heads,
-            rows: a.rows,
+            block: a.rows,
             tiles: a.tiles,
         },
         cost: Cost {
-            // Each key's K and V row of every head, read once per forward.
+            // Each key's K and V row of every head, read once per row group of the call.
             cache_bytes_per_key: 2 * h * 4,
             // q.k and p.v: 4 flops per (row, key, element).
             flops_per_key: 4 * rows * h,
@@ -153,9 +158,9 @@ pub async fn dispatches(
         layer,
         compiled,
         bind_group,
-        grid: Grid::Fixed(a.rows, 1),
+        grid: Grid::Rows,
         cost: Cost {
-            flops: 4 * rows * h,
+            flops_per_row: 4 * h,
             streams: false,
             ..Cost::default()
         },

@@ -7,7 +7,7 @@ use super::matmul::{self, Epilogue, Matmul, MatmulIo};
 use super::norm::{self, Embed, EmbedIo, Residual, ResidualIo};
 use super::sample::{self, reveal_log_words, RevealRule, SampleIo};
 use crate::context::GpuContext;
-use crate::dispatch::{AttnParams, Dispatch, MatmulParams, NormParams, SampleParams};
+use crate::dispatch::{AttnParams, Call, Dispatch, MatmulParams, NormParams, SampleParams};
 use crate::dispatch::{Step, StepTable};
 use crate::error::Result;
 use crate::model::GpuMatrix;
@@ -39,18 +39,18 @@ fn steps(ctx: &GpuContext, step: &Step) -> StepTable {
     t
 }
 
-/// Runs `dispatches` at window fill `cached`, then reads `len` words of each of `outs`.
+/// Runs `dispatches` for `call`, then reads `len` words of each of `outs`.
 async fn run_and_read(
     ctx: &GpuContext,
     dispatches: &[&Dispatch],
-    cached: usize,
+    call: &Call,
     outs: &[(&wgpu::Buffer, usize)],
 ) -> Result<Vec<Vec<u32>>> {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
         for d in dispatches {
-            d.record(&mut pass, 0, cached);
+            d.record(&mut pass, 0, call);
         }
     }
     ctx.queue.submit([enc.finish()]);
@@ -115,7 +115,13 @@ pub async fn matmul(
     let vecs = floats(ctx, &b);
     let input = floats(ctx, x);
     let output = zeros(ctx, splits * rows * n);
-    let table = steps(ctx, &Step::default());
+    let table = steps(
+        ctx,
+        &Step {
+            rows: rows as u32,
+            ..Step::default()
+        },
+    );
     let d = matmul::dispatch(
         ctx,
         kernel,
@@ -133,9 +139,14 @@ pub async fn matmul(
     )
     .await?;
     let out = as_f32(
-        run_and_read(ctx, &[&d], 0, &[(&output, splits * rows * n)])
-            .await?
-            .remove(0),
+        run_and_read(
+            ctx,
+            &[&d],
+            &Call::denoise(rows, 0),
+            &[(&output, splits * rows * n)],
+        )
+        .await?
+        .remove(0),
     );
     // Partial sums are added in split order, as residual.wgsl adds them.
     let mut sum = vec![0.0f32; rows * n];
@@ -147,17 +158,21 @@ pub async fn matmul(
     Ok(sum)
 }
 
-/// The QKV projection of a block written to a ring cache: returns (q `[rows, H]`, K cache,
-/// V cache), the caches `[n_ctx, H]` starting from `k_cache` / `v_cache`.
+/// The QKV projection of a call written to a ring cache: returns (q `[rows, H]`, K cache,
+/// V cache), the caches `[n_ctx, H]` starting from `k_cache` / `v_cache`. With `clean`, the
+/// first `rows / 2` rows are a clean block at its own window (a folded store pass).
 pub struct QkvInputs<'a> {
     pub tiling: Tiling,
     /// `[3H, H]`.
     pub matrix: &'a Matrix,
     pub x: &'a [f32],
     pub rows: usize,
+    /// Ring slots.
     pub n_ctx: usize,
     pub cached: usize,
     pub ring_start: usize,
+    /// The clean block's window (cached, ring start) when the call is folded.
+    pub clean: Option<(usize, usize)>,
     pub k_cache: &'a [f32],
     pub v_cache: &'a [f32],
 }
@@ -168,12 +183,21 @@ pub async fn qkv(ctx: &GpuContext, a: &QkvInputs<'_>) -> Result<(Vec<f32>, Vec<f
     let kernel = Matmul::new(a.tiling, &g, Epilogue::Qkv, a.rows);
     let (vecs, input, q) = (zeros(ctx, 4), floats(ctx, a.x), zeros(ctx, a.rows * h));
     let (kc, vc) = (floats(ctx, a.k_cache), floats(ctx, a.v_cache));
+    let (clean_rows, (clean_cached, clean_ring_start)) = match a.clean {
+        Some(w) => (a.rows / 2, w),
+        None => (0, (0, 0)),
+    };
     let table = steps(
         ctx,
         &Step {
             cached: a.cached as u32,
             ring_start: a.ring_start as u32,
             n_ctx: a.n_ctx as u32,
+            ring: a.n_ctx as u32,
+            rows: a.rows as u32,
+            clean_rows: clean_rows as u32,
+            clean_cached: clean_cached as u32,
+            clean_ring_start: clean_ring_start as u32,
             ..Step::default()
         },
     );
@@ -200,7 +224,7 @@ pub async fn qkv(ctx: &GpuContext, a: &QkvInputs<'_>) -> Result<(Vec<f32>, Vec<f
     let mut out = run_and_read(
         ctx,
         &[&d],
-        a.cached,
+        &Call::denoise(a.rows, a.cached),
         &[(&q, a.rows * h), (&kc, cache_len), (&vc, cache_len)],
     )
     .await?
@@ -245,31 +269,43 @@ fn norm_vecs(ctx: &GpuContext, v: &NormVectors<'_>, n: usize) -> (wgpu::Buffer, 
 pub const SENTINEL: f32 = 7.25;
 
 /// Embedding gather of `tokens` from `table`, then the LayerNorm: returns (x, xn), each with
-/// one extra row after the block, filled with [`SENTINEL`] before the dispatch.
+/// one extra row after the call, filled with [`SENTINEL`] before the dispatch. The first
+/// `clean_rows` tokens come from the clean block's buffer (a folded store pass).
 pub async fn embed(
     ctx: &GpuContext,
     table: &Matrix,
     tokens: &[u32],
+    clean_rows: usize,
     v: &NormVectors<'_>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let g = upload_matrix(ctx, table)?;
     let h = table.cols;
     let rows = tokens.len();
     let (vecs, np) = norm_vecs(ctx, v, h);
-    let tok = buffer(ctx, bytemuck::cast_slice(tokens));
+    let (clean, block) = tokens.split_at(clean_rows.min(rows));
+    let clean_tok = buffer(ctx, bytemuck::cast_slice(clean));
+    let tok = buffer(ctx, bytemuck::cast_slice(block));
     let fill = vec![SENTINEL; (rows + 1) * h];
     let (x, xn) = (floats(ctx, &fill), floats(ctx, &fill));
-    let kernel = Embed {
-        format: table.scheme(),
-        rows: rows as u32,
-    };
+    let table_steps = steps(
+        ctx,
+        &Step {
+            rows: rows as u32,
+            clean_rows: clean.len() as u32,
+            ..Step::default()
+        },
+    );
     let d = norm::embed(
         ctx,
-        kernel,
+        Embed {
+            format: table.scheme(),
+        },
         EmbedIo {
             table: &g,
             norm: np,
             tokens: &tok,
+            clean_tokens: &clean_tok,
+            steps: &table_steps,
             vecs: &vecs,
             x: &x,
             xn: &xn,
@@ -277,7 +313,13 @@ pub async fn embed(
     )
     .await?;
     let len = (rows + 1) * h;
-    let mut out = run_and_read(ctx, &[&d], 0, &[(&x, len), (&xn, len)])
+    let call = Call {
+        clean_rows: clean.len() as u32,
+        rows: block.len() as u32,
+        clean_cached: 0,
+        cached: 0,
+    };
+    let mut out = run_and_read(ctx, &[&d], &call, &[(&x, len), (&xn, len)])
         .await?
         .into_iter()
         .map(as_f32);
@@ -319,7 +361,8 @@ pub async fn residual(
         None,
     )
     .await?;
-    let mut out = run_and_read(ctx, &[&d], 0, &[(&xb, rows * n), (&xn, rows * n)])
+    let call = Call::denoise(rows, 0);
+    let mut out = run_and_read(ctx, &[&d], &call, &[(&xb, rows * n), (&xn, rows * n)])
         .await?
         .into_iter()
         .map(as_f32);
@@ -327,16 +370,23 @@ pub async fn residual(
     Ok((next(), next()))
 }
 
-/// Inputs of one attention call for one layer (the caches hold `n_ctx` ring slots of `[H]`).
+/// Inputs of one attention call for one layer (the caches hold `ring` slots of `[H]`).
 pub struct AttentionInputs<'a> {
     pub tiling: Tiling,
     pub heads: usize,
     pub head_dim: usize,
     pub block: usize,
+    /// Positions of the RoPE table.
     pub n_ctx: usize,
+    /// Slots of the ring cache.
+    pub ring: usize,
+    /// The denoised block's window.
     pub cached: usize,
     pub ring_start: usize,
-    /// `[block, H]` un-rotated queries.
+    /// A folded call: the clean block's window (cached, ring start); its `block` queries come
+    /// first in `q`.
+    pub clean: Option<(usize, usize)>,
+    /// `[rows, H]` un-rotated queries (`block` rows, `2 * block` with `clean`).
     pub q: &'a [f32],
     pub k_cache: &'a [f32],
     pub v_cache: &'a [f32],
@@ -344,18 +394,30 @@ pub struct AttentionInputs<'a> {
     pub rope: &'a [f32],
 }
 
-/// Runs attention (partials and combine); returns the output and the number of splits.
+/// Runs attention (partials and combine); returns the output `[rows, H]` and the number of
+/// splits of the widest window.
 pub async fn attention(ctx: &GpuContext, a: &AttentionInputs<'_>) -> Result<(Vec<f32>, u32)> {
     let (h, d) = (a.heads * a.head_dim, a.head_dim);
     let kernel = Attention::new(a.tiling, a.block, d, a.heads);
     let (o_floats, ml_floats) = kernel.partial_floats(h);
+    let (clean_rows, (clean_cached, clean_ring_start)) = match a.clean {
+        Some(w) => (a.block, w),
+        None => (0, (0, 0)),
+    };
+    let rows = clean_rows + a.block;
     let table = steps(
         ctx,
         &Step {
             cached: a.cached as u32,
             ring_start: a.ring_start as u32,
             n_ctx: a.n_ctx as u32,
+            ring: a.ring as u32,
             kv_split: kernel.kv_split(a.cached),
+            rows: rows as u32,
+            clean_rows: clean_rows as u32,
+            clean_cached: clean_cached as u32,
+            clean_ring_start: clean_ring_start as u32,
+            clean_kv_split: kernel.kv_split(clean_cached),
             ..Step::default()
         },
     );
@@ -368,7 +430,7 @@ pub async fn attention(ctx: &GpuContext, a: &AttentionInputs<'_>) -> Result<(Vec
     let (part_o, part_ml, out) = (
         zeros(ctx, o_floats),
         zeros(ctx, ml_floats),
-        zeros(ctx, a.block * h),
+        zeros(ctx, rows * h),
     );
     let (partial, combine) = attention::dispatches(
         ctx,
@@ -392,8 +454,14 @@ pub async fn attention(ctx: &GpuContext, a: &AttentionInputs<'_>) -> Result<(Vec
         None,
     )
     .await?;
-    let splits = partial.workgroups(a.cached).1;
-    let out = run_and_read(ctx, &[&partial, &combine], a.cached, &[(&out, a.block * h)]).await?;
+    let call = Call {
+        clean_rows: clean_rows as u32,
+        rows: a.block as u32,
+        clean_cached,
+        cached: a.cached,
+    };
+    let splits = partial.workgroups(&call).1;
+    let out = run_and_read(ctx, &[&partial, &combine], &call, &[(&out, rows * h)]).await?;
     Ok((as_f32(out.into_iter().next().unwrap_or_default()), splits))
 }
 
@@ -407,15 +475,15 @@ pub struct SampleStep {
     pub mask_prob: f32,
 }
 
-/// Runs the sampling kernel on `logits` rows (`[rows, V]`) and returns (id, value) per row:
-/// the drawn id and its probability, or for the probes (kept count, kept mass) / (id, q).
-/// The MASK id is `vocab - 1`.
+/// Runs the sampling kernel on `logits` rows (`[rows, V]`) and returns (id, value, entropy)
+/// per row: the drawn id, its probability and the entropy of the filtered row, or for the
+/// probes (kept count, kept mass) / (id, q). The MASK id is `vocab - 1`.
 pub async fn sample(
     ctx: &GpuContext,
     logits: &[f32],
     tokens: &[u32],
     s: SampleStep,
-) -> Result<Vec<(u32, f32)>> {
+) -> Result<Vec<(u32, f32, f32)>> {
     let rows = logits.len() / s.vocab;
     let table = steps(
         ctx,
@@ -431,31 +499,122 @@ pub async fn sample(
         floats(ctx, logits),
         buffer(ctx, bytemuck::cast_slice(tokens)),
     );
-    let (draws, log) = (zeros(ctx, rows * 2), zeros(ctx, reveal_log_words(rows)));
-    let (dispatch, _) = sample::dispatches(
-        ctx,
-        SampleIo {
-            params: SampleParams {
-                vocab: s.vocab as u32,
-                mask: (s.vocab - 1) as u32,
-                block: rows as u32,
-                pad: 0,
-            },
-            steps: &table,
-            logits: &lg,
-            tokens: &tk,
-            draws: &draws,
-            reveal_log: &log,
+    // One step's draws: (id, value) per row, then the entropies.
+    let (draws, log, args) = (
+        zeros(ctx, rows * 3),
+        zeros(ctx, reveal_log_words(rows)),
+        zeros(ctx, 3),
+    );
+    let io = SampleIo {
+        params: SampleParams {
+            vocab: s.vocab as u32,
+            mask: (s.vocab - 1) as u32,
+            block: rows as u32,
+            entropy_off: 2 * rows as u32,
         },
-        rows as u32,
-        RevealRule::Scheduled,
+        steps: &table,
+        logits: &lg,
+        tokens: &tk,
+        draws: &draws,
+        reveal_log: &log,
+        next_args: &args,
+    };
+    let dispatch = sample::sample_dispatch(ctx, &io, rows as u32).await?;
+    let words = run_and_read(
+        ctx,
+        &[&dispatch],
+        &Call::denoise(rows, 0),
+        &[(&draws, rows * 3)],
     )
-    .await?;
-    let words = run_and_read(ctx, &[&dispatch], 0, &[(&draws, rows * 2)])
-        .await?
-        .remove(0);
-    Ok(words
+    .await?
+    .remove(0);
+    let (pairs, entropies) = words.split_at(2 * rows);
+    Ok(pairs
         .chunks_exact(2)
-        .map(|w| (w[0], f32::from_bits(w[1])))
+        .zip(entropies)
+        .map(|(w, &h)| (w[0], f32::from_bits(w[1]), f32::from_bits(h)))
         .collect())
+}
+
+/// What a reveal stage did to one step of a block (see [`reveal`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevealOutcome {
+    /// The block after the step.
+    pub tokens: Vec<u32>,
+    /// The log entries: (step, row, id, confidence).
+    pub log: Vec<(u32, u32, u32, f32)>,
+    /// Whether the later steps' dispatch arguments were emptied (the block is complete).
+    pub emptied: bool,
+}
+
+/// Runs the reveal stage of `rule` (with `bound`, the threshold or gamma) on step `index` of a
+/// block, whose draws are given per row as (id, confidence, entropy); the MASK id is `mask`.
+pub async fn reveal(
+    ctx: &GpuContext,
+    rule: RevealRule,
+    bound: f32,
+    index: usize,
+    tokens: &[u32],
+    mask: u32,
+    draws: &[(u32, f32, f32)],
+) -> Result<RevealOutcome> {
+    let b = tokens.len();
+    let steps_in_block = index + 1;
+    let table = steps(
+        ctx,
+        &Step {
+            index: index as u32,
+            reveal_row: 0,
+            bound,
+            ..Step::default()
+        },
+    );
+    // The step's row of a `[steps, b]` draws table, other steps' rows left zero.
+    let mut words = vec![0u32; 3 * steps_in_block * b];
+    for (r, &(id, c, h)) in draws.iter().enumerate() {
+        words[(index * b + r) * 2] = id;
+        words[(index * b + r) * 2 + 1] = c.to_bits();
+        words[2 * steps_in_block * b + index * b + r] = h.to_bits();
+    }
+    let (tk, dr, log) = (
+        buffer(ctx, bytemuck::cast_slice(tokens)),
+        buffer(ctx, bytemuck::cast_slice(&words)),
+        zeros(ctx, reveal_log_words(b)),
+    );
+    let args = buffer(ctx, bytemuck::cast_slice(&[7u32; 6]));
+    let lg = zeros(ctx, 4);
+    let io = SampleIo {
+        params: SampleParams {
+            vocab: mask + 1,
+            mask,
+            block: b as u32,
+            entropy_off: (2 * steps_in_block * b) as u32,
+        },
+        steps: &table,
+        logits: &lg,
+        tokens: &tk,
+        draws: &dr,
+        reveal_log: &log,
+        next_args: &args,
+    };
+    let dispatch = sample::reveal_dispatch(ctx, &io, rule).await?;
+    let mut out = run_and_read(
+        ctx,
+        &[&dispatch],
+        &Call::denoise(b, 0),
+        &[(&tk, b), (&log, reveal_log_words(b)), (&args, 6)],
+    )
+    .await?
+    .into_iter();
+    let mut next = || out.next().unwrap_or_default();
+    let (tokens, log, args) = (next(), next(), next());
+    let count = log.first().copied().unwrap_or(0) as usize;
+    Ok(RevealOutcome {
+        tokens,
+        log: log[1..1 + 4 * count.min(b)]
+            .chunks_exact(4)
+            .map(|e| (e[0], e[1], e[2], f32::from_bits(e[3])))
+            .collect(),
+        emptied: args.iter().all(|&w| w == 0),
+    })
 }

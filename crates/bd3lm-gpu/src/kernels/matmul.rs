@@ -64,7 +64,9 @@ impl Epilogue {
     }
 }
 
-/// One matmul kernel: weight format, epilogue, rows and tiles.
+/// One matmul kernel: weight format, epilogue, rows and tiles. `rows` is the most rows a call
+/// runs (the projections: 2B, a folded call; the call's own count is `Step.rows`); the LM head
+/// (`Epilogue::Bias`) always runs exactly `rows` rows from the draw row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Matmul {
     pub format: Scheme,
@@ -156,11 +158,20 @@ pub async fn dispatch(
         compiled,
         bind_group,
         grid: Grid::Fixed(x, y),
-        cost: Cost {
-            weight_bytes: io.matrix.bytes(),
-            flops: 2 * m.rows as u64 * io.matrix.rows as u64 * io.matrix.cols as u64,
-            streams: true,
-            ..Cost::default()
+        cost: {
+            let per_row = 2 * io.matrix.rows as u64 * io.matrix.cols as u64;
+            let (flops, flops_per_row) = if m.epilogue == Epilogue::Bias {
+                (per_row * m.rows as u64, 0)
+            } else {
+                (0, per_row)
+            };
+            Cost {
+                weight_bytes: io.matrix.bytes(),
+                flops,
+                flops_per_row,
+                streams: true,
+                ..Cost::default()
+            }
         },
     })
 }

@@ -4,19 +4,19 @@
 
 use super::{compile_and_bind, Layout};
 use crate::context::GpuContext;
-use crate::dispatch::NormParams;
 use crate::dispatch::{format_flag, uniform, weight_params, Bound, Cost, Dispatch, Grid};
+use crate::dispatch::{NormParams, StepTable};
 use crate::error::Result;
 use crate::model::GpuMatrix;
 use crate::pipelines::{PipelineKey, Slot};
 use crate::shaders::Variant;
 use bd3lm::quant::Scheme;
 
-/// `embed.wgsl`: gather the block's rows, then the first LayerNorm.
+/// `embed.wgsl`: gather the call's rows (a clean block's, then the denoised block's), then
+/// the first LayerNorm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Embed {
     pub format: Scheme,
-    pub rows: u32,
 }
 
 const EMBED_LAYOUT: Layout = &[
@@ -28,6 +28,8 @@ const EMBED_LAYOUT: Layout = &[
     (5, Slot::Read),
     (6, Slot::ReadWrite),
     (7, Slot::ReadWrite),
+    (8, Slot::StepTable),
+    (9, Slot::Read),
 ];
 
 impl Embed {
@@ -46,7 +48,11 @@ pub struct EmbedIo<'a> {
     pub table: &'a GpuMatrix,
     /// LayerNorm offsets of the first layer (`n` = hidden size).
     pub norm: NormParams,
+    /// The denoised block.
     pub tokens: &'a wgpu::Buffer,
+    /// The clean block a store pass appends (`Step.clean_rows` rows in front).
+    pub clean_tokens: &'a wgpu::Buffer,
+    pub steps: &'a StepTable,
     pub vecs: &'a wgpu::Buffer,
     pub x: &'a wgpu::Buffer,
     pub xn: &'a wgpu::Buffer,
@@ -66,6 +72,8 @@ pub async fn embed(ctx: &GpuContext, e: Embed, io: EmbedIo<'_>) -> Result<Dispat
         Bound::Buffer(io.vecs),
         Bound::Buffer(io.x),
         Bound::Buffer(io.xn),
+        Bound::Steps(io.steps),
+        Bound::Buffer(io.clean_tokens),
     ];
     let (compiled, bind_group) = compile_and_bind(ctx, &e.key(), &buffers).await?;
     let row_bytes = io.table.bytes() / io.table.rows.max(1) as u64;
@@ -74,11 +82,11 @@ pub async fn embed(ctx: &GpuContext, e: Embed, io: EmbedIo<'_>) -> Result<Dispat
         layer: None,
         compiled,
         bind_group,
-        grid: Grid::Fixed(e.rows, 1),
+        grid: Grid::Rows,
         cost: Cost {
-            // A gather of B rows, exempt from the workgroup bound.
-            weight_bytes: row_bytes * e.rows as u64,
-            flops: 8 * e.rows as u64 * io.table.cols as u64,
+            // A gather of the call's rows, exempt from the workgroup bound.
+            weight_bytes_per_row: row_bytes,
+            flops_per_row: 8 * io.table.cols as u64,
             streams: false,
             ..Cost::default()
         },
@@ -86,7 +94,7 @@ pub async fn embed(ctx: &GpuContext, e: Embed, io: EmbedIo<'_>) -> Result<Dispat
 }
 
 /// `residual.wgsl`: add the K splits' partial sums to `x` (gated, with or without a bias),
-/// then the next LayerNorm.
+/// then the next LayerNorm. `rows`: the partial sums' row stride (the most rows a call has).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Residual {
     pub bias: bool,
@@ -142,15 +150,14 @@ pub async fn residual(
         Bound::Buffer(io.xn),
     ];
     let (compiled, bind_group) = compile_and_bind(ctx, &r.key(), &buffers).await?;
-    let elems = r.rows as u64 * io.norm.n as u64;
     Ok(Dispatch {
         kernel,
         layer,
         compiled,
         bind_group,
-        grid: Grid::Fixed(r.rows, 1),
+        grid: Grid::Rows,
         cost: Cost {
-            flops: elems * (2 * io.norm.splits as u64 + 10),
+            flops_per_row: io.norm.n as u64 * (2 * io.norm.splits as u64 + 10),
             streams: false,
             ..Cost::default()
         },

@@ -146,19 +146,34 @@ pub async fn per_block_matches_per_step(fx: &Fixture, engine: &mut impl Engine) 
     }
 }
 
+/// Settings of the parallel samplers that reveal several tokens in some steps of the tiny
+/// fixture models (random weights: low confidences, high entropies) and one in others.
+pub const PARALLEL_SAMPLERS: [SamplerKind; 2] = [
+    SamplerKind::Confidence { threshold: 0.05 },
+    SamplerKind::Entropy { gamma: 5.0 },
+];
+
 /// [`per_block_matches_per_step`] on a free generation of `blocks` blocks only (cheap enough
-/// for a software adapter in the hardware tiling).
+/// for a software adapter in the hardware tiling), for first hitting and both parallel
+/// samplers.
 pub async fn short_per_block_matches_per_step(
     fx: &Fixture,
     engine: &mut impl Engine,
     blocks: usize,
 ) {
+    let first_hitting = SamplerKind::FirstHitting {
+        max_steps: fx.weights.config.block_size,
+    };
+    for sampler in [first_hitting].into_iter().chain(PARALLEL_SAMPLERS) {
+        short_run(fx, engine, blocks, sampler).await;
+    }
+}
+
+async fn short_run(fx: &Fixture, engine: &mut impl Engine, blocks: usize, sampler: SamplerKind) {
     let cfg = &fx.weights.config;
     let make = |execution| {
         let opts = SamplingOptions {
-            sampler: SamplerKind::FirstHitting {
-                max_steps: cfg.block_size,
-            },
+            sampler,
             seed: 5,
             ..SamplingOptions::default()
         };
@@ -179,7 +194,38 @@ pub async fn short_per_block_matches_per_step(
     assert!(block.len() > blocks, "{} events", block.len());
     assert!(
         same_steps(&block, &step),
-        "{}: per-block and per-step runs differ",
+        "{} {sampler:?}: per-block and per-step runs differ",
         fx.name
     );
+}
+
+/// A free generation of `len` tokens from BOS with `sampler`.
+pub fn free_generator(fx: &Fixture, sampler: SamplerKind, len: usize, seed: u64) -> Generator {
+    let cfg = &fx.weights.config;
+    Generator::new(
+        cfg.block_size,
+        cfg.model_length,
+        cfg.mask_id(),
+        fx.bos(),
+        vec![fx.bos()],
+        len,
+        SamplingOptions {
+            sampler,
+            seed,
+            ..SamplingOptions::default()
+        },
+    )
+    .expect("generator")
+}
+
+/// Steps that revealed more than one token, of all steps.
+pub fn multi_reveal_steps(events: &[Event]) -> (usize, usize) {
+    let steps = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { revealed, .. } => Some(revealed.len()),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    (steps.iter().filter(|&&n| n > 1).count(), steps.len())
 }

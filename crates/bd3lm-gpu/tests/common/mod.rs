@@ -11,6 +11,7 @@ use bd3lm::quant::{Matrix, Scheme};
 use bd3lm::rng::SplitMix64;
 use bd3lm::sampler;
 use bd3lm_gpu::kernels::launch::{self, AttentionInputs, MatmulKind, NormVectors, SampleStep};
+use bd3lm_gpu::kernels::sample::RevealRule;
 use bd3lm_gpu::plan::mode;
 use bd3lm_gpu::{GpuContext, Tiling};
 
@@ -111,9 +112,16 @@ pub async fn matmul_variants(ctx: &GpuContext, exhaustive: bool) {
 }
 
 /// The QKV epilogue in both tilings: q for the block, K and V into a ring cache that wraps,
-/// every other cache slot untouched.
+/// every other cache slot untouched; and a folded call (a clean block of 5 rows at its own
+/// window, then the denoised block after the window slid).
 pub async fn qkv_epilogue(ctx: &GpuContext) {
-    let (h, rows, n_ctx, cached, ring_start) = (64, 5, 16, 9, 10);
+    for (rows, clean) in [(5, None), (10, Some((6usize, 14usize)))] {
+        qkv_case(ctx, rows, clean).await;
+    }
+}
+
+async fn qkv_case(ctx: &GpuContext, rows: usize, clean: Option<(usize, usize)>) {
+    let (h, n_ctx, cached, ring_start) = (64, 16, 6, 3);
     let m = Matrix::from_f32(3 * h, h, random(3 * h * h, 70, 0.2)).quantize(Scheme::Q8);
     let x = random(rows * h, 71, 1.5);
     let kc = random(n_ctx * h, 72, 1.0);
@@ -131,6 +139,7 @@ pub async fn qkv_epilogue(ctx: &GpuContext) {
                 n_ctx,
                 cached,
                 ring_start,
+                clean,
                 k_cache: &kc,
                 v_cache: &vc,
             },
@@ -138,8 +147,12 @@ pub async fn qkv_epilogue(ctx: &GpuContext) {
         .await
         .expect("qkv runs");
         let (mut want_k, mut want_v, mut want_q) = (kc.clone(), vc.clone(), vec![0.0; rows * h]);
+        let clean_rows = if clean.is_some() { rows / 2 } else { 0 };
         for r in 0..rows {
-            let slot = (ring_start + cached + r) % n_ctx;
+            let slot = match clean {
+                Some((c, start)) if r < clean_rows => (start + c + r) % n_ctx,
+                _ => (ring_start + cached + r - clean_rows) % n_ctx,
+            };
             let row = &qkv[r * 3 * h..(r + 1) * 3 * h];
             want_q[r * h..(r + 1) * h].copy_from_slice(&row[..h]);
             want_k[slot * h..(slot + 1) * h].copy_from_slice(&row[h..2 * h]);
@@ -147,7 +160,7 @@ pub async fn qkv_epilogue(ctx: &GpuContext) {
         }
         for (name, gpu, cpu) in [("q", &q, &want_q), ("k", &k, &want_k), ("v", &v, &want_v)] {
             let err = max_err(gpu, cpu);
-            assert!(err < 1e-4, "{tiling} {name}: max error {err}");
+            assert!(err < 1e-4, "{tiling} {name} {clean:?}: max error {err}");
         }
     }
 }
@@ -186,8 +199,9 @@ impl OwnedNorm {
 }
 
 /// The embedding gather of every format with the first LayerNorm (hidden 768: each thread
-/// normalises three elements), for every block size the engine supports; nothing is written
-/// past the block.
+/// normalises three elements), for every block size the engine supports and a folded call of
+/// twice the largest (the first half from the clean block's buffer); nothing is written past
+/// the call.
 pub async fn embed_formats(ctx: &GpuContext, block_sizes: &[usize]) {
     let (v, h) = (50, 768);
     let table = Matrix::from_f32(v, h, random(v * h, 40, 1.0));
@@ -205,8 +219,15 @@ pub async fn embed_formats(ctx: &GpuContext, block_sizes: &[usize]) {
             .step_by(2)
             .chain(block_sizes.last())
         {
+            // The largest size runs folded: as many clean rows in front.
+            let clean = if rows == *block_sizes.last().unwrap_or(&0) {
+                rows
+            } else {
+                0
+            };
+            let rows = rows + clean;
             let tokens: Vec<u32> = (0..rows).map(|r| ((r * 17 + 3) % v) as u32).collect();
-            let (x, xn) = launch::embed(ctx, &m, &tokens, &nv)
+            let (x, xn) = launch::embed(ctx, &m, &tokens, clean, &nv)
                 .await
                 .expect("embed runs");
             let cpu: Vec<f32> = tokens
@@ -288,7 +309,7 @@ pub async fn split_bindings(ctx: &GpuContext) {
     let vecs = OwnedNorm::new(k, 93);
     let nv = vecs.view();
     let tokens = [0u32, 299, 150, 151];
-    let (x, _) = launch::embed(ctx, &m, &tokens, &nv)
+    let (x, _) = launch::embed(ctx, &m, &tokens, 0, &nv)
         .await
         .expect("embed runs");
     let deq = m.to_f32();
@@ -309,21 +330,81 @@ fn rotate(x: &[f32], pos: usize, rope: &[f32], n_ctx: usize) -> Vec<f32> {
     out
 }
 
+/// Attention of `block` query rows (from `q`) at a window of `cached` keys starting at ring
+/// slot `ring_start`, as a direct CPU loop.
+#[allow(clippy::too_many_arguments)]
+fn cpu_attention(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    rope: &[f32],
+    (heads, d, block): (usize, usize, usize),
+    (n_ctx, ring): (usize, usize),
+    cached: usize,
+    ring_start: usize,
+) -> Vec<f32> {
+    let h = heads * d;
+    let mut cpu = vec![0.0; block * h];
+    let total = cached + block;
+    for hd in 0..heads {
+        for r in 0..block {
+            let qr = rotate(
+                &q[r * h + hd * d..r * h + (hd + 1) * d],
+                cached + r,
+                rope,
+                n_ctx,
+            );
+            let scores: Vec<f64> = (0..total)
+                .map(|j| {
+                    let slot = (ring_start + j) % ring;
+                    let kj = rotate(
+                        &kc[slot * h + hd * d..slot * h + (hd + 1) * d],
+                        j,
+                        rope,
+                        n_ctx,
+                    );
+                    qr.iter().zip(&kj).map(|(a, b)| (a * b) as f64).sum::<f64>() / (d as f64).sqrt()
+                })
+                .collect();
+            let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = scores.iter().map(|s| (s - mx).exp()).sum();
+            for e in 0..d {
+                let mut o = 0.0;
+                for (j, s) in scores.iter().enumerate() {
+                    let slot = (ring_start + j) % ring;
+                    o += (s - mx).exp() / z * vc[slot * h + hd * d + e] as f64;
+                }
+                cpu[r * h + hd * d + e] = o as f32;
+            }
+        }
+    }
+    cpu
+}
+
 /// Attention over a ring-buffer cache that wraps, against a direct CPU loop, in both
-/// tilings (the hardware one splits the window over several workgroups here), and for the
-/// block sizes in `block_sizes`.
+/// tilings (the hardware one splits the window over several workgroups here), for the block
+/// sizes in `block_sizes`, and folded calls: a clean block over the window before it is
+/// appended, the denoised block over the window after (the window slid, or not), each group
+/// exactly as a call of its own.
 pub async fn attention_ring(ctx: &GpuContext, block_sizes: &[usize]) {
+    // (tiling, heads, d, block, rope positions, ring slots, cached, ring start, clean window)
     let mut cases = vec![
-        (Tiling::Software, 4, 16, 4, 64, 40, 50),
-        (Tiling::Hardware, 4, 16, 4, 64, 40, 50),
-        (Tiling::Software, 2, 64, 16, 96, 80, 16),
-        (Tiling::Hardware, 2, 64, 16, 96, 80, 16),
-        (Tiling::Hardware, 3, 8, 8, 32, 0, 0),
+        (Tiling::Software, 4, 16, 4, 64, 64, 40, 50, None),
+        (Tiling::Hardware, 4, 16, 4, 64, 64, 40, 50, None),
+        (Tiling::Software, 2, 64, 16, 96, 96, 80, 16, None),
+        (Tiling::Hardware, 2, 64, 16, 96, 96, 80, 16, None),
+        (Tiling::Hardware, 3, 8, 8, 32, 32, 0, 0, None),
+        // Folded, no slide: the clean block was appended at 36 + 4.
+        (Tiling::Software, 2, 8, 4, 64, 68, 40, 50, Some((36, 50))),
+        (Tiling::Hardware, 2, 16, 4, 64, 68, 40, 50, Some((36, 50))),
+        // Folded at a slide: the clean block filled the window, which then moved by a block.
+        (Tiling::Hardware, 2, 64, 16, 64, 80, 48, 70, Some((48, 54))),
+        (Tiling::Software, 2, 8, 3, 30, 33, 27, 1, Some((27, 31))),
     ];
     for (i, &b) in block_sizes.iter().enumerate() {
-        cases.push((TILINGS[i % 2], 2, 8, b, 40, 40 - b - 3, 7));
+        cases.push((TILINGS[i % 2], 2, 8, b, 40, 40, 40 - b - 3, 7, None));
     }
-    for (tiling, heads, d, block, n_ctx, cached, ring_start) in cases {
+    for (tiling, heads, d, block, n_ctx, ring, cached, ring_start, clean) in cases {
         let h = heads * d;
         let cfg = bd3lm::Config {
             hidden_dim: h,
@@ -335,17 +416,20 @@ pub async fn attention_ring(ctx: &GpuContext, block_sizes: &[usize]) {
             ..Default::default()
         };
         let rope = bd3lm_gpu::model::rope_table(&cfg, &bd3lm::checkpoint::default_inv_freq(d));
-        let q = random(block * h, 50, 1.0);
-        let kc = random(n_ctx * h, 51, 1.0);
-        let vc = random(n_ctx * h, 52, 1.0);
+        let rows = if clean.is_some() { 2 * block } else { block };
+        let q = random(rows * h, 50, 1.0);
+        let kc = random(ring * h, 51, 1.0);
+        let vc = random(ring * h, 52, 1.0);
         let inputs = AttentionInputs {
             tiling,
             heads,
             head_dim: d,
             block,
             n_ctx,
+            ring,
             cached,
             ring_start,
+            clean,
             q: &q,
             k_cache: &kc,
             v_cache: &vc,
@@ -359,45 +443,35 @@ pub async fn attention_ring(ctx: &GpuContext, block_sizes: &[usize]) {
         } else if d == 64 {
             assert!(splits > 1, "the window is split over workgroups: {splits}");
         }
-        let mut cpu = vec![0.0; block * h];
-        let total = cached + block;
-        for hd in 0..heads {
-            for r in 0..block {
-                let qr = rotate(
-                    &q[r * h + hd * d..r * h + (hd + 1) * d],
-                    cached + r,
-                    &rope,
-                    n_ctx,
-                );
-                let scores: Vec<f64> = (0..total)
-                    .map(|j| {
-                        let slot = (ring_start + j) % n_ctx;
-                        let kj = rotate(
-                            &kc[slot * h + hd * d..slot * h + (hd + 1) * d],
-                            j,
-                            &rope,
-                            n_ctx,
-                        );
-                        qr.iter().zip(&kj).map(|(a, b)| (a * b) as f64).sum::<f64>()
-                            / (d as f64).sqrt()
-                    })
-                    .collect();
-                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = scores.iter().map(|s| (s - mx).exp()).sum();
-                for e in 0..d {
-                    let mut o = 0.0;
-                    for (j, s) in scores.iter().enumerate() {
-                        let slot = (ring_start + j) % n_ctx;
-                        o += (s - mx).exp() / z * vc[slot * h + hd * d + e] as f64;
-                    }
-                    cpu[r * h + hd * d + e] = o as f32;
-                }
-            }
+        let shape = (heads, d, block);
+        let mut cpu = Vec::new();
+        if let Some((clean_cached, clean_start)) = clean {
+            let q_clean = &q[..block * h];
+            cpu.extend(cpu_attention(
+                q_clean,
+                &kc,
+                &vc,
+                &rope,
+                shape,
+                (n_ctx, ring),
+                clean_cached,
+                clean_start,
+            ));
         }
+        cpu.extend(cpu_attention(
+            &q[(rows - block) * h..],
+            &kc,
+            &vc,
+            &rope,
+            shape,
+            (n_ctx, ring),
+            cached,
+            ring_start,
+        ));
         let err = max_err(&gpu, &cpu);
         assert!(
             err < 1e-5,
-            "{tiling} heads {heads} d {d} block {block} cached {cached}: max error {err}"
+            "{tiling} heads {heads} d {d} block {block} cached {cached} clean {clean:?}: max error {err}"
         );
     }
 }
@@ -487,6 +561,14 @@ pub async fn sampling_modes(ctx: &GpuContext) {
                         "confidence of row {r}"
                     );
                 }
+                if m == mode::FIRST_HITTING {
+                    let h = sampler::entropy(&p);
+                    assert!(
+                        (gpu[r].2 as f64 - h).abs() < 1e-4 * h.max(1.0),
+                        "entropy of row {r}: {} vs {h}",
+                        gpu[r].2
+                    );
+                }
             }
         }
     }
@@ -517,6 +599,133 @@ pub async fn sampling_modes(ctx: &GpuContext) {
                 "mode {m} top_p {top_p} row {r} (token {})",
                 tokens[r]
             );
+            if m == mode::FIRST_HITTING && tokens[r] != mask {
+                assert_eq!(gpu[r].2.to_bits(), 0, "a clean row's entropy is +0");
+            }
         }
+    }
+    // One dominant token: the nucleus keeps it alone, an entropy of exactly 0 as on the CPU.
+    let mut peaked = vec![0.0f32; v];
+    peaked[5] = 40.0;
+    let gpu = launch::sample(
+        ctx,
+        &peaked,
+        &[mask],
+        step(v, mode::FIRST_HITTING, 1, 0.9, 0.0),
+    )
+    .await
+    .expect("draw runs");
+    assert_eq!((gpu[0].0, gpu[0].1, gpu[0].2.to_bits()), (5, 1.0, 0));
+}
+
+/// The parallel reveal stages against the core's selection functions, which define the
+/// semantics: confidences and entropies drawn from a few exactly representable values (ties,
+/// and values equal to the bound), every block size up to 16, random masks. Checks the rows
+/// revealed, the block written, the log, and that the later steps' dispatches are emptied
+/// exactly when no row is left masked.
+pub async fn reveal_rules(ctx: &GpuContext) {
+    let mask = 99u32;
+    let values = [0.0f32, 0.125, 0.25, 0.5, 0.75, 0.9, 1.0];
+    let mut g = SplitMix64::new(77);
+    let mut pick = |n: usize| g.below(n);
+    for case in 0..24 {
+        let b = [1, 2, 3, 5, 8, 16][case % 6];
+        let rule = if case % 2 == 0 {
+            RevealRule::Confidence
+        } else {
+            RevealRule::Entropy
+        };
+        let bound = match rule {
+            RevealRule::Confidence => [0.5f64, 0.75, 0.9, 1.0][case / 2 % 4],
+            _ => [0.0f64, 0.25, 0.375, 1.0][case / 2 % 4],
+        };
+        let tokens: Vec<u32> = (0..b)
+            .map(|r| {
+                if r == 0 || pick(3) > 0 {
+                    mask
+                } else {
+                    r as u32
+                }
+            })
+            .collect();
+        let draws: Vec<(u32, f32, f32)> = (0..b)
+            .map(|r| {
+                (
+                    10 + r as u32,
+                    values[pick(values.len())],
+                    values[pick(values.len())],
+                )
+            })
+            .collect();
+        let index = case % 3;
+        let got = launch::reveal(ctx, rule, bound as f32, index, &tokens, mask, &draws)
+            .await
+            .expect("reveal runs");
+        let masked: Vec<usize> = (0..b).filter(|&r| tokens[r] == mask).collect();
+        let want = match rule {
+            RevealRule::Confidence => {
+                let c: Vec<(usize, f32)> = masked.iter().map(|&r| (r, draws[r].1)).collect();
+                sampler::select_confident(&c, bound)
+            }
+            _ => {
+                let c: Vec<(usize, f32)> = masked.iter().map(|&r| (r, draws[r].2)).collect();
+                sampler::select_low_entropy(&c, bound)
+            }
+        };
+        let what = format!("{rule:?} {bound} B {b}: {tokens:?} {draws:?}");
+        let log_rows: Vec<usize> = got.log.iter().map(|e| e.1 as usize).collect();
+        assert_eq!(log_rows, want, "{what}");
+        for &(k, r, id, c) in &got.log {
+            assert_eq!(
+                (k as usize, id, c),
+                (index, draws[r as usize].0, draws[r as usize].1)
+            );
+        }
+        let mut after = tokens.clone();
+        for &r in &want {
+            after[r] = draws[r].0;
+        }
+        assert_eq!(got.tokens, after, "{what}");
+        assert_eq!(got.emptied, !after.contains(&mask), "{what}");
+    }
+    // The semantics' own corner cases: a tie at the top goes to the lowest row; a threshold
+    // met exactly counts; an entropy prefix whose sum before its last equals gamma is taken.
+    for (rule, bound, draws, want) in [
+        (
+            RevealRule::Confidence,
+            0.9f32,
+            [(1, 0.5f32, 0.0f32), (2, 0.5, 0.0), (3, 0.25, 0.0)],
+            vec![0],
+        ),
+        (
+            RevealRule::Confidence,
+            0.5,
+            [(1, 0.5, 0.0), (2, 0.25, 0.0), (3, 0.5, 0.0)],
+            vec![0, 2],
+        ),
+        (
+            RevealRule::Entropy,
+            0.25,
+            [(1, 0.0, 0.25), (2, 0.0, 0.25), (3, 0.0, 0.5)],
+            vec![0, 1],
+        ),
+        (
+            RevealRule::Entropy,
+            0.0,
+            [(1, 0.0, 0.5), (2, 0.0, 0.5), (3, 0.0, 0.5)],
+            vec![0],
+        ),
+        (
+            RevealRule::Entropy,
+            0.125,
+            [(1, 0.0, 0.5), (2, 0.0, 0.125), (3, 0.0, 0.25)],
+            vec![1, 2],
+        ),
+    ] {
+        let got = launch::reveal(ctx, rule, bound, 0, &[mask; 3], mask, &draws)
+            .await
+            .expect("reveal runs");
+        let rows: Vec<usize> = got.log.iter().map(|e| e.1 as usize).collect();
+        assert_eq!(rows, want, "{rule:?} {bound} {draws:?}");
     }
 }

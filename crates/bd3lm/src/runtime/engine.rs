@@ -46,12 +46,48 @@ pub struct RowDraw {
 
 /// How the steps of [`Engine::denoise_block`] choose the rows they reveal: the select stage
 /// of a step. A GPU runs it on the device, between the step's draws and the next step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum RevealRule {
     /// Each step reveals the row the host chose for it in advance ([`BlockStep::row`]):
     /// first hitting, whose positions do not depend on the model.
     Scheduled,
+    /// Each step draws every masked row and reveals those whose drawn token has probability
+    /// `>= threshold`, at least the most confident one ([`sampler::select_confident`]).
+    Confidence { threshold: f64 },
+    /// Each step draws every masked row and reveals the longest prefix of them by entropy
+    /// whose summed entropy minus its largest is `<= gamma` ([`sampler::select_low_entropy`]).
+    Entropy { gamma: f64 },
+}
+
+impl RevealRule {
+    /// Whether the steps choose their rows from the draws (several per step), rather than
+    /// the host in advance.
+    pub fn selects_on_draws(&self) -> bool {
+        !matches!(self, RevealRule::Scheduled)
+    }
+
+    /// The rows a step reveals among `masked` draws (rows in ascending order); an error when
+    /// the rule needs entropies the engine did not report.
+    pub fn select(&self, masked: &[RowDraw]) -> Result<Vec<usize>> {
+        match *self {
+            RevealRule::Scheduled => Ok(Vec::new()),
+            RevealRule::Confidence { threshold } => {
+                let c: Vec<(usize, f32)> = masked.iter().map(|d| (d.row, d.confidence)).collect();
+                Ok(sampler::select_confident(&c, threshold))
+            }
+            RevealRule::Entropy { gamma } => {
+                if masked.iter().any(|d| d.entropy.is_nan()) {
+                    return Err(crate::Error::Backend(
+                        "this engine does not report entropies, which the entropy sampler needs"
+                            .into(),
+                    ));
+                }
+                let c: Vec<(usize, f32)> = masked.iter().map(|d| (d.row, d.entropy)).collect();
+                Ok(sampler::select_low_entropy(&c, gamma))
+            }
+        }
+    }
 }
 
 /// One step of a [`BlockRequest`].
@@ -59,13 +95,15 @@ pub enum RevealRule {
 pub struct BlockStep {
     /// SplitMix64 seed of the step; row `r` uses elements `r*V .. (r+1)*V` of its stream.
     pub seed: u64,
-    /// The row the step reveals ([`RevealRule::Scheduled`]).
+    /// The row the step reveals ([`RevealRule::Scheduled`]; ignored by the rules that select
+    /// on the draws).
     pub row: usize,
 }
 
-/// Several first-hitting denoising steps of one block, run as one unit of work: a GPU
-/// records them in one submission (the drawn ids go straight into the device-side block that
-/// the next step reads) and reads back only the step records.
+/// Several denoising steps of one block, run as one unit of work: a GPU records them in one
+/// submission (the drawn ids go straight into the device-side block that the next step
+/// reads) and reads back only the step records. With a rule that selects on the draws, the
+/// steps after the block is complete do nothing and return no record.
 #[derive(Debug, Clone)]
 pub struct BlockRequest<'a> {
     /// The block before the first step (MASK where masked).
@@ -89,7 +127,8 @@ pub struct StepRecord {
 }
 
 /// Checks a block request against the config: rows in range, each scheduled row masked when
-/// its step comes and revealed once.
+/// its step comes and revealed once; a rule that selects on the draws reveals at least one row
+/// per step, so it has at most as many steps as masked rows.
 pub fn check_block_request(cfg: &Config, req: &BlockRequest<'_>) -> Result<()> {
     let b = cfg.block_size;
     if req.block.len() != b {
@@ -99,6 +138,16 @@ pub fn check_block_request(cfg: &Config, req: &BlockRequest<'_>) -> Result<()> {
         )));
     }
     let mut masked: Vec<bool> = req.block.iter().map(|&t| t == cfg.mask_id()).collect();
+    if req.rule.selects_on_draws() {
+        let count = masked.iter().filter(|&&m| m).count();
+        if req.steps.len() > count {
+            return Err(crate::Error::InvalidArgument(format!(
+                "{} steps for {count} masked rows: every step reveals at least one",
+                req.steps.len()
+            )));
+        }
+        return Ok(());
+    }
     for (k, s) in req.steps.iter().enumerate() {
         if !masked.get(s.row).copied().unwrap_or(false) {
             return Err(crate::Error::InvalidArgument(format!(
@@ -112,16 +161,22 @@ pub fn check_block_request(cfg: &Config, req: &BlockRequest<'_>) -> Result<()> {
 }
 
 /// [`Engine::denoise_block`] as one [`Engine::draw`] per step (the CPU engines' way, and the
-/// meaning every backend's block path must reproduce).
+/// meaning every backend's block path must reproduce). A rule that selects on the draws draws
+/// every row at each step and stops when the block is complete.
 pub async fn denoise_block_by_steps<E: Engine + ?Sized>(
     engine: &mut E,
     req: &BlockRequest<'_>,
 ) -> Result<Vec<StepRecord>> {
     check_block_request(engine.config(), req)?;
+    let mask = engine.config().mask_id();
     let mut tokens = req.block.to_vec();
     let mut records = Vec::with_capacity(req.steps.len());
+    let selects = req.rule.selects_on_draws();
     for step in req.steps {
-        let rows = if req.draw_all_rows {
+        if selects && !tokens.contains(&mask) {
+            break;
+        }
+        let rows = if req.draw_all_rows || selects {
             Rows::All
         } else {
             Rows::One(step.row)
@@ -136,17 +191,35 @@ pub async fn denoise_block_by_steps<E: Engine + ?Sized>(
                 reuse: false,
             })
             .await?;
-        let chosen = draws
-            .iter()
-            .find(|d| d.row == step.row)
-            .copied()
-            .ok_or_else(|| {
-                crate::Error::Backend(format!("the engine returned no draw for row {}", step.row))
-            })?;
-        tokens[step.row] = chosen.token;
+        let chosen = if selects {
+            let masked: Vec<RowDraw> = draws
+                .iter()
+                .filter(|d| tokens.get(d.row) == Some(&mask))
+                .copied()
+                .collect();
+            req.rule.select(&masked)?
+        } else {
+            vec![step.row]
+        };
+        let mut reveals = Vec::with_capacity(chosen.len());
+        for row in chosen {
+            let d = draws
+                .iter()
+                .find(|d| d.row == row)
+                .copied()
+                .ok_or_else(|| {
+                    crate::Error::Backend(format!("the engine returned no draw for row {row}"))
+                })?;
+            tokens[row] = d.token;
+            reveals.push(d);
+        }
         records.push(StepRecord {
-            reveals: vec![chosen],
-            draws,
+            draws: if req.draw_all_rows {
+                draws
+            } else {
+                reveals.clone()
+            },
+            reveals,
         });
     }
     Ok(records)
@@ -186,10 +259,13 @@ pub trait Engine {
     fn reset(&mut self);
     /// Committed tokens currently in the cache (at most `model_length - block_size`).
     fn cached_tokens(&self) -> usize;
-    /// Model calls (forward passes, commit passes included) since creation.
+    /// Model calls (forward passes, commit passes included) since creation. A store pass that
+    /// an engine folds into its next call (rows `[clean block ; next block]` in one forward)
+    /// is part of that call, not a call of its own.
     fn forward_count(&self) -> u64;
     /// The store pass (spec §7.2): runs the clean block and appends its K/V to the cache,
-    /// sliding the window when it is full (spec §7.3).
+    /// sliding the window when it is full (spec §7.3). An engine may defer it into its next
+    /// model call (the fold); `cached_tokens` counts the block at once either way.
     fn commit(&mut self, block: &[u32]) -> impl Future<Output = Result<()>>;
     /// Raw logits `[B, V]` of a block given the cached prefix (tests, conformance, eval).
     fn logits(&mut self, block: &[u32]) -> impl Future<Output = Result<Vec<f32>>>;

@@ -7,7 +7,10 @@
 //! seeds do not depend on the model, so they are scheduled when the block's first step comes,
 //! and the steps' records are then reported one event at a time (a GPU submits the whole block
 //! at once and reads back only the records; the page replays them at its own pace). The
-//! posterior sampler reuses `p_x0` depending on the drawn tokens, so it waits for each step.
+//! parallel samplers (confidence threshold, entropy bound) run the same way: their seeds do
+//! not depend on the model either, and the engine selects each step's rows from its draws
+//! ([`RevealRule`]; a GPU on the device), so a block is again one call. The posterior sampler
+//! reuses `p_x0` depending on the drawn tokens, so it waits for each step.
 
 use crate::engine::{
     self, BlockRequest, BlockStep, DrawRequest, Engine, RevealRule, RowDraw, Rows, StepRecord,
@@ -178,7 +181,7 @@ pub struct Generator {
     execution: Execution,
 }
 
-/// How first hitting runs a block's steps.
+/// How first hitting and the parallel samplers run a block's steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Execution {
     /// A block at a time where the engine gains from it ([`Engine::runs_blocks`]), else a
@@ -445,27 +448,70 @@ impl Generator {
         (rng::step_seed(self.opts.seed, k as u64), None)
     }
 
-    /// The masked rows a parallel sampler reveals this step, from the draws of every row.
-    fn select_parallel(&self, tokens: &[u32], draws: &[RowDraw]) -> Result<Vec<usize>> {
-        let masked = draws
-            .iter()
-            .filter(|d| tokens.get(d.row) == Some(&self.mask));
-        match self.opts.sampler {
-            SamplerKind::Confidence { threshold } => {
-                let candidates: Vec<(usize, f32)> = masked.map(|d| (d.row, d.confidence)).collect();
-                Ok(sampler::select_confident(&candidates, threshold))
+    /// Schedules the block's parallel steps (their seeds do not depend on the model; each
+    /// step reveals at least one row, so as many steps as masked rows suffice) and runs them:
+    /// one `denoise_block` call whose rule selects the rows on the draws (a GPU selects on the
+    /// device), or one step with per-step execution.
+    async fn run_parallel<E: Engine>(&mut self, engine: &mut E, d: &mut Denoising) -> Result<()> {
+        let masked = d.tokens.iter().filter(|&&t| t == self.mask).count();
+        if d.step >= d.tokens.len() || masked == 0 {
+            return Err(Error::Backend(format!(
+                "block {} still has masks after {} parallel steps",
+                d.block, d.step
+            )));
+        }
+        let rule = match self.opts.sampler {
+            SamplerKind::Confidence { threshold } => RevealRule::Confidence { threshold },
+            SamplerKind::Entropy { gamma } => RevealRule::Entropy { gamma },
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "{other:?} is not a parallel sampler"
+                )))
             }
-            SamplerKind::Entropy { gamma } => {
-                let candidates: Vec<(usize, f32)> = masked.map(|d| (d.row, d.entropy)).collect();
-                if candidates.iter().any(|c| c.1.is_nan()) {
-                    return Err(Error::Backend(
-                        "this engine does not report entropies, which the entropy sampler needs"
-                            .into(),
-                    ));
-                }
-                Ok(sampler::select_low_entropy(&candidates, gamma))
-            }
-            _ => Ok(Vec::new()),
+        };
+        let per_step = self.per_step(engine);
+        let limit = if per_step { 1 } else { masked };
+        let steps: Vec<BlockStep> = (0..limit)
+            .map(|k| BlockStep {
+                seed: self.seed_and_position_at(self.global_step as usize + k).0,
+                row: 0,
+            })
+            .collect();
+        let req = BlockRequest {
+            block: &d.tokens,
+            steps: &steps,
+            rule,
+            draw_all_rows: self.draw_all_rows,
+            nucleus_p: self.opts.nucleus_p,
+        };
+        let records = if per_step {
+            engine::denoise_block_by_steps(engine, &req).await?
+        } else {
+            engine.denoise_block(&req).await?
+        };
+        if records.is_empty()
+            || records.len() > steps.len()
+            || records.iter().any(|r| r.reveals.is_empty())
+        {
+            return Err(Error::Backend(format!(
+                "the engine ran {} of {} parallel steps, each must reveal a token",
+                records.len(),
+                steps.len()
+            )));
+        }
+        let positions = self.positions.clone();
+        d.pending = records
+            .into_iter()
+            .map(|r| (r, positions.clone()))
+            .collect();
+        Ok(())
+    }
+
+    fn per_step<E: Engine>(&self, engine: &E) -> bool {
+        match self.execution {
+            Execution::Auto => !engine.runs_blocks(),
+            Execution::PerStep => true,
+            Execution::PerBlock => false,
         }
     }
 
@@ -484,11 +530,7 @@ impl Generator {
                 d.block
             )));
         }
-        let per_step = match self.execution {
-            Execution::Auto => !engine.runs_blocks(),
-            Execution::PerStep => true,
-            Execution::PerBlock => false,
-        };
+        let per_step = self.per_step(engine);
         let limit = if per_step { 1 } else { max_steps - d.step };
         let mut masked: Vec<usize> = (0..d.tokens.len())
             .filter(|&i| d.tokens[i] == self.mask)
@@ -544,9 +586,16 @@ impl Generator {
         let mut revealed = Vec::new();
         let (t, s, mask_prob, model_called, draws);
         match self.opts.sampler {
-            SamplerKind::FirstHitting { max_steps } => {
+            SamplerKind::FirstHitting { .. }
+            | SamplerKind::Confidence { .. }
+            | SamplerKind::Entropy { .. } => {
                 if d.pending.is_empty() {
-                    self.run_first_hitting(engine, &mut d, max_steps).await?;
+                    match self.opts.sampler {
+                        SamplerKind::FirstHitting { max_steps } => {
+                            self.run_first_hitting(engine, &mut d, max_steps).await?
+                        }
+                        _ => self.run_parallel(engine, &mut d).await?,
+                    }
                 }
                 let (record, positions) = d
                     .pending
@@ -605,41 +654,6 @@ impl Generator {
                     }
                 }
                 d.changed = changed;
-            }
-            SamplerKind::Confidence { .. } | SamplerKind::Entropy { .. } => {
-                // Every step reveals at least one token, so B steps always finish a block.
-                if d.step >= d.tokens.len() {
-                    return Err(Error::Backend(format!(
-                        "block {} still has masks after {} parallel steps",
-                        d.block, d.step
-                    )));
-                }
-                let req = DrawRequest {
-                    block: &d.tokens,
-                    rows: Rows::All,
-                    nucleus_p: self.opts.nucleus_p,
-                    uniform_seed: seed,
-                    mask_prob: None,
-                    reuse: false,
-                };
-                draws = engine.draw(&req).await?;
-                for row in self.select_parallel(&d.tokens, &draws)? {
-                    let draw = draws
-                        .iter()
-                        .find(|x| x.row == row)
-                        .copied()
-                        .ok_or_else(|| {
-                            Error::Backend(format!("the engine returned no draw for row {row}"))
-                        })?;
-                    d.tokens[row] = draw.token;
-                    revealed.push(Reveal {
-                        position: d.start + row,
-                        token: draw.token,
-                        confidence: draw.confidence,
-                    });
-                }
-                (t, s, mask_prob, model_called) = (1.0, 0.0, None, true);
-                d.changed = true;
             }
         }
         self.global_step += 1;
