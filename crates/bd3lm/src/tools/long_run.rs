@@ -72,8 +72,9 @@ pub struct RunSpec {
     pub prompt: usize,
     pub new_tokens: usize,
     pub sampling: SamplingOptions,
-    /// Stop after the first step, at or after this many steps, that leaves masks in its block.
-    pub stop_after_steps: Option<usize>,
+    /// Stop in mid-block: after the first step that leaves masks in its block, in this
+    /// generated block (0: the first block after the prompt) or a later one.
+    pub stop_in_block: Option<usize>,
 }
 
 /// What one run did.
@@ -129,10 +130,11 @@ impl Mix {
         // Stopped runs rotate by their own count, so they too meet every sampler and length.
         let k = if stop { index / self.stop_every } else { index };
         let (ns, nl) = (self.samplers.len(), self.lengths.len());
+        let new_tokens = self.lengths[(k + k / ns) % nl];
         RunSpec {
             index,
             prompt: (index / 3) % self.prompts.len(),
-            new_tokens: self.lengths[(k + k / ns) % nl],
+            new_tokens,
             sampling: SamplingOptions {
                 sampler: self.samplers[k % ns],
                 nucleus_p: [0.9, 1.0, 0.95][(index / 7) % 3],
@@ -141,8 +143,11 @@ impl Mix {
                 stop_at_eos: index % 13 == 5,
                 ..SamplingOptions::default()
             },
-            // Somewhere in the first dozen blocks.
-            stop_after_steps: stop.then(|| 1 + (index * 37) % (12 * self.block_size)),
+            // Somewhere in the run's first half (a block the run reaches whatever its length).
+            stop_in_block: stop.then(|| {
+                let blocks = new_tokens.div_ceil(self.block_size).max(1);
+                (index * 37) % blocks.div_ceil(2)
+            }),
         }
     }
 
@@ -150,6 +155,8 @@ impl Mix {
     pub async fn run<E: Engine>(&self, engine: &mut E, spec: &RunSpec) -> Result<RunRecord> {
         let prompt = self.prompts[spec.prompt].clone();
         let total = prompt.len() + spec.new_tokens;
+        // The first block that holds a generated position.
+        let first_block = prompt.len() / self.block_size;
         let mut generator = Generator::new(
             self.block_size,
             self.model_length,
@@ -164,10 +171,13 @@ impl Mix {
         let mut stopped_mid_block = false;
         loop {
             match generator.next(engine).await? {
-                Event::Step { tokens, .. } => {
+                Event::Step { block, tokens, .. } => {
                     steps += 1;
                     let masks_left = tokens.contains(&self.mask);
-                    if masks_left && spec.stop_after_steps.is_some_and(|s| steps >= s) {
+                    let reached = spec
+                        .stop_in_block
+                        .is_some_and(|target| block >= first_block + target);
+                    if masks_left && reached {
                         // Dropped mid-block: the engine has run this block's steps (a GPU
                         // may have run all of them) but committed nothing of it.
                         stopped_mid_block = true;
@@ -239,7 +249,7 @@ mod tests {
         let specs: Vec<RunSpec> = (0..200).map(|i| mix.spec(i)).collect();
         let stops: Vec<usize> = specs
             .iter()
-            .filter(|s| s.stop_after_steps.is_some())
+            .filter(|s| s.stop_in_block.is_some())
             .map(|s| s.index)
             .collect();
         assert_eq!(stops, (0..20).map(|k| 10 * k + 9).collect::<Vec<_>>());
@@ -249,7 +259,7 @@ mod tests {
             assert!(
                 specs
                     .iter()
-                    .any(|x| x.sampling.sampler == *s && x.stop_after_steps.is_some()),
+                    .any(|x| x.sampling.sampler == *s && x.stop_in_block.is_some()),
                 "stopped {s:?}"
             );
         }
