@@ -192,6 +192,8 @@ impl GpuContext {
 
     /// A clone of this context whose buffers belong to the returned scope: they are destroyed
     /// when the scope is dropped (the owner of the buffers holds the scope).
+    // On wasm32 wgpu's handles are neither Send nor Sync, like every Arc in this struct.
+    #[allow(clippy::arc_with_non_send_sync)]
     pub fn scoped(&self) -> (GpuContext, BufferScope) {
         let buffers = Arc::new(Mutex::new(Vec::new()));
         let ctx = GpuContext {

@@ -131,12 +131,25 @@ impl Mix {
         let k = if stop { index / self.stop_every } else { index };
         let (ns, nl) = (self.samplers.len(), self.lengths.len());
         let new_tokens = self.lengths[(k + k / ns) % nl];
+        // A stopped run needs a step that leaves masks in its block: a parallel sampler may
+        // reveal every block in one step, so stopped runs rotate through the others.
+        let stepwise: Vec<SamplerKind> = self
+            .samplers
+            .iter()
+            .copied()
+            .filter(|s| !s.is_parallel())
+            .collect();
+        let sampler = if stop && !stepwise.is_empty() {
+            stepwise[k % stepwise.len()]
+        } else {
+            self.samplers[k % ns]
+        };
         RunSpec {
             index,
             prompt: (index / 3) % self.prompts.len(),
             new_tokens,
             sampling: SamplingOptions {
-                sampler: self.samplers[k % ns],
+                sampler,
                 nucleus_p: [0.9, 1.0, 0.95][(index / 7) % 3],
                 seed: (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xB3D3,
                 // Every 13th run may end early at a second EOS.
@@ -255,13 +268,11 @@ mod tests {
         assert_eq!(stops, (0..20).map(|k| 10 * k + 9).collect::<Vec<_>>());
         for s in &mix.samplers {
             assert!(specs.iter().any(|x| x.sampling.sampler == *s), "{s:?}");
-            // Stopped runs use every sampler too.
-            assert!(
-                specs
-                    .iter()
-                    .any(|x| x.sampling.sampler == *s && x.stop_in_block.is_some()),
-                "stopped {s:?}"
-            );
+            // Stopped runs use every sampler that reveals one token per step or by a grid.
+            let stopped = specs
+                .iter()
+                .any(|x| x.sampling.sampler == *s && x.stop_in_block.is_some());
+            assert_eq!(stopped, !s.is_parallel(), "stopped {s:?}");
         }
         for l in &mix.lengths {
             assert!(specs.iter().any(|x| x.new_tokens == *l), "length {l}");
