@@ -152,8 +152,9 @@ impl Mix {
                 sampler,
                 nucleus_p: [0.9, 1.0, 0.95][(index / 7) % 3],
                 seed: (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xB3D3,
-                // Every 13th run may end early at a second EOS.
-                stop_at_eos: index % 13 == 5,
+                // Every 13th run may end early at a second EOS (not one meant to stop in
+                // mid-block: it could end before its block).
+                stop_at_eos: index % 13 == 5 && !stop,
                 ..SamplingOptions::default()
             },
             // Somewhere in the run's first half (a block the run reaches whatever its length).
