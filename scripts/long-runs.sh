@@ -2,10 +2,8 @@
 # The long runs of docs/reliability.md ("Long runs"); not part of scripts/test.sh.
 #   cpu        1,000 generations on the fast CPU engine with the embedded demo model
 #   reference  the same mix on the exact CPU reference (LONG_RUNS_REFERENCE generations, default 200)
-#   gpu        the WGSL engine on the tiny-v512-bs4 fixture, capped at GPU_TIME_LIMIT seconds
-#              (default 1200 = 20 minutes) and at LONG_RUNS_GPU generations (default 100: on
-#              lavapipe the process grows by ~50 MB per generation inside the Vulkan driver,
-#              docs/reliability.md, so 1,000 would need ~50 GB)
+#   gpu        LONG_RUNS_GPU (default 1,000) generations of the WGSL engine on the tiny-v512-bs4
+#              fixture, capped at GPU_TIME_LIMIT seconds (default 1200 = 20 minutes)
 #   page       LONG_RUNS_PAGE (default 200) generations of the web page on WebGPU in headless
 #              Chromium, with Stop/Continue and a model reload (tests/e2e/long_run.mjs)
 # Usage: scripts/long-runs.sh [cpu|reference|gpu|page|all]... (default: all). Each run writes
@@ -41,7 +39,7 @@ long_run() { # name, then bd3lm long-run flags
 
 want cpu && long_run cpu --backend cpu --runs "${LONG_RUNS_CPU:-1000}"
 want reference && long_run reference --backend reference --runs "${LONG_RUNS_REFERENCE:-200}" --baseline "${REFERENCE_BASELINE:-50}"
-want gpu && long_run gpu --backend gpu --model tests/fixtures/tiny-v512-bs4 --runs "${LONG_RUNS_GPU:-100}" \
+want gpu && long_run gpu --backend gpu --model tests/fixtures/tiny-v512-bs4 --runs "${LONG_RUNS_GPU:-1000}" \
   --time-limit "${GPU_TIME_LIMIT:-1200}" ${GPU_BASELINE:+--baseline "$GPU_BASELINE"}
 
 if want page; then
