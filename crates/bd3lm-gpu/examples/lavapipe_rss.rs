@@ -14,6 +14,8 @@
 //! its own for every dispatch), `submits=N` (split the dispatches over N submissions). The
 //! pipeline, buffers and bind group are built once; each iteration records the same passes
 //! again (a wgpu command buffer cannot be submitted twice).
+// A reproduction without bd3lm's code: it calls wgpu directly, not the counted GpuContext.
+#![allow(clippy::disallowed_methods)]
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
