@@ -25,7 +25,11 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
     let n = np.n;
     for (var c = tid; c < n; c = c + 256u) {
         var s = 0.0;
-        for (var sp = 0u; sp < np.splits; sp = sp + 1u) {
+        // The bound is never above the array's length; taking the min keeps the loop bound from
+        // being a pure uniform: with `np.splits` alone, Mesa lavapipe 22.3 (likely its inlining
+        // of uniforms that bound loops) kept ~250 KB and spent ~0.7 ms more per dispatch, until
+        // the device was destroyed: ~50 MB per generation (docs/reliability.md, "Long runs").
+        for (var sp = 0u; sp < min(np.splits, arrayLength(&partials)); sp = sp + 1u) {
             s = s + partials[(sp * ROWS + row) * n + c];
         }
 #if BIAS

@@ -8,7 +8,8 @@
 # tests/e2e/out/; E2E_UPDATE_DOCS=1 also refreshes the two committed ones in docs/.
 #
 # Then tests/e2e/hub.test.mjs loads a model by Hub id through the loopback Hub emulator
-# (E2E_ONLY=hub runs only that part).
+# (E2E_ONLY=hub runs only that part). E2E_ONLY=long-run runs only tests/e2e/long_run.mjs, the
+# page's long run (scripts/long-runs.sh; not part of the test command).
 #
 # Needs (see docs/platform.md or docs/web.md): trunk 0.21.14, wasm-bindgen 0.2.130,
 # `npm i --prefix tools/npm binaryen@132.0.0 playwright-core`, node >= 18, python3,
@@ -50,6 +51,11 @@ for _ in $(seq 50); do
 done
 
 PAGE="http://127.0.0.1:$PORT/deploy/under/bd3lm/"
+# The page's long run (docs/reliability.md; scripts/long-runs.sh): not part of the test command.
+if [ "${E2E_ONLY:-}" = long-run ]; then
+  node "$ROOT/tests/e2e/long_run.mjs" "$PAGE"
+  exit $?
+fi
 if [ "${E2E_ONLY:-}" != hub ]; then
   node "$ROOT/tests/e2e/web.test.mjs" "$PAGE" "$PORT"
 fi

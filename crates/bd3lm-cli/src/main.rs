@@ -11,6 +11,7 @@ mod eval;
 mod generate;
 mod hub;
 mod info;
+mod long_run;
 mod model;
 mod progress;
 mod quant_report;
@@ -57,6 +58,9 @@ enum Command {
     /// Cost and quality of sampler settings: model calls per token, tokens/s, the samples'
     /// own NELBO and unigram entropy (docs/sampling.md).
     SampleStats(sample_stats::SampleStatsArgs),
+    /// Many consecutive generations on one engine: resident memory, GPU objects and
+    /// reproducibility checked (docs/reliability.md).
+    LongRun(long_run::LongRunArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -70,6 +74,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => bench::run(args),
         Command::Conformance(args) => conformance::run(args),
         Command::SampleStats(args) => sample_stats::run(args),
+        Command::LongRun(args) => long_run::run(args),
     }
 }
 

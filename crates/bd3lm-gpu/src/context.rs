@@ -53,9 +53,45 @@ pub struct GpuContext {
     /// them: `clippy.toml` disallows the `wgpu::Device` methods), so benchmarks and tests can
     /// show that a denoising step allocates nothing.
     objects_created: Arc<AtomicU64>,
+    /// Buffers created and destroyed through this device's [`BufferScope`]s (a live-buffer
+    /// figure for tests: the page's reload must free the old model's buffers).
+    buffers_created: Arc<AtomicU64>,
+    buffers_destroyed: Arc<AtomicU64>,
+    /// Where buffers created through this clone are registered, so their owner (a model, an
+    /// engine) destroys them explicitly when it goes: on the web, dropping a `wgpu::Buffer`
+    /// leaves the `GPUBuffer` to the JS garbage collector, which may keep its memory for long.
+    scope: Option<Arc<Mutex<Vec<wgpu::Buffer>>>>,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     errors: Arc<Mutex<Vec<String>>>,
+}
+
+/// The buffers of one owner (a model, an engine), destroyed when it is dropped.
+pub struct BufferScope {
+    buffers: Arc<Mutex<Vec<wgpu::Buffer>>>,
+    destroyed: Arc<AtomicU64>,
+}
+
+impl BufferScope {
+    /// Buffers registered so far.
+    pub fn len(&self) -> usize {
+        self.buffers.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for BufferScope {
+    fn drop(&mut self) {
+        if let Ok(mut list) = self.buffers.lock() {
+            for buffer in list.drain(..) {
+                buffer.destroy();
+                self.destroyed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl GpuContext {
@@ -131,6 +167,9 @@ impl GpuContext {
             adapter_limits,
             pipelines: Arc::new(PipelineCache::new()),
             objects_created: Arc::new(AtomicU64::new(0)),
+            buffers_created: Arc::new(AtomicU64::new(0)),
+            buffers_destroyed: Arc::new(AtomicU64::new(0)),
+            scope: None,
             lost,
             lost_reason,
             errors,
@@ -142,18 +181,59 @@ impl GpuContext {
         self.objects_created.load(Ordering::Relaxed)
     }
 
+    /// Buffers created on this device so far, and how many of them a [`BufferScope`]
+    /// destroyed (buffers created outside a scope are freed when dropped, uncounted).
+    pub fn buffer_counts(&self) -> (u64, u64) {
+        (
+            self.buffers_created.load(Ordering::Relaxed),
+            self.buffers_destroyed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A clone of this context whose buffers belong to the returned scope: they are destroyed
+    /// when the scope is dropped (the owner of the buffers holds the scope).
+    // On wasm32 wgpu's handles are neither Send nor Sync, like every Arc in this struct.
+    #[allow(clippy::arc_with_non_send_sync)]
+    pub fn scoped(&self) -> (GpuContext, BufferScope) {
+        let buffers = Arc::new(Mutex::new(Vec::new()));
+        let ctx = GpuContext {
+            scope: Some(buffers.clone()),
+            ..self.clone()
+        };
+        let scope = BufferScope {
+            buffers,
+            destroyed: self.buffers_destroyed.clone(),
+        };
+        (ctx, scope)
+    }
+
+    /// A clone of this context that registers no buffer in a scope (temporary buffers).
+    pub fn unscoped(&self) -> GpuContext {
+        GpuContext {
+            scope: None,
+            ..self.clone()
+        }
+    }
+
+    fn register(&self, buffer: wgpu::Buffer) -> wgpu::Buffer {
+        self.objects_created.fetch_add(1, Ordering::Relaxed);
+        self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        if let Some(Ok(mut list)) = self.scope.as_ref().map(|s| s.lock()) {
+            list.push(buffer.clone());
+        }
+        buffer
+    }
+
     #[allow(clippy::disallowed_methods)] // the one counted place that creates buffers
     pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
-        self.objects_created.fetch_add(1, Ordering::Relaxed);
-        self.device.create_buffer(desc)
+        self.register(self.device.create_buffer(desc))
     }
 
     /// A buffer holding `contents`.
     #[allow(clippy::disallowed_methods)]
     pub fn create_buffer_init(&self, desc: &wgpu::util::BufferInitDescriptor) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        self.objects_created.fetch_add(1, Ordering::Relaxed);
-        self.device.create_buffer_init(desc)
+        self.register(self.device.create_buffer_init(desc))
     }
 
     #[allow(clippy::disallowed_methods)]

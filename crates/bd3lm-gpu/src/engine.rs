@@ -10,7 +10,7 @@
 //! (`GpuOptions::separate_store`), or when the next call cannot take it, the store pass is
 //! recorded on its own and submitted together with the next submission.
 
-use crate::context::GpuContext;
+use crate::context::{BufferScope, GpuContext};
 use crate::dispatch::{Call, Dispatch, DispatchInfo};
 use crate::error::GpuError;
 use crate::kernels::sample::entropy_offset;
@@ -66,10 +66,14 @@ pub struct GpuEngine {
     pub(crate) last_head: Head,
     /// Record and count, but submit nothing and read back zeros (`bench --counters-only`).
     pub(crate) dry_run: bool,
+    /// The plan's buffers (KV cache, activations, staging): destroyed with the engine.
+    buffers: BufferScope,
 }
 
 impl GpuEngine {
     pub async fn new(ctx: &GpuContext, model: GpuModel) -> Result<GpuEngine, GpuError> {
+        let (ctx, buffers) = ctx.scoped();
+        let ctx = &ctx;
         let plan = Plan::new(ctx, &model).await?;
         Ok(GpuEngine {
             ctx: ctx.clone(),
@@ -87,6 +91,7 @@ impl GpuEngine {
             tally: Tally::default(),
             last_head: Head::One,
             dry_run: false,
+            buffers,
         })
     }
 
@@ -448,7 +453,8 @@ impl Engine for GpuEngine {
         // The block's rows (the buffer holds the 2B rows of a folded call).
         let size = (self.plan.block * self.model.config.hidden_dim * 4) as u64;
         let layers = self.plan.layers.len();
-        let snapshots = self.ctx.create_buffer(&wgpu::BufferDescriptor {
+        // Temporary: not in the engine's scope, freed when dropped.
+        let snapshots = self.ctx.unscoped().create_buffer(&wgpu::BufferDescriptor {
             label: Some("activation snapshots"),
             size: size * (layers as u64 + 1),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -596,6 +602,8 @@ impl Engine for GpuEngine {
             dispatches_per_forward: infos.len(),
             readback_bytes_last_draw: self.last_readback,
             device_objects_created: self.ctx.objects_created(),
+            pipelines_compiled: self.ctx.pipelines.len() as u64,
+            buffers_held: (self.buffers.len() + self.model.buffer_count()) as u64,
             submits: self.tally.submits,
             host_waits: self.tally.host_waits,
             blocks_denoised: self.tally.blocks,

@@ -18,7 +18,7 @@ pub mod tiling;
 
 pub use any::AnyEngine;
 pub use block::BlockCount;
-pub use context::{GpuContext, GpuOptions};
+pub use context::{BufferScope, GpuContext, GpuOptions};
 pub use dispatch::DispatchInfo;
 pub use engine::{GpuEngine, SKIPPED_ROW};
 pub use error::GpuError;

@@ -2,7 +2,7 @@
 //! these buffers). Matrices keep their package scheme (f32, f16, q8, q4) and are decoded inside
 //! the kernels; a matrix too big for one storage binding is split by rows over two buffers.
 
-use crate::context::GpuContext;
+use crate::context::{BufferScope, GpuContext};
 use crate::error::{GpuError, Result};
 use bd3lm::package::TensorPiece;
 use bd3lm::quant::{Matrix, MatrixData, Scheme, GROUP};
@@ -258,9 +258,16 @@ pub struct GpuModel {
     pub vec_layout: VecLayout,
     /// `[n_ctx, d/2]` cos then `[n_ctx, d/2]` sin, as the CPU reference computes them.
     pub rope: wgpu::Buffer,
+    /// Every buffer above: destroyed with the model (a reloaded page frees them at once).
+    buffers: BufferScope,
 }
 
 impl GpuModel {
+    /// Device buffers the model holds (destroyed with it).
+    pub fn buffer_count(&self) -> usize {
+        self.buffers.len()
+    }
+
     pub fn weight_bytes(&self) -> u64 {
         let mut total =
             self.embedding.bytes() + self.lm_head.bytes() + self.vecs.size() + self.rope.size();
@@ -320,7 +327,10 @@ impl GpuModel {
 
 /// Receives tensor pieces in any order (as package shards arrive) and uploads each at once.
 pub struct GpuModelLoader {
+    /// Registers every buffer in `buffers`.
     ctx: GpuContext,
+    /// The model's buffers: destroyed with the model, or with the loader if it is dropped.
+    buffers: BufferScope,
     config: Config,
     matrices: std::collections::BTreeMap<String, GpuMatrix>,
     vecs: wgpu::Buffer,
@@ -331,6 +341,8 @@ pub struct GpuModelLoader {
 
 impl GpuModelLoader {
     pub fn new(ctx: &GpuContext, config: &Config) -> Result<GpuModelLoader> {
+        let (ctx, buffers) = ctx.scoped();
+        let ctx = &ctx;
         let layout = VecLayout {
             hidden: config.hidden_dim,
             layers: config.n_layers,
@@ -343,6 +355,7 @@ impl GpuModelLoader {
         });
         Ok(GpuModelLoader {
             ctx: ctx.clone(),
+            buffers,
             config: config.clone(),
             matrices: Default::default(),
             vecs,
@@ -494,6 +507,7 @@ impl GpuModelLoader {
             vec_layout: self.layout,
             rope,
             config: self.config,
+            buffers: self.buffers,
         })
     }
 }

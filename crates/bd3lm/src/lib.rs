@@ -18,7 +18,9 @@ pub use runtime::{
     checkpoint, config, engine, forward, generate, hf_file, hf_stream, hub, package, quant, rng,
     sampler, tokenizer, weights,
 };
-pub use tools::{conformance, convert, eval, fixture, quality, sample_stats, stream_convert};
+pub use tools::{
+    conformance, convert, eval, fixture, long_run, quality, sample_stats, stream_convert,
+};
 
 pub use config::Config;
 pub use engine::{

@@ -238,6 +238,12 @@ pub struct EngineCounters {
     /// GPU buffers and bind groups created on the engine's device so far (0 on the CPU):
     /// constant after the engine is built, since a step allocates nothing.
     pub device_objects_created: u64,
+    /// Compute pipelines compiled on the engine's device so far (0 on the CPU): shared by
+    /// every engine on the device, constant once the first generation has run.
+    pub pipelines_compiled: u64,
+    /// Buffers the engine and its model hold on the device (0 on the CPU); destroyed with
+    /// them.
+    pub buffers_held: u64,
     /// Queue submissions so far (0 on the CPU).
     pub submits: u64,
     /// Times the host waited for the device so far (readbacks; 0 on the CPU).
