@@ -237,10 +237,7 @@ fn bench_fill(
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), loading included.
 fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    bd3lm::long_run::process_memory_bytes("VmHWM")
 }
 
 pub fn run(args: BenchArgs) -> CliResult<()> {

@@ -53,10 +53,7 @@ pub struct LongRunArgs {
 
 /// Resident memory of this process in bytes (Linux `VmRSS`; `None` elsewhere).
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    bd3lm::long_run::process_memory_bytes("VmRSS")
 }
 
 fn sampler_name(s: &SamplerKind) -> String {

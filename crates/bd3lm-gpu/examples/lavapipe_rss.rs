@@ -54,14 +54,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
     const WORDS: u64 = 4096;
 
     fn rss_kb() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
+        bd3lm::long_run::process_memory_bytes("VmRSS").unwrap_or(0) / 1024
     }
 
     pub fn main() {

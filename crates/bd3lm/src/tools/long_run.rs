@@ -244,8 +244,35 @@ pub fn synthetic_prompts(cfg: &Config, bos: u32, lengths: &[usize]) -> Vec<Vec<u
     prompts
 }
 
+/// A memory figure of this process in bytes from Linux's `/proc/self/status` (`"VmRSS"`:
+/// resident now, `"VmHWM"`: peak resident so far); `None` where there is no such file (other
+/// systems, the browser).
+pub fn process_memory_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_field_bytes(&status, field)
+}
+
+/// The `field:` line of a `/proc/<pid>/status` text, in bytes (the file gives kB).
+pub fn status_field_bytes(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| {
+        l.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn status_fields_are_read_in_bytes() {
+        let status = "Name:\tbd3lm\nVmHWM:\t  25200 kB\nVmRSS:\t   25700 kB\nVmRSSx: 1 kB\n";
+        assert_eq!(status_field_bytes(status, "VmRSS"), Some(25_700 * 1024));
+        assert_eq!(status_field_bytes(status, "VmHWM"), Some(25_200 * 1024));
+        assert_eq!(status_field_bytes(status, "VmSwap"), None);
+        assert_eq!(status_field_bytes("VmRSS: lots kB", "VmRSS"), None);
+    }
     use super::*;
 
     fn cfg() -> Config {
