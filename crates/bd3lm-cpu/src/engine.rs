@@ -17,7 +17,7 @@ use crate::forward::{self, Call, KvRing, Model, State};
 use crate::kernels::Simd;
 use crate::matmul;
 use crate::threads::Pool;
-use bd3lm::engine::{DrawRequest, Engine, RowDraw, Rows};
+use bd3lm::engine::{self, DrawRequest, Engine, RowDraw, Rows};
 use bd3lm::forward::Activations;
 use bd3lm::quant::{Scheme, GROUP};
 use bd3lm::{sampler, Config, Error, Result, Weights};
@@ -339,44 +339,29 @@ impl Engine for CpuEngine {
         };
         self.ensure_logits(&rows);
         let cfg = self.model.config();
-        let (v, mask) = (cfg.vocab_size, cfg.mask_id());
+        let mask = cfg.mask_id();
         let mut draws = Vec::with_capacity(rows.len());
         for r in rows {
             let p = self.p_row(r, req.nucleus_p);
-            let offset = (r * v) as u64;
-            let token = match req.mask_prob {
-                None => sampler::race(p, req.uniform_seed, offset),
-                Some(mp) => sampler::race(
-                    &sampler::posterior_row(p, mp, mask),
-                    req.uniform_seed,
-                    offset,
-                ),
-            };
-            draws.push(RowDraw {
-                row: r,
-                token,
-                confidence: p[token as usize] as f32,
-                entropy: sampler::entropy(p) as f32,
-            });
+            draws.push(engine::draw_filtered_row(p, r, req, mask));
         }
         Ok(draws)
     }
 
     async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
-        let v = self.config().vocab_size;
-        Ok(log_probs
-            .chunks_exact(v)
-            .map(|row| sampler::nucleus(&mut sampler::probs_from_log_probs(row), p))
-            .collect())
+        Ok(engine::cpu_nucleus_probe(
+            log_probs,
+            self.config().vocab_size,
+            p,
+        ))
     }
 
     async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
-        let v = self.config().vocab_size;
-        Ok(probs
-            .chunks_exact(v)
-            .enumerate()
-            .map(|(r, row)| sampler::race(row, seed, (r * v) as u64))
-            .collect())
+        Ok(engine::cpu_race_probe(
+            probs,
+            self.config().vocab_size,
+            seed,
+        ))
     }
 
     fn describe(&self) -> String {

@@ -14,7 +14,7 @@ use crate::engine::{CpuEngine, CpuOptions};
 use bd3lm::engine::{DrawRequest, Engine, RowDraw, Rows};
 use bd3lm::forward::Activations;
 use bd3lm::package::{read_shard, Manifest, WeightsBuilder};
-use bd3lm::{sampler, Config, Error, Result};
+use bd3lm::{Config, Error, Result};
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -401,20 +401,19 @@ impl Engine for WorkerEngine {
     }
 
     async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
-        let v = self.config.vocab_size;
-        Ok(log_probs
-            .chunks_exact(v)
-            .map(|row| sampler::nucleus(&mut sampler::probs_from_log_probs(row), p))
-            .collect())
+        Ok(bd3lm::engine::cpu_nucleus_probe(
+            log_probs,
+            self.config.vocab_size,
+            p,
+        ))
     }
 
     async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
-        let v = self.config.vocab_size;
-        Ok(probs
-            .chunks_exact(v)
-            .enumerate()
-            .map(|(r, row)| sampler::race(row, seed, (r * v) as u64))
-            .collect())
+        Ok(bd3lm::engine::cpu_race_probe(
+            probs,
+            self.config.vocab_size,
+            seed,
+        ))
     }
 
     fn describe(&self) -> String {

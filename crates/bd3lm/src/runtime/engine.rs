@@ -44,6 +44,45 @@ pub struct RowDraw {
     pub entropy: f32,
 }
 
+/// Row `row`'s draw from its nucleus-filtered `p_x0` (`p`, `V` values), as the reference does
+/// it: the exponential race on `p`, or on the posterior row when `req.mask_prob` is set, with
+/// the row's slice of the step's uniform stream. Shared by the CPU engines.
+pub fn draw_filtered_row(p: &[f64], row: usize, req: &DrawRequest<'_>, mask: u32) -> RowDraw {
+    let offset = (row * p.len()) as u64;
+    let token = match req.mask_prob {
+        None => sampler::race(p, req.uniform_seed, offset),
+        Some(mp) => sampler::race(
+            &sampler::posterior_row(p, mp, mask),
+            req.uniform_seed,
+            offset,
+        ),
+    };
+    RowDraw {
+        row,
+        token,
+        confidence: p[token as usize] as f32,
+        entropy: sampler::entropy(p) as f32,
+    }
+}
+
+/// [`Engine::nucleus_probe`] computed on the CPU in f64: the reference answer, and what the
+/// CPU engines return.
+pub fn cpu_nucleus_probe(log_probs: &[f32], vocab: usize, p: f64) -> Vec<(usize, f64)> {
+    log_probs
+        .chunks_exact(vocab)
+        .map(|row| sampler::nucleus(&mut sampler::probs_from_log_probs(row), p))
+        .collect()
+}
+
+/// [`Engine::race_probe`] computed on the CPU in f64 (see [`cpu_nucleus_probe`]).
+pub fn cpu_race_probe(probs: &[f64], vocab: usize, seed: u64) -> Vec<u32> {
+    probs
+        .chunks_exact(vocab)
+        .enumerate()
+        .map(|(r, row)| sampler::race(row, seed, (r * vocab) as u64))
+        .collect()
+}
+
 /// How the steps of [`Engine::denoise_block`] choose the rows they reveal: the select stage
 /// of a step. A GPU runs it on the device, between the step's draws and the next step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -426,40 +465,21 @@ impl Engine for CpuEngine {
                 sampler::nucleus(&mut p, req.nucleus_p);
                 p
             });
-            let offset = (r * v) as u64;
-            let token = match req.mask_prob {
-                None => sampler::race(p, req.uniform_seed, offset),
-                Some(mp) => sampler::race(
-                    &sampler::posterior_row(p, mp, mask),
-                    req.uniform_seed,
-                    offset,
-                ),
-            };
-            draws.push(RowDraw {
-                row: r,
-                token,
-                confidence: p[token as usize] as f32,
-                entropy: sampler::entropy(p) as f32,
-            });
+            draws.push(draw_filtered_row(p, r, req, mask));
         }
         Ok(draws)
     }
 
     async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
-        let v = self.weights.config.vocab_size;
-        Ok(log_probs
-            .chunks_exact(v)
-            .map(|row| sampler::nucleus(&mut sampler::probs_from_log_probs(row), p))
-            .collect())
+        Ok(cpu_nucleus_probe(
+            log_probs,
+            self.weights.config.vocab_size,
+            p,
+        ))
     }
 
     async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
-        let v = self.weights.config.vocab_size;
-        Ok(probs
-            .chunks_exact(v)
-            .enumerate()
-            .map(|(r, row)| sampler::race(row, seed, (r * v) as u64))
-            .collect())
+        Ok(cpu_race_probe(probs, self.weights.config.vocab_size, seed))
     }
 
     fn describe(&self) -> String {
