@@ -9,6 +9,7 @@ TRUNK_VERSION=0.21.14
 WASM_BINDGEN_VERSION=0.2.130
 BINARYEN_VERSION=132.0.0
 PLAYWRIGHT_VERSION=1.65.1
+AXE_VERSION=4.14.1
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -41,10 +42,10 @@ if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VER
   log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 5 min; --locked fails on this registry mirror)"
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --quiet
 fi
-if [[ ! -x tools/npm/node_modules/.bin/wasm-opt || ! -d tools/npm/node_modules/playwright-core ]]; then
-  log "npm: binaryen@$BINARYEN_VERSION (wasm-opt) and playwright-core@$PLAYWRIGHT_VERSION into tools/npm"
+if [[ ! -x tools/npm/node_modules/.bin/wasm-opt || ! -d tools/npm/node_modules/playwright-core || ! -f tools/npm/node_modules/axe-core/axe.min.js ]]; then
+  log "npm: binaryen@$BINARYEN_VERSION (wasm-opt), playwright-core@$PLAYWRIGHT_VERSION and axe-core@$AXE_VERSION (the e2e test's accessibility rules) into tools/npm"
   mkdir -p tools/npm
-  npm install --silent --no-audit --no-fund --prefix tools/npm "binaryen@$BINARYEN_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+  npm install --silent --no-audit --no-fund --prefix tools/npm "binaryen@$BINARYEN_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" "axe-core@$AXE_VERSION" >/dev/null
 fi
 unset CARGO_PROFILE_RELEASE_LTO CARGO_PROFILE_RELEASE_CODEGEN_UNITS
 

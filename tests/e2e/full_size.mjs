@@ -33,10 +33,12 @@ const page = ctx.pages()[0];
 page.setDefaultTimeout(3_600_000);
 page.on('console', (m) => console.log(`  [console] ${m.text()}`));
 page.on('pageerror', (e) => console.log(`  [pageerror] ${e.message}`));
-const text = (sel) => page.locator(sel).innerText();
+// textContent: some of these sit in the closed "Technical notes" disclosure.
+const text = async (sel) => (await page.locator(sel).textContent()).trim();
 
 await page.goto(`${pageUrl}?engine=${engine}`);
 await page.waitForFunction(() => document.querySelector('#package-costs')?.textContent.includes('Download:'));
+if (!(await page.locator('#package-url').isVisible())) await page.selectOption('#model-menu', 'custom');
 await page.fill('#package-url', 'full/');
 await page.click('#check');
 await page.waitForFunction(() => document.querySelector('#package-facts')?.textContent.includes('parameters')

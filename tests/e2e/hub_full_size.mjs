@@ -30,7 +30,8 @@ await ctx.addInitScript(() => {
 const page = ctx.pages()[0];
 page.setDefaultTimeout(3_600_000);
 page.on('console', (m) => { if (process.env.VERBOSE || /bd3lm: (model ready|.*converted)/.test(m.text())) console.log(`  [console] ${m.text()}`); });
-const text = (sel) => page.locator(sel).innerText();
+// textContent: some of these sit in the closed "Technical notes" disclosure.
+const text = async (sel) => (await page.locator(sel).textContent()).trim();
 
 await page.goto(`${pageUrl}?hub=${encodeURIComponent(hubUrl)}&engine=${engine}&model=${encodeURIComponent(id)}`);
 await page.waitForFunction(() => /downloaded once|stored in this browser/.test(document.querySelector('#package-costs')?.textContent || ''));

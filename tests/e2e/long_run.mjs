@@ -92,7 +92,8 @@ page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
 const cdp = await ctx.newCDPSession(page);
 await cdp.send('Performance.enable');
 
-const text = (sel) => page.locator(sel).innerText();
+// textContent: some of these sit in the closed "Technical notes" disclosure.
+const text = async (sel) => (await page.locator(sel).textContent()).trim();
 const counts = () => page.evaluate(() => ({ ...window.__gpu }));
 async function heap() {
   await cdp.send('HeapProfiler.collectGarbage');

@@ -12,7 +12,7 @@
 # page's long run (scripts/long-runs.sh; not part of the test command).
 #
 # Needs (see docs/platform.md or docs/web.md): trunk 0.21.14, wasm-bindgen 0.2.130,
-# `npm i --prefix tools/npm binaryen@132.0.0 playwright-core`, node >= 18, python3,
+# `npm i --prefix tools/npm binaryen@132.0.0 playwright-core axe-core@4.14.1`, node >= 18, python3,
 # /usr/bin/chromium. Env: E2E_SKIP_BUILD=1 reuses dist/; CHROMIUM=/path overrides the browser.
 set -euo pipefail
 
@@ -25,7 +25,8 @@ fail() { echo "e2e: $*" >&2; exit 1; }
 command -v node >/dev/null || fail "node is not installed"
 command -v python3 >/dev/null || fail "python3 is not installed"
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || fail "no Chromium at ${CHROMIUM:-/usr/bin/chromium} (apt-get install chromium)"
-[ -d tools/npm/node_modules/playwright-core ] || fail "playwright-core missing: npm i --prefix tools/npm binaryen@132.0.0 playwright-core"
+[ -d tools/npm/node_modules/playwright-core ] || fail "playwright-core missing: npm i --prefix tools/npm binaryen@132.0.0 playwright-core axe-core@4.14.1"
+[ -f tools/npm/node_modules/axe-core/axe.min.js ] || fail "axe-core missing: npm i --prefix tools/npm axe-core@4.14.1 (or scripts/setup.sh)"
 
 if [ "${E2E_SKIP_BUILD:-0}" != 1 ]; then
   command -v trunk >/dev/null || fail "trunk is not installed (cargo install trunk --version 0.21.14 --locked)"
@@ -51,6 +52,14 @@ for _ in $(seq 50); do
 done
 
 PAGE="http://127.0.0.1:$PORT/deploy/under/bd3lm/"
+# A second small package with another block size, for the page's side-by-side comparison
+# (served as /pkgs/bs8-q8/), and the reference package of the Hub part below: `bd3lm quantize`
+# of the released-layout fixture gpt2vocab-bs8 (block size 8; the demo's is 4).
+FIXTURE="$ROOT/tests/fixtures/gpt2vocab-bs8"
+if [ "${E2E_ONLY:-}" != long-run ]; then
+  cargo build -q -p bd3lm-cli
+  "$ROOT/target/debug/bd3lm" quantize "$FIXTURE" "$WWW/pkgs/bs8-q8" --format q8 --name bd3lm-owt-block_size8-q8 --force >/dev/null
+fi
 # The page's long run (docs/reliability.md; scripts/long-runs.sh): not part of the test command.
 if [ "${E2E_ONLY:-}" = long-run ]; then
   node "$ROOT/tests/e2e/long_run.mjs" "$PAGE"
@@ -65,15 +74,25 @@ fi
 # cases); the page loads it through ?hub=; `bd3lm quantize` makes the reference package.
 HUB="$OUT/hub"
 rm -rf "$HUB" && mkdir -p "$HUB/repos"
-FIXTURE="$ROOT/tests/fixtures/gpt2vocab-bs8"
 for repo in kuleshov-group/bd3lm-owt-block_size8 org/copy org/private openai-community/gpt2; do
   mkdir -p "$HUB/repos/$repo"
   cp "$FIXTURE/config.json" "$FIXTURE/model.safetensors" "$HUB/repos/$repo/"
 done
 echo '{"private": true}' > "$HUB/repos/org/private/.hub.json"
 echo '{"model_type": "gpt2", "vocab_size": 50257, "n_layer": 12}' > "$HUB/repos/openai-community/gpt2/config.json"
-cargo build -q -p bd3lm-cli
-"$ROOT/target/debug/bd3lm" quantize "$FIXTURE" "$HUB/reference" --format q8 --name bd3lm-owt-block_size8-q8 --force >/dev/null
+cp -r "$WWW/pkgs/bs8-q8" "$HUB/reference"
+# Repos holding that package as `bd3lm quantize` wrote it (docs/models.md, "Publishing a
+# package"), one with a shard changed after its manifest was written.
+for repo in org/bs8-q8 org/bs8-q8-tampered; do
+  mkdir -p "$HUB/repos/$repo" && cp "$HUB/reference"/* "$HUB/repos/$repo/"
+done
+python3 - "$HUB/repos/org/bs8-q8-tampered/weights-00000.safetensors" <<'PY'
+import sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+data[len(data) // 2] ^= 0x55
+open(path, "wb").write(data)
+PY
 python3 "$ROOT/scripts/hub-emulator.py" --root "$HUB/repos" --port 0 --port-file "$HUB/port" >"$HUB/emulator.log" 2>&1 &
 HUB_PID=$!
 trap 'kill "$SERVER_PID" "$HUB_PID" 2>/dev/null || true' EXIT

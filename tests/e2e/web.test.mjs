@@ -10,6 +10,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const require = createRequire(import.meta.url);
 const { chromium } = require(path.join(root, 'tools/npm/node_modules/playwright-core'));
+const { axeSerious, outOfView, sidewaysAt, tabOrder, inOrder, recordLiveRegions, liveChanges, DESKTOP, PHONE } =
+  await import('./a11y.mjs');
 
 const [pageUrl, port] = process.argv.slice(2);
 if (!pageUrl || !port) throw new Error('usage: node web.test.mjs <url> <port>');
@@ -19,9 +21,9 @@ const outDir = path.join(here, 'out');
 const docsDir = path.join(root, 'docs');
 const updateDocs = process.env.E2E_UPDATE_DOCS === '1';
 fs.mkdirSync(outDir, { recursive: true });
-async function docsScreenshot(name) {
+async function docsScreenshot(name, fullPage = true) {
   const file = path.join(outDir, name);
-  await page.screenshot({ path: file, fullPage: true });
+  await page.screenshot({ path: file, fullPage });
   if (updateDocs) fs.copyFileSync(file, path.join(docsDir, name));
 }
 // Issue 14: no main-thread task over 50 ms during generation (the CPU engine runs in a Web Worker).
@@ -68,7 +70,7 @@ const userData = fs.mkdtempSync(path.join(os.tmpdir(), 'bd3lm-e2e-'));
 const ctx = await chromium.launchPersistentContext(userData, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
-  viewport: { width: 1280, height: 900 },
+  viewport: DESKTOP,
   args: ['--no-sandbox', '--disable-gpu', '--enable-unsafe-webgpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     // An http:// host that is not this computer, for the non-secure-context check.
@@ -90,7 +92,8 @@ page.on('console', (m) => {
 page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
 page.on('request', (r) => requests.push(r.url()));
 
-const text = (sel) => page.locator(sel).innerText();
+// textContent: some of these sit in the closed "Technical notes" disclosure.
+const text = async (sel) => (await page.locator(sel).textContent()).trim();
 const stateIs = (s) => page.waitForFunction((s) => document.querySelector('#model-state')?.textContent === s, s);
 const modelFiles = () => requests.filter((u) => /\.safetensors$|tokenizer\.json$/.test(u));
 const canvasText = () => page.evaluate(() => {
@@ -113,26 +116,34 @@ async function run(button = '#start', timeout = 600_000) {
   await page.click(button);
   await page.waitForFunction((n) => Number(document.querySelector('#canvas').dataset.runsEnded) > n, ended, { timeout });
 }
+const settled = () => page.waitForFunction(() => ['Model ready.', 'No model loaded.'].includes(document.querySelector('#model-state')?.textContent)
+  && !document.querySelector('#load').disabled);
 async function load() {
   await page.waitForFunction(() => !document.querySelector('#load')?.disabled);
   await page.click('#load');
-  await page.waitForFunction(() => ['Model ready.', 'No model loaded.'].includes(document.querySelector('#model-state')?.textContent)
-    && !document.querySelector('#load').disabled);
+  await settled();
+}
+// The demo package (and any cached one) loads by itself when the page opens.
+const autoLoaded = settled;
+async function axeClean(what) {
+  const v = await axeSerious(page);
+  check(v.length === 0, `axe-core: no serious or critical violation ${what}${v.length ? ': ' + v.join(' | ') : ''}`);
 }
 
-// 1. First visit: the page shows what the package costs before downloading anything.
+// 1. First visit: the page states what the package costs and, the demo being small, loads it
+//    by itself (a Hub model asks first: tests/e2e/hub.test.mjs).
 let t0 = Date.now();
 await page.goto(pageUrl);
 await page.waitForFunction(() => document.querySelector('#package-costs')?.textContent.includes('Download:'));
 const costs = await text('#package-costs');
-check(/Download: [\d.]+ MB in \d+ files\. GPU memory: [\d.]+ MB/.test(costs), `sizes shown before download: "${costs}"`);
-check(modelFiles().length === 0, 'no model file fetched before Load is pressed');
+check(/Download: [\d.]+ MB in \d+ files\. GPU memory: [\d.]+ MB/.test(costs), `sizes shown: "${costs}"`);
+check(!(await page.locator('#package-url').isVisible()), 'the demo shows no package URL field (no `model/`)');
 console.log(`  webgpu: ${await text('#webgpu')}`);
 
-// 2. Load over the network, with the one progress bar.
-await load();
+// 2. The demo loads over the network without a click, with the one progress bar.
+await autoLoaded();
 const loadMs = Date.now() - t0;
-check((await text('#model-state')) === 'Model ready.', `model loads from the network (${loadMs} ms from navigation)`);
+check((await text('#model-state')) === 'Model ready.', `the demo model loads by itself from the network (${loadMs} ms from navigation)`);
 const firstReport = await text('#load-report');
 check(/0 file\(s\) from the browser cache, \d+ from the network/.test(firstReport), `first load uses the network: "${firstReport}"`);
 check(/of [\d.]+ MB/.test(await text('#progress-text')), `progress text: "${await text('#progress-text')}"`);
@@ -144,15 +155,30 @@ check(consoleLog.some((l) => /loaded into the CPU worker/.test(l)),
 const shardCount = new Set(modelFiles()).size;
 check(shardCount >= 2, `model files fetched: ${shardCount}`);
 
+// 2b. Idle: accessible, keyboard-reachable in a sensible order with visible focus.
+await axeClean('at 1280 px, idle');
+const tabs = await tabOrder(page);
+check(inOrder(tabs.order, ['prompt', 'start', 'canvas', 'model-menu', 'load', 'engine-pref', 'tokens', 'sampler', 'top-p', 'seed', 'random-seed', 'pace', 'summary']),
+  `keyboard order: prompt, Start, canvas, then the settings and the notes (${tabs.order.join(' > ')})`);
+check(tabs.invisible.length === 0, `every focused control shows a focus outline${tabs.invisible.length ? ' (not: ' + tabs.invisible.join(', ') + ')' : ''}`);
+await page.focus('#notes summary');
+await page.keyboard.press('Enter');
+check(await page.evaluate(() => document.querySelector('#notes').open) && await page.locator('#engine').isVisible(),
+  'the technical notes open from the keyboard');
+await page.keyboard.press('Enter');
+
 // 3. A slow-paced run: masked slots appear, are revealed in place, then settle into text;
-//    screenshot mid-generation, then Stop must end the run within one step.
+//    screenshot mid-generation, then Stop must end the run within one step. At 1280 x 800
+//    the prompt, Start/Stop and the block being denoised are in view together.
 await settings({ tokens: 96, pace: 250, seed: 1234 });
 await page.click('#start');
 await page.waitForFunction(() => document.querySelectorAll('#canvas .chunk.committed').length >= 10
   && document.querySelector('#canvas .slot.masked') && document.querySelector('#canvas .slot.revealed.fresh'));
-await page.evaluate(() => window.scrollTo(0, 0));
-await docsScreenshot('web-mid-generation.png');
+const desktopView = await outOfView(page, ['#prompt', '#start', '#stop', '#canvas']);
+check(desktopView.length === 0, `1280 x 800 while generating: prompt, Start/Stop and the denoised block in view${desktopView.length ? ': ' + desktopView.join('; ') : ''}`);
+await docsScreenshot('web-mid-generation.png', false);
 check(true, 'canvas showed committed text, masked and freshly revealed slots together (tests/e2e/out/web-mid-generation.png)');
+await axeClean('at 1280 px, during generation');
 const forwardsAtStop = Number(await text('#stat-forwards'));
 const stopClicked = Date.now();
 await page.click('#stop');
@@ -236,7 +262,84 @@ const maxReveal = Number(await text('#stat-max-reveal'));
 const callsPerToken = Number(await text('#stat-forwards-per-token'));
 check((await text('#notice')).startsWith('Finished') && maxReveal > 1 && callsPerToken < 1.2,
   `confidence sampler: up to ${maxReveal} tokens revealed in one step, ${callsPerToken} model calls per token`);
+const confidenceText = await canvasText();
+
+// 5b-url. Shareable state: the URL now names the prompt, seed, sampler and its settings; opened
+//         again (same engine), it shows them, Enter in the prompt starts, the text is the same.
+//         The finished text is announced once through the polite live region, not every step.
+const sharedUrl = page.url();
+const shared = new URL(sharedUrl).searchParams;
+check(shared.get('seed') === '5' && shared.get('sampler') === 'confidence' && shared.get('threshold') === '0.001'
+  && shared.get('tokens') === '64' && shared.get('prompt') === 'My fellow citizens,', `the URL holds the run: ${new URL(sharedUrl).search}`);
+await page.goto(sharedUrl);
+await autoLoaded();
+check(await page.inputValue('#seed') === '5' && await page.inputValue('#sampler') === 'confidence'
+  && await page.inputValue('#threshold') === '0.001' && !(await page.isChecked('#random-seed')), 'the settings come back from the URL');
+await recordLiveRegions(page);
+const runsBefore = Number(await page.getAttribute('#canvas', 'data-runs-ended'));
+await page.focus('#prompt');
+await page.keyboard.press('Enter');
+await page.waitForFunction((n) => Number(document.querySelector('#canvas').dataset.runsEnded) > n, runsBefore);
+check(await canvasText() === confidenceText, `the same URL gives the same text (${confidenceText.length} chars)`);
+const live = await liveChanges(page);
+const announced = live.filter((c) => c.id === 'announce');
+check(announced.length === 1 && announced[0].text.includes(confidenceText.slice(-40)) && live.length <= 3,
+  `finished text announced once, politely (${live.length} live-region changes in a run of ${await text('#stat-forwards')} model calls: ${live.map((c) => c.id).join(', ')})`);
+check(await page.evaluate(() => !document.querySelector('#canvas').closest('[aria-live]') && document.querySelector('#announce').getAttribute('aria-live') === 'polite'),
+  'the canvas is not a live region; the announcement is aria-live="polite"');
+
+// 5b-compare. Block sizes side by side: the same prompt, seed and sampler on the demo (block
+//             size 4) and a second small package (block size 8), one after another, each
+//             with its canvas, model calls per token and tokens/s; the demo's column shows
+//             exactly the text of the single run above.
+await page.fill('#compare-models', 'model/, /pkgs/bs8-q8/');
+const comparedBefore = Number(await page.getAttribute('#comparison', 'data-done'));
+t0 = Date.now();
+await page.click('#compare');
+await page.waitForFunction((n) => Number(document.querySelector('#comparison').dataset.done) > n, comparedBefore, { timeout: 300_000 });
+const columns = await page.evaluate(() => [...document.querySelectorAll('#comparison .column')].map((c) => ({
+  block: c.dataset.blockSize,
+  title: c.querySelector('.column-title').textContent,
+  status: c.querySelector('.column-status').textContent,
+  text: [...c.querySelectorAll('.canvas .chunk, .canvas .slot.revealed')].map((e) => e.textContent).join(''),
+  callsPerToken: Number(c.querySelector('.calls-per-token').textContent),
+  tokensPerS: Number(c.querySelector('.tokens-per-s').textContent),
+  tokens: Number(c.querySelector('.tokens').textContent),
+})));
+console.log(`  comparison (${Date.now() - t0} ms): ${JSON.stringify(columns.map(({ text, ...rest }) => rest))}`);
+check(columns.length === 2 && columns[0].block === '4' && columns[1].block === '8'
+  && columns.every((c) => c.status.startsWith('Finished') && c.tokens >= 64 && c.callsPerToken > 0 && c.tokensPerS > 0),
+  `two models compared side by side with block sizes 4 and 8, calls/token ${columns.map((c) => c.callsPerToken).join(' vs ')}`);
+check(columns[0].text === confidenceText && columns[1].text.startsWith('My fellow citizens,') && columns[1].text.length > 'My fellow citizens,'.length,
+  'each column shows its own text; the demo column equals the single run with the same settings');
+await axeClean('at 1280 px, with a comparison shown');
+// Back to the demo model for the rest.
+await page.goto(pageUrl);
+await autoLoaded();
 await settings({ tokens: 64, pace: 0, seed: 5, sampler: 'first-hitting' });
+
+// 5b-phone. A phone (390 x 844): Ctrl+Enter starts, the prompt, Start/Stop and the denoised
+//           block are in view together, Tab from the prompt reaches Stop, Space stops; no
+//           sideways scrolling down to 360 px; accessible idle and while generating.
+await page.setViewportSize(PHONE);
+await settings({ tokens: 96, pace: 150, seed: 8 });
+await page.focus('#prompt');
+await page.keyboard.press('Control+Enter');
+await page.waitForFunction(() => document.querySelector('#canvas .slot.masked') && document.querySelectorAll('#canvas .chunk.committed').length >= 4);
+const phoneView = await outOfView(page, ['#prompt', '#start', '#stop', '#canvas']);
+check(phoneView.length === 0, `390 x 844 while generating: prompt, Start/Stop and the denoised block in view${phoneView.length ? ': ' + phoneView.join('; ') : ''}`);
+await docsScreenshot('web-phone.png', false);
+await axeClean('at 390 px, during generation');
+await page.focus('#prompt');
+await page.keyboard.press('Tab');
+check(await page.evaluate(() => document.activeElement.id) === 'stop', 'Tab from the prompt reaches Stop while generating');
+await page.keyboard.press('Space');
+await stateIs('Model ready.');
+check((await text('#notice')).includes('Stopped'), 'Stop works from the keyboard');
+await axeClean('at 390 px, idle');
+const sideways = await sidewaysAt(page, [360, 390, 600, 820, 1024, 1280]);
+check(sideways.length === 0, `no sideways scrolling at 360 to 1280 px${sideways.length ? ': ' + sideways.join('; ') : ''}`);
+await page.setViewportSize(DESKTOP);
 
 // 5c. A prompt longer than the model's context is refused in words; the model stays loaded.
 await page.fill('#prompt', 'We the people '.repeat(120));
@@ -244,6 +347,11 @@ await page.click('#start');
 await page.waitForFunction(() => document.querySelector('#error-text')?.textContent.startsWith('Cannot start'));
 check((await text('#error-text')).includes('prompt') && (await text('#model-state')) === 'Model ready.',
   `too-long prompt explained: "${(await text('#error-text')).slice(0, 110)}…"`);
+await axeClean('at 1280 px, with an error shown');
+await page.setViewportSize(PHONE);
+await axeClean('at 390 px, with an error shown');
+check((await sidewaysAt(page, [360])).length === 0, 'no sideways scrolling at 360 px with the error shown');
+await page.setViewportSize(DESKTOP);
 await page.fill('#prompt', 'My fellow citizens,');
 
 // 6. Reload: every file comes from the Cache API, no network request for model files.
@@ -251,7 +359,7 @@ requests.length = 0;
 await page.reload();
 await page.waitForFunction(() => document.querySelector('#package-costs')?.textContent.includes('All files are in the browser cache'));
 t0 = Date.now();
-await load();
+await autoLoaded();
 check((await text('#model-state')) === 'Model ready.', `reload loads from the cache in ${Date.now() - t0} ms`);
 check(modelFiles().length === 0, `no network request for model files on reload (${modelFiles().length})`);
 check(/\d+ file\(s\) from the browser cache, 0 from the network/.test(await text('#load-report')), `report: "${await text('#load-report')}"`);
@@ -274,7 +382,7 @@ const victim = await page.evaluate(async (key) => {
 }, weightShards[0]);
 requests.length = 0;
 await page.reload();
-await load();
+await autoLoaded();
 check((await text('#load-report')).includes(`The cached copy of ${victimName} failed verification`),
   `tampered cache entry detected: "${await text('#load-report')}"`);
 check(modelFiles().length === 1 && modelFiles()[0] === victim, `only the bad shard was downloaded again (${modelFiles().join(', ')})`);
@@ -293,7 +401,7 @@ await page.route(`**/${serverBadName}`, async (route) => {
   await route.fulfill({ response, body });
 });
 await page.reload();
-await load();
+await autoLoaded();
 const badFile = await text('#error-text');
 check(badFile.startsWith(`${serverBadName} is corrupt`) && served === 2,
   `server-side corruption: fetched ${served} times, then "${badFile.slice(0, 90)}…"`);
@@ -326,7 +434,7 @@ await page.screenshot({ path: path.join(outDir, 'webgpu-run.png'), fullPage: tru
 
 // 9. Lost device mid-run (simulated): reported, text kept, restart and continue.
 await page.goto(`${pageUrl}?fault=device-lost-after-20`);
-await load();
+await autoLoaded();
 await settings({ tokens: 64, pace: 0, seed: 3 });
 await page.click('#start');
 await page.waitForFunction(() => document.querySelector('#error-text')?.textContent.includes('GPU device was lost'));
@@ -344,6 +452,8 @@ check(continued.startsWith(keptText.slice(0, keptText.length - 20)) && continued
 
 // 10. A package on another site without CORS: explained in plain words.
 const errorsBeforeCors = consoleErrors.length;
+await page.selectOption('#model-menu', 'custom');
+check(await page.inputValue('#package-url') === '', 'Other: an empty field for a URL or id');
 await page.fill('#package-url', `http://localhost:${port}/deploy/under/bd3lm/model/`);
 await page.click('#check');
 await page.waitForFunction(() => document.querySelector('#error-text')?.textContent.length > 0);
@@ -356,7 +466,7 @@ await page.goto(insecureUrl);
 await page.waitForFunction(() => document.querySelector('#package-costs')?.textContent.includes('Download:'));
 check(await page.locator('#insecure').isVisible(), 'non-secure context explained');
 check((await text('#webgpu')).includes('No WebGPU'), `no WebGPU said plainly: "${await text('#webgpu')}" ${await text('#engine')}`);
-await load();
+await autoLoaded();
 await settings({ tokens: 8, pace: 0, seed: 5 });
 await run();
 check((await text('#notice')).startsWith('Finished'), 'generation works there too');

@@ -19,6 +19,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod package_repo;
+
 /// Where and how the Hub is reached, from the environment.
 #[derive(Debug, Clone)]
 pub struct HubEnv {
@@ -84,6 +86,15 @@ impl HubEnv {
             .join(&id.name)
             .join(commit)
             .join(format.name())
+    }
+
+    /// A package the repo itself holds, as downloaded: `<packages>/<owner>/<name>/<commit>/package/`.
+    fn stored_package_dir(&self, id: &HubId, commit: &str) -> PathBuf {
+        self.packages
+            .join(&id.owner)
+            .join(&id.name)
+            .join(commit)
+            .join("package")
     }
 
     /// The commit a revision pointed at when last resolved (Hub cache refs, or ours).
@@ -263,6 +274,40 @@ pub fn package_for(id: &HubId, format: Scheme, tokenizer: Option<&Path>) -> CliR
                 ));
                 std::fs::remove_dir_all(&dir).map_err(|e| CliError::io(&dir, e))?;
             }
+        }
+    }
+    // A repo that holds a package (manifest.json + shards): its files as they are, no
+    // conversion (`format` does not apply).
+    let stored = env.stored_package_dir(id, &commit);
+    if stored.join("manifest.json").is_file() {
+        match verify_package(&stored) {
+            Ok(_) => {
+                return Ok(HubPackage {
+                    id: id.clone(),
+                    commit,
+                    dir: stored,
+                })
+            }
+            Err(why) => {
+                say(&format!(
+                    "the cached package {} failed verification ({why}); downloading it again",
+                    stored.display()
+                ));
+                std::fs::remove_dir_all(&stored).map_err(|e| CliError::io(&stored, e))?;
+            }
+        }
+    }
+    if !env.offline {
+        let tree_url = hub::tree_url(&env.endpoint, &id.repo(), &commit);
+        let tree_text = client.get_text(id, &tree_url, None).map_err(hub_error)?;
+        let tree = hub::parse_tree(&tree_url, &tree_text).map_err(hub_error)?;
+        if hub::holds_package(&tree) {
+            let dir = package_repo::download(&env, &client, id, &commit, &tree, &stored)?;
+            return Ok(HubPackage {
+                id: id.clone(),
+                commit,
+                dir,
+            });
         }
     }
     let snapshot = checkpoint_at(&env, &client, id, &commit)?;

@@ -396,6 +396,99 @@ fn corrupt_bytes_are_discarded_with_the_hash_named() {
     generate(&emu, RELEASED, &[]).ok();
 }
 
+/// `bd3lm quantize` of the fixture, published as a repo (manifest.json + shards, flat).
+fn add_package_repo(emu: &Emulator, id: &str) -> PathBuf {
+    let package = emu.root.join(format!("quantized-{}", id.replace('/', "-")));
+    run([
+        "quantize",
+        &path(&fixture("gpt2vocab-bs8")),
+        &path(&package),
+        "--format",
+        "q8",
+        "--force",
+    ])
+    .ok();
+    let dir = emu.repos().join(id);
+    std::fs::create_dir_all(&dir).expect("repo dir");
+    for entry in std::fs::read_dir(&package).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy package file");
+    }
+    package
+}
+
+#[test]
+fn a_package_repo_loads_by_id_verified_and_cached() {
+    let emu = Emulator::start("package_repo");
+    let local = add_package_repo(&emu, "org/bs8-q8");
+    let expected = run([
+        "generate", "--model", &path(&local), "--tokens", "16", "--seed", "3", "--prompt", "Hello",
+    ])
+    .ok();
+    emu.post("/_emulator/reset", "");
+    let first = generate(&emu, "org/bs8-q8", &[]).ok();
+    assert_eq!(first.stdout, expected.stdout, "{}", first.stderr);
+    assert!(first.stderr.contains("downloading the q8 package"), "{}", first.stderr);
+    assert!(!first.stderr.contains("converting"), "{}", first.stderr);
+    // Only the package's files moved: no config.json or checkpoint asked for.
+    let asked: Vec<String> = emu.log().into_iter().map(|(p, ..)| p).collect();
+    assert!(
+        asked.iter().all(|p| !p.ends_with("/config.json") && !p.ends_with("/model.safetensors")),
+        "{asked:?}"
+    );
+    assert!(asked.iter().any(|p| p.ends_with("/manifest.json")), "{asked:?}");
+    let shards = std::fs::read_dir(&local)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+        .count();
+    assert_eq!(emu.weight_requests(), shards);
+    let dirs = package_dirs(&emu);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(dirs[0].ends_with("package"), "{:?}", dirs[0]);
+    for entry in std::fs::read_dir(&local).unwrap().flatten() {
+        assert_eq!(
+            std::fs::read(entry.path()).unwrap(),
+            std::fs::read(dirs[0].join(entry.file_name())).unwrap()
+        );
+    }
+    // Second load: only the commit is looked up.
+    emu.post("/_emulator/reset", "");
+    let second = generate(&emu, "org/bs8-q8", &[]).ok();
+    assert_eq!(second.stdout, first.stdout);
+    assert!(!second.stderr.contains("downloading"), "{}", second.stderr);
+    assert!(emu.log().iter().all(|(p, ..)| p.starts_with("/api/")), "{:?}", emu.log());
+    // Offline: no request at all.
+    emu.post("/_emulator/reset", "");
+    let offline = generate(&emu, "org/bs8-q8", &[("HF_HUB_OFFLINE", "1")]).ok();
+    assert_eq!(offline.stdout, first.stdout);
+    assert!(emu.log().is_empty(), "{:?}", emu.log());
+}
+
+#[test]
+fn a_package_repo_with_a_bad_shard_is_refused_and_nothing_is_stored() {
+    let emu = Emulator::start("package_repo_bad");
+    add_package_repo(&emu, "org/tampered");
+    // A shard changed after the manifest was written: the Hub's lfs.oid is not the manifest's.
+    let shard = emu.repos().join("org/tampered/weights-00000.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&shard, bytes).unwrap();
+    generate(&emu, "org/tampered", &[]).fails_with(1, &["weights-00000.safetensors", "manifest.json says"]);
+    assert_eq!(emu.weight_requests(), 0, "nothing downloaded from a listing that disagrees");
+    assert!(package_dirs(&emu).is_empty());
+    // Bytes damaged on the way: the shard's SHA-256 is not the manifest's; nothing stored.
+    add_package_repo(&emu, "org/intact");
+    emu.post(
+        "/_emulator/faults",
+        r#"{"corrupt_at": 1000, "corrupt_times": 1}"#,
+    );
+    generate(&emu, "org/intact", &[]).fails_with(1, &["is corrupt", "SHA-256"]);
+    assert!(package_dirs(&emu).is_empty());
+    generate(&emu, "org/intact", &[]).ok();
+    assert_eq!(package_dirs(&emu).len(), 1);
+}
+
 #[test]
 fn a_damaged_package_cache_is_converted_again_without_downloading() {
     let emu = Emulator::start("damaged_cache");

@@ -2,19 +2,18 @@
 
 use crate::browser::{self, WebGpuStatus};
 use crate::cache::PackageCache;
-use crate::canvas::Canvas;
-use crate::controls::{Controls, StatsView};
 use crate::hub_choice::{self, ModelInput};
 use crate::hub_load::{self, HubInfo};
 use crate::loader::{self, PackageInfo};
-use crate::model_panel::{EnvironmentNotice, ModelPanel};
 use crate::page_engine::{
     self, EngineKind, EnginePreference, FaultInjection, ModelSink, CPU_ENGINE_MAX_BYTES,
 };
 use crate::page_error::PageError;
 use crate::progress::DownloadProgress;
 use crate::runner::{self, CanvasSignals, LoadedModel, RunEnd, RunSettings};
+use crate::compare::Column;
 use crate::settings::{self, FormValues};
+use crate::url_state;
 use crate::stats::GenerationStats;
 use bd3lm::package::url::DEFAULT_PACKAGE_URL;
 use bd3lm::quant::Scheme;
@@ -25,6 +24,10 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+
+/// Packages that download at most this much (the demo shipped with the page is 5.8 MB) load
+/// by themselves on the first visit; bigger ones wait for the Load button.
+pub(crate) const AUTO_LOAD_MAX_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -83,21 +86,40 @@ pub struct Page {
     pub notice: RwSignal<Option<String>>,
     pub form: RwSignal<FormValues>,
     pub prompt: RwSignal<String>,
+    /// What screen readers hear when a run ends (the finished text): an `aria-live="polite"`
+    /// region that changes once per run, never per denoising step.
+    pub announce: RwSignal<String>,
+    /// Start was pressed while the model was still loading: start once it is ready.
+    pub pending_start: RwSignal<bool>,
+    /// The model field is shown for a URL or Hub id of the visitor's own ("Other").
+    pub custom_model: RwSignal<bool>,
+    /// The model field's text when the loaded model was loaded (what the URL names).
+    pub(crate) loaded_from: RwSignal<String>,
+    /// The models to compare, as typed (comma-separated).
+    pub compare_input: RwSignal<String>,
+    /// The comparison's columns, one per model, in order.
+    pub comparison: RwSignal<Vec<Column>>,
+    pub comparing: RwSignal<bool>,
+    /// Comparisons finished (on the comparison as `data-done`, for tests).
+    pub comparisons_done: RwSignal<u32>,
     pub canvas: CanvasSignals,
     pub stats: RwSignal<GenerationStats>,
     /// Runs started and ended (on the canvas as `data-runs-started` / `data-runs-ended`, so
     /// tests and scripts can wait for the end of a particular run).
     pub runs: RwSignal<(u32, u32)>,
-    model: Rc<RefCell<Option<LoadedModel>>>,
+    pub(crate) model: Rc<RefCell<Option<LoadedModel>>>,
     /// The WebGPU device, while the page has one (replaced after a device loss).
     gpu: Rc<RefCell<Option<GpuContext>>>,
     cache: Rc<RefCell<Option<Rc<PackageCache>>>>,
-    stop: Rc<Cell<bool>>,
+    pub(crate) stop: Rc<Cell<bool>>,
     faults: Rc<Cell<FaultInjection>>,
 }
 
 impl Page {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
+        let (form, prompt, model) = url_state::read(browser::query_param);
+        let package_url = model.unwrap_or_else(|| DEFAULT_PACKAGE_URL.to_string());
+        let custom = hub_choice::menu_value(&package_url) == hub_choice::CUSTOM;
         Page {
             phase: RwSignal::new(Phase::Starting),
             secure: browser::is_secure_context(),
@@ -106,9 +128,7 @@ impl Page {
             engine_pref: RwSignal::new(EnginePreference::parse(
                 browser::query_param("engine").as_deref(),
             )),
-            package_url: RwSignal::new(
-                browser::query_param("model").unwrap_or_else(|| DEFAULT_PACKAGE_URL.to_string()),
-            ),
+            package_url: RwSignal::new(package_url),
             info: RwSignal::new(None),
             hub_info: RwSignal::new(None),
             hub_endpoint: bd3lm::hub::normalize_endpoint(
@@ -122,8 +142,16 @@ impl Page {
             error: RwSignal::new(None),
             cache_note: RwSignal::new(None),
             notice: RwSignal::new(None),
-            form: RwSignal::new(FormValues::default()),
-            prompt: RwSignal::new("My fellow citizens,".to_string()),
+            form: RwSignal::new(form),
+            prompt: RwSignal::new(prompt.unwrap_or_else(|| "My fellow citizens,".to_string())),
+            announce: RwSignal::new(String::new()),
+            pending_start: RwSignal::new(false),
+            custom_model: RwSignal::new(custom),
+            loaded_from: RwSignal::new(String::new()),
+            compare_input: RwSignal::new(hub_choice::default_comparison()),
+            comparison: RwSignal::new(Vec::new()),
+            comparing: RwSignal::new(false),
+            comparisons_done: RwSignal::new(0),
             canvas: CanvasSignals::new(),
             stats: RwSignal::new(GenerationStats::default()),
             runs: RwSignal::new((0, 0)),
@@ -137,7 +165,7 @@ impl Page {
         }
     }
 
-    fn fail(&self, err: &PageError) {
+    pub(crate) fn fail(&self, err: &PageError) {
         browser::log(&format!("bd3lm error: {err}"));
         self.error.set(Some(ErrorView::from(err)));
     }
@@ -156,23 +184,39 @@ impl Page {
         cache
     }
 
-    /// Probes WebGPU, picks the engine and reads the default package's manifest.
-    fn start_up(&self) {
+    /// Probes WebGPU, picks the engine, reads the package's manifest and, when loading it
+    /// moves little (the demo shipped with the page, or a package already cached), loads it
+    /// at once. A Hub model waits for the visitor, who sees first what it costs.
+    pub(crate) fn start_up(&self) {
         let page = self.clone();
         spawn_local(async move {
             let status = browser::probe_webgpu().await;
             browser::log(&format!("bd3lm: WebGPU {status:?}"));
             page.webgpu.set(Some(status));
             page.inspect_now().await;
+            let small = page.info.with_untracked(|info| {
+                info.as_ref().is_some_and(|i| {
+                    i.manifest.download_bytes.saturating_sub(i.cached_bytes) <= AUTO_LOAD_MAX_BYTES
+                })
+            });
+            if small && page.error.with_untracked(|e| e.is_none()) {
+                browser::log("bd3lm: loading the model by itself (small or cached)");
+                page.load_and_start().await;
+            } else {
+                page.pending_start.set(false);
+            }
         });
     }
 
     pub fn inspect(&self) {
         let page = self.clone();
-        spawn_local(async move { page.inspect_now().await });
+        spawn_local(async move {
+            page.inspect_now().await;
+            page.pending_start.set(false);
+        });
     }
 
-    async fn inspect_now(&self) {
+    pub(crate) async fn inspect_now(&self) {
         self.phase.set(Phase::Inspecting);
         self.error.set(None);
         self.info.set(None);
@@ -201,13 +245,34 @@ impl Page {
 
     pub fn load(&self) {
         let page = self.clone();
-        spawn_local(async move {
-            if let Err(e) = page.load_now().await {
-                page.fail(&e);
-                page.progress.set(None);
-                page.phase.set(Phase::NoModel);
-            }
-        });
+        spawn_local(async move { page.load_and_start().await });
+    }
+
+    /// Loads the checked model, then starts the run asked for while it loaded, if any.
+    async fn load_and_start(&self) {
+        let source = self.package_url.get_untracked();
+        if let Err(e) = self.load_now().await {
+            self.fail(&e);
+            self.progress.set(None);
+            self.phase.set(Phase::NoModel);
+            self.pending_start.set(false);
+            return;
+        }
+        self.loaded_from.set(source);
+        if self.pending_start.get_untracked() {
+            self.pending_start.set(false);
+            self.start(false);
+        }
+    }
+
+    /// Start, Enter or Ctrl+Enter in the prompt: a run now, or as soon as the model loading
+    /// (or about to load) is ready.
+    pub fn request_start(&self) {
+        match self.phase.get_untracked() {
+            Phase::Ready => self.start(false),
+            Phase::Starting | Phase::Inspecting | Phase::Loading => self.pending_start.set(true),
+            _ => {}
+        }
     }
 
     /// The engine for the next load of `info`: a WebGPU device (the current one, or a new one
@@ -239,7 +304,7 @@ impl Page {
         }
     }
 
-    async fn load_now(&self) -> Result<(), PageError> {
+    pub(crate) async fn load_now(&self) -> Result<(), PageError> {
         if let Some(hub) = self.hub_info.get_untracked() {
             return self.load_hub_now(hub).await;
         }
@@ -285,7 +350,17 @@ impl Page {
         };
         let gpu = self.engine_for_load(model_bytes).await;
         let loaded = match &hub.stored {
-            Some(stored) => self.load_into(stored, gpu.as_ref()).await?,
+            Some(stored) => {
+                let loaded = self.load_into(stored, gpu.as_ref()).await?;
+                // A repo's own package: every file is cached now.
+                self.hub_info.update(|h| {
+                    if let Some(p) = h.as_mut().and_then(|h| h.stored.as_mut()) {
+                        p.cached_files = p.total_files();
+                        p.cached_bytes = p.manifest.download_bytes;
+                    }
+                });
+                loaded
+            }
             None => {
                 let cache = self.cache().await;
                 let mut sink = ModelSink::for_conversion(gpu.as_ref(), &hub.config)?;
@@ -410,6 +485,19 @@ impl Page {
             self.form
                 .update(|f| f.seed = parsed.sampling.seed.to_string());
         }
+        // The URL now reproduces this run (continuing depends on the canvas, so it is not
+        // written for Continue).
+        if !continue_text {
+            let pairs = url_state::pairs(
+                &self.loaded_from.get_untracked(),
+                &self.prompt.get_untracked(),
+                &form,
+                parsed.sampling.seed,
+            );
+            if let Err(e) = browser::replace_query(&url_state::KEYS, &pairs) {
+                browser::log(&format!("bd3lm: the URL could not be updated: {e}"));
+            }
+        }
         let Some(mut model) = self.model.borrow_mut().take() else {
             return;
         };
@@ -423,6 +511,7 @@ impl Page {
         self.stop.set(false);
         self.error.set(None);
         self.notice.set(None);
+        self.announce.set(String::new());
         self.phase.set(Phase::Generating);
         self.runs.update(|(started, _)| *started += 1);
         let page = self.clone();
@@ -442,7 +531,14 @@ impl Page {
                 RunEnd::Stopped => page
                     .notice
                     .set(Some("Stopped. The text so far is kept.".into())),
-                RunEnd::Finished(reason) => page.notice.set(Some(finish_words(reason).into())),
+                RunEnd::Finished(reason) => {
+                    page.notice.set(Some(finish_words(reason).into()));
+                    page.announce.set(format!(
+                        "{} The text: {}",
+                        finish_words(reason),
+                        page.canvas.text()
+                    ));
+                }
             }
             *page.model.borrow_mut() = Some(model);
             page.phase.set(Phase::Ready);
@@ -469,54 +565,10 @@ impl Page {
     }
 }
 
-fn finish_words(reason: FinishReason) -> &'static str {
+pub(crate) fn finish_words(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Length => "Finished: all requested tokens were generated.",
         FinishReason::Eos => "Finished: the model ended the text.",
         FinishReason::LowEntropy => "Finished: the text became repetitive.",
-    }
-}
-
-#[component]
-pub fn App() -> impl IntoView {
-    let page = Page::new();
-    page.start_up();
-    let error = page.error;
-    let notice = page.notice;
-    let restart = page.clone();
-    view! {
-        <header>
-            <h1>"BD3-LM in your browser"</h1>
-            <p class="lede">
-                "Block diffusion language model (Arriola et al., ICLR 2025): each block of tokens starts fully masked "
-                "and is revealed over a few denoising steps, then committed; blocks follow each other autoregressively."
-            </p>
-        </header>
-        <EnvironmentNotice page=page.clone() />
-        <div class="layout">
-            <div class="side">
-                <ModelPanel page=page.clone() />
-                <Controls page=page.clone() />
-            </div>
-            <main class="main">
-                <div id="error" class="error" role="alert" hidden=move || error.with(|e| e.is_none())>
-                    <span id="error-text">
-                        {move || error.with(|e| e.as_ref().map(|e| e.message.clone()).unwrap_or_default())}
-                    </span>
-                    <button
-                        id="restart"
-                        hidden=move || !error.with(|e| e.as_ref().is_some_and(|e| e.device_lost))
-                        on:click=move |_| restart.load()
-                    >
-                        "Restart the engine"
-                    </button>
-                </div>
-                <p id="notice" class="notice" hidden=move || notice.with(|n| n.is_none())>
-                    {move || notice.get().unwrap_or_default()}
-                </p>
-                <Canvas canvas=page.canvas phase=page.phase runs=page.runs />
-                <StatsView page=page.clone() />
-            </main>
-        </div>
     }
 }

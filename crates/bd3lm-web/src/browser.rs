@@ -91,6 +91,38 @@ pub fn query_param(name: &str) -> Option<String> {
         .get(name)
 }
 
+/// Rewrites the page URL's query without reloading (`history.replaceState`): the `owned`
+/// parameters are replaced by `pairs`, any other parameter is kept.
+pub fn replace_query(owned: &[&str], pairs: &[(&str, String)]) -> Result<(), PageError> {
+    let window = window()?;
+    let location = window.location();
+    let params = web_sys::UrlSearchParams::new_with_str(&location.search().unwrap_or_default())
+        .map_err(browser_error)?;
+    for key in owned {
+        params.delete(key);
+    }
+    for (key, value) in pairs {
+        params.append(key, value);
+    }
+    let query = String::from(params.to_string());
+    let path = location.pathname().unwrap_or_default();
+    let url = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    };
+    // Through Reflect: web-sys's History feature is not compiled in for this one call.
+    let history = Reflect::get(&window, &"history".into()).map_err(browser_error)?;
+    let replace = Reflect::get(&history, &"replaceState".into())
+        .map_err(browser_error)?
+        .dyn_into::<js_sys::Function>()
+        .map_err(browser_error)?;
+    replace
+        .call3(&history, &JsValue::NULL, &"".into(), &url.into())
+        .map(|_| ())
+        .map_err(browser_error)
+}
+
 /// What the browser offers for WebGPU.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WebGpuStatus {

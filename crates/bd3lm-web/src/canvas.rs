@@ -46,18 +46,40 @@ pub fn Canvas(
     let chunks = canvas.chunks;
     let slots = canvas.slots;
     let empty = move || chunks.with(|c| c.is_empty()) && slots.with(|s| s.is_empty());
+    // The canvas scrolls itself; it follows the block being denoised unless the reader
+    // scrolled up to read earlier text.
+    let canvas_el = NodeRef::<leptos::html::Div>::new();
+    let follow = StoredValue::new(true);
+    Effect::new(move |_| {
+        chunks.track();
+        slots.track();
+        if let Some(div) = canvas_el.get() {
+            if follow.get_value() {
+                div.set_scroll_top(div.scroll_height());
+            }
+        }
+    });
     view! {
-        <section class="panel">
-            <h2>"Output"</h2>
+        <section class="panel output" aria-label="Output">
             <div
                 id="canvas"
                 class="canvas"
+                node_ref=canvas_el
+                tabindex="0"
+                role="region"
+                aria-label="Generated text"
                 class:running=move || phase.get() == Phase::Generating
+                aria-busy=move || (phase.get() == Phase::Generating).to_string()
                 data-runs-started=move || runs.get().0.to_string()
                 data-runs-ended=move || runs.get().1.to_string()
+                on:scroll=move |_| {
+                    if let Some(div) = canvas_el.get_untracked() {
+                        follow.set_value(div.scroll_top() + div.client_height() >= div.scroll_height() - 24);
+                    }
+                }
             >
                 <span class="placeholder" hidden=move || !empty()>
-                    "Load the model and press Start: each block appears masked, its tokens are revealed step by step, "
+                    "Press Start: each block appears masked, its tokens are revealed step by step, "
                     "then it settles into the text."
                 </span>
                 <For each=move || chunks.get() key=|chunk| chunk.id let:chunk>
@@ -69,10 +91,25 @@ pub fn Canvas(
                 <span class="slot masked">"▒▒▒"</span>
                 " masked · "
                 <span class="slot revealed" style="--confidence: 0.9">"revealed"</span>
-                " (darker = more confident) · "
+                " (darker = surer) · "
                 <span class="slot revealed fresh" style="--confidence: 0.9">"this step"</span>
-                " · plain text = committed"
+                " · plain = committed"
             </p>
         </section>
+    }
+}
+
+/// A comparison column's canvas: the same rendering, smaller, without the live-run hooks.
+#[component]
+pub fn MiniCanvas(canvas: CanvasSignals, label: RwSignal<String>) -> impl IntoView {
+    let chunks = canvas.chunks;
+    let slots = canvas.slots;
+    view! {
+        <div class="canvas mini" tabindex="0" role="region" aria-label=move || format!("Text of {}", label.get())>
+            <For each=move || chunks.get() key=|chunk| chunk.id let:chunk>
+                <span class=chunk_class(chunk.kind)>{chunk.text}</span>
+            </For>
+            <span class="block">{move || slots.get().into_iter().map(slot_view).collect_view()}</span>
+        </div>
     }
 }

@@ -1,5 +1,5 @@
-//! The generation controls (prompt, length, sampler, top-p, seed, pace; start, stop,
-//! continue, copy) and the live statistics.
+//! The generation controls: the prompt and its buttons (start, stop, continue, copy), the
+//! sampler's settings (length, sampler, top-p, seed, pace), and the live statistics.
 
 use crate::app::{Page, Phase};
 use crate::format;
@@ -31,25 +31,80 @@ fn form_input(
     }
 }
 
+/// The prompt and the run buttons, right above the canvas. Enter or Ctrl+Enter in the prompt
+/// starts a run (Shift+Enter is a new line); pressed while the model loads, the run starts
+/// once it is ready.
 #[component]
-pub fn Controls(page: Page) -> impl IntoView {
-    let (phase, form, prompt) = (page.phase, page.form, page.prompt);
+pub fn Compose(page: Page) -> impl IntoView {
+    let (phase, prompt, pending, comparing) =
+        (page.phase, page.prompt, page.pending_start, page.comparing);
     let running = move || matches!(phase.get(), Phase::Generating | Phase::Stopping);
     let can_start = move || phase.get() == Phase::Ready;
+    let loading = move || {
+        matches!(
+            phase.get(),
+            Phase::Starting | Phase::Inspecting | Phase::Loading
+        )
+    };
     let has_text = page.canvas.chunks;
-    let (start, cont, stop, copy) = (page.clone(), page.clone(), page.clone(), page.clone());
+    let (start, cont, stop, copy, on_key) = (
+        page.clone(),
+        page.clone(),
+        page.clone(),
+        page.clone(),
+        page.clone(),
+    );
     view! {
-        <section id="controls" class="panel">
-            <h2>"Generate"</h2>
+        <section id="controls" class="panel compose" aria-label="Prompt">
             <label class="field wide" for="prompt">
                 <span>"Prompt"</span>
                 <textarea
                     id="prompt"
                     rows="2"
+                    aria-describedby="prompt-keys"
                     prop:value=move || prompt.get()
                     on:input=move |ev| prompt.set(event_target_value(&ev))
+                    on:keydown=move |ev| {
+                        if ev.key() == "Enter" && !ev.shift_key() && !ev.alt_key() {
+                            ev.prevent_default();
+                            on_key.request_start();
+                        }
+                    }
                 ></textarea>
             </label>
+            <div class="row buttons">
+                <button
+                    id="start"
+                    disabled=move || comparing.get() || !(can_start() || (loading() && !pending.get()))
+                    on:click=move |_| start.request_start()
+                >
+                    {move || if pending.get() { "Starting after loading…" } else { "Start" }}
+                </button>
+                <button id="stop" disabled=move || phase.get() != Phase::Generating on:click=move |_| stop.stop()>"Stop"</button>
+                <button
+                    id="continue"
+                    title="Generate more after the text on the canvas"
+                    disabled=move || comparing.get() || !can_start() || has_text.with(|c| c.is_empty())
+                    on:click=move |_| cont.start(true)
+                >
+                    "Continue"
+                </button>
+                <button id="copy" disabled=move || running() || has_text.with(|c| c.is_empty()) on:click=move |_| copy.copy()>
+                    "Copy text"
+                </button>
+                <span id="prompt-keys" class="hint keys">"Enter starts · Shift+Enter: new line"</span>
+            </div>
+        </section>
+    }
+}
+
+/// The sampler's settings, compact.
+#[component]
+pub fn SamplerSettings(page: Page) -> impl IntoView {
+    let form = page.form;
+    view! {
+        <section id="sampling" class="panel" aria-labelledby="sampling-title">
+            <h2 id="sampling-title">"Sampling"</h2>
             <div class="row fields">
                 {form_input("tokens", "Tokens", form, |f| f.tokens.clone(), |f, v| f.tokens = v)}
                 <label class="field" for="sampler">
@@ -62,20 +117,20 @@ pub fn Controls(page: Page) -> impl IntoView {
                             form.update(|f| f.sampler = value);
                         }
                     >
-                        <option value=FIRST_HITTING selected=move || form.with(|f| f.sampler == FIRST_HITTING)>"first-hitting (one token per step)"</option>
+                        <option value=FIRST_HITTING selected=move || form.with(|f| f.sampler == FIRST_HITTING)>"first-hitting (1 token/step)"</option>
                         <option value=POSTERIOR selected=move || form.with(|f| f.sampler == POSTERIOR)>"posterior (DDPM grid)"</option>
-                        <option value=CONFIDENCE selected=move || form.with(|f| f.sampler == CONFIDENCE)>"confidence (several tokens per step)"</option>
-                        <option value=ENTROPY selected=move || form.with(|f| f.sampler == ENTROPY)>"entropy bound (several tokens per step)"</option>
+                        <option value=CONFIDENCE selected=move || form.with(|f| f.sampler == CONFIDENCE)>"confidence (parallel)"</option>
+                        <option value=ENTROPY selected=move || form.with(|f| f.sampler == ENTROPY)>"entropy bound (parallel)"</option>
                     </select>
                 </label>
-                <span hidden=move || form.with(|f| f.sampler != POSTERIOR)>
-                    {form_input("steps", "Steps per block", form, |f| f.steps.clone(), |f, v| f.steps = v)}
+                <span class="field-slot" hidden=move || form.with(|f| f.sampler != POSTERIOR)>
+                    {form_input("steps", "Steps/block", form, |f| f.steps.clone(), |f, v| f.steps = v)}
                 </span>
-                <span hidden=move || form.with(|f| f.sampler != CONFIDENCE)>
+                <span class="field-slot" hidden=move || form.with(|f| f.sampler != CONFIDENCE)>
                     {form_input("threshold", "Threshold", form, |f| f.threshold.clone(), |f, v| f.threshold = v)}
                 </span>
-                <span hidden=move || form.with(|f| f.sampler != ENTROPY)>
-                    {form_input("gamma", "Entropy bound γ (nats)", form, |f| f.gamma.clone(), |f, v| f.gamma = v)}
+                <span class="field-slot" hidden=move || form.with(|f| f.sampler != ENTROPY)>
+                    {form_input("gamma", "Entropy γ (nats)", form, |f| f.gamma.clone(), |f, v| f.gamma = v)}
                 </span>
                 {form_input("top-p", "Top-p", form, |f| f.top_p.clone(), |f, v| f.top_p = v)}
                 {form_input("seed", "Seed", form, |f| f.seed.clone(), |f, v| f.seed = v)}
@@ -91,27 +146,7 @@ pub fn Controls(page: Page) -> impl IntoView {
                     />
                     <span>"random"</span>
                 </label>
-                {form_input("pace", "Pause per step (ms)", form, |f| f.pace_ms.clone(), |f, v| f.pace_ms = v)}
-            </div>
-            <p class="hint">
-                "Any length works: beyond the model's context the oldest blocks slide out of the KV cache \
-                 (lengths are rounded up to whole blocks). "
-                "The pause only slows the display so you can watch blocks denoise; statistics leave it out."
-            </p>
-            <div class="row buttons">
-                <button id="start" disabled=move || !can_start() on:click=move |_| start.start(false)>"Start"</button>
-                <button id="stop" disabled=move || phase.get() != Phase::Generating on:click=move |_| stop.stop()>"Stop"</button>
-                <button
-                    id="continue"
-                    title="Generate more after the text on the canvas"
-                    disabled=move || !can_start() || has_text.with(|c| c.is_empty())
-                    on:click=move |_| cont.start(true)
-                >
-                    "Continue"
-                </button>
-                <button id="copy" disabled=move || running() || has_text.with(|c| c.is_empty()) on:click=move |_| copy.copy()>
-                    "Copy text"
-                </button>
+                {form_input("pace", "Pause/step (ms)", form, |f| f.pace_ms.clone(), |f, v| f.pace_ms = v)}
             </div>
         </section>
     }
@@ -132,7 +167,7 @@ pub fn StatsView(page: Page) -> impl IntoView {
         Signal::derive(move || stats.with(f))
     };
     view! {
-        <section id="stats" class="panel stats">
+        <section id="stats" class="panel stats" aria-label="Statistics of the run">
             {item("forwards/s", "stat-forwards-per-s", s(|s| format::per_second(s.forwards_per_second())))}
             {item("tokens/s", "stat-tokens-per-s", s(|s| format::per_second(s.tokens_per_second())))}
             {item("model calls per token", "stat-forwards-per-token", s(|s| format::per_second(s.forwards_per_token())))}

@@ -40,13 +40,13 @@ pub const CUSTOM: &str = "custom";
 pub fn menu() -> Vec<(String, String)> {
     let mut entries = vec![(
         DEFAULT_PACKAGE_URL.to_string(),
-        "Demo model (shipped with this page, 5.8 MB)".to_string(),
+        "Demo model (ships with the page, 5.8 MB)".to_string(),
     )];
     for id in RELEASED_MODELS {
         let block = id.rsplit("block_size").next().unwrap_or("?");
         entries.push((
             id.to_string(),
-            format!("BD3-LM OpenWebText, block size {block} (Hugging Face: {id})"),
+            format!("BD3-LM OpenWebText, block size {block} (Hub)"),
         ));
     }
     entries.push((
@@ -64,6 +64,32 @@ pub fn menu_value(input: &str) -> String {
         .map(|(value, _)| value)
         .find(|value| value != CUSTOM && value == text)
         .unwrap_or_else(|| CUSTOM.to_string())
+}
+
+/// Most models one comparison runs (one after another, one in memory at a time).
+pub const MAX_COMPARED: usize = 3;
+
+/// The comparison field's default: the released block sizes 4, 8 and 16.
+pub fn default_comparison() -> String {
+    RELEASED_MODELS.join(", ")
+}
+
+/// The models named in the comparison field: separated by commas or white space, empty
+/// entries dropped; `Err` says why it cannot run.
+pub fn compare_sources(text: &str) -> Result<Vec<String>, String> {
+    let sources: Vec<String> = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !(2..=MAX_COMPARED).contains(&sources.len()) {
+        return Err(format!(
+            "Compare: name 2 to {MAX_COMPARED} models (package URLs or Hub ids), separated by commas; got {}.",
+            sources.len()
+        ));
+    }
+    Ok(sources)
 }
 
 /// Formats the page converts to (the same plans as `bd3lm quantize --format`).
@@ -92,6 +118,26 @@ pub fn statement(download_bytes: u64, stored_bytes: u64, format: Scheme, stored:
         format::bytes(download_bytes),
         format::bytes(stored_bytes),
         format.name()
+    )
+}
+
+/// What loading a package the Hub repo itself holds will do: e.g. "174.0 MB q8 package
+/// downloaded once (each file checked against its SHA-256), kept in this browser."
+pub fn package_statement(package_bytes: u64, quantization: &str, to_download: u64) -> String {
+    if to_download == 0 {
+        return format!(
+            "The {} {quantization} package is stored in this browser: loading needs no download.",
+            format::bytes(package_bytes)
+        );
+    }
+    let partly = if to_download < package_bytes {
+        format!(" ({} of it still to download)", format::bytes(to_download))
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {quantization} package{partly} downloaded once from the Hub as it is (each file checked against its SHA-256, nothing converted), kept in this browser.",
+        format::bytes(package_bytes)
     )
 }
 
@@ -160,12 +206,27 @@ mod tests {
     }
 
     #[test]
+    fn comparisons_name_two_or_three_models() {
+        assert_eq!(
+            compare_sources(" model/, /pkgs/bs8/ ").unwrap(),
+            vec!["model/".to_string(), "/pkgs/bs8/".to_string()]
+        );
+        assert_eq!(compare_sources(&default_comparison()).unwrap().len(), 3);
+        assert!(compare_sources("model/").unwrap_err().contains("got 1"));
+        assert!(compare_sources("a/b, c/d, e/f, g/h").is_err());
+    }
+
+    #[test]
     fn the_statement_and_quota_are_in_words() {
         assert_eq!(
             statement(680_400_000, 175_000_000, Scheme::Q8, false),
             "680.4 MB downloaded once, kept as a 175.0 MB q8 package in this browser."
         );
         assert!(statement(1, 175_000_000, Scheme::Q8, true).contains("no download"));
+        assert!(package_statement(174_000_000, "q8", 174_000_000)
+            .starts_with("174.0 MB q8 package downloaded once"));
+        assert!(package_statement(174_000_000, "q8", 4_000_000).contains("4.0 MB of it still"));
+        assert!(package_statement(174_000_000, "q8", 0).contains("no download"));
         assert_eq!(quota_problem(175_000_000, 0, 1_000_000_000), None);
         let p = quota_problem(175_000_000, 100_000_000, 300_000_000).expect("too small");
         assert!(p.contains("200.0 MB more"), "{p}");

@@ -29,7 +29,9 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Headers, RequestInit, Response};
 
 mod download;
+mod repo_package;
 use download::stream_checkpoint;
+use repo_package::{inspect_repo_package, repo_package_info};
 
 /// GPT-2's tokenizer, shipped next to the page (`gpt2/tokenizer.json`, see web/index.html).
 pub const GPT2_TOKENIZER_URL: &str = "gpt2/tokenizer.json";
@@ -59,11 +61,17 @@ pub struct HubInfo {
     pub storage: Option<(u64, u64)>,
     /// The Hub did not answer: the commit came from the stored reference.
     pub offline: bool,
+    /// The repo holds a package (`manifest.json` + shards, as `bd3lm quantize` writes): its
+    /// files load as they are (`stored` is that package, cached or not), nothing is converted.
+    pub package_repo: bool,
 }
 
 impl HubInfo {
     pub fn download_bytes(&self) -> u64 {
-        self.plan.as_ref().map_or(0, LoadPlan::download_bytes)
+        match (&self.stored, self.package_repo) {
+            (Some(p), true) => p.manifest.download_bytes.saturating_sub(p.cached_bytes),
+            _ => self.plan.as_ref().map_or(0, LoadPlan::download_bytes),
+        }
     }
 
     /// Where the converted package lives in the Cache API (a URL under the page, never
@@ -184,7 +192,11 @@ async fn stored_package(
     format: Scheme,
     cache: &PackageCache,
 ) -> Option<PackageInfo> {
-    let base_url = package_base(id, commit, format).ok()?;
+    cached_package(package_base(id, commit, format).ok()?, cache).await
+}
+
+/// The package at `base_url`, if its manifest and every file of it are in the cache.
+async fn cached_package(base_url: String, cache: &PackageCache) -> Option<PackageInfo> {
     let text = cache.get_text(&file_url(&base_url, MANIFEST_FILE)).await?;
     let manifest = Manifest::parse(&text).ok()?;
     let mut bytes = 0;
@@ -231,6 +243,11 @@ pub async fn inspect(
         }
         Err(e) => return Err(e),
     };
+    // A repo holding a package: its files, at this commit, are the package's URLs.
+    let repo_base = hub::resolve_url(endpoint, &repo, &commit, "");
+    if let Some(package) = cached_package(repo_base.clone(), cache).await {
+        return repo_package_info(id, endpoint, &commit, format, package, offline).await;
+    }
     let stored = stored_package(id, &commit, format, cache).await;
     if let Some(stored) = &stored {
         // The package is at hand: no file list, config or download needed.
@@ -247,11 +264,16 @@ pub async fn inspect(
             stored: Some(stored.clone()),
             storage: storage_estimate().await,
             offline,
+            package_repo: false,
         });
     }
     let tree_url = hub::tree_url(endpoint, &repo, &commit);
     let tree_text = hub_text(id, endpoint, &tree_url, None).await?;
     let tree = hub::parse_tree(&tree_url, &tree_text).map_err(hub_err)?;
+    if hub::holds_package(&tree) {
+        let package = inspect_repo_package(id, endpoint, &tree, repo_base, cache).await?;
+        return repo_package_info(id, endpoint, &commit, format, package, offline).await;
+    }
     let plan = LoadPlan::from_tree(id, &tree).map_err(hub_err)?;
     let config_url = hub::resolve_url(endpoint, &repo, &commit, hub::CONFIG_FILE);
     let config_text = hub_text(id, endpoint, &config_url, Some(hub::CONFIG_FILE)).await?;
@@ -286,6 +308,7 @@ pub async fn inspect(
         stored: None,
         storage: storage_estimate().await,
         offline,
+        package_repo: false,
     })
 }
 

@@ -20,6 +20,8 @@ mod progress;
 mod settings;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod stats;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod url_state;
 
 // Browser-only modules.
 #[cfg(target_arch = "wasm32")]
@@ -31,11 +33,15 @@ mod cache;
 #[cfg(target_arch = "wasm32")]
 mod canvas;
 #[cfg(target_arch = "wasm32")]
+mod compare;
+#[cfg(target_arch = "wasm32")]
 mod controls;
 #[cfg(target_arch = "wasm32")]
 mod fetch;
 #[cfg(target_arch = "wasm32")]
 mod hub_load;
+#[cfg(target_arch = "wasm32")]
+mod layout;
 #[cfg(target_arch = "wasm32")]
 mod loader;
 #[cfg(target_arch = "wasm32")]
@@ -48,7 +54,7 @@ mod runner;
 #[cfg(target_arch = "wasm32")]
 fn main() {
     console_error_panic_hook::set_once();
-    leptos::mount::mount_to_body(app::App);
+    leptos::mount::mount_to_body(layout::App);
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -76,6 +76,13 @@ pub enum HubError {
         expected: String,
         found: String,
     },
+    #[error("{repo}: the Hub lists {file} with {listed}, but the package's manifest.json says {manifest}: the file was changed after the manifest was written. Publish manifest.json and the files it lists together (bd3lm quantize writes them)")]
+    PackageListing {
+        repo: String,
+        file: String,
+        listed: String,
+        manifest: String,
+    },
     #[error("{file} from {repo} has {found} bytes, the Hub lists {expected}. The bytes were discarded; try again")]
     SizeMismatch {
         repo: String,
@@ -341,6 +348,58 @@ impl LoadPlan {
     pub fn download_bytes(&self) -> u64 {
         self.config.size + self.checkpoint.size + self.tokenizer.as_ref().map_or(0, |t| t.size)
     }
+}
+
+/// The package file name of a repo that holds a package (`bd3lm quantize`'s output published
+/// as is): its presence at the top level makes the repo a package repo.
+pub const PACKAGE_MANIFEST_FILE: &str = "manifest.json";
+
+/// Whether the repo's file list holds a package (a `manifest.json` at the top level).
+pub fn holds_package(tree: &[TreeEntry]) -> bool {
+    tree.iter()
+        .any(|e| e.path == PACKAGE_MANIFEST_FILE && e.is_file())
+}
+
+/// Checks the Hub's listing of every file a package's manifest names, before any of them is
+/// downloaded: present, a plain file name, the manifest's size and, for a Git LFS file, the
+/// manifest's SHA-256 as its `lfs.oid`. `files` are the manifest's (name, bytes, sha256).
+pub fn check_package_listing<'a>(
+    id: &HubId,
+    tree: &[TreeEntry],
+    files: impl IntoIterator<Item = (&'a str, u64, &'a str)>,
+) -> Result<(), HubError> {
+    for (name, bytes, sha256) in files {
+        let plain = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
+        let listed = tree
+            .iter()
+            .find(|e| plain && e.path == name && e.is_file())
+            .ok_or_else(|| HubError::FileNotFound {
+                repo: id.repo(),
+                revision: id.revision().to_string(),
+                file: name.to_string(),
+            })?;
+        let mismatch = |listed: String, manifest: String| HubError::PackageListing {
+            repo: id.repo(),
+            file: name.to_string(),
+            listed,
+            manifest,
+        };
+        if listed.size != bytes {
+            return Err(mismatch(
+                format!("{} bytes", listed.size),
+                format!("{bytes} bytes"),
+            ));
+        }
+        if let Some(lfs) = &listed.lfs {
+            if lfs.oid != sha256 {
+                return Err(mismatch(
+                    format!("SHA-256 {}", lfs.oid),
+                    format!("SHA-256 {sha256}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a downloaded `config.json` is a BD3-LM config this build can run.

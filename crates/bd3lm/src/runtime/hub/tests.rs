@@ -183,3 +183,36 @@ fn package_estimate_matches_the_released_q8_size() {
     let est = package_bytes_estimate(&cfg, SchemePlan::for_format(Scheme::Q8), 1_355_256);
     assert!((174_000_000..175_500_000).contains(&est), "{est}");
 }
+
+#[test]
+fn a_package_listing_must_match_its_manifest() {
+    let tree = parse_tree(
+        "u",
+        &format!(
+            r#"[{{"type":"file","oid":"m","size":900,"path":"manifest.json"}},
+                {{"type":"file","oid":"t","size":50,"path":"tokenizer.json"}},
+                {{"type":"file","oid":"w","size":1000,"path":"weights-00000.safetensors",
+                  "lfs":{{"oid":"{SHA}","size":1000,"pointerSize":134}}}}]"#
+        ),
+    )
+    .expect("valid tree");
+    assert!(holds_package(&tree));
+    assert!(!holds_package(&parse_tree("u", &tree_json(1000)).unwrap()));
+    let o = id("o/pkg");
+    let good = [
+        ("tokenizer.json", 50, "aa"),
+        ("weights-00000.safetensors", 1000, SHA),
+    ];
+    check_package_listing(&o, &tree, good).expect("matches");
+    let other_sha = "0".repeat(64);
+    let err = check_package_listing(&o, &tree, [("weights-00000.safetensors", 1000, other_sha.as_str())])
+        .unwrap_err();
+    assert!(matches!(err, HubError::PackageListing { .. }), "{err}");
+    assert!(err.to_string().contains("manifest.json says SHA-256 0000"), "{err}");
+    let err = check_package_listing(&o, &tree, [("tokenizer.json", 51, "aa")]).unwrap_err();
+    assert!(err.to_string().contains("51 bytes"), "{err}");
+    for missing in ["weights-00001.safetensors", "../manifest.json", "sub/tokenizer.json"] {
+        let err = check_package_listing(&o, &tree, [(missing, 1, "aa")]).unwrap_err();
+        assert!(matches!(err, HubError::FileNotFound { .. }), "{missing}: {err}");
+    }
+}
