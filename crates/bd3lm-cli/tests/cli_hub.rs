@@ -421,21 +421,38 @@ fn a_package_repo_loads_by_id_verified_and_cached() {
     let emu = Emulator::start("package_repo");
     let local = add_package_repo(&emu, "org/bs8-q8");
     let expected = run([
-        "generate", "--model", &path(&local), "--tokens", "16", "--seed", "3", "--prompt", "Hello",
+        "generate",
+        "--model",
+        &path(&local),
+        "--tokens",
+        "16",
+        "--seed",
+        "3",
+        "--prompt",
+        "Hello",
     ])
     .ok();
     emu.post("/_emulator/reset", "");
     let first = generate(&emu, "org/bs8-q8", &[]).ok();
     assert_eq!(first.stdout, expected.stdout, "{}", first.stderr);
-    assert!(first.stderr.contains("downloading the q8 package"), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("downloading the q8 package"),
+        "{}",
+        first.stderr
+    );
     assert!(!first.stderr.contains("converting"), "{}", first.stderr);
     // Only the package's files moved: no config.json or checkpoint asked for.
     let asked: Vec<String> = emu.log().into_iter().map(|(p, ..)| p).collect();
     assert!(
-        asked.iter().all(|p| !p.ends_with("/config.json") && !p.ends_with("/model.safetensors")),
+        asked
+            .iter()
+            .all(|p| !p.ends_with("/config.json") && !p.ends_with("/model.safetensors")),
         "{asked:?}"
     );
-    assert!(asked.iter().any(|p| p.ends_with("/manifest.json")), "{asked:?}");
+    assert!(
+        asked.iter().any(|p| p.ends_with("/manifest.json")),
+        "{asked:?}"
+    );
     let shards = std::fs::read_dir(&local)
         .unwrap()
         .flatten()
@@ -456,7 +473,11 @@ fn a_package_repo_loads_by_id_verified_and_cached() {
     let second = generate(&emu, "org/bs8-q8", &[]).ok();
     assert_eq!(second.stdout, first.stdout);
     assert!(!second.stderr.contains("downloading"), "{}", second.stderr);
-    assert!(emu.log().iter().all(|(p, ..)| p.starts_with("/api/")), "{:?}", emu.log());
+    assert!(
+        emu.log().iter().all(|(p, ..)| p.starts_with("/api/")),
+        "{:?}",
+        emu.log()
+    );
     // Offline: no request at all.
     emu.post("/_emulator/reset", "");
     let offline = generate(&emu, "org/bs8-q8", &[("HF_HUB_OFFLINE", "1")]).ok();
@@ -474,8 +495,13 @@ fn a_package_repo_with_a_bad_shard_is_refused_and_nothing_is_stored() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     std::fs::write(&shard, bytes).unwrap();
-    generate(&emu, "org/tampered", &[]).fails_with(1, &["weights-00000.safetensors", "manifest.json says"]);
-    assert_eq!(emu.weight_requests(), 0, "nothing downloaded from a listing that disagrees");
+    generate(&emu, "org/tampered", &[])
+        .fails_with(1, &["weights-00000.safetensors", "manifest.json says"]);
+    assert_eq!(
+        emu.weight_requests(),
+        0,
+        "nothing downloaded from a listing that disagrees"
+    );
     assert!(package_dirs(&emu).is_empty());
     // Bytes damaged on the way: the shard's SHA-256 is not the manifest's; nothing stored.
     add_package_repo(&emu, "org/intact");

@@ -2,6 +2,7 @@
 
 use crate::browser::{self, WebGpuStatus};
 use crate::cache::PackageCache;
+use crate::compare::Column;
 use crate::hub_choice::{self, ModelInput};
 use crate::hub_load::{self, HubInfo};
 use crate::loader::{self, PackageInfo};
@@ -11,10 +12,9 @@ use crate::page_engine::{
 use crate::page_error::PageError;
 use crate::progress::DownloadProgress;
 use crate::runner::{self, CanvasSignals, LoadedModel, RunEnd, RunSettings};
-use crate::compare::Column;
 use crate::settings::{self, FormValues};
-use crate::url_state;
 use crate::stats::GenerationStats;
+use crate::url_state;
 use bd3lm::package::url::DEFAULT_PACKAGE_URL;
 use bd3lm::quant::Scheme;
 use bd3lm::tokenizer::Tokenizer;

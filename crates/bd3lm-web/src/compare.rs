@@ -12,6 +12,7 @@ use crate::hub_choice;
 use crate::runner::{self, CanvasSignals, RunEnd, RunSettings};
 use crate::settings::{self, FormValues};
 use crate::stats::GenerationStats;
+use bd3lm::Engine;
 use bd3lm_gpu::AnyEngine;
 use leptos::prelude::*;
 use leptos::task::spawn_local;

@@ -1,5 +1,6 @@
-//! The environment notice (secure context, WebGPU, which engine runs) and the model panel
-//! (package URL, what it costs before downloading, the one progress bar, the load report).
+//! The warnings about this browser (secure context, cache), the environment notes (WebGPU,
+//! which engine runs), the compact model panel (menu, what a load costs, the one progress bar)
+//! and the model's technical notes (facts, load report, how loading works).
 
 use crate::app::{Page, Phase};
 use crate::browser::WebGpuStatus;

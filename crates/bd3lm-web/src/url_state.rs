@@ -47,7 +47,12 @@ pub fn read(get: impl Fn(&str) -> Option<String>) -> (FormValues, Option<String>
 
 /// The parameters that describe a run: `seed` is the seed actually used. The demo model is
 /// the default and is left out, as are the settings of samplers not chosen.
-pub fn pairs(model: &str, prompt: &str, form: &FormValues, seed: u64) -> Vec<(&'static str, String)> {
+pub fn pairs(
+    model: &str,
+    prompt: &str,
+    form: &FormValues,
+    seed: u64,
+) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if model.trim() != DEFAULT_PACKAGE_URL {
         out.push(("model", model.trim().to_string()));

@@ -61,7 +61,14 @@ pub fn download(
         let bar = progress::byte_bar(total, "downloading");
         for entry in &entries {
             let url = hub::resolve_url(&env.endpoint, &id.repo(), commit, &entry.file);
-            let found = fetch_file(client, id, &url, &entry.file, &partial.join(&entry.file), &bar)?;
+            let found = fetch_file(
+                client,
+                id,
+                &url,
+                &entry.file,
+                &partial.join(&entry.file),
+                &bar,
+            )?;
             if found != entry.sha256 {
                 return Err(hub_error(HubError::HashMismatch {
                     repo: id.repo(),
@@ -122,13 +129,20 @@ fn fetch_file(
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = reader.read(&mut buf).map_err(|e| unreachable(e.to_string()))?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| unreachable(e.to_string()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|e| CliError::io(path, e))?;
+        out.write_all(&buf[..n])
+            .map_err(|e| CliError::io(path, e))?;
         bar.inc(n as u64);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

@@ -36,7 +36,9 @@ pub(super) async fn inspect_repo_package(
     )
     .map_err(hub_err)?;
     if let Err(why) = cache.put_text(&manifest_url, &text).await {
-        browser::log(&format!("bd3lm: could not cache the manifest of {id}: {why}"));
+        browser::log(&format!(
+            "bd3lm: could not cache the manifest of {id}: {why}"
+        ));
     }
     let mut package = PackageInfo {
         base_url,
@@ -46,7 +48,10 @@ pub(super) async fn inspect_repo_package(
         offline_manifest: false,
     };
     for entry in package.manifest.download_order() {
-        if cache.contains(&file_url(&package.base_url, &entry.file)).await {
+        if cache
+            .contains(&file_url(&package.base_url, &entry.file))
+            .await
+        {
             package.cached_files += 1;
             package.cached_bytes += entry.bytes;
         }
@@ -62,7 +67,10 @@ pub(super) async fn repo_package_info(
     package: PackageInfo,
     offline: bool,
 ) -> Result<HubInfo, PageError> {
-    let config = package.manifest.model_config().map_err(PageError::Package)?;
+    let config = package
+        .manifest
+        .model_config()
+        .map_err(PageError::Package)?;
     Ok(HubInfo {
         id: id.clone(),
         endpoint: endpoint.to_string(),

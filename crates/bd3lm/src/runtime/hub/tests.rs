@@ -205,14 +205,28 @@ fn a_package_listing_must_match_its_manifest() {
     ];
     check_package_listing(&o, &tree, good).expect("matches");
     let other_sha = "0".repeat(64);
-    let err = check_package_listing(&o, &tree, [("weights-00000.safetensors", 1000, other_sha.as_str())])
-        .unwrap_err();
+    let err = check_package_listing(
+        &o,
+        &tree,
+        [("weights-00000.safetensors", 1000, other_sha.as_str())],
+    )
+    .unwrap_err();
     assert!(matches!(err, HubError::PackageListing { .. }), "{err}");
-    assert!(err.to_string().contains("manifest.json says SHA-256 0000"), "{err}");
+    assert!(
+        err.to_string().contains("manifest.json says SHA-256 0000"),
+        "{err}"
+    );
     let err = check_package_listing(&o, &tree, [("tokenizer.json", 51, "aa")]).unwrap_err();
     assert!(err.to_string().contains("51 bytes"), "{err}");
-    for missing in ["weights-00001.safetensors", "../manifest.json", "sub/tokenizer.json"] {
+    for missing in [
+        "weights-00001.safetensors",
+        "../manifest.json",
+        "sub/tokenizer.json",
+    ] {
         let err = check_package_listing(&o, &tree, [(missing, 1, "aa")]).unwrap_err();
-        assert!(matches!(err, HubError::FileNotFound { .. }), "{missing}: {err}");
+        assert!(
+            matches!(err, HubError::FileNotFound { .. }),
+            "{missing}: {err}"
+        );
     }
 }
