@@ -198,9 +198,10 @@ await page.screenshot({ path: path.join(outDir, 'hub-loaded.png'), fullPage: tru
 
 // 5. Next visit: the stored package, no download, no conversion (CPU engine this time).
 await emulator.reset();
-await page.goto(`${pageUrl}?hub=${encodeURIComponent(hubUrl)}`);
+// (Opened with ?model=: through the menu, the demo would have loaded by itself first and the
+// button would offer to reload it.)
+await page.goto(`${pageUrl}?hub=${encodeURIComponent(hubUrl)}&model=${RELEASED}`);
 await idle();
-await page.selectOption('#model-menu', RELEASED);
 await page.waitForFunction(() => document.querySelector('#package-costs')?.textContent.includes('stored in this browser'));
 check((await text('#load')).includes('stored'), `load button: "${await text('#load')}"`);
 await load();
@@ -314,6 +315,9 @@ await emulator.reset();
 await expectError('org/bs8-q8-tampered', ['weights-00000.safetensors', "manifest.json says"], 'a shard changed after its manifest');
 check(weightRequests(await emulator.log()).length === 0, 'nothing downloaded from a listing that disagrees with its manifest');
 await page.evaluate(async () => { for (const k of await caches.keys()) await caches.delete(k); });
+// A fresh page: the old one still holds its handle on the deleted cache.
+await page.goto(`${pageUrl}?hub=${encodeURIComponent(hubUrl)}`);
+await idle();
 await emulator.reset();
 await emulator.faults({ corrupt_at: 1000, corrupt_times: 2 });
 await inspect('org/bs8-q8');
