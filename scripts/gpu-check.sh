@@ -49,7 +49,7 @@ if [[ $MODE == prepare ]]; then
   strip "$BUNDLE/bd3lm"
   # The Vulkan loader, used only where the GPU machine has none (the NVIDIA driver ships the ICD
   # but not always the loader).
-  loader=$(ldconfig -p | awk '/libvulkan\.so\.1 .*x86-64/ { print $NF; exit }')
+  loader=$($(command -v ldconfig || echo /sbin/ldconfig) -p | awk '/libvulkan\.so\.1 .*x86-64/ { print $NF; exit }')
   [[ -n $loader ]] && cp -L "$loader" "$BUNDLE/lib/libvulkan.so.1"
   git rev-parse HEAD >"$BUNDLE/COMMIT" 2>/dev/null || echo unknown >"$BUNDLE/COMMIT"
   git status --porcelain --untracked-files=no | grep -q . && echo "(+ uncommitted changes)" >>"$BUNDLE/COMMIT"
@@ -72,6 +72,7 @@ LOG=$OUT_DIR/gpu-check.log
 : >"$LOG"
 exec 2> >(tee -a "$LOG" >&2)
 BUDGET_S=${BUDGET_S:-330}
+LDCONFIG=$(command -v ldconfig || echo /sbin/ldconfig)
 PYTHON=${PYTHON:-python3}
 FAILED=()
 CONFORMANCE_OK=true
@@ -177,7 +178,7 @@ if command -v nvidia-smi >/dev/null; then
   fi
 fi
 # The Vulkan loader: the system's, else the one --prepare carried.
-if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+if ! "$LDCONFIG" -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
   if [[ -f $BUNDLE/lib/libvulkan.so.1 ]]; then
     export LD_LIBRARY_PATH=$PWD/$BUNDLE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     log "no system Vulkan loader: using $BUNDLE/lib/libvulkan.so.1"
@@ -189,7 +190,7 @@ icd_dirs="/etc/vulkan/icd.d /usr/share/vulkan/icd.d /usr/local/share/vulkan/icd.
 if command -v nvidia-smi >/dev/null && [[ -z ${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-} && $REHEARSE == false ]]; then
   nvidia_icd=$(find $icd_dirs -name 'nvidia_icd*.json' 2>/dev/null | head -1)
   if [[ -z $nvidia_icd ]]; then
-    glx=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia\.so\.0 .*x86-64/ { print $NF; exit }')
+    glx=$("$LDCONFIG" -p 2>/dev/null | awk '/libGLX_nvidia\.so\.0 .*x86-64/ { print $NF; exit }')
     if [[ -n $glx ]]; then
       nvidia_icd=$WORK/nvidia_icd.json
       printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' "$glx" >"$nvidia_icd"
@@ -203,9 +204,9 @@ if command -v nvidia-smi >/dev/null && [[ -z ${VK_DRIVER_FILES:-}${VK_ICD_FILENA
 fi
 vulkan_report() {
   local loader icds glx
-  loader=$( (ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || [[ -n ${LD_LIBRARY_PATH:-} ]]) && echo present || echo missing)
+  loader=$( ("$LDCONFIG" -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || [[ -n ${LD_LIBRARY_PATH:-} ]]) && echo present || echo missing)
   icds=$(find $icd_dirs -name '*.json' 2>/dev/null | tr '\n' ' ')
-  glx=$(ldconfig -p 2>/dev/null | grep -q 'libGLX_nvidia\.so\.0' && echo present || echo missing)
+  glx=$("$LDCONFIG" -p 2>/dev/null | grep -q 'libGLX_nvidia\.so\.0' && echo present || echo missing)
   printf '"vulkan_loader":"%s","vulkan_icds":%s,"vk_driver_files":%s,"nvidia_vulkan_library":"%s","hint":"see docs/platform.md: VK_DRIVER_FILES=/path/to/nvidia_icd.json; in a container the driver needs the graphics capability (NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics)"' \
     "$loader" "$(json_str "${icds:-none}")" "$(json_str "${VK_DRIVER_FILES:-}")" "$glx"
 }
@@ -230,7 +231,12 @@ fi
 # --- 2. The synthetic model: full size (released shapes), or small for a rehearsal ---------------
 if [[ $REHEARSE == true ]]; then
   RUNS=${RUNS:-1}
-  SHAPE=(--hidden-dim 64 --layers 2 --heads 2 --vocab-size 512 --model-length 64)
+  # The demo model's vocabulary and tokenizer (GPT-2's LM head and sampler are slow on lavapipe).
+  SHAPE=(--hidden-dim 64 --layers 2 --heads 2 --vocab-size 4097 --model-length 32)
+  TOKENIZER=(--tokenizer models/bd3lm-sotu-tiny-bs4/tokenizer.json)
+  BENCH=(--tokens 16)
+  LAST_FILL=16
+  PROFILE_RUNS=1
   TOKENS=16
   GEN_RUNS=1
   FIXTURES=(tests/fixtures/tiny-v512-bs4)
@@ -238,14 +244,16 @@ if [[ $REHEARSE == true ]]; then
 else
   RUNS=${RUNS:-20}
   SHAPE=()
+  TOKENIZER=(--tokenizer models/tokenizers/gpt2/tokenizer.json)
+  BENCH=()
+  LAST_FILL=1008
+  PROFILE_RUNS=5
   TOKENS=512
   GEN_RUNS=3
   FIXTURES=(tests/fixtures/*/)
   FLOOR_RUNS=50
 fi
 synth=$WORK/synth-bs16$([[ $REHEARSE == true ]] && echo -small)
-TOKENIZER=()
-[[ $REHEARSE == false ]] && TOKENIZER=(--tokenizer models/tokenizers/gpt2/tokenizer.json)
 log "2. synthetic model"
 started=$SECONDS
 # Kept across runs in $WORK: a rerun on the same machine starts at the figures.
@@ -260,12 +268,11 @@ emit "{\"figure\":\"synth\",\"seconds\":$((SECONDS - started)),\"dir\":$(json_st
 # --- 3. q8 figures first -------------------------------------------------------------------------
 gpu=(--backend gpu --json)
 log "3. q8"
-step q8_bench 90 bench "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --runs "$RUNS"
+step q8_bench 90 bench "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --runs "$RUNS" "${BENCH[@]}"
 step q8_counters 30 counters "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --counters-only
-last_fill=$([[ $REHEARSE == true ]] && echo 48 || echo 1008)
-for fill in "$last_fill" 0; do
+for fill in "$LAST_FILL" 0; do
   step "q8_profile_$fill" 60 profile_bench "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --ctx "$fill" \
-    --runs 5 --tokens 16 --profile
+    --runs "$PROFILE_RUNS" --tokens 16 --profile
 done
 step q8_generation 90 generation_$TOKENS "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --ctx 0 \
   --runs "$GEN_RUNS" --tokens "$TOKENS"
@@ -295,7 +302,7 @@ log "5. PyTorch on CUDA"
 if probe=$(timeout 60 "$PYTHON" -c 'import torch, numpy; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name(0))' 2>&1); then
   if optional torch_cuda 60; then
     step torch_cuda 150 pytorch "$PYTHON" scripts/bench_torch.py --model "$synth" --device cuda \
-      --dtypes f32,bf16 --attention original,sdpa --fills "0,$last_fill" --runs 10 --tokens "$TOKENS" \
+      --dtypes f32,bf16 --attention original,sdpa --fills "0,$LAST_FILL" --runs 10 --tokens "$TOKENS" \
       --check-fixture tests/fixtures/tiny-v512-bs16
   fi
 else
@@ -306,9 +313,9 @@ fi
 log "6. f32 and q4"
 if optional q4_bench 60 && { [[ -f $synth-q4/manifest.json ]] ||
   step q4_quantize 60 quantize "$BD3LM" quantize "$synth" "$synth-q4" --format q4 "${TOKENIZER[@]}"; }; then
-  step q4_bench 60 bench "$BD3LM" bench --model "$synth-q4" "${gpu[@]}" --runs "$RUNS"
+  step q4_bench 60 bench "$BD3LM" bench --model "$synth-q4" "${gpu[@]}" --runs "$RUNS" "${BENCH[@]}"
 fi
 if optional f32_bench 60; then
-  step f32_bench 60 bench "$BD3LM" bench --model "$synth" "${gpu[@]}" --runs "$RUNS"
+  step f32_bench 60 bench "$BD3LM" bench --model "$synth" "${gpu[@]}" --runs "$RUNS" "${BENCH[@]}"
 fi
 finish
