@@ -165,9 +165,9 @@ pub fn profile(args: &BenchArgs, engine: &mut AnyEngine, fill: usize) -> CliResu
         });
         println!("{}", with(&base, line));
     } else {
-        let span = step
-            .span_ms
-            .map_or(String::new(), |s| format!(", GPU span of the step {s:.3} ms"));
+        let span = step.span_ms.map_or(String::new(), |s| {
+            format!(", GPU span of the step {s:.3} ms")
+        });
         println!(
             "\n{} dispatches, {}: sum {sum:.3} ms{span}",
             step.rows.len(),

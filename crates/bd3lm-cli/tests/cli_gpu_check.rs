@@ -104,11 +104,14 @@ fn the_rehearsal_runs_every_step_without_cargo() {
     assert!(run.one("adapter")["limits"].is_object());
     assert!(run.one("adapter")["features"].is_array());
     run.one("synth");
-    // q8 first: bench at the three fills of the small model's context, then the rest.
+    // q8 first: bench at both fills of the small model's 32-token context, then the rest.
     let bench = run.all("bench");
     assert!(bench.len() >= 2, "{bench:?}");
     assert!(bench[0]["format"].as_str().unwrap_or("").contains("q8"));
-    let fills: Vec<u64> = bench[..2].iter().filter_map(|b| b["fill"].as_u64()).collect();
+    let fills: Vec<u64> = bench[..2]
+        .iter()
+        .filter_map(|b| b["fill"].as_u64())
+        .collect();
     assert_eq!(fills, [0, 16]);
     assert!(bench[0]["forwards_per_s"].as_f64().is_some_and(|f| f > 0.0));
     assert_eq!(run.all("counters").len(), 2);
@@ -117,9 +120,14 @@ fn the_rehearsal_runs_every_step_without_cargo() {
     let dispatches = run.all("dispatch");
     assert_eq!(
         dispatches.len() as u64,
-        profiles.iter().filter_map(|p| p["dispatches"].as_u64()).sum::<u64>()
+        profiles
+            .iter()
+            .filter_map(|p| p["dispatches"].as_u64())
+            .sum::<u64>()
     );
-    assert!(dispatches.iter().all(|d| d["timing"] == profiles[0]["timing"]));
+    assert!(dispatches
+        .iter()
+        .all(|d| d["timing"] == profiles[0]["timing"]));
     run.one("generation_16");
     assert_eq!(run.one("dispatch_floor")["dispatches"], 104);
     let conformance = run.all("conformance");
@@ -130,10 +138,7 @@ fn the_rehearsal_runs_every_step_without_cargo() {
         assert_eq!(c["traces"], c["traces_token_exact"], "{c}");
     }
     // PyTorch with CUDA is not installed here: the step says it was skipped, and why.
-    let torch_skipped = run
-        .all("skipped")
-        .iter()
-        .any(|s| s["step"] == "torch_cuda");
+    let torch_skipped = run.all("skipped").iter().any(|s| s["step"] == "torch_cuda");
     assert!(torch_skipped || !run.all("pytorch").is_empty());
     assert_eq!(run.all("bench").len(), 6, "q4 and f32 after q8");
     let summary = run.one("summary");
@@ -161,7 +166,9 @@ fn no_adapter_fails_at_once_and_says_what_is_missing() {
     let run = gpu_check("gpu-check-no-adapter", &bd3lm_binary(), &[], &hidden);
     assert_eq!(run.code, 2, "{}", run.stderr);
     let adapter = run.one("adapter");
-    assert!(adapter["error"].as_str().is_some_and(|e| e.contains("no GPU adapter")));
+    assert!(adapter["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("no GPU adapter")));
     assert!(adapter["vulkan_loader"].is_string(), "{adapter}");
     assert!(run.all("synth").is_empty(), "nothing after the adapter");
 }
@@ -217,9 +224,6 @@ fn a_failed_conformance_check_fails_the_run_after_every_figure() {
     // q8, then q4 and f32 after the failed conformance: nothing lost.
     assert_eq!(run.all("bench").len(), 3, "{:#?}", run.figures);
     assert_eq!(run.all("bench")[0]["bandwidth_share"], 0.5);
-    assert!(run
-        .all("skipped")
-        .iter()
-        .any(|s| s["step"] == "torch_cuda"));
+    assert!(run.all("skipped").iter().any(|s| s["step"] == "torch_cuda"));
     assert_eq!(run.one("summary")["conformance_passed"], false);
 }

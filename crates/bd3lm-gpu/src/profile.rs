@@ -191,10 +191,7 @@ impl GpuEngine {
             let raw = pollster::block_on(self.ctx.map_read(&staging, bytes))?;
             let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
             // A timestamp that went backwards (some drivers, across passes) is no figure.
-            let ms = |a: u64, b: u64| {
-                b.checked_sub(a)
-                    .map_or(f64::NAN, |d| d as f64 * period_ms)
-            };
+            let ms = |a: u64, b: u64| b.checked_sub(a).map_or(f64::NAN, |d| d as f64 * period_ms);
             for (i, times) in per_dispatch.iter_mut().enumerate() {
                 times.push(match timing {
                     ProfileTiming::TimestampsInsidePass => ms(ticks[i], ticks[i + 1]),
