@@ -257,10 +257,13 @@ synth=$WORK/synth-bs16$([[ $REHEARSE == true ]] && echo -small)
 log "2. synthetic model"
 started=$SECONDS
 # Kept across runs in $WORK: a rerun on the same machine starts at the figures.
-if [[ ! -f $synth/model.safetensors ]]; then
+if [[ ! -f $synth/.complete ]]; then
+  rm -rf "$synth" "$synth"-q*
   step synth 120 synth "$BD3LM" synth --out "$synth" --block-size 16 "${SHAPE[@]}" || finish
+  touch "$synth/.complete"
 fi
-if [[ ! -f $synth-q8/manifest.json ]]; then
+if [[ ! -f $synth-q8/manifest.json ]]; then # written last
+  rm -rf "$synth-q8"
   step q8_quantize 60 quantize "$BD3LM" quantize "$synth" "$synth-q8" --format q8 "${TOKENIZER[@]}" || finish
 fi
 emit "{\"figure\":\"synth\",\"seconds\":$((SECONDS - started)),\"dir\":$(json_str "$synth"),\"shape\":\"$([[ $REHEARSE == true ]] && echo small || echo released)\"}"
@@ -311,9 +314,11 @@ fi
 
 # --- 6. f32 and q4 while the budget lasts --------------------------------------------------------
 log "6. f32 and q4"
-if optional q4_bench 60 && { [[ -f $synth-q4/manifest.json ]] ||
-  step q4_quantize 60 quantize "$BD3LM" quantize "$synth" "$synth-q4" --format q4 "${TOKENIZER[@]}"; }; then
-  step q4_bench 60 bench "$BD3LM" bench --model "$synth-q4" "${gpu[@]}" --runs "$RUNS" "${BENCH[@]}"
+if optional q4_bench 60; then
+  if [[ ! -f $synth-q4/manifest.json ]]; then
+    rm -rf "$synth-q4"
+    step q4_quantize 60 quantize "$BD3LM" quantize "$synth" "$synth-q4" --format q4 "${TOKENIZER[@]}"
+  fi && step q4_bench 60 bench "$BD3LM" bench --model "$synth-q4" "${gpu[@]}" --runs "$RUNS" "${BENCH[@]}"
 fi
 if optional f32_bench 60; then
   step f32_bench 60 bench "$BD3LM" bench --model "$synth" "${gpu[@]}" --runs "$RUNS" "${BENCH[@]}"
