@@ -48,7 +48,7 @@ const NO_ID: u32 = 0xffffffffu;
 // [step, block row] -> (id, value bits), then from sp.entropy_off [step, block row] -> entropy.
 @group(0) @binding(4) var<storage, read_write> draws: array<u32>;
 // Per (row, tile): [0] max, [1] sum of exp, [2] race key, [3] race id, [4] entropy partial,
-// [5] kept count, [6] first removed id. Then per row 4 search slots (from state_base):
+// [5] kept count, [6] first removed id. Then per row 4 search slots (slot_at):
 // slot 0 = (max, lse); slot k = the search after level k: [0] status (0 searching,
 // 1 final), [1] prefix, [2..3] mass above (fixed point), [4] t, [5] kept mass.
 @group(0) @binding(7) var<storage, read_write> parts: array<u32>;
