@@ -270,7 +270,14 @@ mod tests {
     /// (first hitting) as for a whole block; the tiles cover the row exactly once.
     #[test]
     fn tiles_fill_a_large_gpu_and_cover_the_row() {
-        for (vocab, rows) in [(50258, 1), (50258, 4), (50258, 16), (512, 16), (3000, 4), (1, 1)] {
+        for (vocab, rows) in [
+            (50258, 1),
+            (50258, 4),
+            (50258, 16),
+            (512, 16),
+            (3000, 4),
+            (1, 1),
+        ] {
             let (tiles, tile_len) = sample_tiles(vocab, rows);
             let (tiles, tile_len) = (tiles as usize, tile_len as usize);
             assert_eq!(tile_len % SAMPLE_WG, 0);
@@ -278,7 +285,10 @@ mod tests {
             if vocab * rows * 4 >= LOGITS_BOUNDED_BYTES as usize {
                 assert!(tiles * rows >= 132, "{vocab} x {rows}: {tiles} tiles");
             }
-            assert!(tiles <= sample_tiles(vocab, 1).0 as usize, "parts_words covers it");
+            assert!(
+                tiles <= sample_tiles(vocab, 1).0 as usize,
+                "parts_words covers it"
+            );
         }
     }
 }
