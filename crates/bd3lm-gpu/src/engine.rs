@@ -299,9 +299,10 @@ impl GpuEngine {
     ) -> Result<Vec<(u32, u32, f32)>> {
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.plan
-                .sampler(head)
-                .record_grid(&mut pass, 0, (rows as u32, 1, 1));
+            for d in self.plan.sampler(head) {
+                let (tiles, _, _) = d.workgroups(&Call::denoise(rows, 0));
+                d.record_grid(&mut pass, 0, (tiles, rows as u32, 1));
+            }
         }
         let pairs = (rows * 8) as u64;
         let staging = self.plan.staging.clone();

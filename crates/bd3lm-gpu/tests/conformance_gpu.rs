@@ -341,8 +341,8 @@ fn denoising_steps_create_no_gpu_objects_and_blocks_wait_once() {
     );
     assert_eq!(
         engine.counters().dispatches_per_forward,
-        8 * cfg.n_layers + 4,
-        "embed, 8 per layer, LM head, sampler, reveal"
+        8 * cfg.n_layers + 3 + bd3lm_gpu::kernels::sample::SAMPLE_PASSES.len(),
+        "embed, 8 per layer, LM head, the sampler's passes, reveal"
     );
 
     let split_ctx = pollster::block_on(GpuContext::new(&GpuOptions {
