@@ -15,6 +15,11 @@ Not part of the test command (PyTorch is installed from PyPI only for benchmarks
 
 Prints one JSON object per fill (`ms_median`, `ms_min` of one sampler step) and one for
 `generate`, and a correctness check: the stand-in's logits against a golden fixture.
+
+On a GPU (`scripts/gpu-check.sh` runs this): `--device cuda --dtypes f32,bf16 --attention
+original,sdpa`, one line per dtype, attention path and fill, and per generation. `original` is
+the original's cached path (every row of the window attends); `sdpa` only the block's B rows
+attend (SDPA over the window), the least work a PyTorch port would do. The sampler stays float64.
 """
 import argparse
 import json
@@ -45,7 +50,7 @@ def read_safetensors(path):
 
 
 class Model:
-    def __init__(self, directory):
+    def __init__(self, directory, device="cpu", dtype=torch.float32):
         self.cfg = json.load(open(os.path.join(directory, "config.json")))
         w = read_safetensors(os.path.join(directory, "model.safetensors"))
         c = self.cfg
@@ -81,11 +86,19 @@ class Model:
         freqs = torch.einsum("i,j->ij", t, inv_freq)
         emb = torch.cat([freqs, freqs], dim=-1)
         self.cos, self.sin = emb.cos(), emb.sin()
+        self.device, self.dtype, self.block_queries = device, dtype, False
+        to = lambda t: t.to(device=device, dtype=dtype)
+        self.blocks = [{k: tuple(map(to, v)) if k == "mod" else to(v) for k, v in b.items()}
+                       for b in self.blocks]
+        for name in ("emb", "final_shift", "final_scale", "final_norm", "head_w", "head_b",
+                     "cos", "sin"):
+            setattr(self, name, to(getattr(self, name)))
         self.reset()
 
     def reset(self):
         # The original caches the whole fused qkv row of committed tokens, un-rotated.
-        self.cache = [torch.zeros(0, 3 * self.h) for _ in range(self.layers)]
+        self.cache = [torch.zeros(0, 3 * self.h, device=self.device, dtype=self.dtype)
+                      for _ in range(self.layers)]
 
     @staticmethod
     def ln(x, weight):
@@ -98,7 +111,7 @@ class Model:
 
     @torch.no_grad()
     def forward(self, tokens, store):
-        x = self.emb[tokens]
+        x = self.emb[tokens.to(self.device)]
         for l, blk in enumerate(self.blocks):
             sm, cm, gm, sp, cp, gp = blk["mod"]
             hdn = self.ln(x, blk["norm1"]) * (1 + cm) + sm
@@ -109,10 +122,12 @@ class Model:
             rows = window.shape[0]
             q, k, v = window.view(rows, 3, self.nh, self.d).unbind(1)
             q, k = self.rope(q, rows), self.rope(k, rows)
+            if self.block_queries:  # --attention sdpa: only the block's rows attend
+                q = q[-self.b:]
             # Attention for every row of the window (the original's cached path).
             a = torch.nn.functional.scaled_dot_product_attention(
                 q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1))
-            a = a.transpose(0, 1).reshape(rows, self.h)[-self.b:]
+            a = a.transpose(0, 1).reshape(-1, self.h)[-self.b:]
             x = x + gm * (a @ blk["out"].T)
             hdn = self.ln(x, blk["norm2"]) * (1 + cp) + sp
             hdn = torch.nn.functional.gelu(hdn @ blk["w1"].T + blk["b1"], approximate="tanh")
@@ -127,7 +142,7 @@ class Model:
 
 
 def subs(logits, block, mask):
-    logits = logits.clone()
+    logits, block = logits.float(), block.to(logits.device)
     logits[:, mask] += -1e6
     logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
     clean = block != mask
@@ -147,13 +162,13 @@ def draw_all_rows(logp, top_p, gen):
         sorted_p = sorted_p * keep
         p = torch.zeros_like(p).scatter(-1, idx, sorted_p)
         p = p / p.sum(-1, keepdim=True)
-    u = torch.rand(p.shape, dtype=torch.float64, generator=gen)
+    u = torch.rand(p.shape, dtype=torch.float64, generator=gen, device=p.device)
     return (p / (1e-10 - (u + 1e-10).log())).argmax(-1)
 
 
 def step(model, block, mask, top_p, gen):
     logits = model.forward(block, store=False)
-    return draw_all_rows(subs(logits, block, mask), top_p, gen)
+    return draw_all_rows(subs(logits, block, mask), top_p, gen).cpu()
 
 
 def generate(model, tokens, mask, bos, top_p, gen, seed):
@@ -178,9 +193,9 @@ def generate(model, tokens, mask, bos, top_p, gen, seed):
     return len(seq) - 1, calls
 
 
-def check_fixture(directory):
+def check_fixture(directory, device="cpu"):
     """Max |logit error| of the stand-in against a golden fixture (teacher-forced logits)."""
-    model = Model(directory)
+    model = Model(directory, device)
     g = read_safetensors(os.path.join(directory, "golden.safetensors"))
     ids = g["tf_input_ids"].flatten().long()
     prefix = int(g["tf_prefix_len"].flatten()[0])
@@ -188,7 +203,7 @@ def check_fixture(directory):
         model.forward(ids[s:s + model.b], store=True)
     logits = model.forward(ids[prefix:prefix + model.b], store=False)
     golden = g["tf_logits_raw"].reshape(logits.shape).float()
-    return float((logits - golden).abs().max())
+    return float((logits.cpu() - golden).abs().max())
 
 
 def main():
@@ -204,14 +219,27 @@ def main():
     ap.add_argument("--real-fill", action="store_true",
                     help="fill the cache with store passes instead of random q/k/v")
     ap.add_argument("--no-generate", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtypes", default="f32", help="f32 and/or bf16, comma-separated")
+    ap.add_argument("--attention", default="original",
+                    help="original (every window row attends) and/or sdpa (the block's rows)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    err = check_fixture(args.check_fixture)
+    err = check_fixture(args.check_fixture, args.device)
     print(json.dumps({"check": "logits vs golden fixture", "fixture": args.check_fixture,
                       "max_abs_err": err}), flush=True)
-    model = Model(args.model)
+    for dtype in args.dtypes.split(","):
+        for attention in args.attention.split(","):
+            bench(args, dtype, attention)
+
+
+def bench(args, dtype, attention):
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    model = Model(args.model, args.device, {"f32": torch.float32, "bf16": torch.bfloat16}[dtype])
+    model.block_queries = attention == "sdpa"
+    tags = {"device": args.device, "dtype": dtype, "attention": attention}
     mask, bos = model.v - 1, model.v - 2
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator(device=args.device).manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     for fill in [int(f) for f in args.fills.split(",")]:
         model.reset()
@@ -222,26 +250,30 @@ def main():
         else:
             # A step's work depends on the fill, not on the cached values: random q/k/v of the
             # right shape instead of `fill / B` store passes (minutes on a loaded machine).
-            model.cache = [torch.randn(fill, 3 * model.h) for _ in range(model.layers)]
+            model.cache = [torch.randn(fill, 3 * model.h, device=model.device).to(model.dtype)
+                           for _ in range(model.layers)]
         block = torch.full((model.b,), mask, dtype=torch.long)
         times = []
         for run in range(args.runs + 1):
             t = time.perf_counter()
             step(model, block, mask, args.top_p, gen)
+            sync()
             if run:
                 times.append((time.perf_counter() - t) * 1e3)
         times.sort()
         print(json.dumps({"backend": "pytorch", "threads": args.threads, "fill": fill,
                           "runs": args.runs, "ms_min": times[0],
                           "ms_median": float(np.median(times)),
-                          "torch": torch.__version__}), flush=True)
+                          "torch": torch.__version__, **tags}), flush=True)
     if args.no_generate:
         return
     t = time.perf_counter()
     produced, calls = generate(model, args.tokens, mask, bos, args.top_p, gen, args.seed)
+    sync()
     secs = time.perf_counter() - t
     print(json.dumps({"backend": "pytorch", "threads": args.threads, "generate_tokens": produced,
-                      "model_calls": calls, "seconds": secs, "tokens_per_s": produced / secs}),
+                      "model_calls": calls, "seconds": secs, "tokens_per_s": produced / secs,
+                      **tags}),
           flush=True)
 
 

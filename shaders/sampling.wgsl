@@ -1,82 +1,70 @@
 // Sampling on the GPU (spec §4.5, §9): SUBS log-softmax, the nucleus filter, the posterior row
-// and the exponential race with the fixtures' SplitMix64 uniforms, one workgroup per row.
-// Only the drawn token id and its probability are written (to the step's row of the draws
-// table), never the logits; in first-hitting mode also the entropy (nats) of the row's
-// nucleus-filtered, renormalised p_x0, for the entropy-bounded reveal stage.
+// and the exponential race with the fixtures' SplitMix64 uniforms. Only the drawn token id
+// and its probability are written (to the step's row of the draws table), never the logits;
+// in first-hitting mode also the entropy (nats) of the row's nucleus-filtered, renormalised
+// p_x0, for the entropy-bounded reveal stage (reveal.wgsl).
 //
-// f32 differs from the reference's f64 in two places: the nucleus border (the kept set is
-// found by an 8-ary search over the probabilities' bit patterns with f32 mass sums) and
-// near-ties of the race; docs/performance.md reports how often on the fixtures.
+// Each row is cut into sp.tiles tiles of sp.tile_len logits, and every pass over the logits
+// runs one workgroup per (tile, row): grid (tiles, rows). Six dispatches per step:
+//   stats   per tile: max and sum of exp(x - max) of the SUBS logits -> parts.
+//   hist1   every tile combines the row's tile statistics (fixed order) into max and lse;
+//           the histogram of p = exp(x - lse) by bits >> 20 (1024 buckets) -> hist level 1.
+//   hist2   finds the level-1 bucket holding the nucleus border, then histograms its
+//           elements by bits 10..19 -> hist level 2.
+//   hist3   the same one level down, by bits 0..9 -> hist level 3.
+//   draw    resolves the exact border t; per tile: the race's best (key, id), the entropy
+//           partial, the probes' counts -> parts.
+//   finish  one workgroup per row: combines the tiles' partials in a fixed order, writes the
+//           draw (and the clean rows' shortcut).
+// Determinism: the histograms hold masses as 64-bit fixed-point integers (2^-60 units) added
+// with u32 atomics and carries, so their sums do not depend on the order of the additions;
+// every float reduction runs in a fixed order. The kept set is {p : bits(p) >= t} for the
+// smallest bit pattern t with mass(bits >= t) <= top_p (three 10-bit radix levels resolve all
+// 30 bits of a p < 2 exactly); when even the largest probability exceeds top_p it is kept
+// alone (spec §9.4). Masses are exact sums of the f32 probabilities (those below 2^-36 lose
+// their bits under 2^-60), so the border differs from the reference's f64 only through the
+// f32 probabilities themselves, and near-ties of the race stay f32 (D5).
 //
 // Modes (Step.mode): 0 = first hitting (draw from p_x0), 1 = posterior, 2 = posterior at
 // t = 0 with the reference quirk (every masked row becomes the first nucleus-removed id,
 // else 0), 3 = nucleus probe (kept count, kept mass), 4 = race probe (the rows hold q).
-//
-// `reveal` (REVEAL_* variants) is the select stage of a step of a block: it picks the rows the
-// step reveals from the step's draws, writes their ids into the device-side block (which the
-// next step's embedding reads) and appends them to the block's reveal log, read back once per
-// block.
-//   REVEAL_SCHEDULED: the row the host chose in advance (first hitting, Step.reveal_row).
-//   REVEAL_CONFIDENCE: every masked row whose drawn token has probability >= Step.bound, at
-//     least the most confident one (ties: the lowest row) - sampler::select_confident.
-//   REVEAL_ENTROPY: the masked rows sorted by entropy (total order, ties: the lowest row), the
-//     longest prefix whose f32 sum before its last (largest) entropy is <= Step.bound, at
-//     least one - sampler::select_low_entropy.
-// The two parallel stages also end their block early: once no row is masked they zero the
-// indirect dispatch arguments that the block's later steps are recorded with, so those steps
-// launch no workgroup.
-#flags REVEAL_SCHEDULED REVEAL_CONFIDENCE REVEAL_ENTROPY
 
 #include uniforms.wgsl
 
 const WG: u32 = 256u;
+const BUCKETS: u32 = 1024u;
+// Words of one level of a row's histogram: (lo, hi) per bucket.
+const LEVEL_WORDS: u32 = 2048u;
+// Words per (row, tile) in `parts`, and per search slot of a row.
+const PART_WORDS: u32 = 8u;
+const SLOT_WORDS: u32 = 8u;
+const NO_ID: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> sp: SampleParams;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
-// The device-side block: read by `main`, written by `reveal`.
-@group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
+// The device-side block (which rows are masked).
+@group(0) @binding(3) var<storage, read> tokens: array<u32>;
 // [step, block row] -> (id, value bits), then from sp.entropy_off [step, block row] -> entropy.
 @group(0) @binding(4) var<storage, read_write> draws: array<u32>;
-// [count, then (step, row, id, confidence bits) per reveal].
-@group(0) @binding(5) var<storage, read_write> reveal_log: array<u32>;
+// Per (row, tile): [0] max, [1] sum of exp, [2] race key, [3] race id, [4] entropy partial,
+// [5] kept count, [6] first removed id. Then per row 4 search slots (slot_at):
+// slot 0 = (max, lse); slot k = the search after level k: [0] status (0 searching,
+// 1 final), [1] prefix, [2..3] mass above (fixed point), [4] t, [5] kept mass.
+@group(0) @binding(7) var<storage, read_write> parts: array<u32>;
+// Per row, 3 levels of BUCKETS (lo, hi) fixed-point masses.
+@group(0) @binding(8) var<storage, read_write> hist: array<atomic<u32>>;
 
-var<workgroup> red: array<f32, 2048>;
+var<workgroup> red: array<f32, 256>;
 var<workgroup> best_idx: array<u32, 256>;
-var<workgroup> shared_u: array<u32, 4>;
-var<workgroup> shared_f: array<f32, 4>;
+var<workgroup> scan_lo: array<u32, 256>;
+var<workgroup> scan_hi: array<u32, 256>;
+var<workgroup> local_hist: array<atomic<u32>, 2048>;
+var<workgroup> shared_u: array<u32, 8>;
+// The bucket a level's search found: (bucket, mass above it, its mass).
+var<workgroup> found_u: array<u32, 5>;
 
-// ---- SplitMix64 on (lo, hi) u32 pairs ----
-fn mulhi32(a: u32, b: u32) -> u32 {
-    let a0 = a & 0xffffu;
-    let a1 = a >> 16u;
-    let b0 = b & 0xffffu;
-    let b1 = b >> 16u;
-    let ll = a0 * b0;
-    let lh = a0 * b1;
-    let hl = a1 * b0;
-    let mid = (ll >> 16u) + (lh & 0xffffu) + (hl & 0xffffu);
-    return a1 * b1 + (lh >> 16u) + (hl >> 16u) + (mid >> 16u);
-}
-
-fn mul64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
-    return vec2<u32>(a.x * b.x, mulhi32(a.x, b.x) + a.x * b.y + a.y * b.x);
-}
-
-fn add64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
-    let lo = a.x + b.x;
-    return vec2<u32>(lo, a.y + b.y + select(0u, 1u, lo < a.x));
-}
-
-fn xor_shr(z: vec2<u32>, s: u32) -> vec2<u32> {
-    return z ^ vec2<u32>((z.x >> s) | (z.y << (32u - s)), z.y >> s);
-}
-
-fn mix64(z0: vec2<u32>) -> vec2<u32> {
-    var z = mul64(xor_shr(z0, 30u), vec2<u32>(0x1CE4E5B9u, 0xBF58476Du));
-    z = mul64(xor_shr(z, 27u), vec2<u32>(0x133111EBu, 0x94D049BBu));
-    return xor_shr(z, 31u);
-}
+#include splitmix.wgsl
 
 // Element j of the step's stream as the nearest f32 of (mix(seed + (j+1) * GAMMA) >> 11) * 2^-53.
 fn uniform01(j: u32) -> f32 {
@@ -120,7 +108,22 @@ fn reduce_sum(tid: u32, v: f32) -> f32 {
     return r;
 }
 
-// Largest key, lowest index on ties (torch.argmax), over the workgroup.
+fn reduce_min_u32(tid: u32, v: u32) -> u32 {
+    best_idx[tid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (tid < s) {
+            best_idx[tid] = min(best_idx[tid], best_idx[tid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = best_idx[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Largest key, lowest index on ties (torch.argmax); NaN keys never win. Returns the index
+// (and leaves the key in red[0] until the next reduction).
 fn argmax_reduce(tid: u32, key: f32, idx: u32) -> u32 {
     red[tid] = key;
     best_idx[tid] = idx;
@@ -149,32 +152,294 @@ fn subs_logit(base: u32, v: u32) -> f32 {
     return x;
 }
 
-// This row's entry in the step's row of the entropies.
-fn entropy_slot_of(row: u32) -> u32 {
-    return sp.entropy_off + step.index * sp.block + step.draw_row + row;
+fn part_at(row: u32, tile: u32) -> u32 {
+    return (row * sp.tiles + tile) * PART_WORDS;
 }
 
-var<private> this_row: u32;
+fn slot_at(row: u32, k: u32) -> u32 {
+    return sp.block * sp.tiles * PART_WORDS + (row * 4u + k) * SLOT_WORDS;
+}
 
-fn entropy_slot() -> u32 {
-    return entropy_slot_of(this_row);
+// Whether the row is drawn (a masked row, or any row of a probe); uniform in the workgroup.
+fn row_active(tid: u32, row: u32) -> bool {
+    if (tid == 0u) {
+        shared_u[7] = select(0u, 1u, tokens[step.draw_row + row] == sp.mask || step.mode >= 3u);
+    }
+    return workgroupUniformLoad(&shared_u[7]) != 0u;
+}
+
+// The row's logits of this tile.
+fn tile_range(tile: u32) -> vec2<u32> {
+    let lo = min(tile * sp.tile_len, sp.vocab);
+    return vec2<u32>(lo, min(lo + sp.tile_len, sp.vocab));
+}
+
+#include nucleus.wgsl
+
+fn row_lse(row: u32) -> vec2<f32> {
+    let at = slot_at(row, 0u);
+    return vec2<f32>(bitcast<f32>(parts[at]), bitcast<f32>(parts[at + 1u]));
+}
+
+// ---- passes ----
+@compute @workgroup_size(256)
+fn stats(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let row = wg.y;
+    let tile = wg.x;
+    // Empty the row's histograms for this step.
+    for (var i = tile * WG + tid; i < 3u * LEVEL_WORDS; i = i + sp.tiles * WG) {
+        atomicStore(&hist[row * 3u * LEVEL_WORDS + i], 0u);
+    }
+    if (!row_active(tid, row) || step.mode == 4u) {
+        return;
+    }
+    let base = row * sp.vocab;
+    let r = tile_range(tile);
+    var m = -3.4e38;
+    for (var v = r.x + tid; v < r.y; v = v + WG) {
+        m = max(m, subs_logit(base, v));
+    }
+    m = reduce_max(tid, m);
+    var s = 0.0;
+    for (var v = r.x + tid; v < r.y; v = v + WG) {
+        s = s + exp(subs_logit(base, v) - m);
+    }
+    s = reduce_sum(tid, s);
+    if (tid == 0u) {
+        let at = part_at(row, tile);
+        parts[at] = bitcast<u32>(m);
+        parts[at + 1u] = bitcast<u32>(s);
+    }
+}
+
+// Adds this tile's probabilities in the level's range to the row's histogram of `level`.
+fn histogram(tid: u32, row: u32, tile: u32, level: u32, lse: f32, prefix: u32) {
+    for (var i = tid; i < LEVEL_WORDS; i = i + WG) {
+        atomicStore(&local_hist[i], 0u);
+    }
+    workgroupBarrier();
+    let shift = 30u - 10u * level;
+    let base = row * sp.vocab;
+    let r = tile_range(tile);
+    for (var v = r.x + tid; v < r.y; v = v + WG) {
+        let bits = bitcast<u32>(exp(subs_logit(base, v) - lse));
+        if ((bits >> (shift + 10u)) == prefix) {
+            local_add((bits >> shift) & (BUCKETS - 1u), fixed(bits));
+        }
+    }
+    workgroupBarrier();
+    let hb = hist_base(row, level);
+    for (var b = tid; b < BUCKETS; b = b + WG) {
+        let f = vec2<u32>(atomicLoad(&local_hist[2u * b]), atomicLoad(&local_hist[2u * b + 1u]));
+        if (!is_zero64(f)) {
+            global_add(hb + 2u * b, f);
+        }
+    }
 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let row = wg.x;
-    this_row = row;
+fn hist1(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let row = wg.y;
+    let tile = wg.x;
+    if (!row_active(tid, row) || step.mode == 4u) {
+        return;
+    }
+    // The row's statistics from its tiles', in tile order (every workgroup alike).
+    var m = -3.4e38;
+    for (var t = tid; t < sp.tiles; t = t + WG) {
+        m = max(m, bitcast<f32>(parts[part_at(row, t)]));
+    }
+    m = reduce_max(tid, m);
+    var s = 0.0;
+    for (var t = tid; t < sp.tiles; t = t + WG) {
+        let at = part_at(row, t);
+        s = s + bitcast<f32>(parts[at + 1u]) * exp(bitcast<f32>(parts[at]) - m);
+    }
+    let lse = m + log(reduce_sum(tid, s));
+    if (tile == 0u && tid == 0u) {
+        let at = slot_at(row, 0u);
+        parts[at] = bitcast<u32>(m);
+        parts[at + 1u] = bitcast<u32>(lse);
+    }
+    if (step.top_p < 1.0) {
+        histogram(tid, row, tile, 1u, lse, 0u);
+    }
+}
+
+// Levels 2 and 3: resolve the level above, then histogram the border bucket's elements.
+fn refine(tid: u32, wg: vec3<u32>, level: u32) {
+    let row = wg.y;
+    let tile = wg.x;
+    if (!row_active(tid, row) || step.mode == 4u || step.top_p >= 1.0) {
+        return;
+    }
+    let lse = row_lse(row).y;
+    let s = resolve(tid, row, level - 1u, load_search(tid, row, level - 2u));
+    if (tile == 0u && tid == 0u) {
+        store_search(row, level - 1u, s);
+    }
+    if (s.status == 0u) {
+        histogram(tid, row, tile, level, lse, s.prefix);
+    }
+}
+
+@compute @workgroup_size(256)
+fn hist2(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    refine(tid, wg, 2u);
+}
+
+@compute @workgroup_size(256)
+fn hist3(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    refine(tid, wg, 3u);
+}
+
+// The kept set's border and mass (t = 0 and 1 without a nucleus filter).
+fn border(tid: u32, row: u32, tile: u32) -> Search {
+    if (step.top_p >= 1.0) {
+        return Search(1u, 0u, vec2<u32>(0u, 0u), 0u, 1.0);
+    }
+    let s = resolve(tid, row, 3u, load_search(tid, row, 2u));
+    if (tile == 0u && tid == 0u) {
+        store_search(row, 3u, s);
+    }
+    return s;
+}
+
+@compute @workgroup_size(256)
+fn draw(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let row = wg.y;
+    let tile = wg.x;
+    if (!row_active(tid, row)) {
+        return;
+    }
+    let base = row * sp.vocab;
+    let r = tile_range(tile);
+    let j0 = (step.draw_row + row) * sp.vocab;
+    let at = part_at(row, tile);
+    if (step.mode == 4u) {
+        // Race probe: the row holds the probabilities themselves.
+        var best_v = -1.0;
+        var best_i = NO_ID;
+        for (var v = r.x + tid; v < r.y; v = v + WG) {
+            let key = race_key(logits[base + v], j0 + v);
+            if (key > best_v) {
+                best_v = key;
+                best_i = v;
+            }
+        }
+        let out = argmax_reduce(tid, best_v, best_i);
+        if (tid == 0u) {
+            parts[at + 2u] = bitcast<u32>(red[0]);
+            parts[at + 3u] = out;
+        }
+        return;
+    }
+    let lse = row_lse(row).y;
+    let s = border(tid, row, tile);
+    let t = s.t;
+    let kept_mass = s.kept;
+    if (step.mode == 2u) {
+        // t = 0 quirk: the first id removed by the nucleus.
+        var first = NO_ID;
+        for (var v = r.x + tid; v < r.y; v = v + WG) {
+            let pv = exp(subs_logit(base, v) - lse);
+            if (v != sp.mask && bitcast<u32>(pv) < t && v < first) {
+                first = v;
+            }
+        }
+        first = reduce_min_u32(tid, first);
+        if (tid == 0u) {
+            parts[at + 6u] = first;
+        }
+        return;
+    }
+    if (step.mode == 3u) {
+        var count = 0u;
+        for (var v = r.x + tid; v < r.y; v = v + WG) {
+            if (bitcast<u32>(exp(subs_logit(base, v) - lse)) >= t) {
+                count = count + 1u;
+            }
+        }
+        // Counts per tile are at most tile_len: exact in f32.
+        let total = reduce_sum(tid, f32(count));
+        if (tid == 0u) {
+            parts[at + 5u] = u32(total);
+        }
+        return;
+    }
+    if (step.mode == 0u) {
+        // Entropy of the filtered, renormalised row: -sum q ln q over the kept tokens (a
+        // single kept token gives exactly 0, as the reference's f64 does).
+        var hs = 0.0;
+        for (var v = r.x + tid; v < r.y; v = v + WG) {
+            let pv = exp(subs_logit(base, v) - lse);
+            if (bitcast<u32>(pv) >= t && pv > 0.0) {
+                let q = pv / kept_mass;
+                hs = hs - q * log(q);
+            }
+        }
+        let h = reduce_sum(tid, hs);
+        if (tid == 0u) {
+            parts[at + 4u] = bitcast<u32>(h);
+        }
+    }
+    // The exponential race over the (posterior) row.
+    var best_v = -1.0;
+    var best_i = NO_ID;
+    for (var v = r.x + tid; v < r.y; v = v + WG) {
+        let pv = exp(subs_logit(base, v) - lse);
+        var q = select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t);
+        if (step.mode == 1u) {
+            q = q * (1.0 - step.mask_prob);
+            if (v == sp.mask) {
+                q = step.mask_prob;
+            }
+        }
+        let key = race_key(q, j0 + v);
+        if (key > best_v) {
+            best_v = key;
+            best_i = v;
+        }
+    }
+    let out = argmax_reduce(tid, best_v, best_i);
+    if (tid == 0u) {
+        parts[at + 2u] = bitcast<u32>(red[0]);
+        parts[at + 3u] = out;
+    }
+}
+
+// This row's entry in the step's row of the entropies.
+fn entropy_slot(row: u32) -> u32 {
+    return sp.entropy_off + step.index * sp.block + step.draw_row + row;
+}
+
+// The row's winner over its tiles' bests (tile order; ties: the lowest id).
+fn race_winner(tid: u32, row: u32) -> u32 {
+    var best_v = -1.0;
+    var best_i = NO_ID;
+    for (var t = tid; t < sp.tiles; t = t + WG) {
+        let at = part_at(row, t);
+        let key = bitcast<f32>(parts[at + 2u]);
+        let id = parts[at + 3u];
+        if (key > best_v || (key == best_v && id < best_i)) {
+            best_v = key;
+            best_i = id;
+        }
+    }
+    return argmax_reduce(tid, best_v, best_i);
+}
+
+@compute @workgroup_size(256)
+fn finish(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let row = wg.y;
     let vocab = sp.vocab;
     let base = row * vocab;
     // This row's entry in the step's row of the draws table.
     let slot = (step.index * sp.block + step.draw_row + row) * 2u;
-    if (tid == 0u) {
-        shared_u[0] = tokens[step.draw_row + row];
-    }
-    let token = workgroupUniformLoad(&shared_u[0]);
-    if (token != sp.mask && step.mode < 3u) {
+    if (!row_active(tid, row)) {
         // A clean row is an exact one-hot: its race has at most two candidates.
         if (tid == 0u) {
+            let token = tokens[step.draw_row + row];
             var out = token;
             if (step.mode == 1u) {
                 let j0 = (step.draw_row + row) * vocab;
@@ -192,341 +457,65 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: ve
             }
             draws[slot] = out;
             draws[slot + 1u] = bitcast<u32>(1.0);
-            draws[entropy_slot()] = bitcast<u32>(0.0);
+            draws[entropy_slot(row)] = bitcast<u32>(0.0);
         }
         return;
     }
-
     if (step.mode == 4u) {
-        // Race probe: the row holds the probabilities themselves.
-        let j0 = (step.draw_row + row) * vocab;
-        var best_v = -1.0;
-        var best_i = 0xffffffffu;
-        for (var v = tid; v < vocab; v = v + WG) {
-            let key = race_key(logits[base + v], j0 + v);
-            if (key > best_v) {
-                best_v = key;
-                best_i = v;
-            }
-        }
-        let out = argmax_reduce(tid, best_v, best_i);
+        let out = race_winner(tid, row);
         if (tid == 0u) {
             draws[slot] = out;
             draws[slot + 1u] = bitcast<u32>(logits[base + out]);
         }
         return;
     }
-
-    // SUBS log-softmax statistics.
-    var mx = -3.4e38;
-    for (var v = tid; v < vocab; v = v + WG) {
-        mx = max(mx, subs_logit(base, v));
-    }
-    mx = reduce_max(tid, mx);
-    var s = 0.0;
-    for (var v = tid; v < vocab; v = v + WG) {
-        s = s + exp(subs_logit(base, v) - mx);
-    }
-    let lse = mx + log(reduce_sum(tid, s));
-
-    // Nucleus: smallest bit pattern t with mass(p >= t) <= top_p (8-ary search).
+    let lse = row_lse(row).y;
     var t = 0u;
     var kept_mass = 1.0;
     if (step.top_p < 1.0) {
-        if (tid == 0u) {
-            shared_u[1] = 0u;
-            shared_u[2] = 0x7f800000u;
-            shared_f[0] = 0.0;
-        }
-        var lo = workgroupUniformLoad(&shared_u[1]);
-        var hi = workgroupUniformLoad(&shared_u[2]);
-        loop {
-            if (hi - lo <= 1u) {
-                break;
-            }
-            let width = max((hi - lo) / 8u, 1u);
-            var bucket: array<f32, 8>;
-            for (var b = 0u; b < 8u; b = b + 1u) {
-                bucket[b] = 0.0;
-            }
-            for (var v = tid; v < vocab; v = v + WG) {
-                let pv = exp(subs_logit(base, v) - lse);
-                let bits = bitcast<u32>(pv);
-                if (bits >= lo && bits < hi) {
-                    bucket[min((bits - lo) / width, 7u)] += pv;
-                }
-            }
-            for (var b = 0u; b < 8u; b = b + 1u) {
-                red[b * WG + tid] = bucket[b];
-            }
-            workgroupBarrier();
-            for (var st = 128u; st > 0u; st = st >> 1u) {
-                if (tid < st) {
-                    for (var b = 0u; b < 8u; b = b + 1u) {
-                        red[b * WG + tid] = red[b * WG + tid] + red[b * WG + tid + st];
-                    }
-                }
-                workgroupBarrier();
-            }
-            if (tid == 0u) {
-                // Scan boundaries b_i = lo + i * width from the top: mass(p >= b_i) grows as
-                // i falls; the answer lies between the last b_i within top_p and the next.
-                var cum = shared_f[0];
-                var new_lo = lo;
-                var new_hi = hi;
-                var new_mass = cum;
-                var i = 8u;
-                loop {
-                    if (i == 0u) {
-                        break;
-                    }
-                    i = i - 1u;
-                    cum = cum + red[i * WG];
-                    let b = min(lo + i * width, hi);
-                    if (cum > step.top_p) {
-                        new_lo = b;
-                        break;
-                    }
-                    new_hi = b;
-                    new_mass = cum;
-                }
-                if (new_hi == lo) {
-                    new_lo = lo;
-                }
-                shared_u[1] = new_lo;
-                shared_u[2] = new_hi;
-                shared_f[0] = new_mass;
-            }
-            lo = workgroupUniformLoad(&shared_u[1]);
-            hi = workgroupUniformLoad(&shared_u[2]);
-        }
-        t = hi;
-        kept_mass = workgroupUniformLoad(&shared_f[0]);
-        if (kept_mass <= 0.0) {
-            // Even the largest probability exceeds top_p: keep the maximum alone (spec §9.4).
-            t = bitcast<u32>(exp(mx - lse));
-            var m = 0.0;
-            for (var v = tid; v < vocab; v = v + WG) {
-                let pv = exp(subs_logit(base, v) - lse);
-                if (bitcast<u32>(pv) >= t) {
-                    m = m + pv;
-                }
-            }
-            kept_mass = reduce_sum(tid, m);
-        }
+        let at = slot_at(row, 3u);
+        t = parts[at + 4u];
+        kept_mass = bitcast<f32>(parts[at + 5u]);
     }
-
     if (step.mode == 2u) {
-        // t = 0 quirk: the first id removed by the nucleus (NaN in the reference), else 0.
-        var first = 0xffffffffu;
-        for (var v = tid; v < vocab; v = v + WG) {
-            let pv = exp(subs_logit(base, v) - lse);
-            if (v != sp.mask && bitcast<u32>(pv) < t && v < first) {
-                first = v;
-            }
+        var first = NO_ID;
+        for (var tl = tid; tl < sp.tiles; tl = tl + WG) {
+            first = min(first, parts[part_at(row, tl) + 6u]);
         }
-        best_idx[tid] = first;
-        workgroupBarrier();
-        for (var st = 128u; st > 0u; st = st >> 1u) {
-            if (tid < st) {
-                best_idx[tid] = min(best_idx[tid], best_idx[tid + st]);
-            }
-            workgroupBarrier();
-        }
+        first = reduce_min_u32(tid, first);
         if (tid == 0u) {
-            var out = best_idx[0];
-            if (out == 0xffffffffu) {
-                out = 0u;
-            }
+            let out = select(first, 0u, first == NO_ID);
             let pv = exp(subs_logit(base, out) - lse);
             draws[slot] = out;
             draws[slot + 1u] = bitcast<u32>(select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t));
         }
         return;
     }
-
     if (step.mode == 3u) {
-        // Nucleus probe: kept count and kept mass instead of a draw.
-        var count = 0.0;
-        for (var v = tid; v < vocab; v = v + WG) {
-            if (bitcast<u32>(exp(subs_logit(base, v) - lse)) >= t) {
-                count = count + 1.0;
-            }
-        }
-        count = reduce_sum(tid, count);
         if (tid == 0u) {
-            draws[slot] = u32(count);
+            var count = 0u;
+            for (var tl = 0u; tl < sp.tiles; tl = tl + 1u) {
+                count = count + parts[part_at(row, tl) + 5u];
+            }
+            draws[slot] = count;
             draws[slot + 1u] = bitcast<u32>(kept_mass);
         }
         return;
     }
-
     if (step.mode == 0u) {
-        // Entropy of the filtered, renormalised row: -sum q ln q over the kept tokens (a
-        // single kept token gives exactly 0, as the reference's f64 does).
-        var hs = 0.0;
-        for (var v = tid; v < vocab; v = v + WG) {
-            let pv = exp(subs_logit(base, v) - lse);
-            if (bitcast<u32>(pv) >= t && pv > 0.0) {
-                let q = pv / kept_mass;
-                hs = hs - q * log(q);
-            }
+        var h = 0.0;
+        for (var tl = tid; tl < sp.tiles; tl = tl + WG) {
+            h = h + bitcast<f32>(parts[part_at(row, tl) + 4u]);
         }
-        let entropy = reduce_sum(tid, hs);
+        h = reduce_sum(tid, h);
         if (tid == 0u) {
-            draws[entropy_slot()] = bitcast<u32>(entropy);
+            draws[entropy_slot(row)] = bitcast<u32>(h);
         }
     }
-
-    // The exponential race over the (posterior) row.
-    let j0 = (step.draw_row + row) * vocab;
-    var best_v = -1.0;
-    var best_i = 0xffffffffu;
-    for (var v = tid; v < vocab; v = v + WG) {
-        let pv = exp(subs_logit(base, v) - lse);
-        var q = select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t);
-        if (step.mode == 1u) {
-            q = q * (1.0 - step.mask_prob);
-            if (v == sp.mask) {
-                q = step.mask_prob;
-            }
-        }
-        let key = race_key(q, j0 + v);
-        if (key > best_v) {
-            best_v = key;
-            best_i = v;
-        }
-    }
-    let out = argmax_reduce(tid, best_v, best_i);
+    let out = race_winner(tid, row);
     if (tid == 0u) {
         let pv = exp(subs_logit(base, out) - lse);
         draws[slot] = out;
         draws[slot + 1u] = bitcast<u32>(select(0.0, pv / kept_mass, bitcast<u32>(pv) >= t));
     }
 }
-
-#if REVEAL_SCHEDULED
-@compute @workgroup_size(64)
-fn reveal(@builtin(local_invocation_index) tid: u32) {
-    if (tid == 0u) {
-        let row = step.reveal_row;
-        let d = (step.index * sp.block + row) * 2u;
-        let id = draws[d];
-        tokens[row] = id;
-        let n = reveal_log[0];
-        reveal_log[1u + 4u * n] = step.index;
-        reveal_log[2u + 4u * n] = row;
-        reveal_log[3u + 4u * n] = id;
-        reveal_log[4u + 4u * n] = draws[d + 1u];
-        reveal_log[0] = n + 1u;
-    }
-}
-#else
-// The indirect dispatch arguments of the block's later steps (block.rs).
-@group(0) @binding(6) var<storage, read_write> next_args: array<u32>;
-
-// Rows of a block the parallel stages handle (one thread sorts them).
-const MAX_BLOCK: u32 = 16u;
-
-var<workgroup> block_done: u32;
-
-// f32 total order (f32::total_cmp) as an unsigned key.
-fn total_order(x: f32) -> u32 {
-    let b = bitcast<u32>(x);
-    if ((b & 0x80000000u) != 0u) {
-        return ~b;
-    }
-    return b | 0x80000000u;
-}
-
-// The masked rows this step reveals, as a bit mask of block rows.
-fn select_rows(n: u32, rows: ptr<function, array<u32, MAX_BLOCK>>, keys: ptr<function, array<f32, MAX_BLOCK>>) -> u32 {
-    var chosen = 0u;
-#if REVEAL_CONFIDENCE
-    var best = 0u;
-    for (var i = 0u; i < n; i = i + 1u) {
-        if ((*keys)[i] >= step.bound) {
-            chosen = chosen | (1u << (*rows)[i]);
-        }
-        if ((*keys)[i] > (*keys)[best]) {
-            best = i;
-        }
-    }
-    if (chosen == 0u && n > 0u) {
-        chosen = 1u << (*rows)[best];
-    }
-#else
-    // Insertion sort of the candidates (in row order) by entropy: stable, so ties keep the
-    // lower row first.
-    var order: array<u32, MAX_BLOCK>;
-    for (var i = 0u; i < n; i = i + 1u) {
-        order[i] = i;
-        var j = i;
-        loop {
-            if (j == 0u) {
-                break;
-            }
-            if (total_order((*keys)[order[j - 1u]]) <= total_order((*keys)[i])) {
-                break;
-            }
-            order[j] = order[j - 1u];
-            j = j - 1u;
-        }
-        order[j] = i;
-    }
-    var before = 0.0;
-    for (var i = 0u; i < n; i = i + 1u) {
-        if (i > 0u && before > step.bound) {
-            break;
-        }
-        chosen = chosen | (1u << (*rows)[order[i]]);
-        before = before + (*keys)[order[i]];
-    }
-#endif
-    return chosen;
-}
-
-@compute @workgroup_size(64)
-fn reveal(@builtin(local_invocation_index) tid: u32) {
-    if (tid == 0u) {
-        let first = step.index * sp.block;
-        var rows: array<u32, MAX_BLOCK>;
-        var keys: array<f32, MAX_BLOCK>;
-        var n = 0u;
-        for (var r = 0u; r < min(sp.block, MAX_BLOCK); r = r + 1u) {
-            if (tokens[r] == sp.mask) {
-                rows[n] = r;
-#if REVEAL_CONFIDENCE
-                keys[n] = bitcast<f32>(draws[(first + r) * 2u + 1u]);
-#else
-                keys[n] = bitcast<f32>(draws[sp.entropy_off + first + r]);
-#endif
-                n = n + 1u;
-            }
-        }
-        let chosen = select_rows(n, &rows, &keys);
-        var count = reveal_log[0];
-        var left = n;
-        for (var r = 0u; r < min(sp.block, MAX_BLOCK); r = r + 1u) {
-            if ((chosen & (1u << r)) != 0u) {
-                let d = (first + r) * 2u;
-                let id = draws[d];
-                tokens[r] = id;
-                reveal_log[1u + 4u * count] = step.index;
-                reveal_log[2u + 4u * count] = r;
-                reveal_log[3u + 4u * count] = id;
-                reveal_log[4u + 4u * count] = draws[d + 1u];
-                count = count + 1u;
-                left = left - 1u;
-            }
-        }
-        reveal_log[0] = count;
-        block_done = select(0u, 1u, left == 0u);
-    }
-    if (workgroupUniformLoad(&block_done) != 0u) {
-        for (var i = tid; i < arrayLength(&next_args); i = i + 64u) {
-            next_args[i] = 0u;
-        }
-    }
-}
-#endif

@@ -107,4 +107,9 @@ struct SampleParams {
     block: u32,
     // Word offset in the draws table of the entropies ([step, block row] -> f32 bits).
     entropy_off: u32,
+    // Tiles per row of the passes over the logits, and logits per tile (a multiple of 256).
+    tiles: u32,
+    tile_len: u32,
+    _pad0: u32,
+    _pad1: u32,
 }

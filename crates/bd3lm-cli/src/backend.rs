@@ -60,6 +60,9 @@ pub struct GpuArgs {
     /// call per block; the exact reference always runs it on its own).
     #[arg(long)]
     pub no_fold: bool,
+    /// Request timestamp queries where the adapter has them (set by `bench --profile`).
+    #[arg(skip)]
+    pub timestamps: bool,
 }
 
 impl GpuArgs {
@@ -68,6 +71,7 @@ impl GpuArgs {
             tiling: self.gpu_tiling.tiling(),
             steps_per_submit: self.steps_per_submit.map(|n| n as usize),
             separate_store: self.no_fold,
+            timestamps: self.timestamps,
             ..GpuOptions::default()
         }
     }
@@ -121,7 +125,7 @@ pub fn engine(
     };
     match backend {
         Backend::Cpu => cpu(),
-        Backend::Reference => Ok(AnyEngine::Reference(Box::new(bd3lm::CpuEngine::new(
+        Backend::Reference => Ok(AnyEngine::Reference(Box::new(bd3lm::ReferenceEngine::new(
             weights,
         )))),
         Backend::Gpu => Ok(AnyEngine::Gpu(Box::new(gpu_engine_on(

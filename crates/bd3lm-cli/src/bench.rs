@@ -240,7 +240,9 @@ fn peak_rss_bytes() -> Option<u64> {
     bd3lm::long_run::process_memory_bytes("VmHWM")
 }
 
-pub fn run(args: BenchArgs) -> CliResult<()> {
+pub fn run(mut args: BenchArgs) -> CliResult<()> {
+    // GPU time per dispatch needs the timestamp features, requested only for the profile.
+    args.gpu.timestamps = args.profile;
     if args.runs == 0 {
         return Err(CliError::Usage("--runs must be at least 1".into()));
     }

@@ -5,7 +5,7 @@
 use crate::backend::{self, AnyEngine};
 use crate::bench::BenchArgs;
 use crate::error::{CliError, CliResult};
-use bd3lm_gpu::{DispatchInfo, DispatchProfile, GpuEngine};
+use bd3lm_gpu::{DispatchInfo, DispatchProfile, GpuEngine, ProfileTiming};
 use std::time::Instant;
 
 fn gpu_engine<'a>(engine: &'a mut AnyEngine, what: &str) -> CliResult<&'a mut GpuEngine> {
@@ -44,18 +44,25 @@ fn print_dispatches(
     base: &serde_json::Value,
     fill: usize,
     rows: &[DispatchProfile],
+    timing: Option<ProfileTiming>,
 ) {
+    let timing_name = timing.map(ProfileTiming::name);
     if args.json {
         for r in rows {
             let line = with(
                 base,
-                serde_json::json!({ "figure": "dispatch", "fill": fill }),
+                serde_json::json!({ "figure": "dispatch", "fill": fill, "timing": timing_name }),
             );
             println!("{}", with(&line, dispatch_json(&r.info, r.ms)));
         }
         return;
     }
-    println!("\n| # | kernel (one first-hitting step, fill {fill}) | layer | workgroups | weight bytes | cache bytes | FLOPs | ms alone |");
+    let column = match timing {
+        Some(ProfileTiming::RoundTrips) => "ms alone (round trip)",
+        Some(_) => "GPU ms (timestamps)",
+        None => "ms",
+    };
+    println!("\n| # | kernel (one first-hitting step, fill {fill}) | layer | workgroups | weight bytes | cache bytes | FLOPs | {column} |");
     println!("|---|---|---|---|---|---|---|---|");
     for (i, r) in rows.iter().enumerate() {
         let d = &r.info;
@@ -128,19 +135,45 @@ pub fn counters_only(
                 .into_iter()
                 .map(|info| DispatchProfile { info, ms: None })
                 .collect();
-            print_dispatches(args, &base, fill, &rows);
+            print_dispatches(args, &base, fill, &rows, None);
         }
     }
     Ok(())
 }
 
-/// `--profile`: every dispatch of one step at `fill`, timed alone.
+/// `--profile`: every dispatch of one step at `fill`: GPU time from timestamp queries in one
+/// submission where the adapter has them, else each dispatch submitted alone (said so).
 pub fn profile(args: &BenchArgs, engine: &mut AnyEngine, fill: usize) -> CliResult<()> {
     use bd3lm::Engine;
     let base = serde_json::json!({ "adapter": engine.describe() });
     let gpu = gpu_engine(engine, "--profile")?;
-    let rows = gpu.profile_step(fill, args.runs)?;
-    print_dispatches(args, &base, fill, &rows);
+    let step = gpu.profile_step_timed(fill, args.runs)?;
+    if step.timing == ProfileTiming::RoundTrips {
+        eprintln!("[bd3lm] --profile: this adapter has no timestamp queries; each dispatch is timed as a submit-and-wait round trip (launch overhead included)");
+    }
+    print_dispatches(args, &base, fill, &step.rows, Some(step.timing));
+    let sum: f64 = step.rows.iter().filter_map(|r| r.ms).sum();
+    if args.json {
+        let line = serde_json::json!({
+            "figure": "profile",
+            "fill": fill,
+            "timing": step.timing.name(),
+            "runs": args.runs,
+            "dispatches": step.rows.len(),
+            "ms_sum": sum,
+            "gpu_span_ms": step.span_ms,
+        });
+        println!("{}", with(&base, line));
+    } else {
+        let span = step.span_ms.map_or(String::new(), |s| {
+            format!(", GPU span of the step {s:.3} ms")
+        });
+        println!(
+            "\n{} dispatches, {}: sum {sum:.3} ms{span}",
+            step.rows.len(),
+            step.timing.name()
+        );
+    }
     Ok(())
 }
 

@@ -29,7 +29,8 @@ pub struct InfoArgs {
     json: bool,
 }
 
-/// `info --json`: the model and the adapter with its limits, one line.
+/// `info --json`: the model and the adapter with its limits and features, one line; without
+/// an adapter (GPU backend) an object with the error, and a non-zero exit.
 fn json_report(args: &InfoArgs, model: &LoadedModel, source: &ModelSource) -> CliResult<()> {
     let cfg = model.config();
     let mut out = serde_json::json!({
@@ -43,6 +44,7 @@ fn json_report(args: &InfoArgs, model: &LoadedModel, source: &ModelSource) -> Cl
         Backend::Cpu => None,
         _ => Some(crate::backend::gpu_context(&args.gpu)),
     };
+    let mut failure = None;
     let fields = match gpu {
         None => serde_json::json!({}),
         Some(Ok(ctx)) => {
@@ -55,19 +57,29 @@ fn json_report(args: &InfoArgs, model: &LoadedModel, source: &ModelSource) -> Cl
                 "adapter": ctx.adapter_summary(),
                 "adapter_backend": format!("{:?}", ctx.info.backend),
                 "device_type": format!("{:?}", ctx.info.device_type),
+                "vendor_id": format!("{:#06x}", ctx.info.vendor),
+                "device_id": format!("{:#06x}", ctx.info.device),
                 "driver": format!("{} {}", ctx.info.driver, ctx.info.driver_info),
                 "software_adapter": ctx.is_software(),
                 "gpu_tiling": ctx.tiling.name(),
                 "limits": limits,
+                "features": ctx.feature_names(),
             })
         }
-        Some(Err(e)) => serde_json::json!({ "error": e.to_string() }),
+        Some(Err(e)) => {
+            let fields = serde_json::json!({ "error": e.to_string() });
+            failure = Some(e);
+            fields
+        }
     };
     if let (Some(obj), Some(more)) = (out.as_object_mut(), fields.as_object()) {
         obj.extend(more.clone());
     }
     println!("{out}");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn mb(bytes: u64) -> String {

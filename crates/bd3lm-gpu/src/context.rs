@@ -27,6 +27,9 @@ pub struct GpuOptions {
     /// Run each block's store pass as a model call of its own instead of folding it into the
     /// next block's first call (`--no-fold`: the same tokens, one more call per block).
     pub separate_store: bool,
+    /// Request the adapter's timestamp-query features (`bench --profile`: GPU time per
+    /// dispatch); off by default so the engine's device is the same everywhere.
+    pub timestamps: bool,
 }
 
 /// A device, its queue and what the engine needs to know about the adapter.
@@ -39,6 +42,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// What the adapter could offer (for `bd3lm info`).
     pub adapter_limits: wgpu::Limits,
+    /// What the adapter could offer (for `bd3lm info`; the device has only those requested).
+    pub adapter_features: wgpu::Features,
     /// The kernels' tiling on this device (`Auto` resolved by the adapter type).
     pub tiling: Tiling,
     /// Steps per submission of a block (`None`: the whole block in one).
@@ -125,10 +130,16 @@ impl GpuContext {
             })?;
         let info = adapter.get_info();
         let adapter_limits = adapter.limits();
+        let adapter_features = adapter.features();
+        let timestamps = if opts.timestamps {
+            adapter_features & crate::profile::TIMESTAMP_FEATURES
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("bd3lm"),
-                required_features: wgpu::Features::empty(),
+                required_features: timestamps,
                 // WebGPU's default limits: the engine must run on any WebGPU device.
                 required_limits: wgpu::Limits::default(),
                 ..Default::default()
@@ -165,6 +176,7 @@ impl GpuContext {
             info,
             limits,
             adapter_limits,
+            adapter_features,
             pipelines: Arc::new(PipelineCache::new()),
             objects_created: Arc::new(AtomicU64::new(0)),
             buffers_created: Arc::new(AtomicU64::new(0)),
@@ -303,6 +315,15 @@ impl GpuContext {
                 l.min_uniform_buffer_offset_alignment as u64,
             ),
         ]
+    }
+
+    /// The adapter's optional features, by name (for `bd3lm info --json`).
+    pub fn feature_names(&self) -> Vec<String> {
+        let all = self.adapter_features.to_string();
+        all.split(" | ")
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// Largest storage binding the engine will create on this device.

@@ -92,6 +92,9 @@ pub struct SampleParams {
     pub mask: u32,
     pub block: u32,
     pub entropy_off: u32,
+    pub tiles: u32,
+    pub tile_len: u32,
+    pub pad: [u32; 2],
 }
 
 /// Bytes of one `Step`.

@@ -23,5 +23,5 @@ pub use dispatch::DispatchInfo;
 pub use engine::{GpuEngine, SKIPPED_ROW};
 pub use error::GpuError;
 pub use model::{GpuModel, GpuModelLoader};
-pub use profile::DispatchProfile;
+pub use profile::{DispatchProfile, ProfileTiming, StepProfile};
 pub use tiling::Tiling;

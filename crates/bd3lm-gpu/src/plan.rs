@@ -20,8 +20,8 @@ use crate::error::{GpuError, Result};
 use crate::kernels::attention::{self, Attention, AttentionIo};
 use crate::kernels::matmul::{self, Epilogue, Matmul, MatmulIo};
 use crate::kernels::norm::{self, Embed, EmbedIo, Residual, ResidualIo};
-use crate::kernels::sample::{self, draws_words, entropy_offset, reveal_log_words};
-use crate::kernels::sample::{RevealRule, SampleIo};
+use crate::kernels::sample::{self, draws_words, entropy_offset, hist_words, parts_words};
+use crate::kernels::sample::{reveal_log_words, RevealRule, SampleIo, SAMPLE_PASSES};
 use crate::model::{GpuModel, VecLayout};
 
 pub use crate::dispatch::{mode, Step};
@@ -90,9 +90,9 @@ pub struct Plan {
     pub layers: Vec<LayerDispatches>,
     pub head_all: Dispatch,
     pub head_one: Dispatch,
-    /// The sampler over every row of the block, and over the step's draw row only.
-    pub sample: Dispatch,
-    pub sample_one: Dispatch,
+    /// The sampler's passes over every row of the block, and over the step's draw row only.
+    pub sample: Vec<Dispatch>,
+    pub sample_one: Vec<Dispatch>,
     /// The reveal stage of each [`RevealRule`], in the order of [`RevealRule::ALL`].
     pub reveals: Vec<Dispatch>,
     /// Buffers only referenced by bind groups, counted for memory accounting.
@@ -191,7 +191,7 @@ impl Plan {
         let log_bytes = (reveal_log_words(b) * 4) as u64;
         let draws = storage(ctx, "draws", draws_bytes, copy_src);
         // Forward, LM head and sampler of one step.
-        let indirect_dispatches = 8 * l as u64 + 3;
+        let indirect_dispatches = 8 * l as u64 + 2 + SAMPLE_PASSES.len() as u64;
         let next_args = storage(
             ctx,
             "next step dispatch arguments",
@@ -406,31 +406,46 @@ impl Plan {
         };
         let head_all = head(b).await?;
         let head_one = head(1).await?;
+        // The sampler's per-tile partials and histograms.
+        let sample_parts = storage(ctx, "sample parts", (parts_words(b, v) * 4) as u64, none);
+        let sample_hist = storage(ctx, "sample histograms", (hist_words(b) * 4) as u64, none);
         let sample_io = SampleIo {
             params: SampleParams {
                 vocab: v as u32,
                 mask: cfg.mask_id(),
                 block: b as u32,
                 entropy_off: entropy_offset(b) as u32,
+                ..SampleParams::default()
             },
             steps: &steps,
             logits: &logits,
             tokens: &tokens,
             draws: &draws,
             reveal_log: &reveal_log,
+            parts: &sample_parts,
+            hist: &sample_hist,
             next_args: &next_args,
         };
-        let sample = sample::sample_dispatch(ctx, &sample_io, b as u32).await?;
-        let sample_one = Dispatch {
-            grid: crate::dispatch::Grid::Fixed(1, 1),
-            ..sample.clone()
-        };
+        let sample = sample::sample_dispatches(ctx, &sample_io, b as u32).await?;
+        let sample_one = sample::sample_dispatches(ctx, &sample_io, 1).await?;
         let mut reveals = Vec::with_capacity(RevealRule::ALL.len());
         for rule in RevealRule::ALL {
             reveals.push(sample::reveal_dispatch(ctx, &sample_io, rule).await?);
         }
         let scratch_bytes = [
-            &x, &xn, &q, &attn, &hidden, &logits, &kcache, &vcache, &partials, &part_o, &part_ml,
+            &x,
+            &xn,
+            &q,
+            &attn,
+            &hidden,
+            &logits,
+            &kcache,
+            &vcache,
+            &partials,
+            &part_o,
+            &part_ml,
+            &sample_parts,
+            &sample_hist,
         ]
         .iter()
         .map(|b| b.size())
@@ -481,8 +496,8 @@ impl Plan {
         out
     }
 
-    /// The sampler matching a head (every row, or the draw row).
-    pub fn sampler(&self, head: Head) -> &Dispatch {
+    /// The sampler's passes matching a head (every row, or the draw row).
+    pub fn sampler(&self, head: Head) -> &[Dispatch] {
         if head == Head::One {
             &self.sample_one
         } else {
@@ -506,7 +521,7 @@ impl Plan {
     /// but the reveal stage): forward, LM head, sampler.
     pub fn indirect_list(&self, head: Head) -> Vec<&Dispatch> {
         let mut out = self.forward(false, head);
-        out.push(self.sampler(head));
+        out.extend(self.sampler(head));
         out
     }
 

@@ -35,6 +35,15 @@ pub const SOURCES: &[(&str, &str)] = &[
         "sampling.wgsl",
         include_str!("../../../shaders/sampling.wgsl"),
     ),
+    ("reveal.wgsl", include_str!("../../../shaders/reveal.wgsl")),
+    (
+        "splitmix.wgsl",
+        include_str!("../../../shaders/splitmix.wgsl"),
+    ),
+    (
+        "nucleus.wgsl",
+        include_str!("../../../shaders/nucleus.wgsl"),
+    ),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {

@@ -5,7 +5,7 @@
 use super::attention::{self, Attention, AttentionIo};
 use super::matmul::{self, Epilogue, Matmul, MatmulIo};
 use super::norm::{self, Embed, EmbedIo, Residual, ResidualIo};
-use super::sample::{self, reveal_log_words, RevealRule, SampleIo};
+use super::sample::{self, hist_words, parts_words, reveal_log_words, RevealRule, SampleIo};
 use crate::context::GpuContext;
 use crate::dispatch::{AttnParams, Call, Dispatch, MatmulParams, NormParams, SampleParams};
 use crate::dispatch::{Step, StepTable};
@@ -505,24 +505,31 @@ pub async fn sample(
         zeros(ctx, reveal_log_words(rows)),
         zeros(ctx, 3),
     );
+    let (parts, hist) = (
+        zeros(ctx, parts_words(rows, s.vocab)),
+        zeros(ctx, hist_words(rows)),
+    );
     let io = SampleIo {
         params: SampleParams {
             vocab: s.vocab as u32,
             mask: (s.vocab - 1) as u32,
             block: rows as u32,
             entropy_off: 2 * rows as u32,
+            ..SampleParams::default()
         },
         steps: &table,
         logits: &lg,
         tokens: &tk,
         draws: &draws,
         reveal_log: &log,
+        parts: &parts,
+        hist: &hist,
         next_args: &args,
     };
-    let dispatch = sample::sample_dispatch(ctx, &io, rows as u32).await?;
+    let dispatches = sample::sample_dispatches(ctx, &io, rows as u32).await?;
     let words = run_and_read(
         ctx,
-        &[&dispatch],
+        &dispatches.iter().collect::<Vec<_>>(),
         &Call::denoise(rows, 0),
         &[(&draws, rows * 3)],
     )
@@ -589,12 +596,15 @@ pub async fn reveal(
             mask,
             block: b as u32,
             entropy_off: (2 * steps_in_block * b) as u32,
+            ..SampleParams::default()
         },
         steps: &table,
         logits: &lg,
         tokens: &tk,
         draws: &dr,
         reveal_log: &log,
+        parts: &lg,
+        hist: &lg,
         next_args: &args,
     };
     let dispatch = sample::reveal_dispatch(ctx, &io, rule).await?;

@@ -1,6 +1,9 @@
-//! `sampling.wgsl`: the draw of each row (`main`) and the select stage of a step (`reveal`).
+//! `sampling.wgsl`: the draw of each row (six passes over tiles of the logits) and
+//! `reveal.wgsl`: the select stage of a step.
 //!
-//! The per-step dispatch chain of a block is: forward, LM head, sample, reveal. The reveal
+//! The per-step dispatch chain of a block is: forward, LM head, the sampler's passes
+//! ([`SAMPLE_PASSES`]), reveal. Every pass but the last runs one workgroup per (tile, row),
+//! with tiles sized by [`sample_tiles`] so that even one row fills a large GPU. The reveal
 //! kernel is the swappable part: it reads the step's draws and decides which rows the step
 //! reveals. [`RevealRule::Scheduled`] reveals the row the host chose in advance (first
 //! hitting); [`RevealRule::Confidence`] and [`RevealRule::Entropy`] choose on the device from
@@ -19,9 +22,55 @@ const SAMPLE_LAYOUT: Layout = &[
     (0, Slot::Uniform),
     (1, Slot::StepTable),
     (2, Slot::Read),
-    (3, Slot::ReadWrite),
+    (3, Slot::Read),
     (4, Slot::ReadWrite),
+    (7, Slot::ReadWrite),
+    (8, Slot::ReadWrite),
 ];
+
+/// The sampler's passes in recording order: (entry point, kernel name for profiles). All but
+/// `finish` run (tiles, rows) workgroups; `finish` runs one per row.
+pub const SAMPLE_PASSES: [(&str, &str); 6] = [
+    ("stats", "sample_stats"),
+    ("hist1", "sample_hist1"),
+    ("hist2", "sample_hist2"),
+    ("hist3", "sample_hist3"),
+    ("draw", "sample_draw"),
+    ("finish", "sample_finish"),
+];
+
+/// Workgroups the sampler aims for per pass over the logits: two per compute unit of a
+/// 132-unit GPU (an H100), whatever the number of rows.
+const TARGET_WORKGROUPS: usize = 264;
+/// Bytes of logits from which a pass counts as streaming (the `workgroups_min` bound).
+const LOGITS_BOUNDED_BYTES: u64 = 128 * 1024;
+/// Threads of a sampling workgroup: tiles are multiples of it.
+const SAMPLE_WG: usize = 256;
+/// Words per (row, tile) of partial results and per search slot (sampling.wgsl).
+const PART_WORDS: usize = 8;
+const SEARCH_SLOTS: usize = 4;
+/// Words of one row's three histogram levels of 1024 (lo, hi) masses.
+const HIST_ROW_WORDS: usize = 3 * 2048;
+
+/// (tiles per row, logits per tile) for `rows` rows of `vocab` logits: about
+/// [`TARGET_WORKGROUPS`] workgroups in all, each tile a multiple of the workgroup size.
+pub fn sample_tiles(vocab: usize, rows: usize) -> (u32, u32) {
+    let per_row = TARGET_WORKGROUPS.div_ceil(rows.max(1));
+    let tile_len = vocab.div_ceil(per_row).div_ceil(SAMPLE_WG).max(1) * SAMPLE_WG;
+    (vocab.div_ceil(tile_len).max(1) as u32, tile_len as u32)
+}
+
+/// Words of the sampler's partial results for a block of `block` rows (any number of rows
+/// drawn at once; one row has the most tiles).
+pub fn parts_words(block: usize, vocab: usize) -> usize {
+    let (tiles, _) = sample_tiles(vocab, 1);
+    block * (tiles as usize * PART_WORDS + SEARCH_SLOTS * PART_WORDS)
+}
+
+/// Words of the sampler's histograms for a block of `block` rows.
+pub fn hist_words(block: usize) -> usize {
+    block * HIST_ROW_WORDS
+}
 
 const REVEAL_LAYOUT: Layout = &[
     (0, Slot::Uniform),
@@ -41,11 +90,11 @@ const PARALLEL_REVEAL_LAYOUT: Layout = &[
     (6, Slot::ReadWrite),
 ];
 
-/// The sampling kernel (one workgroup per drawn row; the mode is in the step's slot).
-pub fn sample_key() -> PipelineKey {
+/// One pass of the sampler (an entry of [`SAMPLE_PASSES`]; the mode is in the step's slot).
+pub fn sample_key(entry: &'static str) -> PipelineKey {
     PipelineKey {
         shader: "sampling.wgsl",
-        entry: "main",
+        entry,
         variant: Variant::default(),
         slots: SAMPLE_LAYOUT.to_vec(),
     }
@@ -86,7 +135,7 @@ impl RevealRule {
 
     pub fn key(self) -> PipelineKey {
         PipelineKey {
-            shader: "sampling.wgsl",
+            shader: "reveal.wgsl",
             entry: "reveal",
             variant: Variant::default().flag(self.flag()),
             slots: if self.parallel() {
@@ -126,34 +175,63 @@ pub struct SampleIo<'a> {
     /// `[step, block row] -> (id, value bits)`, then the entropies ([`draws_words`]).
     pub draws: &'a wgpu::Buffer,
     pub reveal_log: &'a wgpu::Buffer,
+    /// The sampler's per-tile partials and search state ([`parts_words`]).
+    pub parts: &'a wgpu::Buffer,
+    /// The sampler's histograms ([`hist_words`]).
+    pub hist: &'a wgpu::Buffer,
     /// The indirect dispatch arguments a parallel reveal stage empties.
     pub next_args: &'a wgpu::Buffer,
 }
 
-/// The sampling dispatch (`rows` workgroups by default).
-pub async fn sample_dispatch(ctx: &GpuContext, io: &SampleIo<'_>, rows: u32) -> Result<Dispatch> {
-    let sp = uniform(ctx, "sample params", &io.params);
-    let sample_buffers = [
+/// The sampler's dispatches ([`SAMPLE_PASSES`]) for `rows` rows (the grid's y; the probes
+/// record them for fewer). The tiles are sized for `rows`.
+pub async fn sample_dispatches(
+    ctx: &GpuContext,
+    io: &SampleIo<'_>,
+    rows: u32,
+) -> Result<Vec<Dispatch>> {
+    let vocab = io.params.vocab as usize;
+    let (tiles, tile_len) = sample_tiles(vocab, rows as usize);
+    let params = SampleParams {
+        tiles,
+        tile_len,
+        ..io.params
+    };
+    let sp = uniform(ctx, "sample params", &params);
+    let buffers = [
         Bound::Buffer(&sp),
         Bound::Steps(io.steps),
         Bound::Buffer(io.logits),
         Bound::Buffer(io.tokens),
         Bound::Buffer(io.draws),
+        Bound::Buffer(io.parts),
+        Bound::Buffer(io.hist),
     ];
-    let (compiled, bind_group) = compile_and_bind(ctx, &sample_key(), &sample_buffers).await?;
-    Ok(Dispatch {
-        kernel: "sample",
-        layer: None,
-        compiled,
-        bind_group,
-        grid: Grid::Fixed(rows, 1),
-        cost: Cost {
-            // SUBS log-softmax, nucleus and entropy passes over the vocabulary, per row.
-            flops: 50 * rows as u64 * io.params.vocab as u64,
-            streams: false,
-            ..Cost::default()
-        },
-    })
+    let mut out = Vec::with_capacity(SAMPLE_PASSES.len());
+    for (entry, kernel) in SAMPLE_PASSES {
+        let (compiled, bind_group) = compile_and_bind(ctx, &sample_key(entry), &buffers).await?;
+        let finish = entry == "finish";
+        out.push(Dispatch {
+            kernel,
+            layer: None,
+            compiled,
+            bind_group,
+            grid: Grid::Fixed(if finish { 1 } else { tiles }, rows),
+            cost: Cost {
+                // exp (and, in the draw pass, SplitMix64) per logit; the finish combines.
+                flops: if finish {
+                    0
+                } else {
+                    10 * rows as u64 * vocab as u64
+                },
+                // A pass over 128 KiB of logits or more must fill the GPU like the weight
+                // streams (the `workgroups_min` bound).
+                streams: !finish && rows as u64 * vocab as u64 * 4 >= LOGITS_BOUNDED_BYTES,
+                ..Cost::default()
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// The reveal dispatch for `rule`.
@@ -182,4 +260,35 @@ pub async fn reveal_dispatch(
         grid: Grid::Fixed(1, 1),
         cost: Cost::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pass over the logits of a full-size vocabulary fills a 132-unit GPU, for one row
+    /// (first hitting) as for a whole block; the tiles cover the row exactly once.
+    #[test]
+    fn tiles_fill_a_large_gpu_and_cover_the_row() {
+        for (vocab, rows) in [
+            (50258, 1),
+            (50258, 4),
+            (50258, 16),
+            (512, 16),
+            (3000, 4),
+            (1, 1),
+        ] {
+            let (tiles, tile_len) = sample_tiles(vocab, rows);
+            let (tiles, tile_len) = (tiles as usize, tile_len as usize);
+            assert_eq!(tile_len % SAMPLE_WG, 0);
+            assert!(tiles * tile_len >= vocab && (tiles - 1) * tile_len < vocab.max(1));
+            if vocab * rows * 4 >= LOGITS_BOUNDED_BYTES as usize {
+                assert!(tiles * rows >= 132, "{vocab} x {rows}: {tiles} tiles");
+            }
+            assert!(
+                tiles <= sample_tiles(vocab, 1).0 as usize,
+                "parts_words covers it"
+            );
+        }
+    }
 }

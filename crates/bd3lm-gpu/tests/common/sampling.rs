@@ -13,11 +13,22 @@ fn step(vocab: usize, mode: u32, seed: u64, top_p: f64, mask_prob: f32) -> Sampl
     }
 }
 
-/// The sampling kernel's modes against the CPU reference sampler.
+/// The sampling kernel's modes against the CPU reference sampler: a small vocabulary (a few
+/// tiles per row), the full-size one drawn for one row (197 tiles of 256), 16 rows (tiles of
+/// 768: several logits per thread), and a flat
+/// row whose nucleus border falls among thousands of near-equal probabilities (every level
+/// of the border search holds many of them).
 pub async fn sampling_modes(ctx: &GpuContext) {
-    let (v, rows) = (3000usize, 4usize);
+    modes_match_cpu(ctx, 3000, 4, 4.0, 60).await;
+    modes_match_cpu(ctx, 50258, 1, 6.0, 61).await;
+    modes_match_cpu(ctx, 12000, 16, 6.0, 62).await;
+    modes_match_cpu(ctx, 20000, 2, 0.05, 63).await;
+    special_rows(ctx).await;
+}
+
+async fn modes_match_cpu(ctx: &GpuContext, v: usize, rows: usize, scale: f32, data_seed: u64) {
     let mask = (v - 1) as u32;
-    let logits = random(rows * v, 60, 4.0);
+    let logits = random(rows * v, data_seed, scale);
     let masked = vec![mask; rows];
     let cpu_logp = {
         let mut l = logits.clone();
@@ -36,7 +47,7 @@ pub async fn sampling_modes(ctx: &GpuContext) {
     for r in 0..rows {
         let mut p = sampler::probs_from_log_probs(&cpu_logp[r * v..(r + 1) * v]);
         let (count, mass) = sampler::nucleus(&mut p, 0.9);
-        assert_eq!(kept[r].0 as usize, count, "row {r}: kept count");
+        assert_eq!(kept[r].0 as usize, count, "V {v} row {r}: kept count");
         assert!(
             (kept[r].1 as f64 - mass).abs() < 1e-5,
             "row {r}: kept mass {} vs {mass}",
@@ -81,7 +92,7 @@ pub async fn sampling_modes(ctx: &GpuContext) {
                     p.clone()
                 };
                 let cpu = sampler::race(&q, seed, (r * v) as u64);
-                assert_eq!(gpu[r].0, cpu, "mode {m} row {r} seed {seed}");
+                assert_eq!(gpu[r].0, cpu, "V {v} mode {m} row {r} seed {seed}");
                 if cpu != mask {
                     assert!(
                         (gpu[r].1 as f64 - p[cpu as usize]).abs() < 1e-5,
@@ -99,6 +110,13 @@ pub async fn sampling_modes(ctx: &GpuContext) {
             }
         }
     }
+}
+
+/// Clean rows, the t = 0 quirk and a row whose largest probability exceeds top_p.
+async fn special_rows(ctx: &GpuContext) {
+    let (v, rows) = (3000usize, 4usize);
+    let mask = (v - 1) as u32;
+    let logits = random(rows * v, 60, 4.0);
     // Clean rows and the t = 0 quirk follow the reference's NaN/inf semantics.
     let tokens = [7u32, mask, 0, mask];
     let mut clean_logp = logits.clone();
