@@ -30,9 +30,9 @@ pub struct QuantActs {
     pub(super) scale_sum: Vec<f32>,
     /// Lane layout present (see the type's documentation).
     pub(super) lanes: bool,
-    /// `[tiles, groups, parts, 8 quads, LANES, 4]` codes: q8 parts `hi`, then `lo`; q4 one
-    /// part. Padding lanes are zero.
-    pub(super) lane_codes: Vec<i8>,
+    /// `[tiles, groups, parts, 8 quads, LANES]` words of four codes (bytes, little-endian):
+    /// q8 parts `hi`, then `lo`; q4 one part. Padding lanes are zero.
+    pub(super) lane_words: Vec<u32>,
     /// `[tiles, groups, LANES]` activation scales (zero in padding lanes).
     pub(super) lane_scale: Vec<f32>,
     /// `[tiles, groups, LANES]` q8: `sum(hi) << 15`, what the unsigned weight bytes
@@ -131,15 +131,18 @@ impl QuantActs {
             QuantScheme::Q8 => 2,
             QuantScheme::Q4 => 1,
         };
-        let per_group = parts * TILE_GROUP_BYTES;
-        self.lane_codes.clear();
-        self.lane_codes.resize(tiles * groups * per_group, 0);
-        self.lane_scale.clear();
-        self.lane_scale.resize(tiles * groups * LANES, 0.0);
+        // In 32-bit words: one word holds a lane's four codes of a quad.
+        let per_group = parts * TILE_GROUP_BYTES / 4;
+        let part = TILE_GROUP_BYTES / 4;
+        let mut words = std::mem::take(&mut self.lane_words);
+        words.clear();
+        words.resize(tiles * groups * per_group, 0);
+        for v in [&mut self.lane_scale, &mut self.lane_scale_sum] {
+            v.clear();
+            v.resize(tiles * groups * LANES, 0.0);
+        }
         self.lane_corr.clear();
         self.lane_corr.resize(tiles * groups * LANES, 0);
-        self.lane_scale_sum.clear();
-        self.lane_scale_sum.resize(tiles * groups * LANES, 0.0);
         for r in 0..rows {
             let (t, lane) = (r / LANES, r % LANES);
             for g in 0..groups {
@@ -147,24 +150,26 @@ impl QuantActs {
                 self.lane_scale[at] = self.group_scale(r, g);
                 self.lane_scale_sum[at] = self.scale_sum[r * groups + g];
                 let codes = &self.q[r * k + g * GROUP..][..GROUP];
-                let base = (t * groups + g) * per_group;
+                let base = (t * groups + g) * per_group + lane;
                 let mut hi_sum = 0i32;
-                for (i, &c) in codes.iter().enumerate() {
-                    let (quad, byte) = (i / 4, i % 4);
-                    let slot = base + (quad * LANES + lane) * 4 + byte;
+                for (quad, c) in codes.chunks_exact(4).enumerate() {
+                    let slot = base + quad * LANES;
                     match scheme {
                         QuantScheme::Q8 => {
-                            let hi = c >> 8;
-                            hi_sum += hi as i32;
-                            self.lane_codes[slot] = hi as i8;
-                            self.lane_codes[slot + TILE_GROUP_BYTES] = (c & 255) as u8 as i8;
+                            let hi = c.map(|&c| c >> 8);
+                            hi_sum += hi.iter().map(|&h| h as i32).sum::<i32>();
+                            words[slot] = u32::from_le_bytes(hi.map(|h| h as u8));
+                            words[slot + part] = u32::from_le_bytes(c.map(|&c| (c & 255) as u8));
                         }
-                        QuantScheme::Q4 => self.lane_codes[slot] = c as i8,
+                        QuantScheme::Q4 => {
+                            words[slot] = u32::from_le_bytes(c.map(|&c| c as u8));
+                        }
                     }
                 }
                 self.lane_corr[at] = hi_sum << 15;
             }
         }
+        self.lane_words = words;
     }
 }
 

@@ -55,7 +55,7 @@ pub(super) fn q8_tile(
     assert!(q.len() >= (first + count) * k && scales.len() >= (first + count) * groups);
     assert!(a.q.len() >= a.rows * k && a.rows <= MAX_TILE_ROWS && out.len() >= count * a.rows);
     if a.lanes {
-        assert!(a.lane_codes.len() >= a.tiles() * groups * 2 * TILE_GROUP_BYTES);
+        assert!(a.lane_words.len() * 4 >= a.tiles() * groups * 2 * TILE_GROUP_BYTES);
         q8_lanes(q, scales, k, first, count, a, out)
     } else {
         q8_rows(q, scales, k, first, count, a, out)
@@ -160,7 +160,7 @@ unsafe fn q8_pass<const N: usize>(
     assert!(flipped.len() >= N * k && ws.len() >= (N - 1) * groups + groups);
     let mut res = [_mm512_setzero_ps(); N];
     for g in 0..groups {
-        let base = a.lane_codes[(t * groups + g) * 2 * TILE_GROUP_BYTES..].as_ptr();
+        let base = a.lane_words[(t * groups + g) * 2 * TILE_GROUP_BYTES / 4..].as_ptr() as *const u8;
         let mut hi = [_mm512_setzero_si512(); N];
         let mut lo = [_mm512_setzero_si512(); N];
         for quad in 0..GROUP / 4 {
@@ -213,7 +213,7 @@ pub(super) fn q4_tile(
     if !a.lanes {
         return q4_rows(q, scales, mins, k, first, count, a, out);
     }
-    assert!(a.lane_codes.len() >= a.tiles() * groups * TILE_GROUP_BYTES);
+    assert!(a.lane_words.len() * 4 >= a.tiles() * groups * TILE_GROUP_BYTES);
     let mut codes = vec![0u8; OUTS * k];
     for i0 in (0..count).step_by(OUTS) {
         let n = (count - i0).min(OUTS);
@@ -279,7 +279,7 @@ fn q4_pass<const N: usize>(
     assert!(codes.len() >= N * k && ws.len() >= need && wm.len() >= need);
     let (mut res, mut mins) = ([_mm512_setzero_ps(); N], [_mm512_setzero_ps(); N]);
     for g in 0..groups {
-        let base = a.lane_codes[(t * groups + g) * TILE_GROUP_BYTES..].as_ptr();
+        let base = a.lane_words[(t * groups + g) * TILE_GROUP_BYTES / 4..].as_ptr() as *const u8;
         let mut acc = [_mm512_setzero_si512(); N];
         for quad in 0..GROUP / 4 {
             // SAFETY: the layout holds TILE_GROUP_BYTES per group and tile; the assert above

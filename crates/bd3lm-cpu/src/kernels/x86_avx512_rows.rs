@@ -77,6 +77,15 @@ fn block_values(src: &[u16], groups: usize, o0: usize, n: usize, row: &mut [f32]
     }
 }
 
+/// The first 16 values of `v`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn load16(v: &[f32]) -> __m512 {
+    let v = &v[..BLOCK];
+    // SAFETY: v holds 16 f32.
+    unsafe { _mm512_loadu_ps(v.as_ptr()) }
+}
+
 /// Writes lane `j < n` of each row's accumulator to `out[(i0 + j) * rows + r]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn scatter(acc: &[__m512], rows: usize, i0: usize, n: usize, out: &mut [f32]) {
@@ -126,7 +135,7 @@ pub(super) fn q8_rows(
                     };
                     transpose_sum(std::array::from_fn(|i| halve_pair(slot(2 * i), slot(2 * i + 1))))
                 };
-                let ws = _mm512_loadu_ps(ws[g * BLOCK..][..BLOCK].as_ptr());
+                let ws = load16(&ws[g * BLOCK..]);
                 let s = _mm512_mul_ps(ws, _mm512_set1_ps(a.group_scale(r, g)));
                 *acc = _mm512_add_ps(*acc, _mm512_mul_ps(s, _mm512_cvtepi32_ps(dot)));
             }
@@ -191,10 +200,10 @@ pub(super) fn q4_rows(
                         _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, c)
                     }))
                 };
-                let ws = _mm512_loadu_ps(ws[g * BLOCK..][..BLOCK].as_ptr());
+                let ws = load16(&ws[g * BLOCK..]);
                 let s = _mm512_mul_ps(ws, _mm512_set1_ps(a.group_scale(r, g)));
                 *acc = _mm512_add_ps(*acc, _mm512_mul_ps(s, _mm512_cvtepi32_ps(dot)));
-                let wm = _mm512_loadu_ps(wm[g * BLOCK..][..BLOCK].as_ptr());
+                let wm = load16(&wm[g * BLOCK..]);
                 let m = _mm512_mul_ps(wm, _mm512_set1_ps(a.scale_sum[r * groups + g]));
                 min_acc = _mm512_add_ps(min_acc, m);
             }
