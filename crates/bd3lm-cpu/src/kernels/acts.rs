@@ -152,17 +152,17 @@ impl QuantActs {
                 let codes = &self.q[r * k + g * GROUP..][..GROUP];
                 let base = (t * groups + g) * per_group + lane;
                 let mut hi_sum = 0i32;
-                for (quad, c) in codes.chunks_exact(4).enumerate() {
+                for (quad, &c) in codes.as_chunks::<4>().0.iter().enumerate() {
                     let slot = base + quad * LANES;
                     match scheme {
                         QuantScheme::Q8 => {
-                            let hi = c.map(|&c| c >> 8);
+                            let hi = c.map(|c| c >> 8);
                             hi_sum += hi.iter().map(|&h| h as i32).sum::<i32>();
                             words[slot] = u32::from_le_bytes(hi.map(|h| h as u8));
-                            words[slot + part] = u32::from_le_bytes(c.map(|&c| (c & 255) as u8));
+                            words[slot + part] = u32::from_le_bytes(c.map(|c| (c & 255) as u8));
                         }
                         QuantScheme::Q4 => {
-                            words[slot] = u32::from_le_bytes(c.map(|&c| c as u8));
+                            words[slot] = u32::from_le_bytes(c.map(|c| c as u8));
                         }
                     }
                 }

@@ -160,7 +160,8 @@ unsafe fn q8_pass<const N: usize>(
     assert!(flipped.len() >= N * k && ws.len() >= (N - 1) * groups + groups);
     let mut res = [_mm512_setzero_ps(); N];
     for g in 0..groups {
-        let base = a.lane_words[(t * groups + g) * 2 * TILE_GROUP_BYTES / 4..].as_ptr() as *const u8;
+        let base =
+            a.lane_words[(t * groups + g) * 2 * TILE_GROUP_BYTES / 4..].as_ptr() as *const u8;
         let mut hi = [_mm512_setzero_si512(); N];
         let mut lo = [_mm512_setzero_si512(); N];
         for quad in 0..GROUP / 4 {
@@ -185,7 +186,8 @@ unsafe fn q8_pass<const N: usize>(
             )
         };
         for j in 0..N {
-            let dot = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(hi[j]), lo[j]), corr);
+            let dot =
+                _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(hi[j]), lo[j]), corr);
             let s = _mm512_mul_ps(_mm512_set1_ps(ws[j * groups + g]), act_scale);
             res[j] = _mm512_add_ps(res[j], _mm512_mul_ps(s, _mm512_cvtepi32_ps(dot)));
         }
@@ -208,7 +210,9 @@ pub(super) fn q4_tile(
     let groups = k / GROUP;
     let end = (first + count) * groups;
     assert!(q.len() * 2 >= (first + count) * k && scales.len() >= end && mins.len() >= end);
-    assert!(a.q_bytes.len() >= a.rows * k && a.rows <= MAX_TILE_ROWS && out.len() >= count * a.rows);
+    assert!(
+        a.q_bytes.len() >= a.rows * k && a.rows <= MAX_TILE_ROWS && out.len() >= count * a.rows
+    );
     let (rows, mut ws, mut wm) = (a.rows, vec![0f32; OUTS * groups], vec![0f32; OUTS * groups]);
     if !a.lanes {
         return q4_rows(q, scales, mins, k, first, count, a, out);
@@ -219,7 +223,10 @@ pub(super) fn q4_tile(
         let n = (count - i0).min(OUTS);
         for j in 0..n {
             let o = first + i0 + j;
-            unpack_row(&q[o * k / 2..(o + 1) * k / 2], &mut codes[j * k..(j + 1) * k]);
+            unpack_row(
+                &q[o * k / 2..(o + 1) * k / 2],
+                &mut codes[j * k..(j + 1) * k],
+            );
             let span = j * groups..(j + 1) * groups;
             f16_row(&scales[o * groups..(o + 1) * groups], &mut ws[span.clone()]);
             f16_row(&mins[o * groups..(o + 1) * groups], &mut wm[span]);
@@ -231,7 +238,10 @@ pub(super) fn q4_tile(
                 store_lanes(&mut out[at..at + lanes], v);
             };
             if n == OUTS {
-                for (j, v) in q4_pass::<OUTS>(&codes, &ws, &wm, k, a, t).into_iter().enumerate() {
+                for (j, v) in q4_pass::<OUTS>(&codes, &ws, &wm, k, a, t)
+                    .into_iter()
+                    .enumerate()
+                {
                     put(j, v);
                 }
             } else {

@@ -70,7 +70,10 @@ fn prefetch_next(base: *const u8, len: usize, row_bytes: usize, next: usize, at:
 fn block_values(src: &[u16], groups: usize, o0: usize, n: usize, row: &mut [f32], out: &mut [f32]) {
     out.fill(0.0);
     for j in 0..n {
-        f16_row(&src[(o0 + j) * groups..(o0 + j + 1) * groups], &mut row[..groups]);
+        f16_row(
+            &src[(o0 + j) * groups..(o0 + j + 1) * groups],
+            &mut row[..groups],
+        );
         for (g, &v) in row[..groups].iter().enumerate() {
             out[g * BLOCK + j] = v;
         }
@@ -133,7 +136,9 @@ pub(super) fn q8_rows(
                         ));
                         _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, c)
                     };
-                    transpose_sum(std::array::from_fn(|i| halve_pair(slot(2 * i), slot(2 * i + 1))))
+                    transpose_sum(std::array::from_fn(|i| {
+                        halve_pair(slot(2 * i), slot(2 * i + 1))
+                    }))
                 };
                 let ws = load16(&ws[g * BLOCK..]);
                 let s = _mm512_mul_ps(ws, _mm512_set1_ps(a.group_scale(r, g)));
