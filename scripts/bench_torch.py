@@ -13,8 +13,10 @@ Not part of the test command (PyTorch is installed from PyPI only for benchmarks
     python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
     /tmp/torchvenv/bin/python scripts/bench_torch.py --model /tmp/synth-bs16 --threads 2
 
-Prints one JSON object per fill (`ms_median`, `ms_min` of one sampler step) and one for
-`generate`, and a correctness check: the stand-in's logits against a golden fixture.
+Prints one JSON object per fill and one for `generate`, and a correctness check: the
+stand-in's logits against a golden fixture. Per fill: `ms_median`/`ms_min` of one step (a
+forward with all B rows' logits, then the float64 draw on every row) and
+`forward_ms_median`/`forward_ms_min` of the forward alone (all B rows' logits).
 
 On a GPU (`scripts/gpu-check.sh` runs this): `--device cuda --dtypes f32,bf16 --attention
 original,sdpa`, one line per dtype, attention path and fill, and per generation. `original` is
@@ -124,10 +126,12 @@ class Model:
             q, k = self.rope(q, rows), self.rope(k, rows)
             if self.block_queries:  # --attention sdpa: only the block's rows attend
                 q = q[-self.b:]
-            # Attention for every row of the window (the original's cached path).
+            # Attention on 4-D [batch, heads, rows, d] tensors as the original passes them
+            # (3-D inputs take PyTorch's slow path); every row of the window attends in the
+            # original's cached path.
             a = torch.nn.functional.scaled_dot_product_attention(
-                q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1))
-            a = a.transpose(0, 1).reshape(-1, self.h)[-self.b:]
+                q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])
+            a = a[0].transpose(0, 1).reshape(-1, self.h)[-self.b:]
             x = x + gm * (a @ blk["out"].T)
             hdn = self.ln(x, blk["norm2"]) * (1 + cp) + sp
             hdn = torch.nn.functional.gelu(hdn @ blk["w1"].T + blk["b1"], approximate="tanh")
@@ -261,9 +265,20 @@ def bench(args, dtype, attention):
             if run:
                 times.append((time.perf_counter() - t) * 1e3)
         times.sort()
+        forward_times = []
+        for run in range(args.runs + 1):
+            t = time.perf_counter()
+            model.forward(block, store=False)
+            if run:
+                forward_times.append((time.perf_counter() - t) * 1e3)
+        forward_times.sort()
         print(json.dumps({"backend": "pytorch", "threads": args.threads, "fill": fill,
                           "runs": args.runs, "ms_min": times[0],
                           "ms_median": float(np.median(times)),
+                          "forward_ms_min": forward_times[0],
+                          "forward_ms_median": float(np.median(forward_times)),
+                          "figure": "step = forward with all rows' logits + float64 draw on "
+                                    "every row; forward = the forward alone",
                           "torch": torch.__version__, **tags}), flush=True)
     if args.no_generate:
         return

@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// commits: seconds even on a software adapter.
     #[arg(long)]
     pub counters_only: bool,
+    /// Buffer (MiB) for the streaming read bandwidth measured before a CPU run (1 thread and
+    /// N), which each figure's weight traffic is divided by; 0: not measured. Make it larger
+    /// than the last-level cache.
+    #[arg(long, default_value_t = 1024)]
+    pub bandwidth_mib: usize,
     /// Only time a chain of N one-thread dependent dispatches (the dispatch floor a forward
     /// of N dispatches cannot beat), then exit (GPU backend).
     #[arg(long, value_name = "N")]
@@ -68,6 +73,8 @@ struct FillResult {
     ms_median: f64,
     block_ms_median: f64,
     tokens_per_s: f64,
+    /// Model calls per second while generating (store passes included).
+    gen_forwards_per_s: f64,
     readback_bytes_per_step: usize,
     /// GPU buffers and bind groups created during the timed forwards and the generation.
     objects_created: u64,
@@ -204,6 +211,7 @@ fn bench_fill(
     let mut started = None;
     // Counted from the first generated block on (the prompt's store passes come before).
     let mut before = None;
+    let mut forwards_before = None;
     let mut blocks = 0u64;
     loop {
         let event = pollster::block_on(gen.next(engine))?;
@@ -212,6 +220,7 @@ fn bench_fill(
                 blocks += 1;
                 started.get_or_insert_with(Instant::now);
                 before.get_or_insert_with(|| engine.counters());
+                forwards_before.get_or_insert_with(|| engine.forward_count());
             }
             Event::Finished { .. } => break,
             _ => {}
@@ -228,6 +237,8 @@ fn bench_fill(
         ms_median,
         block_ms_median,
         tokens_per_s: generated as f64 / seconds,
+        gen_forwards_per_s: (engine.forward_count() - forwards_before.unwrap_or(0)) as f64
+            / seconds,
         readback_bytes_per_step: readback,
         objects_created: after.device_objects_created - objects_before,
         host_waits_per_block: per_block(after.host_waits - before.host_waits),
@@ -238,6 +249,62 @@ fn bench_fill(
 /// Peak resident memory of this process so far (Linux `VmHWM`), loading included.
 fn peak_rss_bytes() -> Option<u64> {
     bd3lm::long_run::process_memory_bytes("VmHWM")
+}
+
+/// The machine's streaming read bandwidth with 1 thread and with `n`, in bytes per second.
+struct Bandwidth {
+    one: f64,
+    n: f64,
+    threads_n: usize,
+    /// The engine's threads.
+    threads: usize,
+}
+
+impl Bandwidth {
+    /// Measures with a buffer of `mib` MiB, then frees it. The peak resident memory is reset
+    /// to the current value afterwards (Linux `clear_refs`), so `VmHWM` keeps measuring the
+    /// engine; `peak_before` is the peak up to then.
+    fn measure(mib: usize, threads: usize) -> Bandwidth {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads_n = if threads > 1 { threads } else { cores };
+        let buffer = bd3lm_cpu::bandwidth::ReadBuffer::new(mib << 20);
+        let one = buffer.read_bytes_per_s(1, 3);
+        let n = buffer.read_bytes_per_s(threads_n, 3);
+        drop(buffer);
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        Bandwidth {
+            one,
+            n,
+            threads_n,
+            threads,
+        }
+    }
+
+    /// The bandwidth at the engine's thread count.
+    fn engine(&self) -> f64 {
+        if self.threads == 1 {
+            self.one
+        } else {
+            self.n
+        }
+    }
+
+    /// `weight_bytes * per_s` as a share of the engine's bandwidth.
+    fn share(&self, weight_bytes: u64, per_s: f64) -> f64 {
+        weight_bytes as f64 * per_s / self.engine()
+    }
+}
+
+/// Weight bytes one CPU step streams: every layer matrix and the LM head (whole, even for one
+/// row); the embedding is a gather of the block's rows.
+fn cpu_step_weight_bytes(w: &bd3lm::Weights) -> u64 {
+    let layers: usize = w
+        .layers
+        .iter()
+        .flat_map(|l| l.matrices())
+        .map(|(_, m)| m.bytes())
+        .sum();
+    (layers + w.lm_head.bytes()) as u64
 }
 
 pub fn run(mut args: BenchArgs) -> CliResult<()> {
@@ -267,6 +334,13 @@ pub fn run(mut args: BenchArgs) -> CliResult<()> {
         AnyEngine::Cpu(cpu) => cpu.threads(),
         _ => 1,
     };
+    let is_cpu = matches!(engine, AnyEngine::Cpu(_));
+    let peak_before_bandwidth = peak_rss_bytes();
+    let bandwidth = (is_cpu && args.bandwidth_mib > 0 && !args.counters_only)
+        .then(|| Bandwidth::measure(args.bandwidth_mib, threads));
+    // The peak resident memory without the bandwidth buffer.
+    let peak_rss = || peak_rss_bytes().map(|now| now.max(peak_before_bandwidth.unwrap_or(0)));
+    let cpu_weight_bytes = cpu_step_weight_bytes(&loaded.weights);
     let header = serde_json::json!({
         "model": source.short_name(),
         "format": loaded.format,
@@ -285,14 +359,37 @@ pub fn run(mut args: BenchArgs) -> CliResult<()> {
             cfg.block_size,
             args.runs
         );
-        println!("| fill | ms/step min | median | ms/forward in a block | forwards/s | tokens/s (first hitting, {tokens} tokens) | dispatches/forward | workgroups min | host waits/block | submits/block | readback bytes/step | GPU objects created |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        if let Some(bw) = &bandwidth {
+            eprintln!(
+                "[bd3lm] streaming read bandwidth ({} MiB buffer): {:.1} GB/s with 1 thread, {:.1} GB/s with {}; weights per step {:.1} MB",
+                args.bandwidth_mib,
+                bw.one / 1e9,
+                bw.n / 1e9,
+                bw.threads_n,
+                cpu_weight_bytes as f64 / 1e6
+            );
+        }
+        println!("| fill | ms/step min | median | ms/forward in a block | forwards/s | tokens/s (first hitting, {tokens} tokens) | dispatches/forward | workgroups min | host waits/block | submits/block | readback bytes/step | GPU objects created | share of read bandwidth: step / forward in a block / generation |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     for &fill in &fills {
         let r = bench_fill(&mut engine, fill, args.runs, tokens, bos, args.seed)?;
         let c = engine.counters();
         let ms_per_forward = r.block_ms_median / cfg.block_size as f64;
         let forwards_per_s = 1e3 / ms_per_forward;
+        let weight_bytes = if is_cpu {
+            cpu_weight_bytes
+        } else {
+            c.weight_bytes_per_forward
+        };
+        // Weight traffic of each figure over the machine's read bandwidth (CPU engine).
+        let shares = bandwidth.as_ref().map(|bw| {
+            [
+                bw.share(weight_bytes, 1e3 / r.ms_median),
+                bw.share(weight_bytes, forwards_per_s),
+                bw.share(weight_bytes, r.gen_forwards_per_s),
+            ]
+        });
         if args.json {
             let mut json = header.clone();
             let fields = serde_json::json!({
@@ -306,24 +403,35 @@ pub fn run(mut args: BenchArgs) -> CliResult<()> {
                 "dispatches_per_forward": c.dispatches_per_forward,
                 "readback_bytes_per_step": r.readback_bytes_per_step,
                 "gpu_objects_created": r.objects_created,
-                "peak_rss_bytes": peak_rss_bytes(),
+                "peak_rss_bytes": peak_rss(),
                 "threads": threads,
                 "package_bytes": loaded.file_bytes,
                 "host_waits_per_block": r.host_waits_per_block,
                 "submits_per_block": r.submits_per_block,
                 "workgroups_min": c.workgroups_min,
-                "weight_bytes_per_forward": c.weight_bytes_per_forward,
+                "weight_bytes_per_forward": weight_bytes,
                 // Weight bytes streamed per second at that rate (divide by the GPU's peak
                 // memory bandwidth for the fraction reached).
-                "weight_gbytes_per_s": c.weight_bytes_per_forward as f64 * forwards_per_s / 1e9,
+                "weight_gbytes_per_s": weight_bytes as f64 * forwards_per_s / 1e9,
+                // CPU: the streaming read bandwidth measured in this run, and the share of
+                // it (at the engine's thread count) that each figure's weight traffic is.
+                "read_gbytes_per_s_1": bandwidth.as_ref().map(|b| b.one / 1e9),
+                "read_gbytes_per_s_n": bandwidth.as_ref().map(|b| b.n / 1e9),
+                "read_threads_n": bandwidth.as_ref().map(|b| b.threads_n),
+                "step_bandwidth_share": shares.map(|s| s[0]),
+                "block_bandwidth_share": shares.map(|s| s[1]),
+                "generate_bandwidth_share": shares.map(|s| s[2]),
             });
             if let (Some(obj), Some(more)) = (json.as_object_mut(), fields.as_object()) {
                 obj.extend(more.clone());
             }
             println!("{json}");
         } else {
+            let shares = shares.map_or("–".to_string(), |s| {
+                format!("{:.2} / {:.2} / {:.2}", s[0], s[1], s[2])
+            });
             println!(
-                "| {} | {:.3} | {:.3} | {ms_per_forward:.3} | {forwards_per_s:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {} | {} |",
+                "| {} | {:.3} | {:.3} | {ms_per_forward:.3} | {forwards_per_s:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {} | {} | {shares} |",
                 r.fill,
                 r.ms_min,
                 r.ms_median,
@@ -338,7 +446,7 @@ pub fn run(mut args: BenchArgs) -> CliResult<()> {
         }
     }
     if !args.json {
-        if let Some(rss) = peak_rss_bytes() {
+        if let Some(rss) = peak_rss() {
             eprintln!(
                 "[bd3lm] peak resident memory {:.1} MB (loading included; model files {:.1} MB, KV cache {:.1} MB)",
                 rss as f64 / 1e6,

@@ -245,7 +245,17 @@ fn bad_packages_give_precise_errors() {
 
 #[test]
 fn bench_json_has_the_documented_keys() {
-    let r = run(["bench", "--json", "--runs", "2", "--tokens", "8"]).ok();
+    let r = run([
+        "bench",
+        "--json",
+        "--runs",
+        "2",
+        "--tokens",
+        "8",
+        "--bandwidth-mib",
+        "16",
+    ])
+    .ok();
     let lines: Vec<serde_json::Value> = r
         .stdout
         .lines()
@@ -277,6 +287,12 @@ fn bench_json_has_the_documented_keys() {
         "workgroups_min",
         "weight_bytes_per_forward",
         "weight_gbytes_per_s",
+        "read_gbytes_per_s_1",
+        "read_gbytes_per_s_n",
+        "read_threads_n",
+        "step_bandwidth_share",
+        "block_bandwidth_share",
+        "generate_bandwidth_share",
     ];
     for line in &lines {
         let obj = line.as_object().unwrap();
@@ -292,6 +308,11 @@ fn bench_json_has_the_documented_keys() {
         // Linux reports the peak resident memory; the embedded q8 model is ~6 MB.
         let rss = line["peak_rss_bytes"].as_u64().unwrap();
         assert!(rss > line["package_bytes"].as_u64().unwrap(), "{rss}");
+        // The CPU engine's figures come with the measured read bandwidth and their share of it.
+        assert!(line["read_gbytes_per_s_1"].as_f64().unwrap() > 0.0);
+        assert!(line["weight_bytes_per_forward"].as_u64().unwrap() > 4_000_000);
+        let share = line["step_bandwidth_share"].as_f64().unwrap();
+        assert!(share > 0.0 && share.is_finite(), "{share}");
     }
     run(["bench", "--ctx", "5"]).fails_with(2, &["--ctx 5", "multiple of the block size 4"]);
 

@@ -8,6 +8,8 @@
 //! activations as llama.cpp does (quality measured in `docs/quantization.md`).
 
 pub mod attention;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bandwidth;
 pub mod engine;
 pub mod forward;
 pub mod kernels;

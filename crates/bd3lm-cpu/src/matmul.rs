@@ -55,7 +55,7 @@ pub fn matmul(
         let xs = &x[r0 * k..(r0 + rt) * k];
         let input = match view.quant_scheme() {
             Some(scheme) => {
-                acts.prepare(xs, rt, k, scheme);
+                acts.prepare(xs, rt, k, scheme, simd);
                 Input::Quant(acts)
             }
             None => Input::F32 { x: xs, rows: rt },

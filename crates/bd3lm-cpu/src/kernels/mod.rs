@@ -16,12 +16,19 @@
 use bd3lm::quant::GROUP;
 use half::f16;
 
+pub use acts::{QuantActs, QuantScheme};
+
+mod acts;
 pub mod portable;
 pub mod simd128;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_quant;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_rows;
 
 /// Activation rows a kernel call handles at once (callers split larger row counts).
 pub const MAX_TILE_ROWS: usize = 32;
@@ -119,12 +126,6 @@ pub enum WeightView<'a> {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuantScheme {
-    Q8,
-    Q4,
-}
-
 impl WeightView<'_> {
     pub fn quant_scheme(&self) -> Option<QuantScheme> {
         match self {
@@ -133,94 +134,6 @@ impl WeightView<'_> {
             _ => None,
         }
     }
-}
-
-/// Activation rows quantized per group of [`GROUP`] values: `x ≈ q * scale` with
-/// `scale = max|x| / ACT_MAX` in f32. For q8 weights the codes span 16 bits, which leaves the
-/// int8 weights the only quantization that matters (8-bit activations raised q8's KL
-/// divergence from f32 2.8-fold, docs/quantization.md); for q4 weights, whose own error is
-/// a hundred times larger, 8-bit codes change nothing measurable and let AVX-512 multiply
-/// two groups per `vpdpbusd`. Buffers are reused between calls.
-#[derive(Debug, Default, Clone)]
-pub struct QuantActs {
-    pub rows: usize,
-    pub k: usize,
-    /// `[rows, k]` codes; for q4 each group holds its 16 even columns, then its 16 odd ones
-    /// (the order in which a byte's low and high nibbles unpack).
-    q: Vec<i16>,
-    /// The same codes as bytes (q4 only, where they fit in 8 bits).
-    q_bytes: Vec<i8>,
-    /// `[rows, groups, 8]`: each group's scale repeated 8 times (one 256-bit lane group).
-    scale8: Vec<f32>,
-    /// `[rows, groups]`: scale times the sum of the group's codes (the q4 minimum term).
-    scale_sum: Vec<f32>,
-}
-
-/// Largest activation code for q8 weights.
-const ACT_MAX: f32 = 32767.0;
-/// Largest activation code for q4 weights.
-const ACT_MAX_Q4: f32 = 127.0;
-
-impl QuantActs {
-    pub fn groups(&self) -> usize {
-        self.k / GROUP
-    }
-
-    fn group_scale(&self, r: usize, g: usize) -> f32 {
-        self.scale8[(r * self.groups() + g) * 8]
-    }
-
-    /// Quantizes `x` (`[rows, k]`, `k` a multiple of [`GROUP`]) for weights in `scheme`.
-    pub fn prepare(&mut self, x: &[f32], rows: usize, k: usize, scheme: QuantScheme) {
-        debug_assert!(k.is_multiple_of(GROUP) && x.len() >= rows * k);
-        let groups = k / GROUP;
-        self.rows = rows;
-        self.k = k;
-        self.q.resize(rows * k, 0);
-        self.scale8.resize(rows * groups * 8, 0.0);
-        self.scale_sum.resize(rows * groups, 0.0);
-        let act_max = match scheme {
-            QuantScheme::Q8 => ACT_MAX,
-            QuantScheme::Q4 => ACT_MAX_Q4,
-        };
-        for r in 0..rows {
-            for g in 0..groups {
-                let src = &x[r * k + g * GROUP..r * k + (g + 1) * GROUP];
-                let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = amax / act_max;
-                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                let mut codes = [0i16; GROUP];
-                let mut sum = 0i32;
-                for (c, &v) in codes.iter_mut().zip(src) {
-                    *c = round_to_int((v * inv).clamp(-act_max, act_max)) as i16;
-                    sum += *c as i32;
-                }
-                let dst = &mut self.q[r * k + g * GROUP..r * k + (g + 1) * GROUP];
-                if scheme == QuantScheme::Q4 {
-                    for (i, pair) in codes.chunks_exact(2).enumerate() {
-                        dst[i] = pair[0];
-                        dst[GROUP / 2 + i] = pair[1];
-                    }
-                } else {
-                    dst.copy_from_slice(&codes);
-                }
-                self.scale8[(r * groups + g) * 8..(r * groups + g + 1) * 8].fill(scale);
-                self.scale_sum[r * groups + g] = scale * sum as f32;
-            }
-        }
-        self.q_bytes.clear();
-        if scheme == QuantScheme::Q4 {
-            self.q_bytes.extend(self.q.iter().map(|&c| c as i8));
-        }
-    }
-}
-
-/// Rounds to the nearest integer (ties to even) for |x| < 2^22, without a libm call (so the
-/// loop vectorises on every target).
-#[inline(always)]
-fn round_to_int(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-    (x + MAGIC) - MAGIC
 }
 
 /// What a kernel multiplies the weights with.
