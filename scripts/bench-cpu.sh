@@ -7,19 +7,24 @@
 # target/bench/cpu.jsonl. Not part of the test command.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-B=target/release/bd3lm
+# BD3LM: a binary built elsewhere (no build).
+B=${BD3LM:-target/release/bd3lm}
 M=${SYNTH:-/tmp/synth-bs16}
 PY=${TORCH_PYTHON:-/tmp/torchvenv/bin/python}
 ROUNDS=${ROUNDS:-2}
 OUT=target/bench
 mkdir -p "$OUT"
-cargo build --release -p bd3lm-cli
+[[ -n ${BD3LM:-} ]] || cargo build --release -p bd3lm-cli
+# Figures of an engine that fails conformance are worthless: a failed check stops the run.
+conformance=$($B conformance --backend cpu tests/fixtures/*/) || { echo "$conformance" | grep -v '^PASS' || true; echo "bench-cpu.sh: conformance failed" >&2; exit 1; }
+# Fails the run when a benchmark wrote no figure.
+measured() { [[ -s $1 ]] || { echo "bench-cpu.sh: $1 is empty: nothing was measured" >&2; exit 1; }; }
 [[ -d $M ]] || $B synth --out "$M" --block-size 16
 for f in f32 q8 q4; do
   [[ -d $M-$f ]] || $B quantize "$M" "$M-$f" --format $f --tokenizer models/tokenizers/gpt2/tokenizer.json
 done
 echo "# commit $(git rev-parse --short HEAD); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# conformance cpu: $($B conformance --backend cpu tests/fixtures/*/ 2>/dev/null | cut -d' ' -f1 | sort | uniq -c | xargs)"
+echo "# conformance cpu: $(cut -d' ' -f1 <<<"$conformance" | sort | uniq -c | xargs)"
 {
   for round in $(seq "$ROUNDS"); do
     for t in 2 1; do
@@ -38,9 +43,11 @@ echo "# conformance cpu: $($B conformance --backend cpu tests/fixtures/*/ 2>/dev
     $B bench --model "$M-$f" --backend cpu --threads 2 --runs 3 --tokens 16 --json
   done
 } | tee "$OUT/cpu.jsonl"
+measured "$OUT/cpu.jsonl"
 # End to end: 256 tokens, first hitting, equal threads.
 for t in ${GEN_THREADS:-1 2}; do
   $B generate --model "$M-q8" --backend cpu --threads $t --tokens 256 --seed 0 2>&1 >/dev/null | tail -n 1
   $PY scripts/bench_torch.py --model "$M" --threads $t --runs 1 --fills 0 --tokens 256
   echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
 done | tee "$OUT/cpu-generate.txt"
+measured "$OUT/cpu-generate.txt"

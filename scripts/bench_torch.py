@@ -21,6 +21,7 @@ import json
 import math
 import os
 import struct
+import sys
 import time
 
 import numpy as np
@@ -209,6 +210,9 @@ def main():
     err = check_fixture(args.check_fixture)
     print(json.dumps({"check": "logits vs golden fixture", "fixture": args.check_fixture,
                       "max_abs_err": err}), flush=True)
+    # A stand-in that misses its fixture times the wrong program (`not <=`: NaN fails too).
+    if not err <= 1e-3:
+        sys.exit(f"bench_torch.py: logits differ from {args.check_fixture} by {err} (> 1e-3)")
     model = Model(args.model)
     mask, bos = model.v - 1, model.v - 2
     gen = torch.Generator().manual_seed(args.seed)

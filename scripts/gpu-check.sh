@@ -55,6 +55,7 @@ fi
 
 # 2. Conformance in both tilings.
 log "2/5 conformance"
+conformance_failed=0
 for tiling in hardware software; do
   out=$("$BD3LM" conformance --backend gpu --gpu-tiling "$tiling" --json tests/fixtures/*/ || true)
   checks=$(grep -c '"status"' <<<"$out" || true)
@@ -64,6 +65,8 @@ for tiling in hardware software; do
   printf '{"figure":"conformance","gpu_tiling":"%s","checks":%d,"failed":%d,"traces":%d,"traces_token_exact":%d}\n' \
     "$tiling" "$checks" "$failed" "$traces" "$exact"
   grep '"status":"FAIL"' <<<"$out" | tag conformance_failure || true
+  # The figures still follow, but a failed or empty conformance fails the run (exit 1 at the end).
+  ((failed == 0 && checks > 0)) || conformance_failed=1
 done
 
 # 3. The full-size synthetic model and its packages.
@@ -93,3 +96,4 @@ done
 log "5/5 dispatch floor"
 "$BD3LM" bench --backend gpu --dispatch-floor 104 --runs 50 --json
 log "done"
+((conformance_failed == 0)) || { log "conformance FAILED (see the conformance lines)"; exit 1; }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Mutation testing of the numerical core with cargo-mutants (docs/reliability.md, "Mutation
+# testing"): each scope mutates one file of the core crate (the forward: only its attention
+# layer and LayerNorm) and runs the core crate's tests that cover it. Not part of the test
+# command: it takes hours on a 2-core machine (the figures and times are in the doc).
+#   cargo install cargo-mutants --locked
+#   scripts/mutants.sh [SCOPE...]      SCOPE: rng sampler quant config safetensors forward (default: all)
+# Environment: MUTANTS_JOBS (parallel builds, default 1), MUTANTS_TIMEOUT (seconds per test
+# run, default 300), MUTANTS_BASELINE=skip (skip the unmutated baseline run of each scope),
+# MUTANTS_SHARD=K/N (only the K-th of N shards of each scope), MUTANTS_OUT (default
+# target/mutants). Writes MUTANTS_OUT/SCOPE/mutants.out/ (caught.txt, missed.txt, timeout.txt,
+# unviable.txt) and prints one line per scope: generated, caught, missed, timed out, unviable,
+# minutes. Exits non-zero when a mutant was missed or timed out, or a scope did not run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ALL=(rng sampler quant config safetensors forward)
+# scope NAME: sets file, re (mutant-name filter, may be empty) and tests (cargo test target args).
+scope() {
+  re=''
+  case "$1" in
+    rng) file=crates/bd3lm/src/runtime/rng.rs; tests=(--lib --test conformance_cpu) ;;
+    sampler) file=crates/bd3lm/src/runtime/sampler.rs; tests=(--lib --test conformance_cpu) ;;
+    quant) file=crates/bd3lm/src/runtime/quant.rs; tests=(--lib --test package_roundtrip --test package_errors) ;;
+    config) file=crates/bd3lm/src/runtime/config.rs; tests=(--lib --test checkpoint_errors --test package_errors) ;;
+    safetensors)
+      file=crates/bd3lm/src/runtime/hf_file.rs
+      tests=(--lib --test checkpoint_errors --test stream_convert --test fuzz_regressions) ;;
+    forward)
+      # The attention (inside `layer`) and LayerNorm of the reference forward, not its driver.
+      file=crates/bd3lm/src/runtime/forward.rs
+      re='(in|replace) (layer|layer_norm_modulate)\b'
+      tests=(--lib --test conformance_cpu) ;;
+    *) echo "mutants.sh: unknown scope '$1' (${ALL[*]})" >&2; exit 2 ;;
+  esac
+}
+
+(($#)) || set -- "${ALL[@]}"
+for name in "$@"; do scope "$name"; done # every name checked before the long run starts
+command -v cargo-mutants >/dev/null || { echo "mutants.sh: cargo install cargo-mutants --locked" >&2; exit 1; }
+
+OUT=${MUTANTS_OUT:-target/mutants}
+mkdir -p "$OUT"
+# One target directory for every scope: the dependencies build once, not once per scratch copy.
+export CARGO_TARGET_DIR=$PWD/$OUT/target
+count() { [[ -f $1 ]] && grep -c . "$1" || echo 0; }
+status=0
+printf '%-12s %9s %7s %7s %9s %9s %8s\n' scope generated caught missed timeout unviable minutes
+for name in "$@"; do
+  scope "$name"
+  started=$SECONDS
+  rc=0
+  args=(--package bd3lm --file "$file" --timeout "${MUTANTS_TIMEOUT:-300}" --build-timeout 900
+    --jobs "${MUTANTS_JOBS:-1}" --no-shuffle --output "$OUT/$name")
+  [[ -z $re ]] || args+=(--re "$re")
+  [[ -z ${MUTANTS_SHARD:-} ]] || args+=(--shard "$MUTANTS_SHARD")
+  [[ ${MUTANTS_BASELINE:-run} != skip ]] || args+=(--baseline skip)
+  cargo mutants "${args[@]}" -- "${tests[@]}" >"$OUT/$name.log" 2>&1 || rc=$?
+  dir=$OUT/$name/mutants.out
+  caught=$(count "$dir/caught.txt") missed=$(count "$dir/missed.txt")
+  timeout=$(count "$dir/timeout.txt") unviable=$(count "$dir/unviable.txt")
+  generated=$((caught + missed + timeout + unviable))
+  printf '%-12s %9d %7d %7d %9d %9d %8.1f\n' "$name" "$generated" "$caught" "$missed" "$timeout" \
+    "$unviable" "$(awk -v s=$((SECONDS - started)) 'BEGIN { print s / 60 }')"
+  # cargo-mutants: 0 all caught, 2 missed, 3 timeouts; anything else (or nothing generated) is
+  # a run that measured nothing.
+  if ((generated == 0)) || ((rc != 0 && rc != 2 && rc != 3)); then
+    echo "  $name: cargo mutants exited $rc with $generated outcomes (see $OUT/$name.log)" >&2
+    status=1
+  fi
+  ((missed + timeout == 0)) || { sed 's/^/  missed: /' "$dir/missed.txt" 2>/dev/null; status=1; }
+done
+exit $status
