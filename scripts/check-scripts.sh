@@ -110,6 +110,16 @@ for script in scripts/* tests/e2e/*; do
     tests/e2e/long_run.mjs)
       expect_failure "$script" 'ERR_CONNECTION_REFUSED' 'an unreachable page' node "$script" "$unreachable" ;;
     tests/e2e/memory.mjs) skip "$script" 'a module of the memory sampler, imported by hub_full_size.mjs' ;;
+    tests/e2e/numbers.mjs)
+      # A check written with these helpers (exit 1 when it fails) on planted NaNs and infinities.
+      expect_failure "$script" 'every planted value failed' 'NaN and infinities compared' \
+        node --input-type=module -e "
+          import { within, maxAbsDiff } from '$PWD/$script';
+          const passed = [within(NaN, 1), within(Infinity, 1), within(maxAbsDiff([1, NaN], [1, 2]), 1),
+            within(maxAbsDiff([1, 2], [1, -Infinity]), 1)].filter(Boolean).length;
+          const sane = within(maxAbsDiff([1, 2], [1.5, 2]), 0.5) && !within(maxAbsDiff([1], [1, 2]), 1);
+          console.log(passed || !sane ? passed + ' planted values passed' : 'every planted value failed');
+          process.exit(passed || !sane ? 0 : 1);" ;;
     tests/e2e/full_size.mjs) ;; # run by full-size-check.sh below
     tests/e2e/full-size-check.sh)
       if have_page; then
