@@ -121,6 +121,9 @@ pub fn planted_non_finite_problems(
         .filter(|r| !r.pass)
         .map(|r| format!("unplanted: {}", r.line()))
         .collect();
+    if logits.len() != block.len() * v {
+        return Ok(problems);
+    }
     let masked_row = block.iter().position(|&t| t == mask);
     let clean_row = block.iter().position(|&t| t != mask);
     for (row, kind) in [(masked_row, "masked"), (clean_row, "clean")] {
