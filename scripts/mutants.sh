@@ -3,8 +3,10 @@
 # testing"): each scope mutates one file of the core crate (the forward: only its attention
 # layer and LayerNorm) and runs the core crate's tests that cover it. Not part of the test
 # command: it takes hours on a 2-core machine (the figures and times are in the doc).
+# The forward's scope names lines of forward.rs (the attention half of `layer`): keep it in
+# step when that file changes (`cargo mutants --list` shows what a scope selects).
 #   cargo install cargo-mutants --locked
-#   scripts/mutants.sh [SCOPE...]      SCOPE: rng sampler quant config safetensors forward (default: all)
+#   scripts/mutants.sh [SCOPE...]      SCOPE: rng config safetensors sampler forward quant (default: all)
 # Environment: MUTANTS_JOBS (parallel builds, default 1), MUTANTS_TIMEOUT (seconds per test
 # run, default 300), MUTANTS_BASELINE=skip (skip the unmutated baseline run of each scope),
 # MUTANTS_SHARD=K/N (only the K-th of N shards of each scope), MUTANTS_OUT (default
@@ -14,22 +16,35 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL=(rng sampler quant config safetensors forward)
+ALL=(rng config safetensors sampler forward quant)
 # scope NAME: sets file, re (mutant-name filter, may be empty) and tests (cargo test target args).
 scope() {
   re=''
   case "$1" in
     rng) file=crates/bd3lm/src/runtime/rng.rs; tests=(--lib --test conformance_cpu) ;;
-    sampler) file=crates/bd3lm/src/runtime/sampler.rs; tests=(--lib --test conformance_cpu) ;;
-    quant) file=crates/bd3lm/src/runtime/quant.rs; tests=(--lib --test package_roundtrip --test package_errors) ;;
-    config) file=crates/bd3lm/src/runtime/config.rs; tests=(--lib --test checkpoint_errors --test package_errors) ;;
+    sampler)
+      # SUBS, nucleus, posterior, the race and the confidence / entropy selection rules.
+      file=crates/bd3lm/src/runtime/sampler.rs; tests=(--lib --test conformance_cpu) ;;
+    quant)
+      # Quantization and dequantization, not the scheme names and sizes.
+      file=crates/bd3lm/src/runtime/quant.rs
+      re='(in|replace) (Matrix::(dequantize_row|to_f32|quantize|quantize_with)|quantize_q8|quantize_q4\w*|encode_q4\w*|nibble|in_parallel\w*)\b'
+      tests=(--lib --test package_roundtrip --test package_errors) ;;
+    config)
+      # The validation of config.json, not the parameter count or the defaults.
+      file=crates/bd3lm/src/runtime/config.rs
+      re='(in|replace) (Config::(validate|from_map|from_json_str)|get_(usize|bool|f64|string))\b'
+      tests=(--lib --test checkpoint_errors --test package_errors) ;;
     safetensors)
+      # The header parser and the tensor checks on it, not the file reader.
       file=crates/bd3lm/src/runtime/hf_file.rs
+      re='(in|replace) (SafetensorsHeader|CheckpointDtype)::'
       tests=(--lib --test checkpoint_errors --test stream_convert --test fuzz_regressions) ;;
     forward)
-      # The attention (inside `layer`) and LayerNorm of the reference forward, not its driver.
+      # The reference forward's LayerNorm and attention (its half of `layer`), not the MLP
+      # or the block driver.
       file=crates/bd3lm/src/runtime/forward.rs
-      re='(in|replace) (layer|layer_norm_modulate)\b'
+      re='(in|replace) layer_norm_modulate\b|forward.rs:(24[1-9]|2[5-9][0-9]|30[0-4]):.* in layer$'
       tests=(--lib --test conformance_cpu) ;;
     *) echo "mutants.sh: unknown scope '$1' (${ALL[*]})" >&2; exit 2 ;;
   esac
