@@ -71,9 +71,8 @@ fn a_planted_nan_or_infinity_in_the_gpu_logits_fails_the_check() {
     let mut engine = engine(&ctx, &fx.weights);
     let (block, logits) =
         pollster::block_on(conformance::teacher_forced_logits(&fx, &mut engine)).expect("logits");
-    let problems =
-        conformance::planted_non_finite_problems(&fx, &block, &logits, Tolerances::GPU)
-            .expect("checks run");
+    let problems = conformance::planted_non_finite_problems(&fx, &block, &logits, Tolerances::GPU)
+        .expect("checks run");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

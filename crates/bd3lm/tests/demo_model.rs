@@ -56,7 +56,8 @@ fn demo_model_matches_its_reference_logits() {
             let ref_ids = numbers(&top_ids[r]);
             let ref_logits = numbers(&top_logits[r]);
             for (&id, &logit) in ref_ids.iter().zip(&ref_logits) {
-                worst = tolerance::worst(worst, tolerance::abs_diff(row[id as usize] as f64, logit));
+                worst =
+                    tolerance::worst(worst, tolerance::abs_diff(row[id as usize] as f64, logit));
             }
             let argmax = (0..v)
                 .max_by(|&a, &b| row[a].total_cmp(&row[b]))

@@ -400,14 +400,25 @@ mod tests {
         assert!(base.validate().is_ok());
         type Edit = (&'static str, Box<dyn Fn(&mut Config, usize)>, usize);
         let limits: Vec<Edit> = vec![
-            ("hidden_dim", Box::new(|c, v| c.hidden_dim = v), MAX_HIDDEN_DIM),
+            (
+                "hidden_dim",
+                Box::new(|c, v| c.hidden_dim = v),
+                MAX_HIDDEN_DIM,
+            ),
             ("cond_dim", Box::new(|c, v| c.cond_dim = v), MAX_HIDDEN_DIM),
             ("n_blocks", Box::new(|c, v| c.n_layers = v), MAX_LAYERS),
-            ("model_length", Box::new(|c, v| c.model_length = v), MAX_MODEL_LENGTH),
+            (
+                "model_length",
+                Box::new(|c, v| c.model_length = v),
+                MAX_MODEL_LENGTH,
+            ),
             ("vocab_size", Box::new(|c, v| c.vocab_size = v), 1 << 24),
         ];
         for (field, set, max) in &limits {
-            assert!(with(&|c| set(c, *max)).validate().is_ok(), "{field} = {max}");
+            assert!(
+                with(&|c| set(c, *max)).validate().is_ok(),
+                "{field} = {max}"
+            );
             assert_eq!(rejected_field(with(&|c| set(c, max + 1))), *field);
             assert_eq!(rejected_field(with(&|c| set(c, 0))), *field);
         }
@@ -428,7 +439,10 @@ mod tests {
         ));
         assert_eq!(rejected_field(with(&|c| c.adaln = false)), "adaln");
         assert_eq!(rejected_field(with(&|c| c.causal = true)), "causal");
-        assert_eq!(rejected_field(with(&|c| c.cross_attn = false)), "cross_attn");
+        assert_eq!(
+            rejected_field(with(&|c| c.cross_attn = false)),
+            "cross_attn"
+        );
         assert_eq!(
             rejected_field(with(&|c| c.time_conditioning = true)),
             "time_conditioning"

@@ -71,7 +71,10 @@ mod tests {
             assert_eq!(x, (b.next_f64() * 5.0) as usize);
             seen[x] += 1;
         }
-        assert!(seen.iter().all(|&c| c > 150), "every value, evenly: {seen:?}");
+        assert!(
+            seen.iter().all(|&c| c > 150),
+            "every value, evenly: {seen:?}"
+        );
         assert_eq!(SplitMix64::new(1).below(1), 0);
     }
 

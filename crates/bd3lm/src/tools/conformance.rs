@@ -9,8 +9,8 @@ use crate::fixture::{Fixture, TraceConfig};
 use crate::generate::{Event, Generator, Replay, SamplerKind, SamplingOptions};
 use crate::rng;
 use crate::sampler;
-use crate::tolerance::{self, abs_diff, max_abs_diff, worst};
 pub use crate::tolerance::Tolerances;
+use crate::tolerance::{self, abs_diff, max_abs_diff, worst};
 pub use logits::{logit_checks, planted_non_finite_problems, teacher_forced_logits};
 
 mod logits;

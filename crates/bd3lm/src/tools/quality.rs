@@ -73,7 +73,11 @@ fn compare_row(reference: &[f32], candidate: &[f32], mask: usize, stats: &mut Qu
         .map(|(&lp, &lq)| lp.exp() * (lp - lq))
         .sum::<f64>();
     // A NaN KL (a NaN logit) is infinite, never 0 (`f64::max` would drop it).
-    let kl = if kl.is_nan() { f64::INFINITY } else { kl.max(0.0) };
+    let kl = if kl.is_nan() {
+        f64::INFINITY
+    } else {
+        kl.max(0.0)
+    };
     stats.positions += 1;
     let top = argmax(&p);
     if top == argmax(&q) {

@@ -45,12 +45,7 @@ pub fn logit_checks(
     ] {
         if let Some(g) = fx.get(name) {
             let check = name.trim_start_matches("tf_").replace("raw_", "");
-            report.add(
-                &check,
-                max_abs_diff(logits, &g.as_f64()),
-                tol.logits,
-                what,
-            );
+            report.add(&check, max_abs_diff(logits, &g.as_f64()), tol.logits, what);
         }
     }
     let golden = fx.tensor("tf_logprobs")?.as_f64();
@@ -129,7 +124,11 @@ pub fn planted_non_finite_problems(
     for (row, kind) in [(masked_row, "masked"), (clean_row, "clean")] {
         let Some(row) = row else { continue };
         // Not the MASK column, which has its own relative check.
-        let col = if mask as usize == v / 2 { v / 2 + 1 } else { v / 2 };
+        let col = if mask as usize == v / 2 {
+            v / 2 + 1
+        } else {
+            v / 2
+        };
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let mut planted = logits.to_vec();
             planted[row * v + col] = bad;
