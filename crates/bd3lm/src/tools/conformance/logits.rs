@@ -2,14 +2,14 @@
 //! computed from them against the fixture, and the planted-NaN check of that comparison.
 
 use super::{commit_prefix, CheckResult, Report, Tolerances};
-use crate::engine::Engine;
+use crate::engine::EngineProbes;
 use crate::fixture::Fixture;
 use crate::sampler;
 use crate::tolerance::{self, abs_diff, max_abs_diff, worst};
 
 /// Commits the fixture's teacher-forced prefix and returns its block with the engine's raw
 /// logits for it: what [`logit_checks`] compares.
-pub async fn teacher_forced_logits<E: Engine>(
+pub async fn teacher_forced_logits<E: EngineProbes>(
     fx: &Fixture,
     engine: &mut E,
 ) -> crate::Result<(Vec<u32>, Vec<f32>)> {
