@@ -338,7 +338,10 @@ mod tests {
 
     #[test]
     fn released_parameter_count_matches_spec() {
-        assert_eq!(Config::released(16).parameter_count(), 169_627_218);
+        let released = Config::released(16);
+        assert_eq!(released.parameter_count(), 169_627_218);
+        assert_eq!((released.block_size, released.cond_dim), (16, 128));
+        assert_eq!(released.attn_backend, "sdpa");
     }
 
     #[test]
