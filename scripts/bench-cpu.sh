@@ -23,6 +23,7 @@
 # rounds with their spread, the ratios and the targets).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# BD3LM: a binary built elsewhere (no build).
 B=${BD3LM:-target/release/bd3lm}
 M=${SYNTH:-/tmp/synth-bs16}
 PY=${TORCH_PYTHON:-/tmp/torchvenv/bin/python}
@@ -35,6 +36,10 @@ OUT=target/bench
 LOG=$OUT/cpu-rounds.jsonl
 mkdir -p "$OUT"
 [[ -n ${BD3LM:-} ]] || cargo build --release -p bd3lm-cli
+# Figures of an engine that fails conformance are worthless: a failed check stops the run.
+conformance=$($B conformance --backend cpu tests/fixtures/*/) || { echo "$conformance" | grep -v '^PASS' || true; echo "bench-cpu.sh: conformance failed" >&2; exit 1; }
+# Fails the run when a benchmark wrote no figure.
+measured() { [[ -s $1 ]] || { echo "bench-cpu.sh: $1 is empty: nothing was measured" >&2; exit 1; }; }
 [[ -d $M ]] || $B synth --out "$M" --block-size 16
 for f in q8 q4; do
   [[ -d $M-$f ]] || $B quantize "$M" "$M-$f" --format $f --tokenizer models/tokenizers/gpt2/tokenizer.json
@@ -86,7 +91,7 @@ for line in sys.stdin:
 
 : > "$LOG"
 echo "# commit $(git rev-parse --short HEAD); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); $(nproc) cores; $(date -u)"
-echo "# conformance cpu: $($B conformance --backend cpu tests/fixtures/*/ 2>/dev/null | cut -d' ' -f1 | sort | uniq -c | xargs)"
+echo "# conformance cpu: $(cut -d" " -f1 <<<"$conformance" | sort | uniq -c | xargs)"
 $PY -c 'import torch; print("# torch", torch.__version__)'
 for round in $(seq "$ROUNDS"); do
   for t in $THREADS; do
@@ -106,4 +111,5 @@ for round in $(seq "$ROUNDS"); do
       $PY scripts/bench_torch.py --model "$M" --threads "$t" --fills 0 --runs 1 --tokens 256 --seed "$round"
   done
 done
+measured "$LOG"
 python3 scripts/bench_cpu_summary.py "$LOG" --max-load "$MAX_LOAD"

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import struct
+import sys
 import time
 
 import numpy as np
@@ -232,6 +233,9 @@ def main():
     err = check_fixture(args.check_fixture, args.device)
     print(json.dumps({"check": "logits vs golden fixture", "fixture": args.check_fixture,
                       "max_abs_err": err}), flush=True)
+    # A stand-in that misses its fixture times the wrong program (`not <=`: NaN fails too).
+    if not err <= 1e-3:
+        sys.exit(f"bench_torch.py: logits differ from {args.check_fixture} by {err} (> 1e-3)")
     for dtype in args.dtypes.split(","):
         for attention in args.attention.split(","):
             bench(args, dtype, attention)

@@ -16,7 +16,10 @@ status=0
 # All targets at once, each niced: on a shared machine the campaign then takes whatever CPU the
 # others leave, instead of one nice-19 share at a time.
 scripts/fuzz.sh build
-mapfile -t targets < <(BD3LM_FUZZ_TARGET=list "fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release/bd3lm-fuzz" 2>/dev/null)
+driver=${BD3LM_FUZZ_DRIVER:-fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release/bd3lm-fuzz}
+mapfile -t targets < <(BD3LM_FUZZ_TARGET=list "$driver" 2>/dev/null)
+# No target: nothing measured, and docs/reliability.md must not get an empty table.
+((${#targets[@]})) || { echo "fuzz-long.sh: the driver ($driver) lists no target" >&2; exit 1; }
 pids=()
 for t in "${targets[@]}"; do
   nice -n 19 scripts/fuzz.sh run --runs "$runs" ${max_seconds:+--seconds "$max_seconds"} \

@@ -16,14 +16,22 @@
 # refused and fails the run (the counting allocator, crates/bd3lm-fuzz/src/alloc.rs); a panic
 # is a crash. Crashing inputs land in fuzz/artifacts/TARGET/; new coverage in fuzz/corpus/TARGET/
 # (both ignored by git), seeded from fuzz/seeds/TARGET/ and fuzz/regressions/TARGET/.
-# Prints one summary line per target and exits non-zero if any target failed.
+# Prints one summary line per target and exits non-zero if any target failed, ran no input,
+# or if there was no target to run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 host=$(rustc -vV | sed -n 's/^host: //p')
 driver=fuzz/target/$host/release/bd3lm-fuzz
+# BD3LM_FUZZ_DRIVER: a driver built elsewhere (no build); scripts/check-scripts.sh plants a
+# fake one to prove that a run of no target, or of a target that ran nothing, fails.
+prebuilt=${BD3LM_FUZZ_DRIVER:-}
+[[ -z $prebuilt ]] || driver=$prebuilt
+# BD3LM_FUZZ_ARTIFACTS_ROOT: where crashes and logs go (that check keeps fuzz/artifacts/ intact).
+artifacts=${BD3LM_FUZZ_ARTIFACTS_ROOT:-fuzz/artifacts}
 
 build() {
+  [[ -z $prebuilt ]] || return 0
   # --target keeps the flags off build scripts and proc macros (host artifacts).
   RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
@@ -51,21 +59,23 @@ run() {
   ((${#names[@]})) || { echo "usage: scripts/fuzz.sh run [--seconds S|--runs N] all|TARGET..." >&2; exit 2; }
   build
   if [[ " ${names[*]} " == *" all "* ]]; then mapfile -t names < <(targets); fi
+  # A run of no target proves nothing: fail instead of reporting success.
+  ((${#names[@]})) || { echo "fuzz.sh: the driver ($driver) lists no target" >&2; exit 1; }
   local failed=0
   printf '%-20s %10s %7s %9s %9s %12s %10s  %s\n' target executions time_s execs/s peak/bound peak_bytes slowest_ms result
   for t in "${names[@]}"; do
     local corpus="fuzz/corpus/$t"
     [[ -n $fresh ]] && corpus="$fresh/$t"
-    mkdir -p "$corpus" "fuzz/artifacts/$t" "fuzz/regressions/$t"
+    mkdir -p "$corpus" "$artifacts/$t" "fuzz/regressions/$t"
     [[ -d fuzz/seeds/$t ]] || { echo "no seeds in fuzz/seeds/$t" >&2; exit 2; }
     # --runs alone: exactly that many; with --seconds too: whichever comes first.
-    local log="fuzz/artifacts/$t/last-run.log" limit=(-max_total_time="$seconds")
+    local log="$artifacts/$t/last-run.log" limit=(-max_total_time="$seconds")
     [[ -n $runs ]] && limit=(-runs="$runs" ${seconds_given:+-max_total_time="$seconds"})
     local start=$SECONDS rc=0
     # -timeout=0: hangs are the driver's watchdog's (1 s of CPU time; fuzz/src/main.rs says why).
-    BD3LM_FUZZ_TARGET=$t BD3LM_FUZZ_ARTIFACTS="fuzz/artifacts/$t/" \
+    BD3LM_FUZZ_TARGET=$t BD3LM_FUZZ_ARTIFACTS="$artifacts/$t/" \
       "$driver" "${limit[@]}" -timeout=0 -rss_limit_mb=4096 -dict=fuzz/dict/json.dict \
-      -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" "${extra[@]}" \
+      -print_final_stats=1 -artifact_prefix="$artifacts/$t/" "${extra[@]}" \
       "$corpus" "fuzz/seeds/$t" "fuzz/regressions/$t" >"$log" 2>&1 || rc=$?
     local elapsed=$((SECONDS - start))
     local execs ratio peak slowest general
@@ -76,8 +86,12 @@ run() {
     peak=$(sed -n 's/.*bd3lm-fuzz-stats.* max_peak_bytes=\([0-9]*\).*/\1/p' "$log" | tail -1)
     local result=ok
     if ((rc != 0)); then
-      result="FAILED (exit $rc): see $log and fuzz/artifacts/$t/"
+      result="FAILED (exit $rc): see $log and $artifacts/$t/"
       failed=1
+    elif [[ ! ${execs:-0} -gt 0 ]]; then
+      # A target that executed nothing (or printed no statistics) measured nothing.
+      result="FAILED: no executions reported (see $log)"
+      rc=1 failed=1
     fi
     printf '%-20s %10s %7s %9s %9s %12s %10s  %s\n' "$t" "${execs:-?}" "$elapsed" \
       "$(( ${execs:-0} / (elapsed > 0 ? elapsed : 1) ))" "${ratio:-?}" "${peak:-?}" "${slowest:-?}" "$result"

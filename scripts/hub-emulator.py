@@ -402,6 +402,8 @@ def main():
     ap.add_argument("--no-cors", action="store_true")
     ap.add_argument("--delay-ms", type=float, default=0)
     args = ap.parse_args()
+    if not os.path.isdir(args.root):
+        sys.exit(f"hub-emulator.py: --root {args.root} is not a directory")
     faults = {}
     if args.cut_after is not None:
         faults.update(cut_after=args.cut_after, cut_times=args.cut_times)

@@ -14,6 +14,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=target/long-runs
 mkdir -p "$OUT"
 [ $# -eq 0 ] && set -- all
+# An unknown name would run nothing and report success: refuse it.
+for name in "$@"; do
+  case "$name" in cpu|reference|gpu|page|all) ;; *) echo "long-runs.sh: unknown run '$name' (cpu|reference|gpu|page|all)" >&2; exit 2 ;; esac
+done
 want() { [[ "$WHAT" == *" $1 "* || "$WHAT" == *" all "* ]]; }
 WHAT=" $* "
 status=0

@@ -42,6 +42,9 @@ class CorsHandler(http.server.SimpleHTTPRequestHandler):
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8765
     root = sys.argv[2] if len(sys.argv) > 2 else "tests/fixtures"
+    # A server of no fixture would let the browser tests fail far from the cause: refuse it.
+    if not os.path.isdir(root) or not case_names(root):
+        sys.exit(f"serve-fixtures.py: no fixture case (a directory with golden.safetensors) in {root}")
     handler = functools.partial(CorsHandler, directory=root)
     with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as httpd:
         httpd.serve_forever()

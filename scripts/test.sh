@@ -51,4 +51,8 @@ step "browser end-to-end test"
 [[ -x tests/e2e/run.sh ]] || { echo "tests/e2e/run.sh is missing or not executable" >&2; exit 1; }
 tests/e2e/run.sh
 
+step "no silent success: every script fails on a planted failure"
+# After the page build: two of the checks load dist/ with a package that does not load.
+scripts/check-scripts.sh
+
 step "all tests passed in $((SECONDS - started)) s"

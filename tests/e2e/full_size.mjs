@@ -11,6 +11,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 const { chromium } = require(path.join(here, '../../tools/npm/node_modules/playwright-core'));
 const [pageUrl, engine, tokens] = process.argv.slice(2);
+if (!pageUrl || !engine || !tokens) throw new Error('usage: node full_size.mjs <page URL> <webgpu|cpu> <tokens>');
+// Non-zero exit when the model does not load or the run generates nothing: the docs quote
+// this check's figures, so a failed load must never read as a success.
+let failed = 0;
+const fail = (what) => { console.log(`FAIL ${what}`); failed++; };
 
 const userData = fs.mkdtempSync(path.join(os.tmpdir(), 'bd3lm-full-'));
 const ctx = await chromium.launchPersistentContext(userData, {
@@ -44,6 +49,13 @@ await page.click('#check');
 await page.waitForFunction(() => document.querySelector('#package-facts')?.textContent.includes('parameters')
   || document.querySelector('#error-text')?.textContent);
 console.log(`facts: ${await text('#package-facts')}\ncosts: ${await text('#package-costs')}`);
+const checkError = await page.locator('#error-text').innerText().catch(() => '');
+if (checkError) {
+  console.log(`FAIL the package cannot be read: ${checkError}`);
+  await ctx.close();
+  fs.rmSync(userData, { recursive: true, force: true });
+  process.exit(1);
+}
 let t0 = Date.now();
 await page.click('#load');
 await page.waitForFunction(() => ['Model ready.', 'No model loaded.'].includes(document.querySelector('#model-state')?.textContent)
@@ -54,7 +66,8 @@ const error = await page.locator('#error-text').innerText().catch(() => '');
 if (error) console.log(`error: ${error}`);
 let peakAfterLoad = await page.evaluate(() => window.__full.peakWasm);
 console.log(`peak wasm memory after load: ${(peakAfterLoad / 1e6).toFixed(1)} MB`);
-if ((await text('#model-state')) === 'Model ready.') {
+if ((await text('#model-state')) !== 'Model ready.') fail(`the model did not load: ${error || await text('#model-state')}`);
+else {
   await page.fill('#tokens', tokens);
   await page.fill('#pace', '0');
   t0 = Date.now();
@@ -64,6 +77,7 @@ if ((await text('#model-state')) === 'Model ready.') {
   const stats = Object.fromEntries(await Promise.all(['forwards-per-s', 'tokens-per-s', 'forwards', 'tokens', 'first-block', 'longest-step']
     .map(async (k) => [k, await text(`#stat-${k}`)])));
   console.log(`run: ${Date.now() - t0} ms, ${await text('#notice')} ${JSON.stringify(stats)}`);
+  if (!(await text('#notice')).startsWith('Finished') || !(Number(stats.tokens) > 0)) fail(`the run generated nothing: ${await text('#notice')}`);
   console.log(`text: ${JSON.stringify((await text('#canvas')).slice(0, 200))}`);
 }
 const full = await page.evaluate(() => window.__full);
@@ -76,3 +90,5 @@ for (const t of full.longTasks) {
 await page.screenshot({ path: path.join(here, 'out', `full-size-${engine}.png`), fullPage: true });
 await ctx.close();
 fs.rmSync(userData, { recursive: true, force: true });
+if (failed) console.log(`${failed} check(s) FAILED`);
+process.exit(failed ? 1 : 0);

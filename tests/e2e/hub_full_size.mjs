@@ -14,6 +14,7 @@ const root = path.resolve(here, '../..');
 const require = createRequire(import.meta.url);
 const { chromium } = require(path.join(root, 'tools/npm/node_modules/playwright-core'));
 const [pageUrl, hubUrl, id, engine = 'webgpu', tokens = '4'] = process.argv.slice(2);
+if (!pageUrl || !hubUrl || !id) throw new Error('usage: node hub_full_size.mjs <page URL> <hub URL> <id> [engine] [tokens]');
 
 const userData = fs.mkdtempSync(path.join(os.tmpdir(), 'bd3lm-hub-full-'));
 const ctx = await chromium.launchPersistentContext(userData, {
@@ -34,7 +35,14 @@ page.on('console', (m) => { if (process.env.VERBOSE || /bd3lm: (model ready|.*co
 const text = async (sel) => (await page.locator(sel).textContent()).trim();
 
 await page.goto(`${pageUrl}?hub=${encodeURIComponent(hubUrl)}&engine=${engine}&model=${encodeURIComponent(id)}`);
-await page.waitForFunction(() => /downloaded once|stored in this browser/.test(document.querySelector('#package-costs')?.textContent || ''));
+await page.waitForFunction(() => /downloaded once|stored in this browser/.test(document.querySelector('#package-costs')?.textContent || '')
+  || document.querySelector('#error-text')?.textContent);
+const early = await page.locator('#error-text').innerText().catch(() => '');
+if (early) {
+  console.log(`FAIL the model cannot be fetched: ${early}`);
+  await ctx.close();
+  process.exit(1);
+}
 console.log(`statement: ${await text('#package-costs')}`);
 const sampler = await startMemorySampler(page, 200);
 const t0 = Date.now();
@@ -53,6 +61,13 @@ const loadPeak = await sampler.stop();
 console.log(`state: ${await text('#model-state')} ${await page.locator('#error-text').innerText().catch(() => '')}`);
 console.log(`report: ${await text('#load-report').catch(() => '')}`);
 console.log(`ready after ${(readyMs / 1000).toFixed(1)} s; peak JS + wasm memory while loading: ${mb(loadPeak.total)} (JS heap ${mb(loadPeak.jsHeap)}, array buffers ${mb(loadPeak.backing)}, wasm ${mb(loadPeak.wasm)})`);
+// A model that did not load measured nothing: say so and fail (Start would wait forever).
+if ((await text('#model-state')) !== 'Model ready.') {
+  console.log('FAIL the model did not load');
+  await ctx.close();
+  fs.rmSync(userData, { recursive: true, force: true });
+  process.exit(1);
+}
 
 await page.fill('#tokens', tokens);
 await page.fill('#pace', '0');
@@ -65,6 +80,9 @@ await page.waitForFunction(() => Number(document.querySelector('#canvas').datase
 const long = await page.evaluate(() => window.__longTasks);
 console.log(`first token ${(firstTokenMs / 1000).toFixed(1)} s after Start (${((readyMs + firstTokenMs) / 1000).toFixed(1)} s after Load); run: ${await text('#stats')}`);
 console.log(`long tasks: ${long.length}, longest ${Math.max(0, ...long).toFixed(0)} ms`);
+const generated = Number(await page.locator('#stat-tokens').innerText().catch(() => '0'));
+if (!(generated > 0)) console.log(`FAIL the run generated nothing (${generated} tokens)`);
 await page.screenshot({ path: path.join(here, 'out', `hub-full-size-${engine}.png`), fullPage: true });
 await ctx.close();
 fs.rmSync(userData, { recursive: true, force: true });
+process.exit(generated > 0 ? 0 : 1);

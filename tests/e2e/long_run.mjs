@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { within } from './numbers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
@@ -197,14 +198,14 @@ const wallS = (Date.now() - started) / 1000;
 const h20 = marks.heap20;
 const hEnd = marks.heapEnd;
 const heapBound = Math.max(HEAP_SLACK * h20.used, HEAP_SLACK_MIN);
-check(hEnd.used - h20.used <= heapBound,
+check(within(hEnd.used - h20.used, heapBound),
   `JS heap after GC: ${(h20.used / 1e6).toFixed(2)} MB at generation ${MARK}, ${(hEnd.used / 1e6).toFixed(2)} MB at ${RUNS} (bound +${(heapBound / 1e6).toFixed(1)} MB)`);
 // The wasm memory never shrinks; loading a model again may grow it once (the new model's
 // pieces arrive while the allocator holds the old one's freed space in other shapes), so it
 // must not grow between generations on either side of the reload.
 const hBefore = marks.heapBeforeReload;
 const hAfter = marks.heapAfterReload || hEnd;
-check(hBefore.wasm <= h20.wasm && hEnd.wasm <= hAfter.wasm,
+check(within(hBefore.wasm, h20.wasm) && within(hEnd.wasm, hAfter.wasm),
   `wasm memory flat between generations: ${(h20.wasm / 1e6).toFixed(1)} MB at generation ${MARK}, ${(hBefore.wasm / 1e6).toFixed(1)} MB at ${HALF} (before the reload), ${(hAfter.wasm / 1e6).toFixed(1)} MB at ${Math.min(HALF + MARK, RUNS)}, ${(hEnd.wasm / 1e6).toFixed(1)} MB at ${RUNS}`);
 // Per generation: nothing between generation 20 and the reload, nothing after the reload.
 const perGen = (a, b) => ({ buffers: b.buffers - a.buffers, bindGroups: b.bindGroups - a.bindGroups, modules: b.modules - a.modules, pipelines: b.pipelines - a.pipelines });

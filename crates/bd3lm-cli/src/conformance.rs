@@ -45,8 +45,8 @@ pub fn run(args: ConformanceArgs) -> CliResult<()> {
         )?;
         used = backend::engine_backend(&engine);
         let tolerances = match used {
-            Backend::Reference => Tolerances::CPU,
-            _ => Tolerances::GPU,
+            Backend::Reference | Backend::Cpu => Tolerances::CPU,
+            Backend::Gpu | Backend::Auto => Tolerances::GPU,
         };
         let results = pollster::block_on(conformance::run(&fixture, &mut engine, tolerances));
         for r in &results {

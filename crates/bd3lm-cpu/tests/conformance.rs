@@ -1,5 +1,5 @@
-//! The fast CPU engine against every golden fixture at the GPU tolerance (logits ≤ 1e-3,
-//! every sampler trace token-exact), with every kernel family this CPU runs on one thread, and
+//! The fast CPU engine against every golden fixture at the CPU tolerance (`Tolerances::CPU`:
+//! logits ≤ 1e-4, every sampler trace token-exact), with every kernel family this CPU runs on one thread, and
 //! the fastest family on three threads.
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -38,7 +38,7 @@ fn fast_engine_passes_every_fixture_check_with_every_kernel_family() {
                 };
                 let mut engine = CpuEngine::new(fx.weights.clone(), options).expect("engine");
                 let results =
-                    pollster::block_on(conformance::run(&fx, &mut engine, Tolerances::GPU));
+                    pollster::block_on(conformance::run(&fx, &mut engine, Tolerances::CPU));
                 assert!(
                     results.iter().any(|r| r.check.starts_with("trace/")),
                     "{}: no trace was replayed",
@@ -61,6 +61,20 @@ fn fast_engine_passes_every_fixture_check_with_every_kernel_family() {
         "failed checks:\n{}",
         failures.join("\n")
     );
+}
+
+/// A NaN or an infinity planted in one logit of one row of the fast engine's logits fails the
+/// logit checks (the NaN-proof comparison on the fast CPU engine's path).
+#[test]
+fn a_planted_nan_or_infinity_in_the_fast_engine_logits_fails_the_check() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v512-bs4");
+    let fx = Fixture::from_dir(&dir).expect("fixture loads");
+    let mut engine = CpuEngine::new(fx.weights.clone(), CpuOptions::default()).expect("engine");
+    let (block, logits) =
+        pollster::block_on(conformance::teacher_forced_logits(&fx, &mut engine)).expect("logits");
+    let problems = conformance::planted_non_finite_problems(&fx, &block, &logits, Tolerances::CPU)
+        .expect("checks run");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// The store pass folded into the next block's first call (the default) gives exactly the

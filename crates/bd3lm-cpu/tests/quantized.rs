@@ -35,8 +35,7 @@ fn quantized_weights_give_the_reference_logits() {
     let mut block: Vec<u32> = (0..b).map(|j| (j * 13 % (v - 2)) as u32).collect();
     block[3] = cfg.mask_id();
     block[9] = cfg.mask_id();
-    let max_diff =
-        |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let max_diff = bd3lm::tolerance::max_abs_diff::<f32, f32>;
     let f32_logits = logits(
         &mut bd3lm::ReferenceEngine::new(&fx.weights),
         &prefix,

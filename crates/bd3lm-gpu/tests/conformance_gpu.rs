@@ -62,6 +62,20 @@ fn gpu_engine_passes_every_fixture_check_in_the_hardware_tiling() {
     conformance_in(Tiling::Hardware);
 }
 
+/// A NaN or an infinity planted in one logit of one row of the WGSL engine's logits fails the
+/// logit checks (the NaN-proof comparison on the GPU engine's path).
+#[test]
+fn a_planted_nan_or_infinity_in_the_gpu_logits_fails_the_check() {
+    let ctx = context(Tiling::Auto);
+    let fx = Fixture::from_dir(&fixtures_root().join("tiny-v512-bs4")).expect("fixture loads");
+    let mut engine = engine(&ctx, &fx.weights);
+    let (block, logits) =
+        pollster::block_on(conformance::teacher_forced_logits(&fx, &mut engine)).expect("logits");
+    let problems = conformance::planted_non_finite_problems(&fx, &block, &logits, Tolerances::GPU)
+        .expect("checks run");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// One submission per block and one submission per step give bit-identical ids and
 /// confidences on every fixture (replayed traces and a free generation past the context), in
 /// the adapter's own tiling (the software one on lavapipe, several times faster there; the
@@ -103,11 +117,9 @@ fn block_sizes_one_to_sixteen_match_the_cpu_reference() {
             }
             let g = pollster::block_on(gpu.logits(&block)).unwrap();
             let c = pollster::block_on(cpu.logits(&block)).unwrap();
-            let err = g
-                .iter()
-                .zip(&c)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(err < 1e-3, "{tiling} B {b}: logits max error {err}");
+            let err = bd3lm::tolerance::max_abs_diff(&g, &c);
+            let tol = Tolerances::GPU.logits;
+            assert!(err < tol, "{tiling} B {b}: logits max error {err}");
             let opts = SamplingOptions {
                 sampler: SamplerKind::FirstHitting { max_steps: b },
                 seed: 3,

@@ -5,7 +5,7 @@
 //! - `runtime/`: what generating text needs: config, checkpoints, quantized packages, weights,
 //!   tokenizer, the reference forward, the engine interface, samplers and the block loop.
 //! - `tools/`: what checks, measures or converts models: golden-fixture conformance, the
-//!   likelihood bound, quantization quality, HF-checkpoint conversion.
+//!   likelihood bound, quantization quality, HF-checkpoint conversion, the tolerances.
 //!
 //! Every module is re-exported at the crate root (`bd3lm::config`, `bd3lm::conformance`, ...),
 //! so paths do not depend on the grouping.
@@ -19,7 +19,7 @@ pub use runtime::{
     sampler, tokenizer, weights,
 };
 pub use tools::{
-    conformance, convert, eval, fixture, long_run, quality, sample_stats, stream_convert,
+    conformance, convert, eval, fixture, long_run, quality, sample_stats, stream_convert, tolerance,
 };
 
 pub use config::Config;

@@ -23,6 +23,19 @@ fn cpu_reference_passes_every_fixture_check() {
     }
 }
 
+/// A NaN or an infinity planted in one logit of one row of the reference's own logits fails
+/// the logit checks (the NaN-proof comparison on the reference's path).
+#[test]
+fn a_planted_nan_or_infinity_in_the_reference_logits_fails_the_check() {
+    let fx = Fixture::from_dir(&common::fixtures_root().join("tiny-v512-bs4")).expect("fixture");
+    let mut engine = ReferenceEngine::new(&fx.weights);
+    let (block, logits) =
+        pollster::block_on(conformance::teacher_forced_logits(&fx, &mut engine)).expect("logits");
+    let problems = conformance::planted_non_finite_problems(&fx, &block, &logits, Tolerances::CPU)
+        .expect("checks run");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// The block API on the CPU engine (one draw per step, the meaning every backend's block path
 /// must reproduce): the same events as per-step execution, and bad requests rejected.
 #[test]

@@ -4,7 +4,7 @@
 //! block-causal window of spec §6.2, top-10 logits and logsumexp of the last block). The CPU
 //! reference runs the KV-cache path (spec §6.3), which spec §6 shows is the same function.
 
-use bd3lm::{checkpoint, Engine, EngineProbes, ReferenceEngine};
+use bd3lm::{checkpoint, tolerance, Engine, EngineProbes, ReferenceEngine};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -56,7 +56,8 @@ fn demo_model_matches_its_reference_logits() {
             let ref_ids = numbers(&top_ids[r]);
             let ref_logits = numbers(&top_logits[r]);
             for (&id, &logit) in ref_ids.iter().zip(&ref_logits) {
-                worst = worst.max((row[id as usize] as f64 - logit).abs());
+                worst =
+                    tolerance::worst(worst, tolerance::abs_diff(row[id as usize] as f64, logit));
             }
             let argmax = (0..v)
                 .max_by(|&a, &b| row[a].total_cmp(&row[b]))
@@ -69,7 +70,7 @@ fn demo_model_matches_its_reference_logits() {
                     .map(|&x| (x as f64 - max).exp())
                     .sum::<f64>()
                     .ln();
-            worst = worst.max((ours - lse[r]).abs());
+            worst = tolerance::worst(worst, tolerance::abs_diff(ours, lse[r]));
         }
     }
     // The reference values are printed with 5 decimals.

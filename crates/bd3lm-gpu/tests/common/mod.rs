@@ -26,9 +26,10 @@ pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// The largest difference, infinite where either side has a NaN or an infinity.
 pub fn max_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    bd3lm::tolerance::max_abs_diff(a, b) as f32
 }
 
 pub async fn smoke(ctx: &GpuContext) {

@@ -338,7 +338,10 @@ mod tests {
 
     #[test]
     fn released_parameter_count_matches_spec() {
-        assert_eq!(Config::released(16).parameter_count(), 169_627_218);
+        let released = Config::released(16);
+        assert_eq!(released.parameter_count(), 169_627_218);
+        assert_eq!((released.block_size, released.cond_dim), (16, 128));
+        assert_eq!(released.attn_backend, "sdpa");
     }
 
     #[test]
@@ -372,6 +375,88 @@ mod tests {
         assert!(err.to_string().contains("not valid JSON"), "{err}");
         let err = Config::from_json_str(r#"{"torch_dtype":"int8","block_size":4}"#).unwrap_err();
         assert!(err.to_string().contains("torch_dtype"), "{err}");
+    }
+
+    /// Every rule of `validate` at its boundary: the extreme accepted value passes, one step
+    /// beyond fails naming its field.
+    #[test]
+    fn every_rule_holds_exactly_at_its_boundary() {
+        let base = Config {
+            vocab_size: 512,
+            hidden_dim: 64,
+            cond_dim: 32,
+            n_layers: 2,
+            n_heads: 4,
+            model_length: 64,
+            block_size: 4,
+            ..Config::default()
+        };
+        let rejected_field = |c: Config| match c.validate() {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("{c:?}: expected a config error, got {other:?}"),
+        };
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c
+        };
+        assert!(base.validate().is_ok());
+        type Edit = (&'static str, Box<dyn Fn(&mut Config, usize)>, usize);
+        let limits: Vec<Edit> = vec![
+            (
+                "hidden_dim",
+                Box::new(|c, v| c.hidden_dim = v),
+                MAX_HIDDEN_DIM,
+            ),
+            ("cond_dim", Box::new(|c, v| c.cond_dim = v), MAX_HIDDEN_DIM),
+            ("n_blocks", Box::new(|c, v| c.n_layers = v), MAX_LAYERS),
+            (
+                "model_length",
+                Box::new(|c, v| c.model_length = v),
+                MAX_MODEL_LENGTH,
+            ),
+            ("vocab_size", Box::new(|c, v| c.vocab_size = v), 1 << 24),
+        ];
+        for (field, set, max) in &limits {
+            assert!(
+                with(&|c| set(c, *max)).validate().is_ok(),
+                "{field} = {max}"
+            );
+            assert_eq!(rejected_field(with(&|c| set(c, max + 1))), *field);
+            assert_eq!(rejected_field(with(&|c| set(c, 0))), *field);
+        }
+        assert!(with(&|c| c.vocab_size = 3).validate().is_ok());
+        assert_eq!(rejected_field(with(&|c| c.vocab_size = 2)), "vocab_size");
+        assert_eq!(rejected_field(with(&|c| c.n_heads = 0)), "n_heads");
+        assert_eq!(rejected_field(with(&|c| c.block_size = 0)), "block_size");
+        // One head of 64 (even) is fine; 32 heads of 2 too; 64 heads of 1 are odd.
+        assert!(with(&|c| c.n_heads = 1).validate().is_ok());
+        assert!(with(&|c| c.n_heads = 32).validate().is_ok());
+        assert_eq!(rejected_field(with(&|c| c.n_heads = 64)), "n_heads");
+        assert_eq!(rejected_field(with(&|c| c.n_heads = 3)), "n_heads");
+        assert!(with(&|c| c.block_size = 64).validate().is_ok());
+        assert_eq!(rejected_field(with(&|c| c.block_size = 128)), "block_size");
+        assert!(matches!(
+            with(&|c| c.block_size = 5).validate(),
+            Err(Error::BlockSizeMismatch { .. })
+        ));
+        assert_eq!(rejected_field(with(&|c| c.adaln = false)), "adaln");
+        assert_eq!(rejected_field(with(&|c| c.causal = true)), "causal");
+        assert_eq!(
+            rejected_field(with(&|c| c.cross_attn = false)),
+            "cross_attn"
+        );
+        assert_eq!(
+            rejected_field(with(&|c| c.time_conditioning = true)),
+            "time_conditioning"
+        );
+        assert_eq!(
+            rejected_field(with(&|c| c.model_type = "gpt2".into())),
+            "model_type"
+        );
+        // A round trip through the manifest JSON keeps every field.
+        let text = base.to_json().to_string();
+        assert_eq!(Config::from_json_str(&text).expect("round trip"), base);
     }
 
     #[test]

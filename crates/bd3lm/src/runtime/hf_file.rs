@@ -393,6 +393,64 @@ mod tests {
         assert!(parsed.tensor("t", "a", &shape).is_err());
     }
 
+    /// Every bound of the header at its edge: what just fits is accepted, one byte more is not.
+    #[test]
+    fn bounds_hold_exactly_at_their_edges() {
+        // The header length: exactly the rest of the file, and the 100 MB cap.
+        let len_bytes = |n: u64| n.to_le_bytes();
+        assert_eq!(
+            SafetensorsHeader::header_len("t", &len_bytes(92), 100).ok(),
+            Some(92)
+        );
+        assert!(SafetensorsHeader::header_len("t", &len_bytes(93), 100).is_err());
+        assert!(SafetensorsHeader::header_len("t", &len_bytes(0), 8).is_ok());
+        let huge = u64::MAX / 2;
+        assert_eq!(
+            SafetensorsHeader::header_len("t", &len_bytes(MAX_HEADER_BYTES), huge).ok(),
+            Some(MAX_HEADER_BYTES)
+        );
+        assert!(
+            SafetensorsHeader::header_len("t", &len_bytes(MAX_HEADER_BYTES + 1), huge).is_err()
+        );
+        assert!(SafetensorsHeader::header_len("t", &len_bytes(7)[..7], 100).is_err());
+        // A tensor that ends exactly at the end of the file; one byte short is truncated.
+        let h = header_json(
+            r#""a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}"#,
+        );
+        let exact = 8 + h.len() as u64 + 8;
+        let parsed = SafetensorsHeader::parse("t", &h, exact).expect("fits exactly");
+        assert_eq!(parsed.data_start, 8 + h.len() as u64);
+        let (e, _) = parsed
+            .tensor("t", "e", &[0])
+            .expect("an empty tensor is fine");
+        assert_eq!((e.start, e.end), (8, 8));
+        let (a, _) = parsed.tensor("t", "a", &[2]).expect("tensor a");
+        assert_eq!((a.start, a.end), (0, 8));
+        assert!(parsed.tensor("t", "a", &[1]).is_err(), "shape differs");
+        assert!(parsed.tensor("t", "b", &[2]).is_err(), "no such tensor");
+        assert!(SafetensorsHeader::parse("t", &h, exact - 1).is_err());
+        // f16 and bf16 take 2 bytes per value, f32 4; other dtypes are refused.
+        for (dtype, bytes, ok) in [
+            ("F16", 4, true),
+            ("BF16", 4, true),
+            ("F16", 8, false),
+            ("I32", 8, false),
+        ] {
+            let h = header_json(&format!(
+                r#""a":{{"dtype":"{dtype}","shape":[2],"data_offsets":[0,{bytes}]}}"#
+            ));
+            let parsed = SafetensorsHeader::parse("t", &h, 1000).expect("parses");
+            assert_eq!(parsed.tensor("t", "a", &[2]).is_ok(), ok, "{dtype} {bytes}");
+        }
+        // In file order: by start offset, whatever the JSON order.
+        let h = header_json(
+            r#""z":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}"#,
+        );
+        let parsed = SafetensorsHeader::parse("t", &h, 1000).expect("parses");
+        let order: Vec<&str> = parsed.in_file_order().iter().map(|(n, _)| *n).collect();
+        assert_eq!(order, ["z", "a"]);
+    }
+
     #[test]
     fn malformed_entries_are_errors() {
         for entries in [

@@ -445,11 +445,8 @@ mod tests {
         Matrix::from_f32(rows, cols, values)
     }
 
-    fn max_err(a: &Matrix, b: &Matrix) -> f32 {
-        a.to_f32()
-            .iter()
-            .zip(b.to_f32())
-            .fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    fn max_err(a: &Matrix, b: &Matrix) -> f64 {
+        crate::tolerance::max_abs_diff(&a.to_f32(), &b.to_f32())
     }
 
     #[test]

@@ -60,6 +60,25 @@ mod tests {
     }
 
     #[test]
+    fn step_seeds_and_bounded_draws() {
+        assert_eq!(step_seed(0, 0), 0);
+        assert_eq!(step_seed(3, 2), 3_000_011);
+        assert_eq!(step_seed(u64::MAX, 1), u64::MAX - 1_000_001, "wraps");
+        let (mut a, mut b) = (SplitMix64::new(9), SplitMix64::new(9));
+        let mut seen = [0usize; 5];
+        for _ in 0..1000 {
+            let x = a.below(5);
+            assert_eq!(x, (b.next_f64() * 5.0) as usize);
+            seen[x] += 1;
+        }
+        assert!(
+            seen.iter().all(|&c| c > 150),
+            "every value, evenly: {seen:?}"
+        );
+        assert_eq!(SplitMix64::new(1).below(1), 0);
+    }
+
+    #[test]
     fn known_splitmix_value() {
         // Reference value of SplitMix64 seeded with 0 (first output), as published with the algorithm.
         assert_eq!(SplitMix64::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);

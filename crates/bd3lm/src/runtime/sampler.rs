@@ -231,6 +231,22 @@ mod tests {
     }
 
     #[test]
+    fn full_nucleus_posterior_and_unigram_entropy() {
+        let mut row = vec![0.5, 0.0, 0.3, 0.2];
+        let before = row.clone();
+        let (kept, mass) = nucleus(&mut row, 1.0);
+        assert_eq!(kept, 3, "p = 1 keeps every nonzero token");
+        assert!((mass - 1.0).abs() < 1e-15);
+        assert_eq!(row, before, "p = 1 leaves the row untouched");
+        let q = posterior_row(&[0.5, 0.25, 0.25], 0.25, 2);
+        assert_eq!(q, vec![0.375, 0.1875, 0.25]);
+        use std::f64::consts::LN_2;
+        assert!((unigram_entropy(&[7, 9, 7, 9]) - LN_2).abs() < 1e-12);
+        assert_eq!(unigram_entropy(&[4, 4, 4]), 0.0);
+        assert!((unigram_entropy(&[1, 1, 2, 3]) - 1.5 * LN_2).abs() < 1e-12);
+    }
+
+    #[test]
     fn subs_rows() {
         let mut logits = vec![1.0, 2.0, 3.0, 0.5, 1.0, 2.0, 3.0, 0.5];
         subs_log_probs(&mut logits, &[3, 1], 4, 3);

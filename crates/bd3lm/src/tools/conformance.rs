@@ -10,28 +10,12 @@ use crate::fixture::{Fixture, TraceConfig};
 use crate::generate::{Event, Generator, Replay, SamplerKind, SamplingOptions};
 use crate::rng;
 use crate::sampler;
+pub use crate::tolerance::Tolerances;
+use crate::tolerance::{self, abs_diff, max_abs_diff, worst};
+pub use logits::{logit_checks, planted_non_finite_problems, teacher_forced_logits};
+
+mod logits;
 use serde_json::json;
-
-#[derive(Debug, Clone, Copy)]
-pub struct Tolerances {
-    pub logits: f64,
-    pub activations: f64,
-    /// Nucleus kept mass (f64 on the CPU, f32 sums on a GPU).
-    pub mass: f64,
-}
-
-impl Tolerances {
-    pub const CPU: Tolerances = Tolerances {
-        logits: 1e-4,
-        activations: 1e-4,
-        mass: 1e-12,
-    };
-    pub const GPU: Tolerances = Tolerances {
-        logits: 1e-3,
-        activations: 1e-3,
-        mass: 1e-5,
-    };
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckResult {
@@ -121,20 +105,6 @@ impl Summary {
     }
 }
 
-fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    if a.len() != b.len() {
-        return f64::INFINITY;
-    }
-    a.iter()
-        .zip(b)
-        .filter(|(x, y)| x.is_finite() || y.is_finite())
-        .fold(0.0, |m, (x, y)| m.max((x - y).abs()))
-}
-
-fn f64s(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
-}
-
 struct Report<'a> {
     case: &'a str,
     results: Vec<CheckResult>,
@@ -206,16 +176,16 @@ fn check_constants(fx: &Fixture, report: &mut Report) {
     if let Some(c) = fx.get("tf_cond_c") {
         report.add(
             "core/cond_c",
-            max_abs_diff(&f64s(&fx.weights.cond), &c.as_f64()),
-            1e-5,
+            max_abs_diff(&fx.weights.cond, &c.as_f64()),
+            tolerance::CONSTANTS,
             "",
         );
     }
     if let (Some(a), Some(l0)) = (fx.get("tf_l0_adaln"), fx.weights.layers.first()) {
         report.add(
             "core/adaln_l0",
-            max_abs_diff(&f64s(&l0.modulation), &a.as_f64()),
-            1e-5,
+            max_abs_diff(&l0.modulation, &a.as_f64()),
+            tolerance::CONSTANTS,
             "",
         );
     }
@@ -243,76 +213,19 @@ async fn teacher_forced<E: EngineProbes>(
     tol: Tolerances,
     report: &mut Report<'_>,
 ) -> crate::Result<()> {
-    let (v, mask) = (fx.config.vocab_size, fx.config.mask_id());
-    let block = commit_prefix(fx, engine).await?;
-    let logits = engine.logits(&block).await?;
-    let golden = fx.tensor("tf_logits_raw")?.as_f64();
-    report.add(
-        "logits",
-        max_abs_diff(&f64s(&logits), &golden),
-        tol.logits,
-        "KV-cache path",
-    );
-    for (name, what) in [
-        ("tf_logits_raw_train", "vs training path"),
-        ("tf_logits_raw_nocache", "vs no-cache path"),
-    ] {
-        if let Some(g) = fx.get(name) {
-            let check = name.trim_start_matches("tf_").replace("raw_", "");
-            report.add(
-                &check,
-                max_abs_diff(&f64s(&logits), &g.as_f64()),
-                tol.logits,
-                what,
-            );
-        }
-    }
-    // SUBS log-probs: masked rows within tolerance (the MASK column sits near -1e6, where
-    // f32 spacing is 0.0625, so it is compared relative to its size), clean rows exactly.
-    let mut logp = logits.clone();
-    sampler::subs_log_probs(&mut logp, &block, v, mask);
-    let golden = fx.tensor("tf_logprobs")?.as_f64();
-    let (mut masked_err, mut mask_col_err, mut clean_err) = (0f64, 0f64, 0f64);
-    for (r, &tok) in block.iter().enumerate() {
-        for c in 0..v {
-            let (ours, theirs) = (logp[r * v + c] as f64, golden[r * v + c]);
-            let err = (ours - theirs).abs();
-            if tok != mask {
-                clean_err = clean_err.max(err);
-            } else if c == mask as usize {
-                mask_col_err = mask_col_err.max(err / theirs.abs().max(1.0));
-            } else {
-                masked_err = masked_err.max(err);
-            }
-        }
-    }
-    report.add(
-        "logprobs_masked",
-        masked_err,
-        tol.logits,
-        "masked rows, MASK column excluded",
-    );
-    report.add(
-        "logprobs_mask_column",
-        mask_col_err,
-        1e-6,
-        "relative, near -1e6",
-    );
-    report.add(
-        "logprobs_clean",
-        clean_err,
-        0.0,
-        "clean rows are exact one-hots",
-    );
+    let (block, logits) = teacher_forced_logits(fx, engine).await?;
+    report
+        .results
+        .extend(logit_checks(fx, &block, &logits, tol)?);
 
     // Activations: compare whatever the backend exposes.
     commit_prefix(fx, engine).await?;
     let act = engine.activations(&block).await?;
-    let mut worst = 0f64;
+    let mut err = 0f64;
     let mut compared = Vec::new();
     let mut cmp = |name: &str, ours: &[f32]| {
         if let (Some(g), false) = (fx.get(name), ours.is_empty()) {
-            worst = worst.max(max_abs_diff(&f64s(ours), &g.as_f64()));
+            err = worst(err, max_abs_diff(ours, &g.as_f64()));
             compared.push(name.trim_start_matches("tf_").to_string());
         }
     };
@@ -333,7 +246,7 @@ async fn teacher_forced<E: EngineProbes>(
         report.fail("activations", "the backend exposed no activations");
     } else {
         let detail = compared.join(",");
-        report.add("activations", worst, tol.activations, detail);
+        report.add("activations", err, tol.activations, detail);
     }
     Ok(())
 }
@@ -349,16 +262,15 @@ async fn nucleus_checks<E: EngineProbes>(
     let golden_counts = fx.tensor("tf_nucleus_p0.9_kept_count")?.as_i64();
     let golden_mass = fx.tensor("tf_nucleus_p0.9_kept_mass")?.as_f64();
     let kept = engine.nucleus_probe(&logp, 0.9).await?;
+    // A probe that returns too few or too many rows fails every row it left out.
     let count_mismatch = kept
         .iter()
         .zip(&golden_counts)
         .filter(|((c, _), &g)| *c as i64 != g)
-        .count();
-    let mass_err = kept
-        .iter()
-        .zip(&golden_mass)
-        .map(|((_, m), g)| (m - g).abs())
-        .fold(0.0, f64::max);
+        .count()
+        + kept.len().abs_diff(golden_counts.len());
+    let masses: Vec<f64> = kept.iter().map(|&(_, m)| m).collect();
+    let mass_err = max_abs_diff(&masses, &golden_mass);
     let detail = format!(
         "{} rows, kept-count mismatches {count_mismatch}",
         kept.len()
@@ -372,9 +284,14 @@ async fn nucleus_checks<E: EngineProbes>(
         for (r, row) in logp.chunks_exact(v).enumerate() {
             let mut p = sampler::probs_from_log_probs(row);
             sampler::nucleus(&mut p, 0.9);
-            err = err.max(max_abs_diff(&p, &golden[r * v..(r + 1) * v]));
+            err = worst(err, max_abs_diff(&p, &golden[r * v..(r + 1) * v]));
         }
-        report.add("core/nucleus_rows", err, 1e-12, "the core's f64 filter");
+        report.add(
+            "core/nucleus_rows",
+            err,
+            tolerance::NUCLEUS_ROWS,
+            "the core's f64 filter",
+        );
     }
     Ok(())
 }
@@ -401,7 +318,10 @@ async fn categorical<E: EngineProbes>(
         let mut err = 0f64;
         for (k, &seed) in seeds.iter().enumerate() {
             for j in 0..per_step {
-                err = err.max((rng::uniform(seed, j as u64) - golden[k * per_step + j]).abs());
+                err = worst(
+                    err,
+                    abs_diff(rng::uniform(seed, j as u64), golden[k * per_step + j]),
+                );
             }
         }
         report.add(

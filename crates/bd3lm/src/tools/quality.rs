@@ -5,6 +5,7 @@
 use crate::engine::EngineProbes;
 use crate::error::Result;
 use crate::eval::{block_loss, NoisedChunk};
+use crate::tolerance;
 
 /// Agreement of one candidate with the reference over all masked positions.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -70,8 +71,13 @@ fn compare_row(reference: &[f32], candidate: &[f32], mask: usize, stats: &mut Qu
         .zip(&q)
         .filter(|(&lp, _)| lp > -700.0)
         .map(|(&lp, &lq)| lp.exp() * (lp - lq))
-        .sum::<f64>()
-        .max(0.0);
+        .sum::<f64>();
+    // A NaN KL (a NaN logit) is infinite, never 0 (`f64::max` would drop it).
+    let kl = if kl.is_nan() {
+        f64::INFINITY
+    } else {
+        kl.max(0.0)
+    };
     stats.positions += 1;
     let top = argmax(&p);
     if top == argmax(&q) {
@@ -85,12 +91,9 @@ fn compare_row(reference: &[f32], candidate: &[f32], mask: usize, stats: &mut Qu
         stats.max_disagreement_gap = stats.max_disagreement_gap.max(p[top] - second);
     }
     stats.kl_sum += kl;
-    stats.kl_max = stats.kl_max.max(kl);
-    let err = reference
-        .iter()
-        .zip(candidate)
-        .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
-    stats.max_logit_err = stats.max_logit_err.max(err);
+    stats.kl_max = tolerance::worst(stats.kl_max, kl);
+    let err = tolerance::max_abs_diff(reference, candidate);
+    stats.max_logit_err = tolerance::worst(stats.max_logit_err, err);
 }
 
 /// Runs the reference and every candidate on the same noised sequences (each engine keeps its
