@@ -1,6 +1,8 @@
 // The manual full-size check (tests/e2e/full-size-check.sh): load a ~170 MB package from
 // ./full/ into the page on the chosen engine, generate a few tokens, and report sizes,
-// timings, the page's peak wasm memory and main-thread long tasks.
+// timings, the page's peak wasm memory and main-thread long tasks. With a 4th argument (worker
+// counts, e.g. `1,2`) the CPU engine runs once per count (`?workers=N`; the page must be
+// served cross-origin isolated, as full-size-check.sh does) and the step times are compared.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 const { chromium } = require(path.join(here, '../../tools/npm/node_modules/playwright-core'));
-const [pageUrl, engine, tokens] = process.argv.slice(2);
+const [pageUrl, engine, tokens, workerList] = process.argv.slice(2);
+const workerCounts = workerList ? workerList.split(',').map(Number) : [null];
 
 const userData = fs.mkdtempSync(path.join(os.tmpdir(), 'bd3lm-full-'));
 const ctx = await chromium.launchPersistentContext(userData, {
@@ -35,42 +38,55 @@ page.on('console', (m) => console.log(`  [console] ${m.text()}`));
 page.on('pageerror', (e) => console.log(`  [pageerror] ${e.message}`));
 const text = (sel) => page.locator(sel).innerText();
 
-await page.goto(`${pageUrl}?engine=${engine}`);
-await page.waitForFunction(() => document.querySelector('#package-costs')?.textContent.includes('Download:'));
-await page.fill('#package-url', 'full/');
-await page.click('#check');
-await page.waitForFunction(() => document.querySelector('#package-facts')?.textContent.includes('parameters')
-  || document.querySelector('#error-text')?.textContent);
-console.log(`facts: ${await text('#package-facts')}\ncosts: ${await text('#package-costs')}`);
-let t0 = Date.now();
-await page.click('#load');
-await page.waitForFunction(() => ['Model ready.', 'No model loaded.'].includes(document.querySelector('#model-state')?.textContent)
-  && !document.querySelector('#load').disabled);
-const loadMs = Date.now() - t0;
-console.log(`state: ${await text('#model-state')} after ${loadMs} ms\nengine: ${await text('#engine')}\nreport: ${await text('#load-report')}`);
-const error = await page.locator('#error-text').innerText().catch(() => '');
-if (error) console.log(`error: ${error}`);
-let peakAfterLoad = await page.evaluate(() => window.__full.peakWasm);
-console.log(`peak wasm memory after load: ${(peakAfterLoad / 1e6).toFixed(1)} MB`);
-if ((await text('#model-state')) === 'Model ready.') {
-  await page.fill('#tokens', tokens);
-  await page.fill('#pace', '0');
+const stepMs = {};
+let t0;
+for (const workers of workerCounts) {
+  if (workers) console.log(`\n=== ${workers} worker(s) ===`);
+  await page.goto(`${pageUrl}?engine=${engine}${workers ? `&workers=${workers}` : ''}`);
+  await page.evaluate(() => { window.__full.longTasks = []; });
+  await page.waitForFunction(() => document.querySelector('#package-costs')?.textContent.includes('Download:'));
+  await page.fill('#package-url', 'full/');
+  await page.click('#check');
+  await page.waitForFunction(() => document.querySelector('#package-facts')?.textContent.includes('parameters')
+    || document.querySelector('#error-text')?.textContent);
+  console.log(`facts: ${await text('#package-facts')}\ncosts: ${await text('#package-costs')}`);
   t0 = Date.now();
-  const ended = Number(await page.getAttribute('#canvas', 'data-runs-ended'));
-  await page.click('#start');
-  await page.waitForFunction((n) => Number(document.querySelector('#canvas').dataset.runsEnded) > n, ended);
-  const stats = Object.fromEntries(await Promise.all(['forwards-per-s', 'tokens-per-s', 'forwards', 'tokens', 'first-block', 'longest-step']
-    .map(async (k) => [k, await text(`#stat-${k}`)])));
-  console.log(`run: ${Date.now() - t0} ms, ${await text('#notice')} ${JSON.stringify(stats)}`);
-  console.log(`text: ${JSON.stringify((await text('#canvas')).slice(0, 200))}`);
+  await page.click('#load');
+  await page.waitForFunction(() => ['Model ready.', 'No model loaded.'].includes(document.querySelector('#model-state')?.textContent)
+    && !document.querySelector('#load').disabled);
+  const loadMs = Date.now() - t0;
+  console.log(`state: ${await text('#model-state')} after ${loadMs} ms\nengine: ${await text('#engine')}\nreport: ${await text('#load-report')}`);
+  const error = await page.locator('#error-text').innerText().catch(() => '');
+  if (error) console.log(`error: ${error}`);
+  const peakAfterLoad = await page.evaluate(() => window.__full.peakWasm);
+  console.log(`peak wasm memory after load: ${(peakAfterLoad / 1e6).toFixed(1)} MB`);
+  if ((await text('#model-state')) === 'Model ready.') {
+    await page.fill('#tokens', tokens);
+    await page.fill('#pace', '0');
+    t0 = Date.now();
+    const ended = Number(await page.getAttribute('#canvas', 'data-runs-ended'));
+    await page.click('#start');
+    await page.waitForFunction((n) => Number(document.querySelector('#canvas').dataset.runsEnded) > n, ended);
+    const stats = Object.fromEntries(await Promise.all(['forwards-per-s', 'tokens-per-s', 'forwards', 'tokens', 'first-block', 'longest-step']
+      .map(async (k) => [k, await text(`#stat-${k}`)])));
+    console.log(`run: ${Date.now() - t0} ms, ${await text('#notice')} ${JSON.stringify(stats)}`);
+    stepMs[workers] = 1000 / Number(stats['forwards-per-s']);
+    console.log(`text: ${JSON.stringify((await text('#canvas')).slice(0, 200))}`);
+  }
+  const full = await page.evaluate(() => window.__full);
+  const durations = full.longTasks.map((t) => t.duration);
+  console.log(`peak wasm memory: ${(full.peakWasm / 1e6).toFixed(1)} MB; long tasks: ${durations.length}, longest ${Math.max(0, ...durations).toFixed(0)} ms`);
+  for (const t of full.longTasks) {
+    const before = full.logs.filter((l) => l.t <= t.start).pop();
+    console.log(`  long task ${t.duration.toFixed(0)} ms at ${t.start.toFixed(0)} ms, after "${before ? before.msg : '(page start)'}"`);
+  }
+  await page.screenshot({ path: path.join(here, 'out', `full-size-${engine}${workers ? `-${workers}w` : ''}.png`), fullPage: true });
 }
-const full = await page.evaluate(() => window.__full);
-const durations = full.longTasks.map((t) => t.duration);
-console.log(`peak wasm memory: ${(full.peakWasm / 1e6).toFixed(1)} MB; long tasks: ${durations.length}, longest ${Math.max(0, ...durations).toFixed(0)} ms`);
-for (const t of full.longTasks) {
-  const before = full.logs.filter((l) => l.t <= t.start).pop();
-  console.log(`  long task ${t.duration.toFixed(0)} ms at ${t.start.toFixed(0)} ms, after "${before ? before.msg : '(page start)'}"`);
+if (workerCounts.length > 1) {
+  const base = stepMs[workerCounts[0]];
+  for (const w of workerCounts.slice(1)) {
+    console.log(`step (model call + draw) with ${w} workers: ${stepMs[w].toFixed(1)} ms = ${(stepMs[w] / base).toFixed(2)}x the step with ${workerCounts[0]} (${base.toFixed(1)} ms)`);
+  }
 }
-await page.screenshot({ path: path.join(here, 'out', `full-size-${engine}.png`), fullPage: true });
 await ctx.close();
 fs.rmSync(userData, { recursive: true, force: true });

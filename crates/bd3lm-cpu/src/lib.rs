@@ -13,6 +13,7 @@ pub mod forward;
 pub mod kernels;
 pub mod math;
 pub mod matmul;
+pub mod shard_part;
 pub mod split;
 pub mod threads;
 #[cfg(target_arch = "wasm32")]

@@ -7,8 +7,9 @@
 //! the other parties' outputs); at each split matmul it hands the activations to the others
 //! through a [`SplitMatmul`] hook, computes its own outputs meanwhile and then gathers theirs.
 
+use crate::shard_part::Keep;
 use bd3lm::package::TensorPiece;
-use bd3lm::quant::{Matrix, MatrixData, GROUP};
+use bd3lm::quant::Matrix;
 use bd3lm::{Config, Error, Result};
 use std::ops::Range;
 
@@ -59,58 +60,6 @@ pub fn split_outputs(cfg: &Config) -> Vec<usize> {
     outputs
 }
 
-/// Rows `rows` of `m` (output rows of a `[outputs, k]` matrix), copied.
-pub fn slice_rows(m: &Matrix, rows: Range<usize>) -> Matrix {
-    let c = m.cols;
-    let (a, b) = (rows.start, rows.end);
-    let groups = c / GROUP;
-    let data = match &m.data {
-        MatrixData::F32(v) => MatrixData::F32(v[a * c..b * c].to_vec()),
-        MatrixData::F16(v) => MatrixData::F16(v[a * c..b * c].to_vec()),
-        MatrixData::Q8 { q, scales } => MatrixData::Q8 {
-            q: q[a * c..b * c].to_vec(),
-            scales: scales[a * groups..b * groups].to_vec(),
-        },
-        MatrixData::Q4 { q, scales, mins } => MatrixData::Q4 {
-            q: q[a * c / 2..b * c / 2].to_vec(),
-            scales: scales[a * groups..b * groups].to_vec(),
-            mins: mins[a * groups..b * groups].to_vec(),
-        },
-    };
-    Matrix {
-        rows: b - a,
-        cols: c,
-        data,
-    }
-}
-
-/// The part of a matrix piece (rows `start_row..` of the whole) that falls in `keep`, as a
-/// piece of the kept slice (its rows renumbered from `keep.start`); `None` when none does.
-/// A piece wholly inside `keep` is moved, not copied.
-pub fn slice_piece(piece: TensorPiece, keep: &Range<usize>) -> Option<TensorPiece> {
-    let TensorPiece::Rows {
-        start_row, matrix, ..
-    } = piece
-    else {
-        return Some(piece);
-    };
-    let end_row = start_row + matrix.rows;
-    let (lo, hi) = (start_row.max(keep.start), end_row.min(keep.end));
-    if lo >= hi {
-        return None;
-    }
-    let matrix = if lo == start_row && hi == end_row {
-        matrix
-    } else {
-        slice_rows(&matrix, lo - start_row..hi - start_row)
-    };
-    Some(TensorPiece::Rows {
-        start_row: lo - keep.start,
-        total_rows: keep.len(),
-        matrix,
-    })
-}
-
 /// One party's slices of every split matrix, collected piece by piece as shards arrive.
 pub struct PartSlices {
     part: usize,
@@ -142,19 +91,24 @@ impl PartSlices {
         part_range(self.outputs[index], self.part, self.parts)
     }
 
-    /// Keeps this party's rows of `piece` when it belongs to a split matrix; gives back any
-    /// other piece untouched.
-    pub fn put(&mut self, name: &str, piece: TensorPiece) -> Option<TensorPiece> {
-        let Some(index) = self.index_of(name) else {
-            return Some(piece);
-        };
-        if let Some(TensorPiece::Rows {
-            start_row, matrix, ..
-        }) = slice_piece(piece, &self.range(index))
+    /// What this party keeps of tensor `name`: its rows of a split matrix; everything else
+    /// when it is party 0 (it runs the engine), nothing otherwise.
+    pub fn keep(&self, name: &str) -> Keep {
+        match self.index_of(name) {
+            Some(index) => Keep::Rows(self.range(index)),
+            None if self.part == 0 => Keep::Whole,
+            None => Keep::Nothing,
+        }
+    }
+
+    /// Collects a piece of this party's slice of a split matrix (as [`crate::shard_part`]
+    /// reads it, rows numbered from the slice's start); ignores any other tensor.
+    pub fn add(&mut self, name: &str, piece: TensorPiece) {
+        if let (Some(index), TensorPiece::Rows { start_row, matrix, .. }) =
+            (self.index_of(name), piece)
         {
             self.pieces[index].push((start_row, matrix));
         }
-        None
     }
 
     /// Every slice, whole, by index, with its first output in the whole matrix.
@@ -231,17 +185,6 @@ pub fn matrix_addresses(w: &bd3lm::Weights) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    fn q8(rows: usize, cols: usize) -> Matrix {
-        Matrix {
-            rows,
-            cols,
-            data: MatrixData::Q8 {
-                q: (0..rows * cols).map(|i| (i % 251) as i8).collect(),
-                scales: (0..rows * cols / GROUP).map(|i| i as u16).collect(),
-            },
-        }
-    }
-
     #[test]
     fn parts_cover_the_outputs_without_gaps() {
         for (n, parts) in [(768, 2), (2304, 3), (50_258, 8), (64, 4), (64, 1)] {
@@ -254,38 +197,5 @@ mod tests {
             }
             assert_eq!(next, n);
         }
-    }
-
-    #[test]
-    fn pieces_across_a_boundary_give_the_slice() {
-        let whole = q8(96, 64);
-        let keep = 40..80;
-        let mut kept = Vec::new();
-        for (start, end) in [(0, 32), (32, 64), (64, 96)] {
-            let piece = TensorPiece::Rows {
-                start_row: start,
-                total_rows: 96,
-                matrix: slice_rows(&whole, start..end),
-            };
-            if let Some(TensorPiece::Rows {
-                start_row, matrix, ..
-            }) = slice_piece(piece, &keep)
-            {
-                kept.push((start_row, matrix));
-            }
-        }
-        assert_eq!(kept.len(), 2);
-        assert_eq!((kept[0].0, kept[0].1.rows), (0, 24));
-        assert_eq!((kept[1].0, kept[1].1.rows), (24, 16));
-        let mut joined = kept.remove(0).1;
-        joined.data.append(kept.remove(0).1.data).expect("same scheme");
-        joined.rows = 40;
-        assert_eq!(joined, slice_rows(&whole, keep));
-        let outside = TensorPiece::Rows {
-            start_row: 0,
-            total_rows: 96,
-            matrix: slice_rows(&whole, 0..32),
-        };
-        assert!(slice_piece(outside, &(40..80)).is_none());
     }
 }

@@ -16,12 +16,13 @@
 //! sends every shard to every worker, and engine calls to worker 0 alone.
 
 use crate::engine::{CpuEngine, CpuOptions};
-use crate::split::{slice_piece, PartSlices};
+use crate::shard_part::{read_shard_part, ShardBytes};
+use crate::split::PartSlices;
 use crate::worker_split::{PartServer, SharedSplit};
 pub use crate::worker_engine::WorkerEngine;
 use bd3lm::engine::{DrawRequest, Engine, RowDraw, Rows};
 use bd3lm::forward::Activations;
-use bd3lm::package::{read_shard, Manifest, WeightsBuilder};
+use bd3lm::package::{Manifest, WeightsBuilder};
 use bd3lm::{Config, Error, Result};
 use futures_channel::oneshot;
 use js_sys::SharedArrayBuffer;
@@ -95,6 +96,28 @@ pub(crate) struct Reply {
     pub(crate) logits: Vec<f32>,
     #[serde(default)]
     pub(crate) describe: String,
+    /// Bytes of the worker's wasm memory (its high-water mark: wasm memory never shrinks).
+    #[serde(default)]
+    pub(crate) memory: f64,
+}
+
+/// A shard stays in the worker's JavaScript heap; only the rows it keeps enter wasm memory.
+impl ShardBytes for js_sys::Uint8Array {
+    fn byte_len(&self) -> usize {
+        self.length() as usize
+    }
+    fn read(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        self.subarray(range.start as u32, range.end as u32).to_vec()
+    }
+}
+
+/// This worker's wasm memory in bytes.
+fn memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .unchecked_into::<js_sys::WebAssembly::Memory>()
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length() as f64
 }
 
 /// Polls a future that completes without waiting (the CPU engine's futures do).
@@ -140,7 +163,7 @@ impl WorkerState {
     fn handle(
         &mut self,
         req: Request,
-        bytes: Option<Vec<u8>>,
+        bytes: Option<js_sys::Uint8Array>,
         shared: Option<SharedArrayBuffer>,
     ) -> Result<Reply> {
         let mut reply = Reply::default();
@@ -173,18 +196,15 @@ impl WorkerState {
                     .loading
                     .as_mut()
                     .ok_or_else(|| Error::Backend("a shard arrived before the manifest".into()))?;
-                let bytes = bytes.unwrap_or_default();
-                for (name, piece) in read_shard(&loading.manifest, &file, &bytes)? {
-                    if loading.part > 0 {
-                        // Vectors and the embedding stay with worker 0.
-                        loading.slices.put(&name, piece);
-                    } else if let Some(index) = loading.slices.index_of(&name) {
-                        let keep = loading.slices.range(index);
-                        if let Some(piece) = slice_piece(piece, &keep) {
-                            loading.builder.put(name, piece);
-                        }
-                    } else {
+                let bytes = bytes.ok_or_else(|| Error::Backend("a shard without bytes".into()))?;
+                let slices = &mut loading.slices;
+                let pieces =
+                    read_shard_part(&loading.manifest, &file, &bytes, |name| slices.keep(name))?;
+                for (name, piece) in pieces {
+                    if loading.part == 0 {
                         loading.builder.put(name, piece);
+                    } else {
+                        slices.add(&name, piece);
                     }
                 }
             }
@@ -245,6 +265,7 @@ impl WorkerState {
                 "another CPU worker stopped answering (see the console)".into(),
             ));
         }
+        reply.memory = memory_bytes();
         reply.cached = self.engine.as_ref().map_or(0, |e| e.cached_tokens());
         reply.forwards = self.engine.as_ref().map_or(0, |e| e.forward_count());
         Ok(reply)
@@ -261,9 +282,7 @@ pub fn serve() {
             let message = js_sys::Array::from(&event.data());
             let id = message.get(0);
             let extra = message.get(2);
-            let bytes = extra
-                .dyn_ref::<js_sys::Uint8Array>()
-                .map(|b| b.to_vec());
+            let bytes = extra.dyn_ref::<js_sys::Uint8Array>().cloned();
             let shared = Some(extra)
                 .filter(|v| v.is_object() && bytes.is_none())
                 .and_then(|v| v.dyn_into::<SharedArrayBuffer>().ok());

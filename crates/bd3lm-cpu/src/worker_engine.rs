@@ -41,6 +41,10 @@ pub struct WorkerEngine {
     description: String,
 }
 
+fn js_value(v: &JsValue) -> &JsValue {
+    v
+}
+
 fn js_error(what: &str, e: JsValue) -> Error {
     Error::Backend(format!(
         "{what}: {}",
@@ -162,7 +166,7 @@ impl WorkerEngine {
                 part,
                 parts,
             };
-            waiting.push(engine.post(part, &load, shared.as_ref().map(|b| b.as_ref()))?);
+            waiting.push(engine.post(part, &load, shared.as_ref().map(|b| js_value(b)))?);
         }
         engine.await_all(waiting).await?;
         Ok(engine)
@@ -181,7 +185,7 @@ impl WorkerEngine {
         };
         let mut waiting = Vec::with_capacity(self.workers.len());
         for w in 0..self.workers.len() {
-            waiting.push(self.post(w, &req, Some(bytes.as_ref()))?);
+            waiting.push(self.post(w, &req, Some(js_value(bytes)))?);
         }
         self.await_all(waiting).await
     }
@@ -193,8 +197,22 @@ impl WorkerEngine {
         for w in 1..self.workers.len() {
             waiting.push(self.post(w, &Request::Finish, None)?);
         }
-        self.await_all(waiting).await?;
-        self.description = self.call_leader(Request::Finish, None).await?.describe;
+        let mut memory = Vec::with_capacity(self.workers.len());
+        for rx in waiting {
+            memory.push(self.reply(rx, false).await?.memory);
+        }
+        let leader = self.call_leader(Request::Finish).await?;
+        memory.insert(0, leader.memory);
+        self.description = leader.describe;
+        let mb: Vec<String> = memory.iter().map(|m| format!("{:.0}", m / 1e6)).collect();
+        web_sys::console::log_1(
+            &format!(
+                "bd3lm: CPU engine on {} worker(s); their wasm memory after loading: {} MB",
+                self.workers.len(),
+                mb.join(" + ")
+            )
+            .into(),
+        );
         Ok(())
     }
 
@@ -244,12 +262,8 @@ impl WorkerEngine {
         Ok(())
     }
 
-    async fn call_leader(
-        &mut self,
-        req: Request,
-        bytes: Option<&js_sys::Uint8Array>,
-    ) -> Result<Reply> {
-        let rx = self.post(0, &req, bytes.map(|b| b.as_ref()))?;
+    async fn call_leader(&mut self, req: Request) -> Result<Reply> {
+        let rx = self.post(0, &req, None)?;
         self.reply(rx, true).await
     }
 }
@@ -288,12 +302,12 @@ impl Engine for WorkerEngine {
 
     async fn commit(&mut self, block: &[u32]) -> Result<()> {
         let block = block.to_vec();
-        self.call_leader(Request::Commit { block }, None).await.map(|_| ())
+        self.call_leader(Request::Commit { block }).await.map(|_| ())
     }
 
     async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
         let block = block.to_vec();
-        Ok(self.call_leader(Request::Logits { block }, None).await?.logits)
+        Ok(self.call_leader(Request::Logits { block }).await?.logits)
     }
 
     async fn activations(&mut self, _block: &[u32]) -> Result<Activations> {
@@ -314,7 +328,7 @@ impl Engine for WorkerEngine {
             mask_prob: req.mask_prob,
             reuse: req.reuse,
         };
-        let reply = self.call_leader(request, None).await?;
+        let reply = self.call_leader(request).await?;
         Ok(reply
             .draws
             .into_iter()

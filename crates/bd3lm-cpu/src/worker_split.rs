@@ -30,7 +30,7 @@ const DONE: u32 = 8;
 const HEADER_BYTES: u32 = 256;
 /// Most workers the control words have room for.
 pub const MAX_WORKERS: usize = (HEADER_BYTES / 4 - DONE) as usize;
-/// A job index that stops the workers' loops.
+/// What a failed load reads as (no job index is negative: a worker given one stops).
 const STOP: i32 = -1;
 /// How long a wait sleeps before it looks at [`ABORT`] again (ms).
 const WAIT_SLICE_MS: f64 = 500.0;
@@ -141,13 +141,6 @@ impl SharedSplit {
             columns: RefCell::new(Vec::new()),
             failed,
         }
-    }
-
-    /// Stops the other workers' loops.
-    pub fn stop(&self) {
-        self.views.signal(INDEX, STOP);
-        self.job.set(self.job.get() + 1);
-        self.views.signal(GO, self.job.get());
     }
 }
 

@@ -1,18 +1,20 @@
 //! The engine with every matrix split by outputs across parties (the page's CPU engine on
 //! several Web Workers, issue 19) gives bit-identical logits to one engine: each output is
 //! computed whole by one party with the same kernel. The parties here are in-process (the
-//! page's go through a `SharedArrayBuffer`, `worker_split`, checked by the e2e test); the
-//! slices are built the way the workers build them, from row pieces of the package.
+//! page's go through a `SharedArrayBuffer`, `worker_split`, checked by the e2e test); each
+//! party reads its part of the package's shards the way a worker does (`shard_part`).
 #![cfg(not(target_arch = "wasm32"))]
 
 use bd3lm::fixture::Fixture;
-use bd3lm::package::{quantize_weights, SchemePlan, TensorPiece};
+use bd3lm::package::{
+    build_package, quantize_weights, read_shard, slice_rows, PackageFiles, SchemePlan,
+    SpecialTokens, WeightsBuilder,
+};
 use bd3lm::quant::{Matrix, Scheme};
 use bd3lm::{Engine, Weights};
+use bd3lm_cpu::shard_part::{read_shard_part, Keep};
 use bd3lm_cpu::matmul::{matmul_columns, MatmulScratch};
-use bd3lm_cpu::split::{
-    self, slice_rows, split_matrix_names, PartSlices, SplitMatmul, SplitMatrix,
-};
+use bd3lm_cpu::split::{self, PartSlices, SplitMatmul, SplitMatrix};
 use bd3lm_cpu::threads::Pool;
 use bd3lm_cpu::{CpuEngine, CpuOptions, Simd};
 use std::path::PathBuf;
@@ -65,47 +67,45 @@ impl SplitMatmul for InProcessSplit {
     }
 }
 
-/// Every split matrix of `w` as row pieces of 40 rows (so pieces straddle the parts).
-fn pieces(w: &Weights) -> Vec<(String, TensorPiece)> {
-    let mut whole: Vec<&Matrix> = w.layers.iter().flat_map(|l| l.matrices().map(|(_, m)| m)).collect();
-    whole.push(&w.lm_head);
-    let mut out = Vec::new();
-    for (name, m) in split_matrix_names(&w.config).into_iter().zip(whole) {
-        for start in (0..m.rows).step_by(40) {
-            let end = (start + 40).min(m.rows);
-            out.push((
-                name.clone(),
-                TensorPiece::Rows {
-                    start_row: start,
-                    total_rows: m.rows,
-                    matrix: slice_rows(m, start..end),
-                },
-            ));
-        }
-    }
-    out
+/// A package of `w` in memory, in 40 kB shards (so matrices come in row pieces, some
+/// straddling the parts).
+fn package(w: &Weights) -> PackageFiles {
+    let special = SpecialTokens {
+        bos: 0,
+        eos: 0,
+        mask: w.config.mask_id(),
+    };
+    build_package("t", "mixed", w, b"{}", special, serde_json::Value::Null, 40_000)
+        .expect("package")
 }
 
-/// Party `part`'s slices, built as a worker builds them.
-fn slices(w: &Weights, part: usize, parts: usize) -> Vec<(usize, Matrix)> {
-    let mut s = PartSlices::new(&w.config, part, parts);
-    for (name, piece) in pieces(w) {
-        assert!(s.put(&name, piece).is_none());
+fn shards(pkg: &PackageFiles) -> impl Iterator<Item = &(String, Vec<u8>)> {
+    pkg.files.iter().filter(|(name, _)| name.ends_with(".safetensors"))
+}
+
+/// Party `part` of `parts`, read from the shards as a worker reads them: party 0's weights
+/// (its slices of the split matrices, everything else whole), and every party's slices.
+fn party(pkg: &PackageFiles, part: usize, parts: usize) -> (Option<Weights>, Vec<(usize, Matrix)>) {
+    let cfg = pkg.manifest.model_config().expect("config");
+    let mut slices = PartSlices::new(&cfg, part, parts);
+    let mut builder = WeightsBuilder::new(cfg);
+    for (file, bytes) in shards(pkg) {
+        let pieces = read_shard_part(&pkg.manifest, file, &bytes[..], |n| slices.keep(n)).expect("read");
+        for (name, piece) in pieces {
+            if part == 0 {
+                builder.put(name.clone(), piece.clone());
+            }
+            slices.add(&name, piece);
+        }
     }
-    s.finish().expect("slices")
+    let weights = (part == 0).then(|| builder.finish().expect("weights"));
+    (weights, slices.finish().expect("slices"))
 }
 
 /// Party 0's engine, the other parties behind the hook.
-fn split_engine(w: &Weights, parts: usize, simd: Simd) -> CpuEngine {
-    let mut own = slices(w, 0, parts).into_iter().map(|(_, m)| m);
-    let mut mine = w.clone();
-    for l in &mut mine.layers {
-        for m in [&mut l.qkv, &mut l.attn_out, &mut l.mlp_in, &mut l.mlp_out] {
-            *m = own.next().expect("slice");
-        }
-    }
-    mine.lm_head = own.next().expect("slice");
-    let mine = Arc::new(mine);
+fn split_engine(pkg: &PackageFiles, parts: usize, simd: Simd) -> CpuEngine {
+    let (mine, _) = party(pkg, 0, parts);
+    let mine = Arc::new(mine.expect("party 0 has weights"));
     let options = CpuOptions {
         threads: Some(2),
         simd: Some(simd),
@@ -115,11 +115,45 @@ fn split_engine(w: &Weights, parts: usize, simd: Simd) -> CpuEngine {
     engine.set_split(Box::new(InProcessSplit {
         simd,
         addresses: split::matrix_addresses(&mine),
-        outputs: split::split_outputs(&w.config),
-        others: (1..parts).map(|p| slices(w, p, parts)).collect(),
+        outputs: split::split_outputs(&mine.config),
+        others: (1..parts).map(|p| party(pkg, p, parts).1).collect(),
         x: Mutex::new(Vec::new()),
     }));
     engine
+}
+
+#[test]
+fn a_party_reads_from_the_shard_bytes_what_read_shard_gives() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v512-bs16");
+    let fx = Fixture::from_dir(&dir).expect("fixture");
+    for scheme in [Scheme::F16, Scheme::Q8, Scheme::Q4] {
+        let pkg = package(&quantize_weights(&fx.weights, SchemePlan::for_format(scheme)));
+        assert!(shards(&pkg).count() > 3, "{scheme:?}: several shards");
+        for (file, bytes) in shards(&pkg) {
+            let whole = read_shard(&pkg.manifest, file, bytes).expect("read_shard");
+            let part = read_shard_part(&pkg.manifest, file, &bytes[..], |_| Keep::Whole).expect("part");
+            assert_eq!(part, whole, "{scheme:?} {file}");
+        }
+        // Each party's slices are the rows of the whole matrices it owns.
+        let cfg = pkg.manifest.model_config().expect("config");
+        let (full, _) = party(&pkg, 0, 1);
+        let full = full.expect("weights");
+        let mut whole: Vec<&Matrix> = full.layers.iter().flat_map(|l| l.matrices().map(|(_, m)| m)).collect();
+        whole.push(&full.lm_head);
+        for part in 0..3 {
+            let (_, slices) = party(&pkg, part, 3);
+            for (i, (start, m)) in slices.iter().enumerate() {
+                let r = split::part_range(split::split_outputs(&cfg)[i], part, 3);
+                assert_eq!(*start, r.start);
+                assert_eq!(*m, slice_rows(whole[i], r.start, r.end), "{scheme:?} matrix {i} part {part}");
+            }
+        }
+        // A corrupt header is an error, not a panic.
+        let (file, bytes) = shards(&pkg).next().expect("a shard");
+        let mut bad = bytes.clone();
+        bad[0] = 0xff;
+        assert!(read_shard_part(&pkg.manifest, file, &bad[..], |_| Keep::Whole).is_err());
+    }
 }
 
 fn logits(engine: &mut CpuEngine, prefix: &[Vec<u32>], block: &[u32]) -> Vec<f32> {
@@ -144,6 +178,7 @@ fn split_matrices_give_bit_identical_logits() {
     block[5] = cfg.mask_id();
     for scheme in [Scheme::F32, Scheme::Q8, Scheme::Q4] {
         let weights = quantize_weights(&fx.weights, SchemePlan::for_format(scheme));
+        let pkg = package(&weights);
         for simd in Simd::available() {
             let options = CpuOptions {
                 simd: Some(simd),
@@ -152,7 +187,7 @@ fn split_matrices_give_bit_identical_logits() {
             let mut one = CpuEngine::new(weights.clone(), options).expect("engine");
             let expected = logits(&mut one, &prefix, &block);
             for parts in [2, 3, split::max_parts(&cfg)] {
-                let mut split = split_engine(&weights, parts, simd);
+                let mut split = split_engine(&pkg, parts, simd);
                 let got = logits(&mut split, &prefix, &block);
                 let same = got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(
