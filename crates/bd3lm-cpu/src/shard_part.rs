@@ -85,7 +85,12 @@ impl Header {
         }
         let dims: Vec<usize> = entry["shape"]
             .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_u64()).map(|d| d as usize).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect()
+            })
             .unwrap_or_default();
         if dims != shape {
             return Err(Error::TensorShape {
@@ -97,9 +102,20 @@ impl Header {
         }
         let offsets: Vec<usize> = entry["data_offsets"]
             .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_u64()).map(|d| d as usize).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect()
+            })
             .unwrap_or_default();
-        let size = if dtype == "F32" { 4 } else if dtype == "F16" { 2 } else { 1 };
+        let size = if dtype == "F32" {
+            4
+        } else if dtype == "F16" {
+            2
+        } else {
+            1
+        };
         let want = shape.iter().product::<usize>() * size;
         match offsets[..] {
             [a, b] if b >= a && b - a == want && self.data_start + b <= self.len => {
@@ -143,7 +159,10 @@ pub fn read_shard_part(
             let key = piece_key(&t.name, p.start_row);
             if t.shape.len() == 1 {
                 let range = header.locate(&key, "F32", &t.shape)?;
-                out.push((t.name.clone(), TensorPiece::Vector(f32s(&bytes.read(range)))));
+                out.push((
+                    t.name.clone(),
+                    TensorPiece::Vector(f32s(&bytes.read(range))),
+                ));
                 continue;
             }
             let (rows, cols) = (p.rows, t.shape[1]);

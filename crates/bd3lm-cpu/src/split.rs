@@ -104,8 +104,12 @@ impl PartSlices {
     /// Collects a piece of this party's slice of a split matrix (as [`crate::shard_part`]
     /// reads it, rows numbered from the slice's start); ignores any other tensor.
     pub fn add(&mut self, name: &str, piece: TensorPiece) {
-        if let (Some(index), TensorPiece::Rows { start_row, matrix, .. }) =
-            (self.index_of(name), piece)
+        if let (
+            Some(index),
+            TensorPiece::Rows {
+                start_row, matrix, ..
+            },
+        ) = (self.index_of(name), piece)
         {
             self.pieces[index].push((start_row, matrix));
         }
@@ -122,10 +126,9 @@ impl PartSlices {
             let (_, mut whole) = iter.next().ok_or_else(missing)?;
             for (_, next) in iter {
                 whole.rows += next.rows;
-                whole
-                    .data
-                    .append(next.data)
-                    .map_err(|_| Error::package("manifest.json", format!("`{name}`: mixed schemes")))?;
+                whole.data.append(next.data).map_err(|_| {
+                    Error::package("manifest.json", format!("`{name}`: mixed schemes"))
+                })?;
             }
             if whole.rows != range.len() {
                 return Err(missing());

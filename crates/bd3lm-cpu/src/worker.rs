@@ -18,8 +18,8 @@
 use crate::engine::{CpuEngine, CpuOptions};
 use crate::shard_part::{read_shard_part, ShardBytes};
 use crate::split::PartSlices;
-use crate::worker_split::{PartServer, SharedSplit};
 pub use crate::worker_engine::WorkerEngine;
+use crate::worker_split::{PartServer, SharedSplit};
 use bd3lm::engine::{DrawRequest, Engine, RowDraw, Rows};
 use bd3lm::forward::Activations;
 use bd3lm::package::{Manifest, WeightsBuilder};

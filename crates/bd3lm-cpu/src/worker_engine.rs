@@ -78,7 +78,8 @@ async fn start_worker(
     pending: &Pending,
     shared: Option<SharedArrayBuffer>,
 ) -> Result<Started> {
-    let worker = web_sys::Worker::new(url).map_err(|e| js_error("cannot start the CPU worker", e))?;
+    let worker =
+        web_sys::Worker::new(url).map_err(|e| js_error("cannot start the CPU worker", e))?;
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let mut ready_tx = Some(ready_tx);
     let replies = Rc::clone(pending);
@@ -141,7 +142,8 @@ impl WorkerEngine {
         } else {
             1
         };
-        let shared = (parts > 1).then(|| SharedArrayBuffer::new(worker_split::shared_bytes(&config)));
+        let shared =
+            (parts > 1).then(|| SharedArrayBuffer::new(worker_split::shared_bytes(&config)));
         let pending: Pending = Rc::default();
         let mut handlers = Vec::with_capacity(parts);
         for _ in 0..parts {
@@ -302,7 +304,9 @@ impl Engine for WorkerEngine {
 
     async fn commit(&mut self, block: &[u32]) -> Result<()> {
         let block = block.to_vec();
-        self.call_leader(Request::Commit { block }).await.map(|_| ())
+        self.call_leader(Request::Commit { block })
+            .await
+            .map(|_| ())
     }
 
     async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {

@@ -239,7 +239,10 @@ impl PartServer {
             y.resize(rows * m.rows, 0.0);
             matmul::matmul(&pool, simd, m, &x, rows, &mut y, &mut scratch);
             let at = (rows * start) as u32;
-            self.views.out.subarray(at, at + y.len() as u32).copy_from(&y);
+            self.views
+                .out
+                .subarray(at, at + y.len() as u32)
+                .copy_from(&y);
             self.views.signal(DONE + self.part as u32, job);
         }
     }

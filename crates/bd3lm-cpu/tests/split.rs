@@ -12,8 +12,8 @@ use bd3lm::package::{
 };
 use bd3lm::quant::{Matrix, Scheme};
 use bd3lm::{Engine, Weights};
-use bd3lm_cpu::shard_part::{read_shard_part, Keep};
 use bd3lm_cpu::matmul::{matmul_columns, MatmulScratch};
+use bd3lm_cpu::shard_part::{read_shard_part, Keep};
 use bd3lm_cpu::split::{self, PartSlices, SplitMatmul, SplitMatrix};
 use bd3lm_cpu::threads::Pool;
 use bd3lm_cpu::{CpuEngine, CpuOptions, Simd};
@@ -75,12 +75,22 @@ fn package(w: &Weights) -> PackageFiles {
         eos: 0,
         mask: w.config.mask_id(),
     };
-    build_package("t", "mixed", w, b"{}", special, serde_json::Value::Null, 40_000)
-        .expect("package")
+    build_package(
+        "t",
+        "mixed",
+        w,
+        b"{}",
+        special,
+        serde_json::Value::Null,
+        40_000,
+    )
+    .expect("package")
 }
 
 fn shards(pkg: &PackageFiles) -> impl Iterator<Item = &(String, Vec<u8>)> {
-    pkg.files.iter().filter(|(name, _)| name.ends_with(".safetensors"))
+    pkg.files
+        .iter()
+        .filter(|(name, _)| name.ends_with(".safetensors"))
 }
 
 /// Party `part` of `parts`, read from the shards as a worker reads them: party 0's weights
@@ -90,7 +100,8 @@ fn party(pkg: &PackageFiles, part: usize, parts: usize) -> (Option<Weights>, Vec
     let mut slices = PartSlices::new(&cfg, part, parts);
     let mut builder = WeightsBuilder::new(cfg);
     for (file, bytes) in shards(pkg) {
-        let pieces = read_shard_part(&pkg.manifest, file, &bytes[..], |n| slices.keep(n)).expect("read");
+        let pieces =
+            read_shard_part(&pkg.manifest, file, &bytes[..], |n| slices.keep(n)).expect("read");
         for (name, piece) in pieces {
             if part == 0 {
                 builder.put(name.clone(), piece.clone());
@@ -127,25 +138,37 @@ fn a_party_reads_from_the_shard_bytes_what_read_shard_gives() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v512-bs16");
     let fx = Fixture::from_dir(&dir).expect("fixture");
     for scheme in [Scheme::F16, Scheme::Q8, Scheme::Q4] {
-        let pkg = package(&quantize_weights(&fx.weights, SchemePlan::for_format(scheme)));
+        let pkg = package(&quantize_weights(
+            &fx.weights,
+            SchemePlan::for_format(scheme),
+        ));
         assert!(shards(&pkg).count() > 3, "{scheme:?}: several shards");
         for (file, bytes) in shards(&pkg) {
             let whole = read_shard(&pkg.manifest, file, bytes).expect("read_shard");
-            let part = read_shard_part(&pkg.manifest, file, &bytes[..], |_| Keep::Whole).expect("part");
+            let part =
+                read_shard_part(&pkg.manifest, file, &bytes[..], |_| Keep::Whole).expect("part");
             assert_eq!(part, whole, "{scheme:?} {file}");
         }
         // Each party's slices are the rows of the whole matrices it owns.
         let cfg = pkg.manifest.model_config().expect("config");
         let (full, _) = party(&pkg, 0, 1);
         let full = full.expect("weights");
-        let mut whole: Vec<&Matrix> = full.layers.iter().flat_map(|l| l.matrices().map(|(_, m)| m)).collect();
+        let mut whole: Vec<&Matrix> = full
+            .layers
+            .iter()
+            .flat_map(|l| l.matrices().map(|(_, m)| m))
+            .collect();
         whole.push(&full.lm_head);
         for part in 0..3 {
             let (_, slices) = party(&pkg, part, 3);
             for (i, (start, m)) in slices.iter().enumerate() {
                 let r = split::part_range(split::split_outputs(&cfg)[i], part, 3);
                 assert_eq!(*start, r.start);
-                assert_eq!(*m, slice_rows(whole[i], r.start, r.end), "{scheme:?} matrix {i} part {part}");
+                assert_eq!(
+                    *m,
+                    slice_rows(whole[i], r.start, r.end),
+                    "{scheme:?} matrix {i} part {part}"
+                );
             }
         }
         // A corrupt header is an error, not a panic.
@@ -172,7 +195,11 @@ fn split_matrices_give_bit_identical_logits() {
     let (b, v) = (cfg.block_size, cfg.vocab_size);
     // Two committed blocks: the second call folds a store pass in (twice the rows).
     let prefix: Vec<Vec<u32>> = (0..2)
-        .map(|i| (0..b).map(|j| ((i * 31 + j * 7) % (v - 2)) as u32).collect())
+        .map(|i| {
+            (0..b)
+                .map(|j| ((i * 31 + j * 7) % (v - 2)) as u32)
+                .collect()
+        })
         .collect();
     let mut block: Vec<u32> = (0..b).map(|j| (j * 13 % (v - 2)) as u32).collect();
     block[5] = cfg.mask_id();
@@ -189,7 +216,10 @@ fn split_matrices_give_bit_identical_logits() {
             for parts in [2, 3, split::max_parts(&cfg)] {
                 let mut split = split_engine(&pkg, parts, simd);
                 let got = logits(&mut split, &prefix, &block);
-                let same = got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits());
+                let same = got
+                    .iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(
                     same && got.len() == expected.len(),
                     "{scheme:?} {} on {parts} parties: logits differ",

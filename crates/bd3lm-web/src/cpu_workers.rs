@@ -71,7 +71,10 @@ mod tests {
         assert_eq!(CpuWorkers::plan(None, 64, true).count, DEFAULT_MAX_WORKERS);
         assert_eq!(CpuWorkers::plan(None, 0, true).count, 1);
         assert_eq!(CpuWorkers::plan(Some("2"), 8, true).count, 2);
-        assert_eq!(CpuWorkers::plan(Some("99"), 8, true).count, MAX_REQUESTED_WORKERS);
+        assert_eq!(
+            CpuWorkers::plan(Some("99"), 8, true).count,
+            MAX_REQUESTED_WORKERS
+        );
         let bad = CpuWorkers::plan(Some("many"), 2, true);
         assert_eq!(bad.count, 2);
         assert!(bad.note.contains("?workers=many"), "{}", bad.note);

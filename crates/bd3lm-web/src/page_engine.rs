@@ -216,16 +216,17 @@ impl ModelSink {
                 let loader = GpuModelLoader::new(ctx, &config).map_err(gpu_error)?;
                 ModelSink::Gpu(Box::new((ctx.clone(), loader)))
             }
-            None => match WorkerEngine::start(CPU_WORKER_URL, manifest, cpu_workers().count).await
-            {
-                Ok(worker) => ModelSink::CpuWorker(Box::new(worker)),
-                Err(e) => {
-                    crate::browser::log(&format!(
-                        "bd3lm: {e}; the CPU engine runs on the page's thread"
-                    ));
-                    ModelSink::Cpu(WeightsBuilder::new(config))
+            None => {
+                match WorkerEngine::start(CPU_WORKER_URL, manifest, cpu_workers().count).await {
+                    Ok(worker) => ModelSink::CpuWorker(Box::new(worker)),
+                    Err(e) => {
+                        crate::browser::log(&format!(
+                            "bd3lm: {e}; the CPU engine runs on the page's thread"
+                        ));
+                        ModelSink::Cpu(WeightsBuilder::new(config))
+                    }
                 }
-            },
+            }
         })
     }
 
