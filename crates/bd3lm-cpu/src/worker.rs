@@ -20,7 +20,7 @@ use crate::shard_part::{read_shard_part, ShardBytes};
 use crate::split::PartSlices;
 pub use crate::worker_engine::WorkerEngine;
 use crate::worker_split::{PartServer, SharedSplit};
-use bd3lm::engine::{DrawRequest, Engine, RowDraw, Rows};
+use bd3lm::engine::{DrawRequest, Engine, EngineProbes, RowDraw, Rows};
 use bd3lm::forward::Activations;
 use bd3lm::package::{Manifest, WeightsBuilder};
 use bd3lm::{Config, Error, Result};
@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+
 
 /// What the worker posts once its message handler is installed.
 pub(crate) const READY: &str = "ready";

@@ -7,7 +7,7 @@
 use crate::split::max_parts;
 use crate::worker::{Reply, Request, READY};
 use crate::worker_split::{self, MAX_WORKERS};
-use bd3lm::engine::{DrawRequest, Engine, RowDraw, Rows};
+use bd3lm::engine::{DrawRequest, Engine, EngineProbes, RowDraw, Rows};
 use bd3lm::forward::Activations;
 use bd3lm::package::Manifest;
 use bd3lm::{Config, Error, Result};
@@ -309,17 +309,6 @@ impl Engine for WorkerEngine {
             .map(|_| ())
     }
 
-    async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
-        let block = block.to_vec();
-        Ok(self.call_leader(Request::Logits { block }).await?.logits)
-    }
-
-    async fn activations(&mut self, _block: &[u32]) -> Result<Activations> {
-        Err(Error::Backend(
-            "activations are not available from the CPU worker".into(),
-        ))
-    }
-
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
         let request = Request::Draw {
             block: req.block.to_vec(),
@@ -345,6 +334,30 @@ impl Engine for WorkerEngine {
             .collect())
     }
 
+    fn describe(&self) -> String {
+        match self.workers.len() {
+            1 => format!("{} in a Web Worker", self.description),
+            n => format!(
+                "{} on {n} Web Workers (each matrix split across them)",
+                self.description
+            ),
+        }
+    }
+}
+
+/// The check hooks: raw logits and the sampler's probes (no activations from a worker).
+impl EngineProbes for WorkerEngine {
+    async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
+        let block = block.to_vec();
+        Ok(self.call_leader(Request::Logits { block }).await?.logits)
+    }
+
+    async fn activations(&mut self, _block: &[u32]) -> Result<Activations> {
+        Err(Error::Backend(
+            "activations are not available from the CPU worker".into(),
+        ))
+    }
+
     async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
         Ok(bd3lm::engine::cpu_nucleus_probe(
             log_probs,
@@ -359,15 +372,5 @@ impl Engine for WorkerEngine {
             self.config.vocab_size,
             seed,
         ))
-    }
-
-    fn describe(&self) -> String {
-        match self.workers.len() {
-            1 => format!("{} in a Web Worker", self.description),
-            n => format!(
-                "{} on {n} Web Workers (each matrix split across them)",
-                self.description
-            ),
-        }
     }
 }

@@ -11,7 +11,7 @@ use bd3lm::package::{
     SpecialTokens, WeightsBuilder,
 };
 use bd3lm::quant::{Matrix, Scheme};
-use bd3lm::{Engine, Weights};
+use bd3lm::{Engine, EngineProbes, Weights};
 use bd3lm_cpu::matmul::{matmul_columns, MatmulScratch};
 use bd3lm_cpu::shard_part::{read_shard_part, Keep};
 use bd3lm_cpu::split::{self, PartSlices, SplitMatmul, SplitMatrix};
