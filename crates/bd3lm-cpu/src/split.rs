@@ -195,7 +195,7 @@ mod tests {
             for p in 0..parts {
                 let r = part_range(n, p, parts);
                 assert_eq!(r.start, next, "{n} outputs, part {p} of {parts}");
-                assert!(!r.is_empty() && r.start % PART_ALIGN == 0);
+                assert!(!r.is_empty() && r.start.is_multiple_of(PART_ALIGN));
                 next = r.end;
             }
             assert_eq!(next, n);
