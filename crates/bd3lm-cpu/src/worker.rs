@@ -20,22 +20,18 @@ use crate::shard_part::{read_shard_part, ShardBytes};
 use crate::split::PartSlices;
 pub use crate::worker_engine::WorkerEngine;
 use crate::worker_split::{PartServer, SharedSplit};
-use bd3lm::engine::{DrawRequest, Engine, EngineProbes, RowDraw, Rows};
-use bd3lm::forward::Activations;
+use bd3lm::engine::{DrawRequest, Engine, EngineProbes, Rows};
 use bd3lm::package::{Manifest, WeightsBuilder};
 use bd3lm::{Config, Error, Result};
-use futures_channel::oneshot;
 use js_sys::SharedArrayBuffer;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-
 
 /// What the worker posts once its message handler is installed.
 pub(crate) const READY: &str = "ready";
