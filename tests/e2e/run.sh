@@ -65,9 +65,25 @@ if [ "${E2E_ONLY:-}" = long-run ]; then
   node "$ROOT/tests/e2e/long_run.mjs" "$PAGE"
   exit $?
 fi
-if [ "${E2E_ONLY:-}" != hub ]; then
+if [ "${E2E_ONLY:-}" != hub ] && [ "${E2E_ONLY:-}" != workers ]; then
   node "$ROOT/tests/e2e/web.test.mjs" "$PAGE" "$PORT"
 fi
+
+# The CPU engine on several Web Workers (issue 19): the same tree served cross-origin
+# isolated (COOP/COEP); 2 workers must write 1 worker's text. E2E_ONLY=workers runs only this.
+if [ "${E2E_ONLY:-}" != hub ]; then
+  ISO_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  python3 "$ROOT/tests/e2e/serve_isolated.py" "$ISO_PORT" "$WWW" >"$OUT/server-isolated.log" 2>&1 &
+  ISO_PID=$!
+  trap 'kill "$SERVER_PID" "$ISO_PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$ISO_PORT/deploy/under/bd3lm/index.html')" 2>/dev/null && break
+    sleep 0.1
+  done
+  node "$ROOT/tests/e2e/workers.test.mjs" "http://127.0.0.1:$ISO_PORT/deploy/under/bd3lm/" "$PAGE"
+fi
+
+[ "${E2E_ONLY:-}" = workers ] && exit 0
 
 # Models by Hugging Face Hub id (docs/models.md): the loopback Hub emulator serves the
 # released-layout fixture gpt2vocab-bs8 under the released id (and variants for the error
@@ -95,7 +111,7 @@ open(path, "wb").write(data)
 PY
 python3 "$ROOT/scripts/hub-emulator.py" --root "$HUB/repos" --port 0 --port-file "$HUB/port" >"$HUB/emulator.log" 2>&1 &
 HUB_PID=$!
-trap 'kill "$SERVER_PID" "$HUB_PID" 2>/dev/null || true' EXIT
+trap 'kill "$SERVER_PID" "$HUB_PID" ${ISO_PID:-} 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -s "$HUB/port" ] && break; sleep 0.1; done
 [ -s "$HUB/port" ] || fail "the Hub emulator did not start (see $HUB/emulator.log)"
 node "$ROOT/tests/e2e/hub.test.mjs" "$PAGE" "http://127.0.0.1:$(cat "$HUB/port")" "$HUB/reference"

@@ -138,6 +138,12 @@ impl CpuEngine {
         self.pool.threads()
     }
 
+    /// Runs with weights whose split matrices are this party's slices, the other parties
+    /// behind `split` computing the rest ([`crate::split`]).
+    pub fn set_split(&mut self, split: Box<dyn crate::split::SplitMatmul>) {
+        self.pool.set_split(split);
+    }
+
     pub fn weights(&self) -> &Weights {
         &self.model.weights
     }

@@ -15,9 +15,15 @@ pub mod forward;
 pub mod kernels;
 pub mod math;
 pub mod matmul;
+pub mod shard_part;
+pub mod split;
 pub mod threads;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
+#[cfg(target_arch = "wasm32")]
+pub mod worker_engine;
+#[cfg(target_arch = "wasm32")]
+pub mod worker_split;
 
 pub use engine::{CpuEngine, CpuOptions, SIMD_ENV};
 pub use kernels::Simd;

@@ -37,7 +37,8 @@ fn chunk_outputs(threads: usize, outputs: usize, work_per_output: usize) -> usiz
     even.max(worth).clamp(1, outputs.max(1))
 }
 
-/// `out[r * n + o] = W[o] · x[r]` for `rows` rows of `x` (`[rows, k]`), `W` `[n, k]`.
+/// `out[r * n + o] = W[o] · x[r]` for `rows` rows of `x` (`[rows, k]`), `W` `[n, k]`. When the
+/// pool splits `W` with other parties, `w` is this party's slice and they compute the rest.
 pub fn matmul(
     pool: &Pool,
     simd: Simd,
@@ -45,6 +46,28 @@ pub fn matmul(
     x: &[f32],
     rows: usize,
     out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) {
+    let Some((split, m)) = pool.split().and_then(|s| s.locate(w).map(|m| (s, m))) else {
+        return matmul_columns(pool, simd, w, x, rows, out, (w.rows, 0), scratch);
+    };
+    split.start(m, &x[..rows * w.cols], rows);
+    let columns = (m.outputs, m.local_start);
+    matmul_columns(pool, simd, w, x, rows, out, columns, scratch);
+    split.finish(m, rows, out)
+}
+
+/// `out[r * stride + first + o] = W[o] · x[r]` for `(stride, first) = columns`: `W`'s outputs
+/// as columns `[first, first + n)` of rows `stride` long (the hook for a split matrix).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_columns(
+    pool: &Pool,
+    simd: Simd,
+    w: &Matrix,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+    (stride, first): (usize, usize),
     scratch: &mut MatmulScratch,
 ) {
     let (n, k) = (w.rows, w.cols);
@@ -70,7 +93,8 @@ pub fn matmul(
         for o0 in (0..n).step_by(BLOCK) {
             let o1 = (o0 + BLOCK).min(n);
             for r in 0..rt {
-                let dst = &mut out[(r0 + r) * n + o0..(r0 + r) * n + o1];
+                let at = (r0 + r) * stride + first;
+                let dst = &mut out[at + o0..at + o1];
                 for (d, o) in dst.iter_mut().zip(o0..o1) {
                     *d = tile[o * rt + r];
                 }

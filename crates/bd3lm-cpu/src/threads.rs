@@ -4,12 +4,15 @@
 //! Work is split by output (each output is computed whole by one thread, in an order fixed
 //! by the kernel), so results are identical for every thread count.
 
+use crate::split::SplitMatmul;
 use bd3lm::{Error, Result};
 
 pub struct Pool {
     threads: usize,
     #[cfg(not(target_arch = "wasm32"))]
     pool: Option<rayon::ThreadPool>,
+    /// Other parties computing the rest of each split matrix (`crate::split`).
+    split: Option<Box<dyn SplitMatmul>>,
 }
 
 impl Pool {
@@ -27,7 +30,10 @@ impl Pool {
         #[cfg(target_arch = "wasm32")]
         {
             let _ = threads;
-            Ok(Pool { threads: 1 })
+            Ok(Pool {
+                threads: 1,
+                split: None,
+            })
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -44,12 +50,25 @@ impl Pool {
             } else {
                 None
             };
-            Ok(Pool { threads, pool })
+            Ok(Pool {
+                threads,
+                pool,
+                split: None,
+            })
         }
     }
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Splits every matrix `split` knows with other parties ([`crate::split`]).
+    pub fn set_split(&mut self, split: Box<dyn SplitMatmul>) {
+        self.split = Some(split);
+    }
+
+    pub fn split(&self) -> Option<&dyn SplitMatmul> {
+        self.split.as_deref()
     }
 
     /// Calls `f(i, chunk)` for every `chunk_len`-sized chunk `i` of `data`, in parallel.

@@ -9,6 +9,8 @@
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod canvas_model;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod cpu_workers;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod format;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod hub_choice;

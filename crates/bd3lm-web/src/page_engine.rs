@@ -4,6 +4,7 @@
 //! to wasm with SIMD128.
 
 use crate::browser::WebGpuStatus;
+use crate::cpu_workers::CpuWorkers;
 use crate::page_error::PageError;
 use bd3lm::package::{Manifest, TensorPiece, WeightsBuilder};
 use bd3lm::Config;
@@ -27,9 +28,10 @@ impl EngineKind {
     pub fn label(&self) -> String {
         match self {
             EngineKind::Gpu { adapter, .. } => format!("WebGPU ({adapter})"),
-            EngineKind::Cpu { .. } => {
-                "CPU (WebAssembly SIMD engine; slower than a GPU)".to_string()
-            }
+            EngineKind::Cpu { .. } => format!(
+                "CPU (WebAssembly SIMD engine on {}; slower than a GPU)",
+                cpu_workers().words()
+            ),
         }
     }
 
@@ -39,7 +41,15 @@ impl EngineKind {
                 "This adapter is the browser's software fallback (no GPU driver): correct, but slow.".to_string()
             }
             EngineKind::Gpu { .. } => String::new(),
-            EngineKind::Cpu { reason } => reason.clone(),
+            EngineKind::Cpu { reason } => {
+                let note = cpu_workers().note;
+                [reason.as_str(), note.as_str()]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
         }
     }
 }
@@ -153,6 +163,28 @@ pub async fn open_gpu(webgpu: &WebGpuStatus) -> Result<(EngineKind, GpuContext),
     }
 }
 
+thread_local! {
+    static CPU_WORKERS: std::cell::OnceCell<CpuWorkers> = const { std::cell::OnceCell::new() };
+}
+
+/// The CPU engine's Web Workers for this page (decided once: `?workers=N`, else one per
+/// core; one where the page is not cross-origin isolated).
+pub fn cpu_workers() -> CpuWorkers {
+    CPU_WORKERS.with(|plan| {
+        plan.get_or_init(|| {
+            let cores = web_sys::window()
+                .map(|w| w.navigator().hardware_concurrency())
+                .unwrap_or(1.0);
+            CpuWorkers::plan(
+                crate::browser::query_param("workers").as_deref(),
+                cores.max(0.0) as usize,
+                bd3lm_cpu::worker_engine::can_split(),
+            )
+        })
+        .clone()
+    })
+}
+
 /// The CPU engine's worker script: Trunk's loader for the `cpu-worker` binary
 /// (`web/index.html`), next to the page.
 pub const CPU_WORKER_URL: &str = "./cpu-worker_loader.js";
@@ -184,15 +216,17 @@ impl ModelSink {
                 let loader = GpuModelLoader::new(ctx, &config).map_err(gpu_error)?;
                 ModelSink::Gpu(Box::new((ctx.clone(), loader)))
             }
-            None => match WorkerEngine::start(CPU_WORKER_URL, manifest).await {
-                Ok(worker) => ModelSink::CpuWorker(Box::new(worker)),
-                Err(e) => {
-                    crate::browser::log(&format!(
-                        "bd3lm: {e}; the CPU engine runs on the page's thread"
-                    ));
-                    ModelSink::Cpu(WeightsBuilder::new(config))
+            None => {
+                match WorkerEngine::start(CPU_WORKER_URL, manifest, cpu_workers().count).await {
+                    Ok(worker) => ModelSink::CpuWorker(Box::new(worker)),
+                    Err(e) => {
+                        crate::browser::log(&format!(
+                            "bd3lm: {e}; the CPU engine runs on the page's thread"
+                        ));
+                        ModelSink::Cpu(WeightsBuilder::new(config))
+                    }
                 }
-            },
+            }
         })
     }
 
