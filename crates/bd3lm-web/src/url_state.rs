@@ -79,10 +79,12 @@ mod tests {
 
     #[test]
     fn written_state_reads_back_with_the_seed_fixed() {
-        let mut form = FormValues::default();
-        form.sampler = CONFIDENCE.into();
-        form.threshold = "0.25".into();
-        form.tokens = "64".into();
+        let form = FormValues {
+            sampler: CONFIDENCE.into(),
+            threshold: "0.25".into(),
+            tokens: "64".into(),
+            ..FormValues::default()
+        };
         let written = pairs("org/model@v1", "Hello there,", &form, 4242);
         assert!(written.iter().all(|(k, _)| KEYS.contains(k)));
         assert!(!written.iter().any(|(k, _)| *k == "steps" || *k == "gamma"));
