@@ -150,7 +150,7 @@ pub async fn sample_dispatch(ctx: &GpuContext, io: &SampleIo<'_>, rows: u32) -> 
         cost: Cost {
             // SUBS log-softmax, nucleus and entropy passes over the vocabulary, per row.
             flops: 50 * rows as u64 * io.params.vocab as u64,
-            streams: false,
+            logit_bytes: rows as u64 * io.params.vocab as u64 * 4,
             ..Cost::default()
         },
     })
