@@ -121,7 +121,7 @@ pub fn engine(
     };
     match backend {
         Backend::Cpu => cpu(),
-        Backend::Reference => Ok(AnyEngine::Reference(Box::new(bd3lm::CpuEngine::new(
+        Backend::Reference => Ok(AnyEngine::Reference(Box::new(bd3lm::ReferenceEngine::new(
             weights,
         )))),
         Backend::Gpu => Ok(AnyEngine::Gpu(Box::new(gpu_engine_on(

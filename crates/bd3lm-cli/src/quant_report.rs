@@ -12,7 +12,7 @@ use bd3lm::package::{self, quantize_weights_with, SchemePlan, SpecialTokens, MAX
 use bd3lm::quality::{compare_engines, QualityStats};
 use bd3lm::quant::{Q4Fit, Scheme};
 use bd3lm::rng::SplitMix64;
-use bd3lm::{CpuEngine, Weights};
+use bd3lm::{ReferenceEngine, Weights};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -222,7 +222,7 @@ pub fn run(args: QuantReportArgs) -> CliResult<()> {
     let used = engines
         .first()
         .map_or(args.backend, backend::engine_backend);
-    let mut reference = CpuEngine::new(&reference_weights);
+    let mut reference = ReferenceEngine::new(&reference_weights);
     let bar = progress::bar(noised.len() as u64, "comparing", "seq");
     let stats = pollster::block_on(compare_engines(
         &mut reference,

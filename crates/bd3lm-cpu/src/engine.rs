@@ -23,6 +23,8 @@ use bd3lm::quant::{Scheme, GROUP};
 use bd3lm::{sampler, Config, Error, Result, Weights};
 use std::sync::Arc;
 
+mod probes;
+
 /// How to run the engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuOptions {
@@ -303,25 +305,6 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
-    async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
-        self.check_block(block)?;
-        self.run(block, false, None);
-        let rows: Vec<usize> = (0..block.len()).collect();
-        self.ensure_logits(&rows);
-        Ok(self
-            .logits
-            .iter()
-            .flat_map(|r| r.as_deref().unwrap_or_default().iter().copied())
-            .collect())
-    }
-
-    async fn activations(&mut self, block: &[u32]) -> Result<Activations> {
-        self.check_block(block)?;
-        let mut probe = Activations::default();
-        self.run(block, false, Some(&mut probe));
-        Ok(probe)
-    }
-
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
         self.check_block(req.block)?;
         if !req.reuse || self.block.is_empty() {
@@ -346,22 +329,6 @@ impl Engine for CpuEngine {
             draws.push(engine::draw_filtered_row(p, r, req, mask));
         }
         Ok(draws)
-    }
-
-    async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
-        Ok(engine::cpu_nucleus_probe(
-            log_probs,
-            self.config().vocab_size,
-            p,
-        ))
-    }
-
-    async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
-        Ok(engine::cpu_race_probe(
-            probs,
-            self.config().vocab_size,
-            seed,
-        ))
     }
 
     fn describe(&self) -> String {

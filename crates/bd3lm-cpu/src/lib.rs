@@ -3,7 +3,7 @@
 //! x86-64, NEON on aarch64, SIMD128 in WebAssembly, a portable fallback), threads natively
 //! (rayon; results identical for every thread count) and a ring KV cache.
 //!
-//! The exact reference (`bd3lm::CpuEngine`) stays the oracle: this engine matches it within
+//! The exact reference (`bd3lm::ReferenceEngine`) stays the oracle: this engine matches it within
 //! the GPU tolerance with f32 weights (`tests/conformance.rs`), and q8/q4 run on int8
 //! activations as llama.cpp does (quality measured in `docs/quantization.md`).
 

@@ -11,7 +11,7 @@
 //! The worker answers requests in order, one at a time.
 
 use crate::engine::{CpuEngine, CpuOptions};
-use bd3lm::engine::{DrawRequest, Engine, RowDraw, Rows};
+use bd3lm::engine::{DrawRequest, Engine, EngineProbes, RowDraw, Rows};
 use bd3lm::forward::Activations;
 use bd3lm::package::{read_shard, Manifest, WeightsBuilder};
 use bd3lm::{Config, Error, Result};
@@ -24,6 +24,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+
+mod probes;
 
 /// What the worker posts once its message handler is installed.
 const READY: &str = "ready";
@@ -364,17 +366,6 @@ impl Engine for WorkerEngine {
         self.call(Request::Commit { block }, None).await.map(|_| ())
     }
 
-    async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
-        let block = block.to_vec();
-        Ok(self.call(Request::Logits { block }, None).await?.logits)
-    }
-
-    async fn activations(&mut self, _block: &[u32]) -> Result<Activations> {
-        Err(Error::Backend(
-            "activations are not available from the CPU worker".into(),
-        ))
-    }
-
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
         let request = Request::Draw {
             block: req.block.to_vec(),
@@ -398,22 +389,6 @@ impl Engine for WorkerEngine {
                 entropy,
             })
             .collect())
-    }
-
-    async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
-        Ok(bd3lm::engine::cpu_nucleus_probe(
-            log_probs,
-            self.config.vocab_size,
-            p,
-        ))
-    }
-
-    async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
-        Ok(bd3lm::engine::cpu_race_probe(
-            probs,
-            self.config.vocab_size,
-            seed,
-        ))
     }
 
     fn describe(&self) -> String {

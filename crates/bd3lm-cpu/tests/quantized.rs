@@ -7,11 +7,11 @@
 use bd3lm::fixture::Fixture;
 use bd3lm::package::{quantize_weights, SchemePlan};
 use bd3lm::quant::Scheme;
-use bd3lm::Engine;
+use bd3lm::EngineProbes;
 use bd3lm_cpu::{CpuEngine, CpuOptions, Simd};
 use std::path::PathBuf;
 
-fn logits<E: Engine>(engine: &mut E, prefix: &[Vec<u32>], block: &[u32]) -> Vec<f32> {
+fn logits<E: EngineProbes>(engine: &mut E, prefix: &[Vec<u32>], block: &[u32]) -> Vec<f32> {
     engine.reset();
     for b in prefix {
         pollster::block_on(engine.commit(b)).expect("commit");
@@ -37,10 +37,14 @@ fn quantized_weights_give_the_reference_logits() {
     block[9] = cfg.mask_id();
     let max_diff =
         |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    let f32_logits = logits(&mut bd3lm::CpuEngine::new(&fx.weights), &prefix, &block);
+    let f32_logits = logits(
+        &mut bd3lm::ReferenceEngine::new(&fx.weights),
+        &prefix,
+        &block,
+    );
     for scheme in [Scheme::F16, Scheme::Q8, Scheme::Q4] {
         let weights = quantize_weights(&fx.weights, SchemePlan::for_format(scheme));
-        let mut reference = bd3lm::CpuEngine::new(&weights);
+        let mut reference = bd3lm::ReferenceEngine::new(&weights);
         let expected = logits(&mut reference, &prefix, &block);
         let format_error = max_diff(&expected, &f32_logits);
         let bound = match scheme {

@@ -17,7 +17,7 @@ fn main() {}
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use bd3lm::fixture::Fixture;
-    use bd3lm::{DrawRequest, Engine, Rows};
+    use bd3lm::{DrawRequest, Engine, EngineProbes, Rows};
     use bd3lm_gpu::{GpuContext, GpuEngine, GpuOptions};
     use std::path::PathBuf;
 

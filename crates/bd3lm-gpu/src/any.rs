@@ -9,13 +9,15 @@ use bd3lm::engine::{BlockRequest, DrawRequest, Engine, EngineCounters, RowDraw, 
 use bd3lm::forward::Activations;
 use bd3lm::{Config, Result};
 
+mod probes;
+
 /// The fast CPU engine, the exact CPU reference or the GPU engine.
 pub enum AnyEngine {
     Cpu(Box<bd3lm_cpu::CpuEngine>),
     /// The fast CPU engine in a Web Worker (the page's CPU fallback).
     #[cfg(target_arch = "wasm32")]
     CpuWorker(Box<bd3lm_cpu::worker::WorkerEngine>),
-    Reference(Box<bd3lm::CpuEngine>),
+    Reference(Box<bd3lm::ReferenceEngine>),
     Gpu(Box<GpuEngine>),
 }
 
@@ -65,24 +67,6 @@ impl Engine for AnyEngine {
             AnyEngine::Gpu(e) => e.commit(block).await,
         }
     }
-    async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
-        match self {
-            AnyEngine::Cpu(e) => e.logits(block).await,
-            #[cfg(target_arch = "wasm32")]
-            AnyEngine::CpuWorker(e) => e.logits(block).await,
-            AnyEngine::Reference(e) => e.logits(block).await,
-            AnyEngine::Gpu(e) => e.logits(block).await,
-        }
-    }
-    async fn activations(&mut self, block: &[u32]) -> Result<Activations> {
-        match self {
-            AnyEngine::Cpu(e) => e.activations(block).await,
-            #[cfg(target_arch = "wasm32")]
-            AnyEngine::CpuWorker(e) => e.activations(block).await,
-            AnyEngine::Reference(e) => e.activations(block).await,
-            AnyEngine::Gpu(e) => e.activations(block).await,
-        }
-    }
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
         match self {
             AnyEngine::Cpu(e) => e.draw(req).await,
@@ -108,24 +92,6 @@ impl Engine for AnyEngine {
             AnyEngine::CpuWorker(e) => e.denoise_block(req).await,
             AnyEngine::Reference(e) => e.denoise_block(req).await,
             AnyEngine::Gpu(e) => e.denoise_block(req).await,
-        }
-    }
-    async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
-        match self {
-            AnyEngine::Cpu(e) => e.nucleus_probe(log_probs, p).await,
-            #[cfg(target_arch = "wasm32")]
-            AnyEngine::CpuWorker(e) => e.nucleus_probe(log_probs, p).await,
-            AnyEngine::Reference(e) => e.nucleus_probe(log_probs, p).await,
-            AnyEngine::Gpu(e) => e.nucleus_probe(log_probs, p).await,
-        }
-    }
-    async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
-        match self {
-            AnyEngine::Cpu(e) => e.race_probe(probs, seed).await,
-            #[cfg(target_arch = "wasm32")]
-            AnyEngine::CpuWorker(e) => e.race_probe(probs, seed).await,
-            AnyEngine::Reference(e) => e.race_probe(probs, seed).await,
-            AnyEngine::Gpu(e) => e.race_probe(probs, seed).await,
         }
     }
     fn describe(&self) -> String {

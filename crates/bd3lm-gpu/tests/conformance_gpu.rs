@@ -8,7 +8,7 @@ mod common;
 use bd3lm::conformance::{self, Summary, Tolerances};
 use bd3lm::fixture::{self, Fixture};
 use bd3lm::generate::{Event, Execution, Generator, SamplerKind, SamplingOptions};
-use bd3lm::{CpuEngine, Engine};
+use bd3lm::{Engine, EngineProbes, ReferenceEngine};
 use bd3lm_gpu::{GpuContext, GpuEngine, GpuOptions, Tiling};
 use common::same_steps;
 use std::path::PathBuf;
@@ -92,7 +92,7 @@ fn block_sizes_one_to_sixteen_match_the_cpu_reference() {
             let weights = tiny_random_weights(b, 40 + b as u64);
             let cfg = weights.config.clone();
             let mut gpu = engine(&ctx, &weights);
-            let mut cpu = CpuEngine::new(&weights);
+            let mut cpu = ReferenceEngine::new(&weights);
             let prefix: Vec<u32> = (0..3 * b).map(|i| (i * 7 % 50) as u32).collect();
             let mask = cfg.mask_id();
             let block: Vec<u32> = (0..b)

@@ -14,7 +14,7 @@ mod common;
 
 use bd3lm::conformance::{self, Summary, Tolerances};
 use bd3lm::fixture::Fixture;
-use bd3lm::CpuEngine;
+use bd3lm::ReferenceEngine;
 use bd3lm_gpu::{GpuContext, GpuEngine, GpuError, GpuOptions, Tiling};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -187,7 +187,7 @@ async fn conformance_on(ctx: GpuContext, traces_of: Option<&str>) {
 #[wasm_bindgen_test]
 async fn wasm_cpu_reference_conformance() {
     let fx = fixture("tiny-v512-bs4").await;
-    let mut cpu = CpuEngine::new(&fx.weights);
+    let mut cpu = ReferenceEngine::new(&fx.weights);
     let results = conformance::run(&fx, &mut cpu, Tolerances::CPU).await;
     assert!(results.len() > 10, "{} checks", results.len());
     let mut summary = Summary::default();

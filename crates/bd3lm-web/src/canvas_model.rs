@@ -232,14 +232,14 @@ impl CanvasModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bd3lm::{CpuEngine, Generator, SamplerKind, SamplingOptions};
+    use bd3lm::{Generator, ReferenceEngine, SamplerKind, SamplingOptions};
     use std::path::PathBuf;
 
     fn demo_dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/bd3lm-sotu-tiny-bs4")
     }
 
-    fn demo() -> (Tokenizer, CpuEngine) {
+    fn demo() -> (Tokenizer, ReferenceEngine) {
         let dir = demo_dir();
         let config = std::fs::read_to_string(dir.join("config.json")).expect("demo config");
         let weights = bd3lm::checkpoint::load_hf(
@@ -252,12 +252,12 @@ mod tests {
             weights.config.vocab_size,
         )
         .expect("tokenizer loads");
-        (tok, CpuEngine::new(&weights))
+        (tok, ReferenceEngine::new(&weights))
     }
 
     fn generator(
         tok: &Tokenizer,
-        engine: &CpuEngine,
+        engine: &ReferenceEngine,
         prompt: &str,
         new_tokens: usize,
         sampler: SamplerKind,

@@ -24,8 +24,8 @@ pub use tools::{
 
 pub use config::Config;
 pub use engine::{
-    BlockRequest, BlockStep, CpuEngine, DrawRequest, Engine, EngineCounters, RevealRule, RowDraw,
-    Rows, StepRecord,
+    BlockRequest, BlockStep, DrawRequest, Engine, EngineCounters, EngineProbes, ReferenceEngine,
+    RevealRule, RowDraw, Rows, StepRecord,
 };
 pub use error::{Error, Result};
 pub use generate::{Event, Execution, FinishReason, Generator, SamplerKind, SamplingOptions};

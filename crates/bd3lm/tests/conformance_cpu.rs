@@ -3,7 +3,7 @@
 
 use bd3lm::conformance::{self, Summary, Tolerances};
 use bd3lm::fixture::{self, Fixture};
-use bd3lm::CpuEngine;
+use bd3lm::ReferenceEngine;
 
 mod common;
 
@@ -12,7 +12,7 @@ fn cpu_reference_passes_every_fixture_check() {
     let mut summary = Summary::default();
     for dir in fixture::case_dirs(&common::fixtures_root()).expect("fixture cases") {
         let fx = Fixture::from_dir(&dir).expect("fixture loads");
-        let mut engine = CpuEngine::new(&fx.weights);
+        let mut engine = ReferenceEngine::new(&fx.weights);
         let results = pollster::block_on(conformance::run(&fx, &mut engine, Tolerances::CPU));
         results.iter().for_each(|r| println!("{}", r.line()));
         summary.add(&results);
@@ -34,12 +34,12 @@ fn block_requests_mean_one_draw_per_step() {
     let dir = common::fixtures_root().join("tiny-v512-bs4");
     let fx = Fixture::from_dir(&dir).expect("fixture loads");
     let cfg = fx.weights.config.clone();
-    let mut engine = CpuEngine::new(&fx.weights);
+    let mut engine = ReferenceEngine::new(&fx.weights);
     assert!(
         !engine.runs_blocks(),
         "the CPU reference steps one draw at a time"
     );
-    let run = |engine: &mut CpuEngine, execution| {
+    let run = |engine: &mut ReferenceEngine, execution| {
         let opts = SamplingOptions {
             sampler: SamplerKind::FirstHitting {
                 max_steps: cfg.block_size,

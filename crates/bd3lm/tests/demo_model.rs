@@ -4,7 +4,7 @@
 //! block-causal window of spec §6.2, top-10 logits and logsumexp of the last block). The CPU
 //! reference runs the KV-cache path (spec §6.3), which spec §6 shows is the same function.
 
-use bd3lm::{checkpoint, CpuEngine, Engine};
+use bd3lm::{checkpoint, Engine, EngineProbes, ReferenceEngine};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -33,7 +33,7 @@ fn demo_model_matches_its_reference_logits() {
     let cases = reference["cases"].as_array().expect("cases");
     assert!(!cases.is_empty());
     let (b, v) = (weights.config.block_size, weights.config.vocab_size);
-    let mut engine = CpuEngine::new(&weights);
+    let mut engine = ReferenceEngine::new(&weights);
     let mut worst = 0f64;
     for (c, case) in cases.iter().enumerate() {
         let ids: Vec<u32> = numbers(&case["input_ids"])

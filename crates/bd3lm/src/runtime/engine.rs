@@ -1,5 +1,6 @@
-//! The interface every backend implements (the exact CPU reference here, the WGSL engine in
-//! `bd3lm-gpu`), and the CPU implementation.
+//! The interface every backend implements ([`Engine`], what generation needs; [`EngineProbes`],
+//! the hooks only the checks use), and the exact CPU reference engine, [`ReferenceEngine`]
+//! (the fast CPU engine is in `bd3lm-cpu`, the WGSL engine in `bd3lm-gpu`).
 //!
 //! Methods return futures because GPU readback is asynchronous in the browser; the CPU
 //! engine's futures are ready immediately.
@@ -10,6 +11,8 @@ use crate::forward::{self, Activations, State};
 use crate::sampler;
 use crate::weights::Weights;
 use std::future::Future;
+
+mod probes;
 
 /// Which rows of the block get a categorical draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +301,7 @@ pub struct EngineCounters {
     pub weight_bytes_per_forward: u64,
 }
 
+/// What generation needs of an engine; the checks' hooks are [`EngineProbes`].
 pub trait Engine {
     fn config(&self) -> &Config;
     /// Empties the KV cache (start of a new sample).
@@ -312,11 +316,6 @@ pub trait Engine {
     /// sliding the window when it is full (spec §7.3). An engine may defer it into its next
     /// model call (the fold); `cached_tokens` counts the block at once either way.
     fn commit(&mut self, block: &[u32]) -> impl Future<Output = Result<()>>;
-    /// Raw logits `[B, V]` of a block given the cached prefix (tests, conformance, eval).
-    fn logits(&mut self, block: &[u32]) -> impl Future<Output = Result<Vec<f32>>>;
-    /// Hidden states after the embedding and after each layer (and, where the backend can,
-    /// the layer-0 intermediates), for conformance checks.
-    fn activations(&mut self, block: &[u32]) -> impl Future<Output = Result<Activations>>;
     fn draw(&mut self, req: &DrawRequest<'_>) -> impl Future<Output = Result<Vec<RowDraw>>>;
     /// Whether [`Engine::denoise_block`] saves work over one draw per step (a GPU saves a host
     /// round trip per step). The generator then runs first hitting a block at a time; an
@@ -333,6 +332,22 @@ pub trait Engine {
     ) -> impl Future<Output = Result<Vec<StepRecord>>> {
         denoise_block_by_steps(self, req)
     }
+    /// Human-readable backend description (e.g. the GPU adapter).
+    fn describe(&self) -> String;
+    fn counters(&self) -> EngineCounters {
+        EngineCounters::default()
+    }
+}
+
+/// The hooks only the checks use (conformance, evaluation, tests): an engine's raw outputs and
+/// its sampler's pieces on given inputs, kept apart from what generation needs ([`Engine`]).
+/// Each engine implements them in a `probes.rs` beside its `Engine` implementation.
+pub trait EngineProbes: Engine {
+    /// Raw logits `[B, V]` of a block given the cached prefix (tests, conformance, eval).
+    fn logits(&mut self, block: &[u32]) -> impl Future<Output = Result<Vec<f32>>>;
+    /// Hidden states after the embedding and after each layer (and, where the backend can,
+    /// the layer-0 intermediates), for conformance checks.
+    fn activations(&mut self, block: &[u32]) -> impl Future<Output = Result<Activations>>;
     /// The backend's nucleus filter on given log-prob rows: (kept count, kept mass) per row.
     fn nucleus_probe(
         &mut self,
@@ -342,15 +357,10 @@ pub trait Engine {
     /// The backend's categorical race on given probability rows `[rows, V]` and a step seed;
     /// [`SKIPPED_ROW`] for rows the backend cannot take (non-finite values on a GPU).
     fn race_probe(&mut self, probs: &[f64], seed: u64) -> impl Future<Output = Result<Vec<u32>>>;
-    /// Human-readable backend description (e.g. the GPU adapter).
-    fn describe(&self) -> String;
-    fn counters(&self) -> EngineCounters {
-        EngineCounters::default()
-    }
 }
 
 /// The exact CPU reference engine.
-pub struct CpuEngine {
+pub struct ReferenceEngine {
     weights: Weights,
     state: State,
     /// Nucleus-filtered `p_x0` per row from the last model call, computed lazily per row.
@@ -359,11 +369,11 @@ pub struct CpuEngine {
     forwards: u64,
 }
 
-impl CpuEngine {
-    pub fn new(weights: &Weights) -> CpuEngine {
+impl ReferenceEngine {
+    pub fn new(weights: &Weights) -> ReferenceEngine {
         let weights = weights.dequantized();
         let state = State::new(&weights.config, &weights.inv_freq);
-        CpuEngine {
+        ReferenceEngine {
             p_rows: vec![None; weights.config.block_size],
             weights,
             state,
@@ -406,7 +416,7 @@ impl CpuEngine {
     }
 }
 
-impl Engine for CpuEngine {
+impl Engine for ReferenceEngine {
     fn config(&self) -> &Config {
         &self.weights.config
     }
@@ -428,18 +438,6 @@ impl Engine for CpuEngine {
         self.check_block(block)?;
         self.run(block, true, false, None);
         Ok(())
-    }
-
-    async fn logits(&mut self, block: &[u32]) -> Result<Vec<f32>> {
-        self.check_block(block)?;
-        Ok(self.run(block, false, true, None).unwrap_or_default())
-    }
-
-    async fn activations(&mut self, block: &[u32]) -> Result<Activations> {
-        self.check_block(block)?;
-        let mut probe = Activations::default();
-        self.run(block, false, true, Some(&mut probe));
-        Ok(probe)
     }
 
     async fn draw(&mut self, req: &DrawRequest<'_>) -> Result<Vec<RowDraw>> {
@@ -470,19 +468,7 @@ impl Engine for CpuEngine {
         Ok(draws)
     }
 
-    async fn nucleus_probe(&mut self, log_probs: &[f32], p: f64) -> Result<Vec<(usize, f64)>> {
-        Ok(cpu_nucleus_probe(
-            log_probs,
-            self.weights.config.vocab_size,
-            p,
-        ))
-    }
-
-    async fn race_probe(&mut self, probs: &[f64], seed: u64) -> Result<Vec<u32>> {
-        Ok(cpu_race_probe(probs, self.weights.config.vocab_size, seed))
-    }
-
     fn describe(&self) -> String {
-        "cpu (exact f32/f64 reference)".to_string()
+        "reference (the exact f32/f64 CPU reference engine)".to_string()
     }
 }

@@ -1,10 +1,11 @@
-//! The conformance runner: replays a golden-fixture directory against any [`Engine`] and
-//! reports one [`CheckResult`] per check (`PASS|FAIL <case> <check> max_err=.. tol=..`).
+//! The conformance runner: replays a golden-fixture directory against any engine (through its
+//! [`EngineProbes`] hooks) and reports
+//! one [`CheckResult`] per check (`PASS|FAIL <case> <check> max_err=.. tol=..`).
 //! Everything is driven by the fixture's files, never by its name. Checks named `core/...`
 //! exercise only core code (the conditioning constants computed at load, the f64 nucleus
 //! filter, the SplitMix64 stream), whatever the engine; the rest run on the engine.
 
-use crate::engine::{Engine, RowDraw, SKIPPED_ROW};
+use crate::engine::{EngineProbes, RowDraw, SKIPPED_ROW};
 use crate::fixture::{Fixture, TraceConfig};
 use crate::generate::{Event, Generator, Replay, SamplerKind, SamplingOptions};
 use crate::rng;
@@ -158,7 +159,7 @@ impl Report<'_> {
 }
 
 /// Runs every check the fixture supports against `engine` (built from `fixture.weights`).
-pub async fn run<E: Engine>(
+pub async fn run<E: EngineProbes>(
     fixture: &Fixture,
     engine: &mut E,
     tol: Tolerances,
@@ -168,7 +169,7 @@ pub async fn run<E: Engine>(
 
 /// [`run`], calling `observe` with the results so far after each group of checks (progress
 /// output and per-check timing in the browser tests).
-pub async fn run_observed<E: Engine>(
+pub async fn run_observed<E: EngineProbes>(
     fixture: &Fixture,
     engine: &mut E,
     tol: Tolerances,
@@ -220,7 +221,7 @@ fn check_constants(fx: &Fixture, report: &mut Report) {
     }
 }
 
-async fn commit_prefix<E: Engine>(fx: &Fixture, engine: &mut E) -> crate::Result<Vec<u32>> {
+async fn commit_prefix<E: EngineProbes>(fx: &Fixture, engine: &mut E) -> crate::Result<Vec<u32>> {
     let ids: Vec<u32> = fx
         .tensor("tf_input_ids")?
         .as_i64()
@@ -236,7 +237,7 @@ async fn commit_prefix<E: Engine>(fx: &Fixture, engine: &mut E) -> crate::Result
     Ok(ids[prefix..prefix + b].to_vec())
 }
 
-async fn teacher_forced<E: Engine>(
+async fn teacher_forced<E: EngineProbes>(
     fx: &Fixture,
     engine: &mut E,
     tol: Tolerances,
@@ -337,7 +338,7 @@ async fn teacher_forced<E: Engine>(
     Ok(())
 }
 
-async fn nucleus_checks<E: Engine>(
+async fn nucleus_checks<E: EngineProbes>(
     fx: &Fixture,
     engine: &mut E,
     tol: Tolerances,
@@ -378,7 +379,7 @@ async fn nucleus_checks<E: Engine>(
     Ok(())
 }
 
-async fn categorical<E: Engine>(
+async fn categorical<E: EngineProbes>(
     fx: &Fixture,
     engine: &mut E,
     trace: &TraceConfig,
@@ -497,7 +498,7 @@ fn near_tie(q: &[f64], seed: u64, offset: usize, a: u32, b: u32) -> bool {
     x.is_finite() && y.is_finite() && (x - y).abs() <= 1e-5 * x.abs().max(y.abs())
 }
 
-async fn replay<E: Engine>(
+async fn replay<E: EngineProbes>(
     fx: &Fixture,
     engine: &mut E,
     trace: &TraceConfig,

@@ -5,9 +5,9 @@
 //!
 //! The training form `[x_t ; x_0]` gives noisy block b the clean blocks `0..b-1` as context
 //! (spec §6.1), which is exactly a KV cache holding those clean blocks (spec §6.3), so any
-//! [`Engine`] computes the bound with `logits` (noisy block) and `commit` (its clean version).
+//! [`EngineProbes`] engine computes the bound with `logits` (noisy block) and `commit` (its clean version).
 
-use crate::engine::Engine;
+use crate::engine::EngineProbes;
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 use crate::sampler;
@@ -136,7 +136,7 @@ pub fn noise_chunks(
 /// Runs `visit(block_index, noisy_block, raw_logits)` for every block of a noised chunk that
 /// has a masked token, committing each clean block as context for the next (blocks without
 /// masks contribute nothing to the bound and are not run).
-pub async fn for_each_noisy_block<E: Engine>(
+pub async fn for_each_noisy_block<E: EngineProbes>(
     engine: &mut E,
     chunk: &NoisedChunk,
     mut visit: impl FnMut(usize, &[u32], Vec<f32>),
@@ -179,7 +179,7 @@ pub fn block_loss(
 }
 
 /// Sum of the per-token losses of one noised chunk.
-pub async fn chunk_loss<E: Engine>(engine: &mut E, chunk: &NoisedChunk) -> Result<f64> {
+pub async fn chunk_loss<E: EngineProbes>(engine: &mut E, chunk: &NoisedChunk) -> Result<f64> {
     let (v, b, mask) = {
         let cfg = engine.config();
         (cfg.vocab_size, cfg.block_size, cfg.mask_id())
@@ -246,7 +246,7 @@ pub fn mean_and_standard_error(values: &[f64]) -> (f64, f64) {
 
 /// The NELBO of spec §8.1 over `chunks` (sequences of `model_length` tokens starting with
 /// BOS). `progress(done, total)` is called after every sequence of every pass.
-pub async fn nelbo<E: Engine>(
+pub async fn nelbo<E: EngineProbes>(
     engine: &mut E,
     chunks: &[Vec<u32>],
     opts: &EvalOptions,
@@ -370,7 +370,7 @@ mod tests {
         let (v, h) = (weights.config.vocab_size, weights.config.hidden_dim);
         weights.lm_head = crate::quant::Matrix::from_f32(v, h, vec![0.0; v * h]);
         weights.lm_head_bias = vec![0.0; v];
-        let mut engine = crate::CpuEngine::new(&weights);
+        let mut engine = crate::ReferenceEngine::new(&weights);
         let n = weights.config.model_length;
         let mut rng = SplitMix64::new(5);
         let chunks: Vec<Vec<u32>> = (0..48)

@@ -2,7 +2,7 @@
 //! quality report): noised evaluation sequences (spec §8.1), every masked position compared
 //! through the SUBS distributions (spec §4.5).
 
-use crate::engine::Engine;
+use crate::engine::EngineProbes;
 use crate::error::Result;
 use crate::eval::{block_loss, NoisedChunk};
 
@@ -96,7 +96,7 @@ fn compare_row(reference: &[f32], candidate: &[f32], mask: usize, stats: &mut Qu
 /// Runs the reference and every candidate on the same noised sequences (each engine keeps its
 /// own cache of the clean prefix) and accumulates the statistics per candidate.
 /// `progress(done, total)` is called after each sequence.
-pub async fn compare_engines<R: Engine, C: Engine>(
+pub async fn compare_engines<R: EngineProbes, C: EngineProbes>(
     reference: &mut R,
     candidates: &mut [C],
     noised: &[NoisedChunk],

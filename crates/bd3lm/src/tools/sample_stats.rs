@@ -4,7 +4,7 @@
 //! with the same noise draws for every setting) and its unigram entropy (the paper's check for
 //! degenerate, repetitive text, spec §9.6).
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineProbes};
 use crate::error::{Error, Result};
 use crate::eval::{self, NoiseOptions, NoisedChunk};
 use crate::generate::{
@@ -120,7 +120,7 @@ pub async fn generate<E: Engine>(
 /// The NELBO (nats per generated token) of a sample given its prompt: spec §8.1's estimator
 /// with `passes` independent noise draws from `seed`, where prompt positions are never masked
 /// (they are context, like the BOS). The sample must fit the model's context.
-pub async fn conditional_nelbo<E: Engine>(
+pub async fn conditional_nelbo<E: EngineProbes>(
     engine: &mut E,
     sample: &Sample,
     passes: usize,
