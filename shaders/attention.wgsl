@@ -10,8 +10,10 @@
 // is the group. Each group's arithmetic is exactly that of a call of its own.
 //
 // Flash-decoding in two kernels. `partial`: one workgroup per (head, split), a split being
-// Step.kv_split consecutive keys of the window; an online softmax over tiles of KT keys; it
-// writes the split's unnormalised output with its running max and sum. `combine`: one
+// Step.kv_split consecutive keys of the window; an online softmax over tiles of KT keys (K
+// rotated and V staged in workgroup memory once per tile, row strides padded against bank
+// conflicts, the softmax's max and sum reduced over TPR lanes per row); it writes the split's
+// unnormalised output with its running max and sum. `combine`: one
 // workgroup per row of the call merges its group's splits in order (deterministic, no atomics) and
 // normalises. The host sizes the splits per window: the whole window on CPU adapters (one
 // split), enough splits on GPUs that heads x splits keeps every compute unit busy.
@@ -27,6 +29,13 @@ const HALF: u32 = D / 2u;
 const KT: u32 = {{KT}}u;
 // vec4 accumulators per thread: B * D / 4 outputs over 256 threads.
 const ACC: u32 = (B * D / 4u + 255u) / 256u;
+// Row strides of the staged queries and keys, padded by one float: the score loop's lanes
+// step over keys (and rows), and an unpadded stride of D floats would put them all in one
+// memory bank.
+const QD: u32 = D + 1u;
+const KD: u32 = D + 1u;
+// Threads per row of the softmax (a power of two, TPR * B <= 256).
+const TPR: u32 = {{TPR}}u;
 
 @group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -41,12 +50,16 @@ const ACC: u32 = (B * D / 4u + 255u) / 256u;
 // combine: [B, H] attention output.
 @group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
 
-var<workgroup> qs: array<f32, B * D>;
-var<workgroup> kt: array<f32, KT * D>;
+var<workgroup> qs: array<f32, B * QD>;
+var<workgroup> kt: array<f32, KT * KD>;
+// The tile's V rows, staged once and read by every row's accumulators.
+var<workgroup> vt: array<vec4<f32>, KT * D / 4u>;
 var<workgroup> sc: array<f32, B * KT>;
 var<workgroup> m: array<f32, B>;
 var<workgroup> l: array<f32, B>;
 var<workgroup> alpha: array<f32, B>;
+// The softmax's per-row tree reductions: [row][TPR].
+var<workgroup> red: array<f32, 256>;
 
 // Element e of a head vector rotated to position `pos` (rotate-half convention).
 fn rotate(x_e: f32, x_partner: f32, e: u32, pos: u32) -> f32 {
@@ -96,6 +109,24 @@ fn splits(g: Group) -> u32 {
     return (g.cached + B + g.kv_split - 1u) / g.kv_split;
 }
 
+// Tree reduction (max or sum) of red[r * TPR ..][TPR] for every row at once; called from
+// uniform control flow, the result left in red[r * TPR].
+fn reduce_rows(tid: u32, take_max: bool) {
+    for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
+        let lane = tid % TPR;
+        if (tid < B * TPR && lane < s) {
+            let a = red[tid];
+            let b = red[tid + s];
+            if (take_max) {
+                red[tid] = max(a, b);
+            } else {
+                red[tid] = a + b;
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
 @compute @workgroup_size(256)
 fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let head = wg.x;
@@ -112,7 +143,7 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
         let r = i / D;
         let e = i % D;
         let base = (g.row0 + r) * h + head * D;
-        qs[i] = rotate(q[base + e], q[base + partner(e)], e, g.cached + r);
+        qs[r * QD + e] = rotate(q[base + e], q[base + partner(e)], e, g.cached + r);
     }
     if (tid < B) {
         m[tid] = -3.4e38;
@@ -122,15 +153,26 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
     for (var a = 0u; a < ACC; a = a + 1u) {
         acc[a] = vec4<f32>(0.0);
     }
+    // The softmax lanes: row `sr`, lane `sl` of TPR.
+    let sr = tid / TPR;
+    let sl = tid % TPR;
     workgroupBarrier();
     for (var j0 = j_begin; j0 < j_end; j0 = j0 + KT) {
         let tl = min(KT, j_end - j0);
+        // Ring slot of the tile's first key; the others follow it, wrapping once at most.
+        let slot0 = (g.ring_start + j0) % step.ring;
         for (var i = tid; i < tl * D; i = i + 256u) {
             let jj = i / D;
             let e = i % D;
-            let slot = (g.ring_start + j0 + jj) % step.ring;
+            var slot = slot0 + jj;
+            if (slot >= step.ring) {
+                slot = slot - step.ring;
+            }
             let base = p.cache_layer_off + slot * h + head * D;
-            kt[i] = rotate(kcache[base + e], kcache[base + partner(e)], e, j0 + jj);
+            kt[jj * KD + e] = rotate(kcache[base + e], kcache[base + partner(e)], e, j0 + jj);
+            if (e % 4u == 0u) {
+                vt[jj * (D / 4u) + e / 4u] = vcache[base / 4u + e / 4u];
+            }
         }
         workgroupBarrier();
         for (var i = tid; i < B * tl; i = i + 256u) {
@@ -138,26 +180,40 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
             let jj = i % tl;
             var s = 0.0;
             for (var e = 0u; e < D; e = e + 1u) {
-                s = s + qs[r * D + e] * kt[jj * D + e];
+                s = s + qs[r * QD + e] * kt[jj * KD + e];
             }
             sc[r * KT + jj] = s * p.scale;
         }
         workgroupBarrier();
-        if (tid < B) {
-            var mx = m[tid];
-            for (var jj = 0u; jj < tl; jj = jj + 1u) {
-                mx = max(mx, sc[tid * KT + jj]);
+        // Online softmax, TPR lanes per row: the tile's max, then its exponentials and sum.
+        var mx = -3.4e38;
+        if (sr < B) {
+            for (var jj = sl; jj < tl; jj = jj + TPR) {
+                mx = max(mx, sc[sr * KT + jj]);
             }
-            let a = exp(m[tid] - mx);
-            var sum = 0.0;
-            for (var jj = 0u; jj < tl; jj = jj + 1u) {
-                let e = exp(sc[tid * KT + jj] - mx);
-                sc[tid * KT + jj] = e;
+        }
+        red[tid] = mx;
+        workgroupBarrier();
+        reduce_rows(tid, true);
+        var m_new = 0.0;
+        var sum = 0.0;
+        if (sr < B) {
+            m_new = max(m[sr], red[sr * TPR]);
+            for (var jj = sl; jj < tl; jj = jj + TPR) {
+                let e = exp(sc[sr * KT + jj] - m_new);
+                sc[sr * KT + jj] = e;
                 sum = sum + e;
             }
-            l[tid] = l[tid] * a + sum;
-            m[tid] = mx;
-            alpha[tid] = a;
+        }
+        workgroupBarrier();
+        red[tid] = sum;
+        workgroupBarrier();
+        reduce_rows(tid, false);
+        if (sr < B && sl == 0u) {
+            let a = exp(m[sr] - m_new);
+            l[sr] = l[sr] * a + red[sr * TPR];
+            m[sr] = m_new;
+            alpha[sr] = a;
         }
         workgroupBarrier();
         for (var a = 0u; a < ACC; a = a + 1u) {
@@ -167,8 +223,7 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
                 let d4 = idx % (D / 4u);
                 var v = acc[a] * alpha[r];
                 for (var jj = 0u; jj < tl; jj = jj + 1u) {
-                    let slot = (g.ring_start + j0 + jj) % step.ring;
-                    v = v + sc[r * KT + jj] * vcache[(p.cache_layer_off + slot * h + head * D) / 4u + d4];
+                    v = v + sc[r * KT + jj] * vt[jj * (D / 4u) + d4];
                 }
                 acc[a] = v;
             }

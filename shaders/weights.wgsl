@@ -79,3 +79,79 @@ fn load8(row: u32, c8: u32) -> Eight {
 #endif
     return e;
 }
+
+// Wide steps (matmul.wgsl's staged path): KSTEP consecutive values of a row, k0 a multiple of
+// KSTEP and K a multiple of KSTEP, from one vec4<u32> word (two for F32), so that a lane's
+// weights come in 16-byte loads: F32 and F16 8 values, Q8 16, Q4 32 (one scale group).
+#if FORMAT_F32
+const KSTEP: u32 = 8u;
+#endif
+#if FORMAT_F16
+const KSTEP: u32 = 8u;
+#endif
+#if FORMAT_Q8
+const KSTEP: u32 = 16u;
+#endif
+#if FORMAT_Q4
+const KSTEP: u32 = 32u;
+#endif
+
+struct Wide {
+    a: vec4<u32>,
+    b: vec4<u32>,
+    s: f32,
+    m: f32,
+}
+
+fn load_wide(row: u32, k0: u32) -> Wide {
+    let second = row >= wp.split_row;
+    var r = row;
+    var scale_off = wp.scale_off0;
+    if (second) {
+        r = row - wp.split_row;
+        scale_off = wp.scale_off1;
+    }
+    // Position of the step in the binding, in values.
+    let at = r * wp.k + k0;
+    var w: Wide;
+#if FORMAT_F32
+    w.a = w_vec(second, at / 4u);
+    w.b = w_vec(second, at / 4u + 1u);
+#endif
+#if FORMAT_F16
+    w.a = w_vec(second, at / 8u);
+#endif
+#if FORMAT_Q8
+    w.a = w_vec(second, at / 16u);
+    w.s = bitcast<f32>(w_word(second, scale_off + at / 32u));
+#endif
+#if FORMAT_Q4
+    w.a = w_vec(second, at / 32u);
+    w.s = bitcast<f32>(w_word(second, scale_off + (at / 32u) * 2u));
+    w.m = bitcast<f32>(w_word(second, scale_off + (at / 32u) * 2u + 1u));
+#endif
+    return w;
+}
+
+// Values 4v .. 4v+3 of a wide step (`v` is a constant where the caller is unrolled).
+fn wide4(w: Wide, v: u32) -> vec4<f32> {
+    var out = vec4<f32>(0.0);
+#if FORMAT_F32
+    out = bitcast<vec4<f32>>(select(w.b, w.a, v == 0u));
+#endif
+#if FORMAT_F16
+    let lo = unpack2x16float(w.a[2u * v]);
+    let hi = unpack2x16float(w.a[2u * v + 1u]);
+    out = vec4<f32>(lo.x, lo.y, hi.x, hi.y);
+#endif
+#if FORMAT_Q8
+    let x = w.a[v];
+    out = vec4<f32>(sext8(x, 0u), sext8(x, 1u), sext8(x, 2u), sext8(x, 3u)) * w.s;
+#endif
+#if FORMAT_Q4
+    let x = w.a[v / 2u] >> (16u * (v % 2u));
+    let q = vec4<f32>(f32(x & 15u), f32((x >> 4u) & 15u), f32((x >> 8u) & 15u), f32((x >> 12u) & 15u));
+    out = q * w.s + vec4<f32>(w.m);
+#endif
+    return out;
+}

@@ -51,8 +51,8 @@ pub struct GpuArgs {
     /// How the WGSL kernels split their work (GPU backend).
     #[arg(long, value_enum, default_value_t = TilingArg::Auto, env = "BD3LM_GPU_TILING")]
     pub gpu_tiling: TilingArg,
-    /// Split each first-hitting block into submissions of at most N steps (for slow adapters
-    /// and GPU watchdogs); default: one submission per block.
+    /// Group each block's steps into submissions of at most N steps; default: each step
+    /// submitted as soon as it is recorded (still one wait per block).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub steps_per_submit: Option<u32>,
     /// Run each block's store pass as a model call of its own instead of folding it into the

@@ -318,8 +318,9 @@ fn bench_json_has_the_documented_keys() {
 
     // The WGSL engine's counters, measured while it runs (lavapipe): 8·L + 9 dispatches per
     // step of a block (embedding, 8 per layer, LM head, the sampler's 6 passes, reveal),
-    // one submission and one host wait per first-hitting block, 8 bytes read back per
-    // single step, no GPU object created while stepping.
+    // one submission per step (each submitted as soon as it is recorded) and one host wait
+    // per first-hitting block, 8 bytes read back per single step, no GPU object created while
+    // stepping.
     let r = run([
         "bench",
         "--json",
@@ -340,7 +341,10 @@ fn bench_json_has_the_documented_keys() {
     assert_eq!(line["readback_bytes_per_step"], 8);
     assert_eq!(line["gpu_objects_created"], 0);
     assert_eq!(line["host_waits_per_block"], 1.0);
-    assert_eq!(line["submits_per_block"], 1.0);
+    assert_eq!(
+        line["submits_per_block"], 4.0,
+        "one per step of a 4-token block"
+    );
     assert!(line["weight_bytes_per_forward"].as_u64().unwrap() > 4_000_000);
 
     // The structural counters of a block without running it, in both tilings; the hardware
@@ -364,7 +368,7 @@ fn bench_json_has_the_documented_keys() {
     for c in [&hw, &sw] {
         assert_eq!(c["counters_only"], true);
         assert_eq!(c["host_waits_per_block"], 1);
-        assert_eq!(c["submits_per_block"], 1);
+        assert_eq!(c["submits_per_block"], c["steps_per_block"]);
         assert_eq!(c["dispatches_per_forward"], 8 * layers + 9);
         assert_eq!(c["steps_per_block"], 4);
         assert_eq!(

@@ -1,5 +1,5 @@
-//! The per-block loop: every step of a first-hitting or parallel block recorded into one
-//! submission.
+//! The per-block loop: every step of a first-hitting or parallel block recorded and submitted
+//! step by step, with one host wait per block.
 //!
 //! What does not depend on the model is uploaded once per block: the block's tokens, and for
 //! each step a slot of the step table (its seed, its draw row, the row it reveals or the
@@ -13,8 +13,9 @@
 //! device and, once the block is complete, empties the indirect dispatch arguments that the
 //! later steps' forward, LM head and sampler are recorded with, so they launch nothing. The
 //! host waits once, at the end, and reads back the log (and, when every row is drawn, the
-//! draws table). With `steps_per_submit` the steps are split over several submissions (for
-//! slow adapters and browser watchdogs), still with a single wait.
+//! draws table). Each step is submitted as soon as it is recorded (or every
+//! `steps_per_submit` steps), so the GPU never waits for the host to record the whole block;
+//! still a single wait.
 
 use crate::dispatch::{Call, DispatchInfo, Step, INDIRECT_BYTES};
 use crate::engine::{GpuEngine, PendingStore, NO_ROW};
@@ -113,12 +114,14 @@ impl GpuEngine {
             0
         };
         let staging = self.plan.staging.clone();
-        let per_submit = self.ctx.steps_per_submit.unwrap_or(steps.len()).max(1);
+        // Step by step by default: each submission goes to the GPU as soon as it is
+        // recorded, so the GPU runs step k while the host records step k + 1 and never waits
+        // for a whole block to be recorded. Still one host wait, at the end.
+        let per_submit = self.ctx.steps_per_submit.unwrap_or(1).max(1);
         let step_list = self.plan.block_step(head, rule);
         let indirect = self.plan.indirect_list(head);
         let reveal = self.plan.reveal(rule);
         let chunks = steps.len().div_ceil(per_submit);
-        let mut work = Vec::with_capacity(chunks);
         for c in 0..chunks {
             let mut encoder = self.encoder();
             {
@@ -154,12 +157,16 @@ impl GpuEngine {
                     );
                 }
             }
-            work.push(encoder.finish());
+            // Inline rather than `self.submit`: the step lists still borrow the plan.
+            self.tally.submits += 1;
+            if !self.dry_run {
+                let pending = self.pending_commit.take();
+                self.ctx
+                    .queue
+                    .submit(pending.into_iter().chain([encoder.finish()]));
+            }
         }
         drop((step_list, indirect));
-        for cb in work {
-            self.submit(cb);
-        }
         self.tally.blocks += 1;
         self.logits_valid = false;
         self.last_head = head;

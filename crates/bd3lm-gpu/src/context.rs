@@ -17,9 +17,9 @@ pub struct GpuOptions {
     pub power_preference: wgpu::PowerPreference,
     /// How the kernels split their work (`--gpu-tiling`): `Auto` picks by adapter.
     pub tiling: Tiling,
-    /// Split a block's denoising steps into submissions of at most this many steps
-    /// (`--steps-per-submit`; for slow adapters and browser watchdogs). `None`: one
-    /// submission per block.
+    /// Group a block's denoising steps into submissions of this many steps
+    /// (`--steps-per-submit`). `None`: one submission per step, each submitted as soon as it
+    /// is recorded.
     pub steps_per_submit: Option<usize>,
     /// Largest storage binding to create, below WebGPU's 128 MiB (tests use a small one to
     /// force the two-binding split of matrices).
@@ -46,7 +46,7 @@ pub struct GpuContext {
     pub adapter_features: wgpu::Features,
     /// The kernels' tiling on this device (`Auto` resolved by the adapter type).
     pub tiling: Tiling,
-    /// Steps per submission of a block (`None`: the whole block in one).
+    /// Steps per submission of a block (`None`: one).
     pub steps_per_submit: Option<usize>,
     /// Engines on this context start with the store pass as a call of its own.
     pub separate_store: bool,

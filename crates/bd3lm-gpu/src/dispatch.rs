@@ -234,9 +234,13 @@ pub struct Cost {
     pub flops_per_row: u64,
     pub cache_bytes_per_key: u64,
     pub flops_per_key: u64,
-    /// Streams a weight matrix or the KV cache: must launch enough workgroups to fill a GPU.
-    pub streams: bool,
+    /// Logits read (the sampler's passes over the vocabulary, counted once).
+    pub logit_bytes: u64,
 }
+
+/// A dispatch that reads at least this many bytes of weights, KV cache or logits must launch
+/// enough workgroups to fill a GPU (`workgroups_min` is the fewest over exactly these).
+pub const BOUNDED_READ_BYTES: u64 = 128 * 1024;
 
 /// One dispatch as recorded for a given call.
 #[derive(Debug, Clone, PartialEq)]
@@ -247,7 +251,9 @@ pub struct DispatchInfo {
     pub weight_bytes: u64,
     pub cache_bytes: u64,
     pub flops: u64,
-    /// Whether the workgroup bound applies (the dispatch streams weights or the cache).
+    pub logit_bytes: u64,
+    /// Whether the workgroup bound applies: the dispatch reads at least
+    /// [`BOUNDED_READ_BYTES`] of weights, KV cache or logits.
     pub bounded: bool,
 }
 
@@ -331,16 +337,19 @@ impl Dispatch {
             _ => 0,
         };
         let rows = call.total_rows() as u64;
+        let weight_bytes = self.cost.weight_bytes + self.cost.weight_bytes_per_row * rows;
+        let cache_bytes = self.cost.cache_bytes_per_key * keys;
         DispatchInfo {
             kernel: self.kernel,
             layer: self.layer,
             workgroups: x * y * z,
-            weight_bytes: self.cost.weight_bytes + self.cost.weight_bytes_per_row * rows,
-            cache_bytes: self.cost.cache_bytes_per_key * keys,
+            weight_bytes,
+            cache_bytes,
             flops: self.cost.flops
                 + self.cost.flops_per_row * rows
                 + self.cost.flops_per_key * keys,
-            bounded: self.cost.streams,
+            logit_bytes: self.cost.logit_bytes,
+            bounded: weight_bytes + cache_bytes + self.cost.logit_bytes >= BOUNDED_READ_BYTES,
         }
     }
 }

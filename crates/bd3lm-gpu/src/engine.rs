@@ -58,7 +58,7 @@ pub struct GpuEngine {
     last_readback: usize,
     logits_staging: Option<wgpu::Buffer>,
     /// A recorded store pass not yet submitted: it goes with the next submission.
-    pending_commit: Option<wgpu::CommandBuffer>,
+    pub(crate) pending_commit: Option<wgpu::CommandBuffer>,
     /// A store pass not recorded yet: folded into the next model call.
     pub(crate) pending_store: Option<PendingStore>,
     /// Whether store passes are folded into the next call.

@@ -1,6 +1,9 @@
 //! The WGSL sources (one file per op family in the top-level `shaders/` directory) and the
 //! small preprocessor that makes their compile-time variants: `#include file`, `#if FLAG` /
-//! `#else` / `#endif` (nestable) and `{{NAME}}` constants. Each file declares the flags it
+//! `#else` / `#endif` (nestable), `{{NAME}}` constants and `#repeat VAR COUNT` / `#endrepeat`
+//! (nestable), which writes its body COUNT times (a number or a constant's name) with
+//! `{{VAR}}` replaced by 0, 1, ...: unrolled code whose register arrays are only ever indexed
+//! by constants. Each file declares the flags it
 //! tests with `#flags A B ...`; a flag that no file of the expansion declares (in a variant or
 //! in an `#if`) is an error, never silently false.
 
@@ -87,6 +90,21 @@ pub fn expand(name: &str, variant: &Variant) -> Result<String, String> {
     for (k, v) in &variant.constants {
         out = out.replace(&format!("{{{{{k}}}}}"), &v.to_string());
     }
+    let lines: Vec<&str> = out.lines().collect();
+    let mut unrolled = String::with_capacity(out.len());
+    let mut at = 0;
+    unroll(
+        name,
+        &lines,
+        &mut at,
+        &mut unrolled,
+        &variant.constants,
+        &[],
+    )?;
+    if at < lines.len() {
+        return Err(format!("{name}: #endrepeat without #repeat"));
+    }
+    out = unrolled;
     if let Some(pos) = out.find("{{") {
         let end = out[pos..]
             .find("}}")
@@ -166,6 +184,64 @@ fn expand_into(
     Ok(())
 }
 
+/// Writes `lines[*at..]` to `out` up to an unmatched `#endrepeat` (left at `*at`) or the end,
+/// writing each `#repeat` body its count of times with the enclosing loops' variables
+/// (`bound`: name and value) and its own substituted.
+fn unroll(
+    name: &str,
+    lines: &[&str],
+    at: &mut usize,
+    out: &mut String,
+    constants: &BTreeMap<&'static str, u32>,
+    bound: &[(String, u32)],
+) -> Result<(), String> {
+    while *at < lines.len() {
+        let line = lines[*at];
+        let trimmed = line.trim();
+        if trimmed == "#endrepeat" {
+            return Ok(());
+        }
+        *at += 1;
+        let Some(rest) = trimmed.strip_prefix("#repeat ") else {
+            let mut text = line.to_string();
+            for (var, value) in bound {
+                text = text.replace(&format!("{{{{{var}}}}}"), &value.to_string());
+            }
+            out.push_str(&text);
+            out.push('\n');
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(var), Some(count), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!("{name}: `#repeat {rest}` needs VAR COUNT"));
+        };
+        let count = match count.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => *constants
+                .get(count)
+                .ok_or_else(|| format!("{name}: #repeat count `{count}` has no value"))?,
+        };
+        let body = *at;
+        let mut end = body;
+        for i in 0..count.max(1) {
+            let mut inner = bound.to_vec();
+            inner.push((var.to_string(), i));
+            let mut at_i = body;
+            let mut text = String::new();
+            unroll(name, lines, &mut at_i, &mut text, constants, &inner)?;
+            if at_i >= lines.len() {
+                return Err(format!("{name}: unterminated #repeat {var}"));
+            }
+            if count > 0 {
+                out.push_str(&text);
+            }
+            end = at_i;
+        }
+        *at = end + 1;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,7 +252,8 @@ mod tests {
             .flag("EPI_GELU")
             .flag("FORMAT_Q8")
             .constant("ROWS", 4)
-            .constant("COLS", 32);
+            .constant("COLS", 32)
+            .constant("WG", 256);
         let src = expand("matmul.wgsl", &v).unwrap();
         assert!(src.contains("gelu_tanh(acc + vecs"));
         assert!(!src.contains("kcache"), "EPI_QKV code must be left out");
@@ -197,12 +274,39 @@ mod tests {
     }
 
     #[test]
+    fn repeats_unroll_with_constant_indices() {
+        let consts: BTreeMap<&'static str, u32> = [("N", 2)].into_iter().collect();
+        let src = "a\n#repeat I N\n#repeat J 2\nx[{{I}}][{{J}}]\n#endrepeat\n#endrepeat\nb";
+        let lines: Vec<&str> = src.lines().collect();
+        let (mut at, mut out) = (0, String::new());
+        unroll("t", &lines, &mut at, &mut out, &consts, &[]).unwrap();
+        assert_eq!(out, "a\nx[0][0]\nx[0][1]\nx[1][0]\nx[1][1]\nb\n");
+        let zero: BTreeMap<&'static str, u32> = [("N", 0)].into_iter().collect();
+        let (mut at, mut out) = (0, String::new());
+        unroll("t", &lines, &mut at, &mut out, &zero, &[]).unwrap();
+        assert_eq!(out, "a\nb\n");
+        for bad in [
+            "#repeat I N\nx",
+            "#repeat I\nx\n#endrepeat",
+            "#repeat I M\n#endrepeat",
+        ] {
+            let lines: Vec<&str> = bad.lines().collect();
+            let (mut at, mut out) = (0, String::new());
+            assert!(
+                unroll("t", &lines, &mut at, &mut out, &consts, &[]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_flags_are_errors() {
         let v = Variant::default()
             .flag("FORMAT_F32")
             .flag("EPI_GELLU")
             .constant("ROWS", 4)
-            .constant("COLS", 32);
+            .constant("COLS", 32)
+            .constant("WG", 256);
         let err = expand("matmul.wgsl", &v).unwrap_err();
         assert!(err.contains("unknown flag `EPI_GELLU`"), "{err}");
         // Every `#if` of every shader tests a declared flag.

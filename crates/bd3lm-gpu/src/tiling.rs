@@ -13,11 +13,15 @@
 
 use crate::error::{GpuError, Result};
 
-/// Workgroups every dispatch that streams weights or the KV cache launches at released
+/// Workgroups every dispatch that streams weights or the KV cache aims for at released
 /// shapes under the hardware tiling: two per compute unit of a 132-unit GPU (H100 SXM).
 pub const MIN_WORKGROUPS: u32 = 264;
 
-/// Threads per workgroup of every matmul, attention and norm kernel.
+/// Compute units of the GPU the hardware tiling is sized for (H100 SXM): the least number
+/// of workgroups a dispatch that reads 128 KiB or more launches (`workgroups_min`).
+pub const GPU_UNITS: u32 = 132;
+
+/// Threads per workgroup of every attention and norm kernel, and the most of a matmul.
 pub const WORKGROUP_SIZE: u32 = 256;
 
 /// The tiling the user asks for (`--gpu-tiling`).
@@ -69,61 +73,130 @@ impl std::fmt::Display for Tiling {
     }
 }
 
-/// Work split of one matmul: `cols` output columns per workgroup (with `256 / cols` threads
-/// per column along K) and `splits` K splits of `k_slice` inputs each.
+/// Work split of one matmul: `cols` output columns per workgroup of `wg` threads and `splits`
+/// K splits of `k_slice` inputs each. `staged`: the GPU path of `matmul.wgsl` (rows staged in
+/// workgroup memory, 4 columns and `rpt` rows per thread, `rsplit` row groups, `lanes`
+/// threads per column group along K, wide weight words); otherwise each column's
+/// `wg / cols` lanes read rows from global memory (CPU adapters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MatmulTiles {
     pub cols: u32,
     pub splits: u32,
     pub k_slice: u32,
+    pub wg: u32,
+    pub lanes: u32,
+    pub rpt: u32,
+    pub rsplit: u32,
+    pub staged: bool,
 }
 
 impl MatmulTiles {
-    /// Threads per output column.
-    pub fn lanes(&self) -> u32 {
-        WORKGROUP_SIZE / self.cols
-    }
-
     /// The grid for `n` output columns: (column tiles, K splits).
     pub fn grid(&self, n: usize) -> (u32, u32) {
         ((n as u32).div_ceil(self.cols), self.splits)
     }
+
+    /// K values one staged pass covers (`lanes` wide steps of `kstep` values).
+    pub fn chunk(&self, kstep: u32) -> u32 {
+        self.lanes * kstep
+    }
+
+    /// Rows the staged path keeps in workgroup memory (`rsplit * rpt`, at least the call's).
+    pub fn staged_rows(&self) -> u32 {
+        self.rsplit * self.rpt
+    }
 }
 
-/// Tiles for an `[n, k]` matrix. `splittable`: the epilogue takes partial sums (the residual
-/// projections), so K may be split; the others (QKV scatter, GELU, LM head) keep whole sums.
-pub fn matmul_tiles(tiling: Tiling, n: usize, k: usize, splittable: bool) -> MatmulTiles {
-    let whole = |cols: u32| MatmulTiles {
-        cols,
-        splits: 1,
-        k_slice: k as u32,
-    };
-    if tiling != Tiling::Hardware {
-        return whole(WORKGROUP_SIZE);
+/// Bytes of workgroup memory every adapter offers (WebGPU's default limit).
+pub const WORKGROUP_BYTES: u32 = 16384;
+
+/// Rows per thread of the staged matmul at most: 8 vec4 sums (32 registers).
+const ROWS_PER_THREAD: u32 = 8;
+
+/// Tiles for an `[n, k]` matrix read in wide steps of `kstep` values, for calls of at most
+/// `rows` rows. `splittable`: the epilogue takes partial sums (the residual projections), so K
+/// may be split; the others (QKV scatter, GELU, LM head) keep whole sums.
+pub fn matmul_tiles(
+    tiling: Tiling,
+    n: usize,
+    k: usize,
+    splittable: bool,
+    rows: usize,
+    kstep: u32,
+) -> MatmulTiles {
+    if tiling != Tiling::Hardware || k % kstep as usize != 0 || rows == 0 {
+        return MatmulTiles {
+            cols: WORKGROUP_SIZE,
+            splits: 1,
+            k_slice: k as u32,
+            wg: WORKGROUP_SIZE,
+            lanes: 1,
+            rpt: 1,
+            rsplit: 1,
+            staged: false,
+        };
     }
-    let n = n as u32;
-    // The widest column tile that still fills the GPU; 8 columns (32 lanes) at the narrowest.
-    if let Some(cols) = [32u32, 16, 8]
-        .into_iter()
-        .find(|&c| n.div_ceil(c) >= MIN_WORKGROUPS)
+    let (n, k, rows) = (n as u32, k as u32, rows as u32);
+    let rpt = rows.min(ROWS_PER_THREAD);
+    let rsplit = rows.div_ceil(rpt);
+    // Lanes along K: as many wide steps as the staged chunk of every row fits in workgroup
+    // memory, and no more than K has.
+    let chunk_max = WORKGROUP_BYTES / 4 / (rpt * rsplit);
+    let steps = k / kstep;
+    let mut lanes = 1;
+    while lanes * 2 * kstep <= chunk_max
+        && lanes * 2 <= steps
+        && lanes * 2 * rsplit <= WORKGROUP_SIZE
     {
-        return whole(cols);
+        lanes *= 2;
     }
-    let cols = 8;
-    let tiles = n.div_ceil(cols);
+    // Column groups of 4 columns, most first: workgroups of up to 256 threads down to
+    // the smallest one (one column group).
+    let max_groups = WORKGROUP_SIZE / (lanes * rsplit);
+    let candidates: Vec<MatmulTiles> = (0..=8)
+        .rev()
+        .map(|p| 1u32 << p)
+        .filter(|&cg| cg <= max_groups)
+        .map(|cg| MatmulTiles {
+            cols: 4 * cg,
+            splits: 1,
+            k_slice: k,
+            wg: cg * lanes * rsplit,
+            lanes,
+            rpt,
+            rsplit,
+            staged: true,
+        })
+        .collect();
+    let fills = |t: &&MatmulTiles, bound: u32| n.div_ceil(t.cols) >= bound;
+    let full = candidates.iter().filter(|t| t.wg >= 32);
+    if let Some(t) = full.clone().find(|t| fills(t, MIN_WORKGROUPS)) {
+        return *t;
+    }
+    // The smallest workgroup of at least 64 threads (two warps) to split along K.
+    let base = *candidates
+        .iter()
+        .rev()
+        .find(|t| t.wg >= 64)
+        .unwrap_or(&candidates[0]);
     if !splittable {
-        return whole(cols);
+        return full
+            .clone()
+            .find(|t| fills(t, GPU_UNITS))
+            .or(candidates.iter().find(|t| fills(t, GPU_UNITS)))
+            .copied()
+            .unwrap_or(*candidates.last().unwrap_or(&base));
     }
-    // Enough K splits to reach the bound, each giving every lane at least one 8-wide chunk.
-    let chunks = (k / 8) as u32;
-    let lanes = WORKGROUP_SIZE / cols;
-    let max_splits = (chunks / lanes).max(1);
-    let splits = MIN_WORKGROUPS.div_ceil(tiles).clamp(1, max_splits);
+    // Enough K splits to reach the bound, each a whole number of staged chunks.
+    let chunk = base.chunk(kstep);
+    let chunks = k.div_ceil(chunk);
+    let tiles = n.div_ceil(base.cols);
+    let splits = MIN_WORKGROUPS.div_ceil(tiles).clamp(1, chunks);
     let slice_chunks = chunks.div_ceil(splits);
     MatmulTiles {
-        cols,
         splits: chunks.div_ceil(slice_chunks),
-        k_slice: slice_chunks * 8,
+        k_slice: slice_chunks * chunk,
+        ..base
     }
 }
 
@@ -148,13 +221,26 @@ impl AttentionTiles {
     }
 }
 
-/// Keys per attention tile so the kernel's workgroup memory stays within 16 KiB.
+/// Keys per attention tile so the kernel's workgroup memory stays within 16 KiB: queries and
+/// keys with padded rows, V, the scores, three floats per row and the softmax's 256 lanes.
 pub fn attention_tile(block: usize, head_dim: usize) -> u32 {
+    let floats =
+        |kt: usize| block * (head_dim + 1) + kt * (2 * head_dim + 1) + block * kt + 3 * block + 256;
     let mut kt = 64;
-    while kt > 4 && block * head_dim + kt * head_dim + block * kt + 3 * block > 4000 {
+    while kt > 4 && floats(kt) > 4000 {
         kt /= 2;
     }
     kt as u32
+}
+
+/// Threads per row of the attention softmax: the largest power of two with one group of
+/// them per row of a block in a 256-thread workgroup.
+pub fn softmax_lanes(block: usize) -> u32 {
+    let mut lanes = 1;
+    while lanes * 2 * block <= WORKGROUP_SIZE as usize {
+        lanes *= 2;
+    }
+    lanes as u32
 }
 
 /// Keys per split at the least, under the hardware tiling: below it a split's fixed costs (its
@@ -192,19 +278,32 @@ mod tests {
     #[test]
     fn released_shapes_fill_the_gpu() {
         let (b, h, v, n, heads) = (16, 768, 50258, 1024, 12);
-        for (rows, cols, split) in [
-            (3 * h, h, false),
-            (h, h, true),
-            (4 * h, h, false),
-            (h, 4 * h, true),
-            (v, h, false),
-        ] {
-            let t = matmul_tiles(Tiling::Hardware, rows, cols, split);
-            let (x, y) = t.grid(rows);
-            assert!(x * y >= MIN_WORKGROUPS, "[{rows}, {cols}]: {t:?}");
-            assert_eq!(t.k_slice % 8, 0);
-            assert!(t.k_slice as usize * (t.splits as usize - 1) < cols);
+        for kstep in [8, 16, 32] {
+            for (rows, cols, split, call_rows) in [
+                (3 * h, h, false, 2 * b),
+                (h, h, true, 2 * b),
+                (4 * h, h, false, 2 * b),
+                (h, 4 * h, true, 2 * b),
+                (v, h, false, b),
+                (v, h, false, 1),
+            ] {
+                let t = matmul_tiles(Tiling::Hardware, rows, cols, split, call_rows, kstep);
+                let (x, y) = t.grid(rows);
+                assert!(t.staged && x * y >= GPU_UNITS, "[{rows}, {cols}]: {t:?}");
+                assert!(t.splits == 1 || t.k_slice % t.chunk(kstep) == 0, "{t:?}");
+                assert!(t.k_slice as usize * (t.splits as usize - 1) < cols);
+                // The staged chunk of every row fits the default workgroup memory, and so
+                // does one vec4 per thread for the lanes' sums.
+                assert!(
+                    t.staged_rows() * t.chunk(kstep) * 4 <= WORKGROUP_BYTES,
+                    "{t:?}"
+                );
+                assert!(t.staged_rows() >= call_rows as u32 && t.rpt <= ROWS_PER_THREAD);
+                assert!(t.wg * 16 <= WORKGROUP_BYTES && t.cols == 4 * t.wg / (t.lanes * t.rsplit));
+            }
         }
+        let soft = matmul_tiles(Tiling::Software, v, h, false, b, 16);
+        assert!(!soft.staged && soft.cols == WORKGROUP_SIZE);
         let a = attention_tiles(Tiling::Hardware, b, h / heads, heads);
         for fill in [512, 1008] {
             assert!(

@@ -7,7 +7,7 @@ use crate::dispatch::{uniform, AttnParams, Bound, Cost, Dispatch, Grid, StepTabl
 use crate::error::Result;
 use crate::pipelines::{PipelineKey, Slot};
 use crate::shaders::Variant;
-use crate::tiling::{attention_tiles, AttentionTiles, Tiling};
+use crate::tiling::{attention_tiles, softmax_lanes, AttentionTiles, Tiling};
 
 /// The attention kernels for blocks of `rows` queries of `head_dim` per head; a call has one
 /// or two such groups (a folded call: the clean block and the denoised one), `max_rows` rows
@@ -60,6 +60,7 @@ impl Attention {
             .constant("MAX_ROWS", self.max_rows)
             .constant("HEAD_DIM", self.head_dim)
             .constant("KT", self.tiles.kt)
+            .constant("TPR", softmax_lanes(self.rows as usize))
     }
 
     pub fn partial_key(&self) -> PipelineKey {
@@ -141,7 +142,6 @@ pub async fn dispatches(
             cache_bytes_per_key: 2 * h * 4,
             // q.k and p.v: 4 flops per (row, key, element).
             flops_per_key: 4 * rows * h,
-            streams: true,
             ..Cost::default()
         },
     };
@@ -161,7 +161,6 @@ pub async fn dispatches(
         grid: Grid::Rows,
         cost: Cost {
             flops_per_row: 4 * h,
-            streams: false,
             ..Cost::default()
         },
     };

@@ -87,21 +87,59 @@ impl Matmul {
                 matrix.rows,
                 matrix.cols,
                 epilogue == Epilogue::Partial,
+                rows,
+                kstep(matrix.scheme),
             ),
         }
     }
 
+    /// The staged path's workgroup memory (vec4s: the staged chunk, or one per thread), a
+    /// thread's rows per reduction round and its rounds.
+    pub fn staging(&self) -> (u32, u32, u32) {
+        let t = &self.tiles;
+        let xs = (t.staged_rows() * t.chunk(kstep(self.format)) / 4).max(t.wg);
+        let rg = (1..=t.rpt)
+            .rev()
+            .find(|&g| t.rpt % g == 0 && g * t.wg <= xs)
+            .unwrap_or(1);
+        (xs, rg, t.rpt / rg)
+    }
+
     pub fn key(&self) -> PipelineKey {
+        let mut variant = Variant::default()
+            .flag(format_flag(self.format))
+            .flag(self.epilogue.flag())
+            .constant("ROWS", self.rows)
+            .constant("COLS", self.tiles.cols)
+            .constant("WG", self.tiles.wg);
+        if self.tiles.staged {
+            let (xs, rg, ng) = self.staging();
+            variant = variant
+                .flag("STAGED")
+                .constant("LANES", self.tiles.lanes)
+                .constant("RPT", self.tiles.rpt)
+                .constant("RSPLIT", self.tiles.rsplit)
+                .constant("KV", kstep(self.format) / 4)
+                .constant("XS", xs)
+                .constant("RG", rg)
+                .constant("NG", ng);
+        }
         PipelineKey {
             shader: "matmul.wgsl",
             entry: "main",
-            variant: Variant::default()
-                .flag(format_flag(self.format))
-                .flag(self.epilogue.flag())
-                .constant("ROWS", self.rows)
-                .constant("COLS", self.tiles.cols),
+            variant,
             slots: self.epilogue.layout().to_vec(),
         }
+    }
+}
+
+/// Values of one wide weight step of `format` (`KSTEP` in weights.wgsl): one vec4<u32> word
+/// (two for F32).
+pub fn kstep(format: Scheme) -> u32 {
+    match format {
+        Scheme::F32 | Scheme::F16 => 8,
+        Scheme::Q8 => 16,
+        Scheme::Q4 => 32,
     }
 }
 
@@ -169,7 +207,6 @@ pub async fn dispatch(
                 weight_bytes: io.matrix.bytes(),
                 flops,
                 flops_per_row,
-                streams: true,
                 ..Cost::default()
             }
         },

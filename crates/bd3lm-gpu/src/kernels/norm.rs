@@ -87,7 +87,6 @@ pub async fn embed(ctx: &GpuContext, e: Embed, io: EmbedIo<'_>) -> Result<Dispat
             // A gather of the call's rows, exempt from the workgroup bound.
             weight_bytes_per_row: row_bytes,
             flops_per_row: 8 * io.table.cols as u64,
-            streams: false,
             ..Cost::default()
         },
     })
@@ -158,7 +157,6 @@ pub async fn residual(
         grid: Grid::Rows,
         cost: Cost {
             flops_per_row: io.norm.n as u64 * (2 * io.norm.splits as u64 + 10),
-            streams: false,
             ..Cost::default()
         },
     })

@@ -42,8 +42,6 @@ pub const SAMPLE_PASSES: [(&str, &str); 6] = [
 /// Workgroups the sampler aims for per pass over the logits: two per compute unit of a
 /// 132-unit GPU (an H100), whatever the number of rows.
 const TARGET_WORKGROUPS: usize = 264;
-/// Bytes of logits from which a pass counts as streaming (the `workgroups_min` bound).
-const LOGITS_BOUNDED_BYTES: u64 = 128 * 1024;
 /// Threads of a sampling workgroup: tiles are multiples of it.
 const SAMPLE_WG: usize = 256;
 /// Words per (row, tile) of partial results and per search slot (sampling.wgsl).
@@ -224,9 +222,13 @@ pub async fn sample_dispatches(
                 } else {
                     10 * rows as u64 * vocab as u64
                 },
-                // A pass over 128 KiB of logits or more must fill the GPU like the weight
-                // streams (the `workgroups_min` bound).
-                streams: !finish && rows as u64 * vocab as u64 * 4 >= LOGITS_BOUNDED_BYTES,
+                // Every pass but the finish reads the logits (the finish reads the tiles'
+                // partials): a pass over 128 KiB or more counts in `workgroups_min`.
+                logit_bytes: if finish {
+                    0
+                } else {
+                    rows as u64 * vocab as u64 * 4
+                },
                 ..Cost::default()
             },
         });
@@ -282,7 +284,7 @@ mod tests {
             let (tiles, tile_len) = (tiles as usize, tile_len as usize);
             assert_eq!(tile_len % SAMPLE_WG, 0);
             assert!(tiles * tile_len >= vocab && (tiles - 1) * tile_len < vocab.max(1));
-            if vocab * rows * 4 >= LOGITS_BOUNDED_BYTES as usize {
+            if vocab * rows * 4 >= crate::dispatch::BOUNDED_READ_BYTES as usize {
                 assert!(tiles * rows >= 132, "{vocab} x {rows}: {tiles} tiles");
             }
             assert!(
