@@ -124,7 +124,7 @@ pub fn matmul_tiles(
     rows: usize,
     kstep: u32,
 ) -> MatmulTiles {
-    if tiling != Tiling::Hardware || k % kstep as usize != 0 || rows == 0 {
+    if tiling != Tiling::Hardware || !k.is_multiple_of(kstep as usize) || rows == 0 {
         return MatmulTiles {
             cols: WORKGROUP_SIZE,
             splits: 1,
@@ -290,7 +290,10 @@ mod tests {
                 let t = matmul_tiles(Tiling::Hardware, rows, cols, split, call_rows, kstep);
                 let (x, y) = t.grid(rows);
                 assert!(t.staged && x * y >= GPU_UNITS, "[{rows}, {cols}]: {t:?}");
-                assert!(t.splits == 1 || t.k_slice % t.chunk(kstep) == 0, "{t:?}");
+                assert!(
+                    t.splits == 1 || t.k_slice.is_multiple_of(t.chunk(kstep)),
+                    "{t:?}"
+                );
                 assert!(t.k_slice as usize * (t.splits as usize - 1) < cols);
                 // The staged chunk of every row fits the default workgroup memory, and so
                 // does one vec4 per thread for the lanes' sums.

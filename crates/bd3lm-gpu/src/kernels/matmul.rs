@@ -100,7 +100,7 @@ impl Matmul {
         let xs = (t.staged_rows() * t.chunk(kstep(self.format)) / 4).max(t.wg);
         let rg = (1..=t.rpt)
             .rev()
-            .find(|&g| t.rpt % g == 0 && g * t.wg <= xs)
+            .find(|&g| t.rpt.is_multiple_of(g) && g * t.wg <= xs)
             .unwrap_or(1);
         (xs, rg, t.rpt / rg)
     }
