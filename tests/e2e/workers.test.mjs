@@ -42,7 +42,8 @@ page.setDefaultTimeout(180_000);
 const errors = [];
 page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
 page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-const text = (sel) => page.locator(sel).innerText();
+// textContent: #engine sits in the closed "Technical notes" disclosure.
+const text = async (sel) => (await page.locator(sel).textContent()).trim();
 
 // Loads the demo package on the CPU engine with `workers`, generates with a fixed seed and
 // gives the canvas text and the longest main-thread task during generation.
