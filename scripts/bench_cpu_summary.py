@@ -24,6 +24,8 @@ def main():
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
     recs = [json.loads(l) for l in open(args.log) if l.strip()]
+    if not recs:
+        sys.exit(f"bench_cpu_summary.py: {args.log} has no runs: nothing was measured")
     loaded = [r for r in recs if r["load_before"] > args.max_load]
     loads = [r["load_before"] for r in recs] + [r["load_after"] for r in recs]
     print(f"# {len(recs)} records; 1-minute load average before runs "

@@ -5,6 +5,7 @@ Usage: python3 serve_isolated.py PORT DIRECTORY
 """
 import functools
 import http.server
+import os
 import sys
 
 
@@ -17,6 +18,8 @@ class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
 
 def main():
     port, directory = int(sys.argv[1]), sys.argv[2]
+    if not os.path.isdir(directory):
+        sys.exit(f"serve_isolated.py: {directory} is not a directory")
     handler = functools.partial(IsolatedHandler, directory=directory)
     with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
         server.serve_forever()
