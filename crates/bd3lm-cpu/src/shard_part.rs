@@ -83,15 +83,7 @@ impl Header {
                 found: found.to_string(),
             });
         }
-        let dims: Vec<usize> = entry["shape"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_u64())
-                    .map(|d| d as usize)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let dims: Vec<usize> = usize_list(&entry["shape"]);
         if dims != shape {
             return Err(Error::TensorShape {
                 file,
@@ -100,15 +92,7 @@ impl Header {
                 found: dims,
             });
         }
-        let offsets: Vec<usize> = entry["data_offsets"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_u64())
-                    .map(|d| d as usize)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let offsets: Vec<usize> = usize_list(&entry["data_offsets"]);
         let size = if dtype == "F32" {
             4
         } else if dtype == "F16" {
@@ -215,4 +199,18 @@ pub fn read_shard_part(
         }
     }
     Ok(out)
+}
+
+/// A JSON array of unsigned integers (a shape, data offsets); what is not one reads as empty,
+/// which the callers then refuse as a wrong shape or offsets.
+fn usize_list(value: &serde_json::Value) -> Vec<usize> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_u64())
+                .map(|d| d as usize)
+                .collect()
+        })
+        .unwrap_or_default()
 }
