@@ -1,13 +1,20 @@
 //! Block attention over the ring KV cache (spec §5, §6.3, §7), one head per task.
 //!
-//! The cache holds un-rotated K and V in a ring of `model_length` slots; window position `j`
-//! lives in slot `(start + j) % n`, so sliding the window past the context moves `start`
-//! instead of the data. RoPE is applied here with window positions (key `j` at `j`, query
-//! row `r` at `cached + r`), which re-bases positions after a slide exactly as the reference
-//! does (the same scheme as `shaders/attention.wgsl`). Only the call's rows are queries.
+//! The cache holds un-rotated K and V in a ring of `model_length` slots, head-major
+//! (`[heads, n, d]` per layer) so that one head's keys are contiguous and stream from memory
+//! in order. Window position `j` lives in slot `(start + j) % n`, so sliding the window past
+//! the context moves `start` instead of the data. RoPE is applied here with window positions
+//! (key `j` at `j`, query row `r` at `cached + r`), which re-bases positions after a slide
+//! exactly as the reference does (the same scheme as `shaders/attention.wgsl`); rotating a
+//! key costs a few vector operations beside its 16 rows' products, so the cache keeps no
+//! rotated copy. Only the call's rows are queries.
 //!
 //! Scores are computed with the rows in the vector lanes (`s[j][r] += q[i][r] * k_j[i]`), so
-//! neither the scores nor the softmax need horizontal sums.
+//! neither the scores nor the softmax need horizontal sums. The window is read as at most two
+//! contiguous runs of slots (before and after the ring's end). On AVX-512 the inner loops are
+//! `attention/avx512.rs` (several keys per pass over the queries; `p · V` over blocks of keys
+//! whose V stay in L1). Each head's sums have a fixed order, so results do not depend on the
+//! thread count.
 
 use crate::kernels::Simd;
 use crate::math;
@@ -40,8 +47,8 @@ pub struct AttnShape {
 pub struct AttnInputs<'a> {
     /// `[rows, 3H]` projections; the queries are the first H columns.
     pub qkv: &'a [f32],
-    /// `[n_ctx, H]` this layer's ring of un-rotated keys / values (the call's rows already
-    /// written at window positions `cached..cached + rows`).
+    /// `[heads, n_ctx, d]` this layer's ring of un-rotated keys / values (the call's rows
+    /// already written at window positions `cached..cached + rows`).
     pub k_ring: &'a [f32],
     pub v_ring: &'a [f32],
     /// `[n_ctx, d/2]` rotary tables.
@@ -49,7 +56,31 @@ pub struct AttnInputs<'a> {
     pub sin: &'a [f32],
 }
 
-/// `out` (`[rows, H]`) = attention of the call's rows; `heads_buf` is scratch.
+/// Query rows per register tile (one 512-bit register of f32, four 128-bit ones).
+const LANES: usize = 16;
+/// Rows whose output accumulators are held at once in the `p · V` product.
+const PV_ROWS: usize = 4;
+/// Keys per block of the AVX-512 `p · V` product: their V (32 KiB at d = 64) stay in L1
+/// while every row group uses them.
+const PV_KEYS: usize = 128;
+/// Rotated keys a head's scratch holds (the AVX-512 kernel rotates 8 at a time).
+const ROTATED_KEYS: usize = 8;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(test)]
+mod tests;
+
+/// Scratch floats one head needs beside its `[rows, d]` output.
+fn scratch_len(shape: AttnShape) -> usize {
+    let chunks = shape.rows.div_ceil(LANES);
+    let total = shape.cached + shape.rows;
+    let d = shape.head_dim;
+    chunks * d * LANES + chunks * total * LANES + chunks * LANES + ROTATED_KEYS * d
+}
+
+/// `out` (`[rows, H]`) = attention of the call's rows; `heads_buf` is scratch, kept between
+/// calls (no allocation once it has grown).
 pub fn attention(
     pool: &Pool,
     simd: Simd,
@@ -60,40 +91,93 @@ pub fn attention(
 ) {
     let (rows, d) = (shape.rows, shape.head_dim);
     let h = shape.heads * d;
-    heads_buf.resize(shape.heads * rows * d, 0.0);
-    pool.for_each_chunk(heads_buf, rows * d, |head, buf| {
-        one_head(simd, shape, inputs, head, buf)
-    });
+    let per_head = rows * d + scratch_len(shape);
+    heads_buf.resize(shape.heads * per_head, 0.0);
+    pool.for_each_chunk(
+        &mut heads_buf[..shape.heads * per_head],
+        per_head,
+        |head, buf| {
+            let (head_out, scratch) = buf.split_at_mut(rows * d);
+            one_head(simd, shape, inputs, head, head_out, scratch)
+        },
+    );
     for head in 0..shape.heads {
         for r in 0..rows {
-            let src = &heads_buf[(head * rows + r) * d..(head * rows + r + 1) * d];
+            let src = &heads_buf[head * per_head + r * d..][..d];
             out[r * h + head * d..r * h + (head + 1) * d].copy_from_slice(src);
         }
     }
 }
 
-fn one_head(simd: Simd, shape: AttnShape, inputs: &AttnInputs<'_>, head: usize, out: &mut [f32]) {
+/// Which inner loops a head runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Inner {
+    /// The generic loops, with or without fused multiply-adds.
+    Plain { fma: bool },
+    /// `attention/avx512.rs` (x86-64 only).
+    Avx512,
+}
+
+fn one_head(
+    simd: Simd,
+    shape: AttnShape,
+    inputs: &AttnInputs<'_>,
+    head: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
     match simd {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the family is only selected when the CPU has these features.
-        Simd::Avx512 => unsafe { head_avx512(shape, inputs, head, out) },
+        Simd::Avx512 => unsafe { head_avx512(shape, inputs, head, out, scratch) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Simd::Avx2 => unsafe { head_avx2(shape, inputs, head, out) },
-        _ => head_impl::<false>(shape, inputs, head, out),
+        Simd::Avx2 => unsafe { head_avx2(shape, inputs, head, out, scratch) },
+        _ => head_impl::<false>(
+            Inner::Plain { fma: false },
+            shape,
+            inputs,
+            head,
+            out,
+            scratch,
+        ),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn head_avx512(shape: AttnShape, inputs: &AttnInputs<'_>, head: usize, out: &mut [f32]) {
-    head_impl::<true>(shape, inputs, head, out)
+unsafe fn head_avx512(
+    shape: AttnShape,
+    inputs: &AttnInputs<'_>,
+    head: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let inner = if avx512::suits(shape.head_dim) {
+        Inner::Avx512
+    } else {
+        Inner::Plain { fma: true }
+    };
+    head_impl::<true>(inner, shape, inputs, head, out, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn head_avx2(shape: AttnShape, inputs: &AttnInputs<'_>, head: usize, out: &mut [f32]) {
-    head_impl::<true>(shape, inputs, head, out)
+unsafe fn head_avx2(
+    shape: AttnShape,
+    inputs: &AttnInputs<'_>,
+    head: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    head_impl::<true>(
+        Inner::Plain { fma: true },
+        shape,
+        inputs,
+        head,
+        out,
+        scratch,
+    )
 }
 
 #[inline(always)]
@@ -123,37 +207,21 @@ fn rope(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Keys ahead whose cache lines are requested early: a head's keys are 3 KB apart in the
-/// ring (one row per token holds every head), a stride the hardware does not prefetch.
-const PREFETCH_AHEAD: usize = 8;
-
 #[inline(always)]
-fn prefetch(data: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in data.chunks(16) {
-        // SAFETY: a prefetch never faults; SSE is part of the x86-64 baseline.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr() as *const i8
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
+fn lanes(x: &[f32], at: usize) -> &[f32; LANES] {
+    x[at..at + LANES].try_into().unwrap_or(&[0.0; LANES])
 }
 
 /// `s[l] = scale * sum_i q[i][l] k[i]` for the LANES rows of one chunk, with four
 /// accumulators (independent FMA chains) combined in a fixed order.
 #[inline(always)]
 fn score_lanes<const FMA: bool>(s: &mut [f32], q: &[f32], k: &[f32], scale: f32) {
-    let lanes =
-        |i: usize| -> &[f32; LANES] { q[i * LANES..][..LANES].try_into().unwrap_or(&[0.0; LANES]) };
     let mut acc = [[0f32; LANES]; 4];
     let d = k.len();
     let mut i = 0;
     while i + 4 <= d {
         for (a, acc) in acc.iter_mut().enumerate() {
-            let (q, kv) = (lanes(i + a), k[i + a]);
+            let (q, kv) = (lanes(q, (i + a) * LANES), k[i + a]);
             for l in 0..LANES {
                 acc[l] = fmadd::<FMA>(q[l], kv, acc[l]);
             }
@@ -161,7 +229,7 @@ fn score_lanes<const FMA: bool>(s: &mut [f32], q: &[f32], k: &[f32], scale: f32)
         i += 4;
     }
     while i < d {
-        let (q, kv) = (lanes(i), k[i]);
+        let (q, kv) = (lanes(q, i * LANES), k[i]);
         for l in 0..LANES {
             acc[0][l] = fmadd::<FMA>(q[l], kv, acc[0][l]);
         }
@@ -172,17 +240,23 @@ fn score_lanes<const FMA: bool>(s: &mut [f32], q: &[f32], k: &[f32], scale: f32)
     }
 }
 
-/// Query rows per register tile (one 512-bit register of f32, four 128-bit ones).
-const LANES: usize = 16;
-/// Rows whose output accumulators are held at once in the `p · V` product.
-const PV_ROWS: usize = 4;
+/// Where a head's window lies in its ring: the runs `(j0, slot0, len)` of window positions
+/// `j0..j0 + len` in slots `slot0..slot0 + len` (two when the window wraps past the end).
+fn runs(start: usize, total: usize, n_ctx: usize) -> [(usize, usize, usize); 2] {
+    let first = total.min(n_ctx - start);
+    [(0, start, first), (first, 0, total - first)]
+}
 
+/// The work of one head: its queries' rows in `scratch`, the softmax and the normalisation
+/// here; the scores and `p · V` per run of slots, by `inner`.
 #[inline(always)]
 fn head_impl<const FMA: bool>(
+    inner: Inner,
     shape: AttnShape,
     inputs: &AttnInputs<'_>,
     head: usize,
     out: &mut [f32],
+    scratch: &mut [f32],
 ) {
     let AttnShape {
         rows,
@@ -198,54 +272,77 @@ fn head_impl<const FMA: bool>(
     let total = cached + rows;
     let col = head * d;
     let chunks = rows.div_ceil(LANES);
-    let table = |pos: usize| {
-        (
-            &inputs.cos[pos * half..(pos + 1) * half],
-            &inputs.sin[pos * half..(pos + 1) * half],
-        )
-    };
-    // Offset of window position j's head vector in the ring (no division in the loops).
-    let keys: Vec<usize> = (0..total).map(|j| (start + j) % n_ctx * h + col).collect();
-    let key = |j: usize| keys[j];
+    let (qt, rest) = scratch.split_at_mut(chunks * d * LANES);
+    let (scores, rest) = rest.split_at_mut(chunks * total * LANES);
+    let (sums, rest) = rest.split_at_mut(chunks * LANES);
+    let rotated = &mut rest[..ROTATED_KEYS * d];
+    // Slots `slot0..slot0 + len` of this head's ring.
+    let ring_range =
+        |slot0: usize, len: usize| (head * n_ctx + slot0) * d..(head * n_ctx + slot0 + len) * d;
+    let (k_ring, v_ring) = (inputs.k_ring, inputs.v_ring);
 
     // Queries rotated to their positions, transposed per chunk of LANES rows:
     // qt[(c * d + i) * LANES + l] (zero for padding rows).
-    let mut qt = vec![0f32; chunks * d * LANES];
-    let mut rotated = vec![0f32; d];
+    qt.fill(0.0);
     for r in 0..rows {
-        let (cos, sin) = table(cached + r);
-        rope(&mut rotated, &inputs.qkv[r * 3 * h + col..][..d], cos, sin);
+        let p = cached + r;
+        let (cos, sin) = (&inputs.cos[p * half..], &inputs.sin[p * half..]);
+        let x = &inputs.qkv[r * 3 * h + col..][..d];
+        rope(&mut rotated[..d], x, cos, sin);
         let (c, l) = (r / LANES, r % LANES);
-        for (i, &v) in rotated.iter().enumerate() {
+        for (i, &v) in rotated[..d].iter().enumerate() {
             qt[(c * d + i) * LANES + l] = v;
         }
     }
 
     // Scores s[(c * total + j) * LANES + l] = q · k_j / sqrt(d), keys rotated to window
-    // positions; the chunk's rows sit in the lanes of one accumulator.
+    // positions.
     let scale = 1.0 / (d as f32).sqrt();
-    let mut scores = vec![0f32; chunks * total * LANES];
-    for j in 0..total {
-        if j + PREFETCH_AHEAD < total {
-            prefetch(&inputs.k_ring[key(j + PREFETCH_AHEAD)..][..d]);
-        }
-        let (cos, sin) = table(j);
-        rope(&mut rotated, &inputs.k_ring[key(j)..][..d], cos, sin);
-        for c in 0..chunks {
-            let q_chunk = &qt[c * d * LANES..(c + 1) * d * LANES];
-            let s = &mut scores[(c * total + j) * LANES..][..LANES];
-            score_lanes::<FMA>(s, q_chunk, &rotated, scale);
+    for (j0, slot0, len) in runs(start, total, n_ctx) {
+        let (k, v) = (
+            &k_ring[ring_range(slot0, len)],
+            &v_ring[ring_range(slot0, len)],
+        );
+        match inner {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Inner::Avx512` is only chosen on a CPU with AVX-512 (`one_head`).
+            Inner::Avx512 => unsafe {
+                let tables = (inputs.cos, inputs.sin);
+                avx512::scores(
+                    qt,
+                    chunks,
+                    d,
+                    (k, v),
+                    (j0, total),
+                    tables,
+                    scale,
+                    scores,
+                    rotated,
+                )
+            },
+            _ => {
+                for (jj, key) in k.chunks_exact(d).enumerate() {
+                    let j = j0 + jj;
+                    let (cos, sin) = (&inputs.cos[j * half..], &inputs.sin[j * half..]);
+                    rope(&mut rotated[..d], key, cos, sin);
+                    for c in 0..chunks {
+                        let q_chunk = &qt[c * d * LANES..(c + 1) * d * LANES];
+                        let s = &mut scores[(c * total + j) * LANES..][..LANES];
+                        score_lanes::<FMA>(s, q_chunk, &rotated[..d], scale);
+                    }
+                }
+            }
         }
     }
 
     // Softmax over the keys, all rows of a chunk at once.
-    let mut sums = vec![0f32; chunks * LANES];
     for c in 0..chunks {
         let block = &mut scores[c * total * LANES..(c + 1) * total * LANES];
         let mut max = [f32::NEG_INFINITY; LANES];
         for s in block.chunks_exact(LANES) {
             for l in 0..LANES {
-                max[l] = max[l].max(s[l]);
+                // Not `f32::max`, whose NaN rule keeps the loop from vectorising.
+                max[l] = if s[l] > max[l] { s[l] } else { max[l] };
             }
         }
         let mut sum = [0f32; LANES];
@@ -258,45 +355,66 @@ fn head_impl<const FMA: bool>(
         sums[c * LANES..(c + 1) * LANES].copy_from_slice(&sum);
     }
 
-    // out[r] = sum_j p[j][r] v_j / sum[r], PV_ROWS rows by LANES dimensions at a time.
+    // out[r] = sum_j p[j][r] v_j / sum[r], accumulated in `out` over the runs in window order.
+    out.fill(0.0);
+    for (j0, slot0, len) in runs(start, total, n_ctx) {
+        let v = &v_ring[ring_range(slot0, len)];
+        match inner {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Inner::Avx512 => unsafe { avx512::pv(scores, (j0, total), rows, d, v, out) },
+            _ => pv_plain::<FMA>(scores, (j0, total), rows, d, v, out),
+        }
+    }
+    for r in 0..rows {
+        let inv = 1.0 / sums[r];
+        for o in &mut out[r * d..(r + 1) * d] {
+            *o *= inv;
+        }
+    }
+}
+
+/// The generic `p · V` of one run (as `avx512::pv`): PV_ROWS rows by LANES dimensions at a
+/// time, then the dimensions past the last whole LANES (small test models only).
+#[inline(always)]
+fn pv_plain<const FMA: bool>(
+    probs: &[f32],
+    (j0, total): (usize, usize),
+    rows: usize,
+    d: usize,
+    v: &[f32],
+    out: &mut [f32],
+) {
     let full = d / LANES * LANES;
     for r0 in (0..rows).step_by(PV_ROWS) {
         let (c, l0) = (r0 / LANES, r0 % LANES);
         let n_rows = (rows - r0).min(PV_ROWS);
+        let p_at = |j: usize| (c * total + j0 + j) * LANES + l0;
         for d0 in (0..full).step_by(LANES) {
             let mut acc = [[0f32; LANES]; PV_ROWS];
-            for j in 0..total {
-                if r0 == 0 && d0 == 0 && j + PREFETCH_AHEAD < total {
-                    prefetch(&inputs.v_ring[key(j + PREFETCH_AHEAD)..][..d]);
-                }
-                let v: &[f32; LANES] = inputs.v_ring[key(j) + d0..][..LANES]
-                    .try_into()
-                    .unwrap_or(&[0.0; LANES]);
-                let p = &scores[(c * total + j) * LANES + l0..][..PV_ROWS.min(LANES - l0)];
+            for (a, acc) in acc.iter_mut().enumerate().take(n_rows) {
+                acc.copy_from_slice(&out[(r0 + a) * d + d0..][..LANES]);
+            }
+            for (j, vj) in v.chunks_exact(d).enumerate() {
+                let vj = lanes(vj, d0);
+                let p = &probs[p_at(j)..][..PV_ROWS];
                 for (a, &pa) in acc.iter_mut().zip(p) {
                     for l in 0..LANES {
-                        a[l] = fmadd::<FMA>(pa, v[l], a[l]);
+                        a[l] = fmadd::<FMA>(pa, vj[l], a[l]);
                     }
                 }
             }
             for (a, acc) in acc.iter().enumerate().take(n_rows) {
-                let inv = 1.0 / sums[c * LANES + l0 + a];
-                let o = &mut out[(r0 + a) * d + d0..][..LANES];
-                for l in 0..LANES {
-                    o[l] = acc[l] * inv;
-                }
+                out[(r0 + a) * d + d0..][..LANES].copy_from_slice(acc);
             }
         }
-        // Head dimensions past the last whole LANES (small test models only).
         for a in 0..n_rows {
-            let lane = c * LANES + l0 + a;
             for i in full..d {
-                let mut acc = 0f32;
-                for j in 0..total {
-                    let p = scores[(c * total + j) * LANES + l0 + a];
-                    acc = fmadd::<FMA>(p, inputs.v_ring[key(j) + i], acc);
+                let mut acc = out[(r0 + a) * d + i];
+                for (j, vj) in v.chunks_exact(d).enumerate() {
+                    acc = fmadd::<FMA>(probs[p_at(j) + a], vj[i], acc);
                 }
-                out[(r0 + a) * d + i] = acc / sums[lane];
+                out[(r0 + a) * d + i] = acc;
             }
         }
     }

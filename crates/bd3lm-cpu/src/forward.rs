@@ -18,7 +18,8 @@ use bd3lm::weights::LayerWeights;
 use bd3lm::{Config, Weights};
 use std::sync::Arc;
 
-/// The KV cache: un-rotated K and V of committed tokens, `[L, n, H]` each, as a ring.
+/// The KV cache: un-rotated K and V of committed tokens, `[L, heads, n, d]` each, as a ring
+/// (head-major: attention reads one head's keys in order, not 3 KB apart).
 pub struct KvRing {
     k: Vec<f32>,
     v: Vec<f32>,
@@ -28,6 +29,7 @@ pub struct KvRing {
     pub cached: usize,
     n: usize,
     h: usize,
+    head_dim: usize,
 }
 
 impl KvRing {
@@ -40,6 +42,7 @@ impl KvRing {
             cached: 0,
             n,
             h,
+            head_dim: cfg.head_dim(),
         }
     }
 
@@ -75,13 +78,16 @@ impl KvRing {
     /// Writes row `r`'s K and V (from a `[rows, 3H]` qkv buffer) at window position
     /// `cached + r` of layer `l`, for the window `(start, cached)`.
     fn write_rows(&mut self, l: usize, qkv: &[f32], rows: usize, (start, cached): (usize, usize)) {
-        let (n, h) = (self.n, self.h);
+        let (n, h, d) = (self.n, self.h, self.head_dim);
         for r in 0..rows {
             let slot = (start + cached + r) % n;
-            let at = l * n * h + slot * h;
             let src = &qkv[r * 3 * h..(r + 1) * 3 * h];
-            self.k[at..at + h].copy_from_slice(&src[h..2 * h]);
-            self.v[at..at + h].copy_from_slice(&src[2 * h..3 * h]);
+            for head in 0..h / d {
+                let at = l * n * h + (head * n + slot) * d;
+                let col = head * d;
+                self.k[at..at + d].copy_from_slice(&src[h + col..h + col + d]);
+                self.v[at..at + d].copy_from_slice(&src[2 * h + col..2 * h + col + d]);
+            }
         }
     }
 }

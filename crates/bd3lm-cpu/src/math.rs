@@ -30,7 +30,11 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
     let e = p * r2 + r + 1.0;
-    let pow2 = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of n + 127 + MAGIC (exact: an integer below 2^22 in the mantissa),
+    // not `n as i32`, whose saturating conversion the compiler does not vectorise.
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let biased = (n + 127.0 + MAGIC).to_bits() - MAGIC.to_bits();
+    let pow2 = f32::from_bits(biased << 23);
     e * pow2
 }
 
