@@ -60,9 +60,6 @@ pub struct AttnInputs<'a> {
 const LANES: usize = 16;
 /// Rows whose output accumulators are held at once in the `p · V` product.
 const PV_ROWS: usize = 4;
-/// Keys per block of the AVX-512 `p · V` product: their V (32 KiB at d = 64) stay in L1
-/// while every row group uses them.
-const PV_KEYS: usize = 128;
 /// Rotated keys a head's scratch holds (the AVX-512 kernel rotates 8 at a time).
 const ROTATED_KEYS: usize = 8;
 
@@ -112,9 +109,10 @@ pub fn attention(
 /// Which inner loops a head runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Inner {
-    /// The generic loops, with or without fused multiply-adds.
-    Plain { fma: bool },
+    /// The generic loops (with fused multiply-adds as `head_impl`'s FMA says).
+    Plain,
     /// `attention/avx512.rs` (x86-64 only).
+    #[cfg(target_arch = "x86_64")]
     Avx512,
 }
 
@@ -133,14 +131,7 @@ fn one_head(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Simd::Avx2 => unsafe { head_avx2(shape, inputs, head, out, scratch) },
-        _ => head_impl::<false>(
-            Inner::Plain { fma: false },
-            shape,
-            inputs,
-            head,
-            out,
-            scratch,
-        ),
+        _ => head_impl::<false>(Inner::Plain, shape, inputs, head, out, scratch),
     }
 }
 
@@ -156,7 +147,7 @@ unsafe fn head_avx512(
     let inner = if avx512::suits(shape.head_dim) {
         Inner::Avx512
     } else {
-        Inner::Plain { fma: true }
+        Inner::Plain
     };
     head_impl::<true>(inner, shape, inputs, head, out, scratch)
 }
@@ -170,14 +161,7 @@ unsafe fn head_avx2(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
-    head_impl::<true>(
-        Inner::Plain { fma: true },
-        shape,
-        inputs,
-        head,
-        out,
-        scratch,
-    )
+    head_impl::<true>(Inner::Plain, shape, inputs, head, out, scratch)
 }
 
 #[inline(always)]
@@ -299,15 +283,13 @@ fn head_impl<const FMA: bool>(
     // positions.
     let scale = 1.0 / (d as f32).sqrt();
     for (j0, slot0, len) in runs(start, total, n_ctx) {
-        let (k, v) = (
-            &k_ring[ring_range(slot0, len)],
-            &v_ring[ring_range(slot0, len)],
-        );
+        let k = &k_ring[ring_range(slot0, len)];
         match inner {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Inner::Avx512` is only chosen on a CPU with AVX-512 (`one_head`).
             Inner::Avx512 => unsafe {
                 let tables = (inputs.cos, inputs.sin);
+                let v = &v_ring[ring_range(slot0, len)];
                 avx512::scores(
                     qt,
                     chunks,

@@ -3,8 +3,12 @@
 //! `p · V` accumulators stay in registers, which the generic loops do not get from the
 //! compiler at these tile sizes.
 
-use super::{LANES, PV_KEYS, PV_ROWS};
+use super::{LANES, PV_ROWS};
 use core::arch::x86_64::*;
+
+/// Keys per block of the `p · V` product: their V (32 KiB at d = 64) stay in L1 while every
+/// row group uses them.
+const PV_KEYS: usize = 128;
 
 /// Keys scored at once: one accumulator each, all sharing every loaded query vector.
 const KEYS: usize = 8;
