@@ -34,9 +34,8 @@ pub(super) fn suits(d: usize) -> bool {
 /// Scores of the keys at window positions `j0..` (`k`: their un-rotated head vectors, one
 /// after another): rotated with table rows `j0..` into `rotated`, KEYS at a time, then
 /// `scores[(c * total + j) * LANES + l] = scale * sum_i qt[(c * d + i) * LANES + l] * k_j[i]`
-/// for every chunk `c` of rows, one accumulator per key summed over `i` in order. The same
-/// keys' `v` (unread here) are requested into L2 meanwhile, so that `pv` does not wait on
-/// memory.
+/// for every chunk `c` of rows, one accumulator per key summed over `i` in order. The first
+/// `pv` block of the same keys' `v` (unread here) is requested into L2 meanwhile.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and FMA.
@@ -66,7 +65,9 @@ pub(super) unsafe fn scores(
         let n = (len - g).min(KEYS);
         let ahead = ((g + K_AHEAD).min(len) * d, (g + K_AHEAD + n).min(len) * d);
         prefetch::<_MM_HINT_T0>(&k[ahead.0..ahead.1]);
-        prefetch::<_MM_HINT_T1>(&v[g * d..(g + n) * d]);
+        if g < PV_KEYS {
+            prefetch::<_MM_HINT_T1>(&v[g * d..(g + n) * d]);
+        }
         for key in 0..KEYS {
             let dst = rot.add(key * d);
             if key >= n {
@@ -111,6 +112,8 @@ pub(super) unsafe fn scores(
 /// chunk `c`) over the keys at window positions `j0..` (`v`: their head vectors, one after
 /// another), in blocks of PV_KEYS keys that stay in L1 while PV_ROWS rows × 64 dimensions
 /// at a time (16 accumulators) use them; each output sums over `j` in order.
+/// While a block is used, the next one is requested from memory, a cache line per inner
+/// step, so that the stream of V overlaps this product's arithmetic.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and FMA.
@@ -130,6 +133,10 @@ pub(super) unsafe fn pv(
     let (vp, pp, op) = (v.as_ptr(), probs.as_ptr(), out.as_mut_ptr());
     for jb in (0..len).step_by(PV_KEYS) {
         let je = (jb + PV_KEYS).min(len);
+        // The next block's cache lines, one per (row group, column pass, key) step.
+        let next = je * d;
+        let next_lines = ((je + PV_KEYS).min(len) * d - next).div_ceil(16);
+        let mut step = 0;
         for r0 in (0..rows).step_by(PV_ROWS) {
             let n_rows = (rows - r0).min(PV_ROWS);
             let (c, l0) = (r0 / LANES, r0 % LANES);
@@ -143,6 +150,10 @@ pub(super) unsafe fn pv(
                     }
                 }
                 for j in jb..je {
+                    let t = step + j - jb;
+                    if t < next_lines {
+                        prefetch::<_MM_HINT_T1>(&v[next + t * 16..][..1]);
+                    }
                     let row = vp.add(j * d + d0);
                     let vs = [0, 1, 2, 3].map(|x| _mm512_loadu_ps(row.add(x * LANES)));
                     let p = pp.add((c * total + j0 + j) * LANES + l0);
@@ -158,6 +169,7 @@ pub(super) unsafe fn pv(
                         _mm512_storeu_ps(op.add((r0 + a) * d + d0 + x * LANES), acc);
                     }
                 }
+                step += je - jb;
             }
         }
     }
