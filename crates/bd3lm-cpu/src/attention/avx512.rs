@@ -1,7 +1,8 @@
-//! The two inner loops of a head in AVX-512 (x86-64), for head widths that are whole
-//! multiples of 64 (the released models' 64): written with intrinsics so that the score and
-//! `p · V` accumulators stay in registers, which the generic loops do not get from the
-//! compiler at these tile sizes.
+//! The two inner loops of a head in AVX-512 (x86-64): written with intrinsics so that the
+//! score and `p · V` accumulators stay in registers, which the generic loops do not get from
+//! the compiler at these tile sizes. Vectors past the head width are masked, so any even
+//! width runs here (the released models' 64 with every lane in use; the fixtures' 16, so that
+//! the conformance tests run these loops).
 
 use super::{LANES, PV_ROWS};
 use core::arch::x86_64::*;
@@ -26,9 +27,18 @@ fn prefetch<const HINT: i32>(data: &[f32]) {
     }
 }
 
-/// Whether these kernels take a head of width `d`.
+/// Whether these kernels take a head of width `d` (RoPE needs an even one).
 pub(super) fn suits(d: usize) -> bool {
-    d > 0 && d.is_multiple_of(64)
+    d > 0 && d.is_multiple_of(2)
+}
+
+/// The first `n` of 16 lanes (all of them from 16 on).
+fn lanes_mask(n: usize) -> __mmask16 {
+    if n >= LANES {
+        0xFFFF
+    } else {
+        (1u16 << n) - 1
+    }
 }
 
 /// Scores of the keys at window positions `j0..` (`k`: their un-rotated head vectors, one
@@ -72,7 +82,7 @@ pub(super) unsafe fn scores(
             let dst = rot.add(key * d);
             if key >= n {
                 for i in (0..d).step_by(LANES) {
-                    _mm512_storeu_ps(dst.add(i), _mm512_setzero_ps());
+                    _mm512_mask_storeu_ps(dst.add(i), lanes_mask(d - i), _mm512_setzero_ps());
                 }
                 continue;
             }
@@ -81,13 +91,15 @@ pub(super) unsafe fn scores(
             let pos = j0 + g + key;
             let (c, s) = (cos.as_ptr().add(pos * half), sin.as_ptr().add(pos * half));
             for i in (0..half).step_by(LANES) {
-                let (a, b) = (_mm512_loadu_ps(x.add(i)), _mm512_loadu_ps(x.add(half + i)));
-                let (cv, sv) = (_mm512_loadu_ps(c.add(i)), _mm512_loadu_ps(s.add(i)));
+                let m = lanes_mask(half - i);
+                let load = |p: *const f32| _mm512_maskz_loadu_ps(m, p);
+                let (a, b) = (load(x.add(i)), load(x.add(half + i)));
+                let (cv, sv) = (load(c.add(i)), load(s.add(i)));
                 // As the generic rope: a·c − b·s and b·c + a·s, each product rounded.
                 let lo = _mm512_sub_ps(_mm512_mul_ps(a, cv), _mm512_mul_ps(b, sv));
                 let hi = _mm512_add_ps(_mm512_mul_ps(b, cv), _mm512_mul_ps(a, sv));
-                _mm512_storeu_ps(dst.add(i), lo);
-                _mm512_storeu_ps(dst.add(half + i), hi);
+                _mm512_mask_storeu_ps(dst.add(i), m, lo);
+                _mm512_mask_storeu_ps(dst.add(half + i), m, hi);
             }
         }
         for c in 0..chunks {
@@ -141,12 +153,17 @@ pub(super) unsafe fn pv(
             let n_rows = (rows - r0).min(PV_ROWS);
             let (c, l0) = (r0 / LANES, r0 % LANES);
             for d0 in (0..d).step_by(4 * LANES) {
+                // Vectors past the head width are masked off (their lanes neither read nor
+                // written; the pointers to them are only formed, with `wrapping_add`).
+                let masks = [0, 1, 2, 3].map(|x| lanes_mask(d.saturating_sub(d0 + x * LANES)));
                 let mut acc = [[_mm512_setzero_ps(); 4]; PV_ROWS];
-                // SAFETY (all loads and stores below): bounds asserted above; the lanes
-                // l0..l0 + PV_ROWS of a chunk are inside it (l0 is a multiple of PV_ROWS).
+                // SAFETY (all loads and stores below): bounds asserted above, lanes past the
+                // head width masked; the lanes l0..l0 + PV_ROWS of a chunk are inside it (l0
+                // is a multiple of PV_ROWS).
                 for (a, acc) in acc.iter_mut().enumerate().take(n_rows) {
+                    let o = op.wrapping_add((r0 + a) * d + d0);
                     for (x, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm512_loadu_ps(op.add((r0 + a) * d + d0 + x * LANES));
+                        *acc = _mm512_maskz_loadu_ps(masks[x], o.wrapping_add(x * LANES));
                     }
                 }
                 for j in jb..je {
@@ -154,8 +171,9 @@ pub(super) unsafe fn pv(
                     if t < next_lines {
                         prefetch::<_MM_HINT_T1>(&v[next + t * 16..][..1]);
                     }
-                    let row = vp.add(j * d + d0);
-                    let vs = [0, 1, 2, 3].map(|x| _mm512_loadu_ps(row.add(x * LANES)));
+                    let row = vp.wrapping_add(j * d + d0);
+                    let vs = [0, 1, 2, 3]
+                        .map(|x| _mm512_maskz_loadu_ps(masks[x], row.wrapping_add(x * LANES)));
                     let p = pp.add((c * total + j0 + j) * LANES + l0);
                     for (a, acc) in acc.iter_mut().enumerate() {
                         let pa = _mm512_set1_ps(*p.add(a));
@@ -165,8 +183,9 @@ pub(super) unsafe fn pv(
                     }
                 }
                 for (a, acc) in acc.iter().enumerate().take(n_rows) {
+                    let o = op.wrapping_add((r0 + a) * d + d0);
                     for (x, &acc) in acc.iter().enumerate() {
-                        _mm512_storeu_ps(op.add((r0 + a) * d + d0 + x * LANES), acc);
+                        _mm512_mask_storeu_ps(o.wrapping_add(x * LANES), masks[x], acc);
                     }
                 }
                 step += je - jb;
