@@ -17,15 +17,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ALL=(rng config safetensors sampler forward quant)
-# scope NAME: sets file, re (mutant-name filter, may be empty) and tests (cargo test args): the
-# crate's unit tests (each file's own among them), or for the forward the fixture conformance.
-# cargo-mutants builds every test target of the crate per mutant; unoptimised that is about
-# 20 s on an idle 2-core machine (50 s under a load of 20).
+# scope NAME: sets file, re (mutant-name filter, may be empty), target (the one test target
+# built and run per mutant, passed to every cargo call so that the build skips the crate's other
+# test targets) and tests (the test binary's args): the crate's unit tests (each file's own
+# among them), or for the forward the fixture conformance.
 # The crate's unit tests without the NELBO evaluation's (a minute each, unoptimised; they
 # cover none of these files' logic that the others do not).
-unit=(--lib -- --skip tools::eval::)
+unit=(-- --skip tools::eval::)
 scope() {
-  re=''
+  re='' target=--lib
   case "$1" in
     rng) file=crates/bd3lm/src/runtime/rng.rs; tests=("${unit[@]}") ;;
     sampler)
@@ -51,7 +51,7 @@ scope() {
       # or the block driver.
       file=crates/bd3lm/src/runtime/forward.rs
       re='(in|replace) layer_norm_modulate\b|forward.rs:(24[1-9]|2[5-9][0-9]|30[0-4]):.* in layer$'
-      tests=(--test conformance_cpu) ;;
+      target=--test=conformance_cpu tests=() ;;
     *) echo "mutants.sh: unknown scope '$1' (${ALL[*]})" >&2; exit 2 ;;
   esac
 }
@@ -64,8 +64,10 @@ OUT=${MUTANTS_OUT:-target/mutants}
 mkdir -p "$OUT"
 # One target directory for every scope: the dependencies build once, not once per scratch copy.
 export CARGO_TARGET_DIR=$PWD/$OUT/target
-# The mutated crate unoptimised (dependencies stay at opt-level 2): it compiles once per mutant.
+# The mutated crate unoptimised (dependencies stay at opt-level 2) and without debug info: it
+# compiles and links once per mutant.
 export CARGO_PROFILE_DEV_OPT_LEVEL=${CARGO_PROFILE_DEV_OPT_LEVEL:-0}
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
 count() {
   local n
   n=$(grep -c . "$1" 2>/dev/null) || true
@@ -78,11 +80,11 @@ for name in "$@"; do
   started=$SECONDS
   rc=0
   args=(--package bd3lm --file "$file" --timeout "${MUTANTS_TIMEOUT:-300}" --build-timeout 900
-    --jobs "${MUTANTS_JOBS:-1}" --no-shuffle --output "$OUT/$name")
+    --jobs "${MUTANTS_JOBS:-1}" --no-shuffle --output "$OUT/$name" --cargo-arg "$target")
   [[ -z $re ]] || args+=(--re "$re")
   [[ -z ${MUTANTS_SHARD:-} ]] || args+=(--shard "$MUTANTS_SHARD")
   [[ ${MUTANTS_BASELINE:-run} != skip ]] || args+=(--baseline skip)
-  cargo mutants "${args[@]}" -- "${tests[@]}" >"$OUT/$name.log" 2>&1 || rc=$?
+  cargo mutants "${args[@]}" -- "${tests[@]+"${tests[@]}"}" >"$OUT/$name.log" 2>&1 || rc=$?
   dir=$OUT/$name/mutants.out
   caught=$(count "$dir/caught.txt") missed=$(count "$dir/missed.txt")
   timeout=$(count "$dir/timeout.txt") unviable=$(count "$dir/unviable.txt")

@@ -529,6 +529,7 @@ impl Plan {
     pub fn step_infos(&self, head: Head, call: &Call) -> Vec<DispatchInfo> {
         self.block_step(head, RevealRule::Scheduled)
             .iter()
+            .filter(|d| d.runs(call))
             .map(|d| d.info(call))
             .collect()
     }

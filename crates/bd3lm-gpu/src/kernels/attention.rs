@@ -1,5 +1,6 @@
 //! `attention.wgsl`: flash-decoding over the ring KV cache, `partial` per (head, split) and
-//! `combine` per block row.
+//! `combine` per block row; a window of one split is finished by `partial` itself and the
+//! combine is not recorded when no window of the call has more.
 
 use super::{compile_and_bind, Layout};
 use crate::context::GpuContext;
@@ -29,6 +30,7 @@ const PARTIAL_LAYOUT: Layout = &[
     (5, Slot::Read),
     (6, Slot::ReadWrite),
     (7, Slot::ReadWrite),
+    (8, Slot::ReadWrite),
 ];
 
 const COMBINE_LAYOUT: Layout = &[
@@ -123,6 +125,7 @@ pub async fn dispatches(
         Bound::Buffer(io.rope),
         Bound::Buffer(io.part_o),
         Bound::Buffer(io.part_ml),
+        Bound::Buffer(io.out),
     ];
     let (compiled, bind_group) = compile_and_bind(ctx, &a.partial_key(), &partial_buffers).await?;
     let h = io.params.hidden as u64;
@@ -158,7 +161,10 @@ pub async fn dispatches(
         layer,
         compiled,
         bind_group,
-        grid: Grid::Rows,
+        grid: Grid::Combine {
+            block: a.rows,
+            tiles: a.tiles,
+        },
         cost: Cost {
             flops_per_row: 4 * h,
             ..Cost::default()
