@@ -42,12 +42,20 @@ const COMBINE_LAYOUT: Layout = &[
 ];
 
 impl Attention {
-    pub fn new(tiling: Tiling, rows: usize, head_dim: usize, heads: usize) -> Attention {
+    /// The kernels for `tiling` within `workgroup_bytes` of workgroup memory
+    /// ([`GpuContext::workgroup_bytes`]).
+    pub fn new(
+        tiling: Tiling,
+        rows: usize,
+        head_dim: usize,
+        heads: usize,
+        workgroup_bytes: u32,
+    ) -> Attention {
         Attention {
             rows: rows as u32,
             max_rows: 2 * rows as u32,
             head_dim: head_dim as u32,
-            tiles: attention_tiles(tiling, rows, head_dim, heads),
+            tiles: attention_tiles(tiling, rows, head_dim, heads, workgroup_bytes),
         }
     }
 
