@@ -292,8 +292,11 @@ impl GpuContext {
             &self.info.name
         };
         format!(
-            "{name} ({:?}, {:?}), {} tiling",
-            self.info.backend, self.info.device_type, self.tiling
+            "{name} ({:?}, {:?}), {} tiling, {} KiB workgroup memory",
+            self.info.backend,
+            self.info.device_type,
+            self.tiling,
+            self.workgroup_bytes() >> 10
         )
     }
 

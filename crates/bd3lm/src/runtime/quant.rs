@@ -460,6 +460,20 @@ mod tests {
         assert!(max_err(&m, &m.quantize(Scheme::Q4)) < 0.2 / 15.0 * 0.5 * 1.5);
     }
 
+    /// Any row on its own reads the same values as the whole matrix (every scheme, f32 too).
+    #[test]
+    fn rows_dequantize_as_the_whole_matrix() {
+        for scheme in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4] {
+            let q = sample(3, 64).quantize(scheme);
+            let all = q.to_f32();
+            for r in [2, 0, 1] {
+                let mut row = vec![f32::NAN; 64];
+                q.dequantize_row(r, &mut row);
+                assert_eq!(row, all[r * 64..(r + 1) * 64], "{scheme:?} row {r}");
+            }
+        }
+    }
+
     #[test]
     fn sizes_match_the_data() {
         for scheme in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4] {
