@@ -494,7 +494,66 @@ mod tests {
         let values = m.as_f32().unwrap();
         for quantize in [quantize_q8 as fn(&[f32]) -> MatrixData, quantize_q4] {
             assert_eq!(in_parallel_above(values, quantize, 32), quantize(values));
+            // Odd group counts over every thread the machine has: the groups stay whole.
+            for groups in [7, 13] {
+                let few = &values[..groups * GROUP];
+                assert_eq!(
+                    in_parallel_above(few, quantize, 1),
+                    quantize(few),
+                    "{groups}"
+                );
+            }
         }
+    }
+
+    /// Groups whose scale rounds to a zero f16 get zero codes, never codes from x / 0.
+    #[test]
+    fn groups_below_f16_resolution_get_zero_codes() {
+        let mut v = vec![0.0f32; GROUP];
+        (v[3], v[5]) = (1e-9, -1e-9);
+        let m = Matrix::from_f32(1, GROUP, v);
+        let MatrixData::Q8 { q, scales } = m.quantize(Scheme::Q8).data else {
+            panic!("q8")
+        };
+        assert_eq!(scales, vec![0]);
+        assert!(q.iter().all(|&c| c == 0), "{q:?}");
+        let MatrixData::Q4 { q, scales, .. } = m.quantize(Scheme::Q4).data else {
+            panic!("q4")
+        };
+        assert_eq!(scales, vec![0]);
+        assert!(q.iter().all(|&c| c == 0), "{q:?}");
+    }
+
+    /// The range fit keeps, per group, the candidate of least squared error: never worse than
+    /// the plain [min, max] range it starts from (computed here independently).
+    #[test]
+    fn range_fit_is_never_worse_than_the_plain_range() {
+        let m = sample(16, 64);
+        let values = m.to_f32();
+        let fitted = m.quantize(Scheme::Q4).to_f32();
+        let sq = |a: &[f32], b: &[f32]| -> f64 {
+            a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum()
+        };
+        let mut strictly_better = 0;
+        for (group, got) in values.chunks(GROUP).zip(fitted.chunks(GROUP)) {
+            let lo = group.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let (s, mn) = (
+                f16::from_f32((hi - lo) / 15.0).to_f32(),
+                f16::from_f32(lo).to_f32(),
+            );
+            let plain: Vec<f32> = group
+                .iter()
+                .map(|&x| ((x - mn) / s).round().clamp(0.0, 15.0) * s + mn)
+                .collect();
+            let (fit_err, plain_err) = (sq(group, got), sq(group, &plain));
+            assert!(
+                fit_err <= plain_err * (1.0 + 1e-6),
+                "{fit_err} > {plain_err}"
+            );
+            strictly_better += usize::from(fit_err < plain_err);
+        }
+        assert!(strictly_better > 0, "the shrunk ranges win somewhere");
     }
 
     #[test]
