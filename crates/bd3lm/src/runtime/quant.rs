@@ -506,6 +506,46 @@ mod tests {
         }
     }
 
+    /// The quantizers' exact output on a fixed matrix (FNV-1a of codes, scales and mins).
+    /// Packages must be reproducible (`bd3lm quantize` rebuilds the embedded package byte for
+    /// byte): a change here is a format change, made on purpose with new digests.
+    #[test]
+    fn quantized_bytes_are_pinned() {
+        fn fnv(digest: &mut u64, bytes: &[u8]) {
+            for &b in bytes {
+                *digest = (*digest ^ b as u64).wrapping_mul(0x100000001b3);
+            }
+        }
+        let m = sample(16, 64);
+        let digest = |q: Matrix| {
+            let mut d = 0xcbf29ce484222325u64;
+            let halves = |v: &[u16]| v.iter().flat_map(|h| h.to_le_bytes()).collect::<Vec<u8>>();
+            match &q.data {
+                MatrixData::Q8 { q, scales } => {
+                    fnv(&mut d, bytemuck::cast_slice(q));
+                    fnv(&mut d, &halves(scales));
+                }
+                MatrixData::Q4 { q, scales, mins } => {
+                    fnv(&mut d, q);
+                    fnv(&mut d, &halves(scales));
+                    fnv(&mut d, &halves(mins));
+                }
+                _ => unreachable!("quantized"),
+            }
+            d
+        };
+        let got = [
+            digest(m.quantize(Scheme::Q8)),
+            digest(m.quantize_with(Scheme::Q4, Q4Fit::Range)),
+            digest(m.quantize_with(Scheme::Q4, Q4Fit::LeastSquares)),
+        ];
+        assert_eq!(
+            got,
+            [0x57f1bd5363bb1989, 0x96241b54fafdaebc, 0x140e57cd59235861],
+            "{got:#x?}"
+        );
+    }
+
     /// Groups whose scale rounds to a zero f16 get zero codes, never codes from x / 0.
     #[test]
     fn groups_below_f16_resolution_get_zero_codes() {
