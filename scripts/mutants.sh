@@ -9,7 +9,8 @@
 #   scripts/mutants.sh [SCOPE...]      SCOPE: rng config safetensors sampler forward quant (default: all)
 # Environment: MUTANTS_JOBS (parallel builds, default 1), MUTANTS_TIMEOUT (seconds per test
 # run, default 300), MUTANTS_BASELINE=skip (skip the unmutated baseline run of each scope),
-# MUTANTS_SHARD=K/N (only the K-th of N shards of each scope), MUTANTS_OUT (default
+# MUTANTS_SHARD=K/N (only the K-th of N shards of each scope), MUTANTS_ITERATE=1 (retest only
+# the mutants an earlier run in MUTANTS_OUT did not catch: after adding tests), MUTANTS_OUT (default
 # target/mutants). Writes MUTANTS_OUT/SCOPE/mutants.out/ (caught.txt, missed.txt, timeout.txt,
 # unviable.txt) and prints one line per scope: generated, caught, missed, timed out, unviable,
 # minutes. Exits non-zero when a mutant was missed or timed out, or a scope did not run.
@@ -84,6 +85,7 @@ for name in "$@"; do
   [[ -z $re ]] || args+=(--re "$re")
   [[ -z ${MUTANTS_SHARD:-} ]] || args+=(--shard "$MUTANTS_SHARD")
   [[ ${MUTANTS_BASELINE:-run} != skip ]] || args+=(--baseline skip)
+  [[ ${MUTANTS_ITERATE:-0} != 1 ]] || args+=(--iterate)
   cargo mutants "${args[@]}" -- "${tests[@]+"${tests[@]}"}" >"$OUT/$name.log" 2>&1 || rc=$?
   dir=$OUT/$name/mutants.out
   caught=$(count "$dir/caught.txt") missed=$(count "$dir/missed.txt")

@@ -314,14 +314,17 @@ struct Q4Group {
     min: f16,
 }
 
+/// No encoding yet: any candidate beats it.
+const UNENCODED: Q4Group = Q4Group {
+    err: f32::INFINITY,
+    codes: [0; GROUP],
+    scale: f16::ZERO,
+    min: f16::ZERO,
+};
+
 /// Encodes `group` with the f16-rounded `(scale, min)`, each value to its nearest level.
 fn encode_q4(group: &[f32], scale: f32, min: f32) -> Q4Group {
-    encode_q4_below(group, scale, min, f32::INFINITY).unwrap_or(Q4Group {
-        err: f32::INFINITY,
-        codes: [0; GROUP],
-        scale: f16::ZERO,
-        min: f16::ZERO,
-    })
+    encode_q4_below(group, scale, min, f32::INFINITY).unwrap_or(UNENCODED)
 }
 
 /// [`encode_q4`], abandoned (`None`) as soon as its squared error reaches `bound`: the error
@@ -364,7 +367,8 @@ fn quantize_q4_group(group: &[f32], fit: Q4Fit) -> Q4Group {
     let lo = group.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let range = hi - lo;
-    let mut best = encode_q4(group, range / 15.0, lo);
+    // The grid's first candidate (no shrink) is the plain [lo, hi] range.
+    let mut best = UNENCODED;
     for &a in &SHRINKS {
         for &b in &SHRINKS {
             let (mn, mx) = (lo + a * range, hi - b * range);

@@ -286,6 +286,8 @@ mod tests {
         let even = [(0, 0.5), (1, 0.5), (2, 0.5)];
         assert_eq!(select_low_entropy(&even, 1.0), vec![0, 1, 2]);
         assert_eq!(select_low_entropy(&even, 0.99), vec![0, 1]);
+        // At least one row, whatever the bound.
+        assert_eq!(select_low_entropy(&even, -1.0), vec![0]);
     }
 
     /// A negative MASK logit still ends at probability 0 (-1e6 is added, whatever its sign).
