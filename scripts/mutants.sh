@@ -26,7 +26,7 @@ ALL=(rng config safetensors sampler forward quant)
 # cover none of these files' logic that the others do not).
 unit=(-- --skip tools::eval::)
 scope() {
-  re='' target=--lib
+  re='' target=--lib opt=0
   case "$1" in
     rng) file=crates/bd3lm/src/runtime/rng.rs; tests=("${unit[@]}") ;;
     sampler)
@@ -52,7 +52,9 @@ scope() {
       # or the block driver.
       file=crates/bd3lm/src/runtime/forward.rs
       re='(in|replace) layer_norm_modulate\b|forward.rs:(24[1-9]|2[5-9][0-9]|30[0-4]):.* in layer$'
-      target=--test=conformance_cpu tests=() ;;
+      # Optimised a little: the reference forward over every fixture takes 20 s unoptimised,
+      # a second at opt-level 1 (which costs the build a few seconds).
+      target=--test=conformance_cpu tests=() opt=1 ;;
     *) echo "mutants.sh: unknown scope '$1' (${ALL[*]})" >&2; exit 2 ;;
   esac
 }
@@ -65,9 +67,8 @@ OUT=${MUTANTS_OUT:-target/mutants}
 mkdir -p "$OUT"
 # One target directory for every scope: the dependencies build once, not once per scratch copy.
 export CARGO_TARGET_DIR=$PWD/$OUT/target
-# The mutated crate unoptimised (dependencies stay at opt-level 2) and without debug info: it
-# compiles and links once per mutant.
-export CARGO_PROFILE_DEV_OPT_LEVEL=${CARGO_PROFILE_DEV_OPT_LEVEL:-0}
+# The mutated crate unoptimised (`forward`: opt-level 1; dependencies stay at opt-level 2) and
+# without debug info: it compiles and links once per mutant. MUTANTS_OPT_LEVEL overrides.
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
 count() {
   local n
@@ -86,7 +87,7 @@ for name in "$@"; do
   [[ -z ${MUTANTS_SHARD:-} ]] || args+=(--shard "$MUTANTS_SHARD")
   [[ ${MUTANTS_BASELINE:-run} != skip ]] || args+=(--baseline skip)
   [[ ${MUTANTS_ITERATE:-0} != 1 ]] || args+=(--iterate)
-  cargo mutants "${args[@]}" -- "${tests[@]+"${tests[@]}"}" >"$OUT/$name.log" 2>&1 || rc=$?
+  CARGO_PROFILE_DEV_OPT_LEVEL=${MUTANTS_OPT_LEVEL:-$opt} cargo mutants "${args[@]}" -- "${tests[@]+"${tests[@]}"}" >"$OUT/$name.log" 2>&1 || rc=$?
   dir=$OUT/$name/mutants.out
   caught=$(count "$dir/caught.txt") missed=$(count "$dir/missed.txt")
   timeout=$(count "$dir/timeout.txt") unviable=$(count "$dir/unviable.txt")
