@@ -12,7 +12,7 @@
 # (progress and the commands' stderr go to stderr and to $LOG). Order: the adapter (a missing
 # Vulkan loader or driver, or a software adapter, stops the run at once with the reason); the
 # full-size synthetic model made on the spot and quantized to q8; q8 bench at fills 0, 512, 1008,
-# its structural counters, GPU time per dispatch at fills 1008 and 0, first-hitting generation of
+# the same at WebGPU's default limits (--gpu-baseline), its structural counters, GPU time per dispatch at fills 1008 and 0, first-hitting generation of
 # 512 tokens and the dispatch floor; GPU conformance in both tilings; PyTorch on CUDA (f32, bf16)
 # where it is installed; then f32 and q4 bench while the time budget lasts.
 #
@@ -272,6 +272,9 @@ emit "{\"figure\":\"synth\",\"seconds\":$((SECONDS - started)),\"dir\":$(json_st
 gpu=(--backend gpu --json)
 log "3. q8"
 step q8_bench 90 bench "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --runs "$RUNS" "${BENCH[@]}"
+# The same at WebGPU's default limits: what the adapter's own workgroup memory buys (A/B).
+step q8_bench_baseline 90 bench_baseline "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --gpu-baseline \
+  --runs "$RUNS" "${BENCH[@]}"
 step q8_counters 30 counters "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --counters-only
 for fill in "$LAST_FILL" 0; do
   step "q8_profile_$fill" 60 profile_bench "$BD3LM" bench --model "$synth-q8" "${gpu[@]}" --ctx "$fill" \

@@ -9,7 +9,8 @@
 #   scripts/mutants.sh [SCOPE...]      SCOPE: rng config safetensors sampler forward quant (default: all)
 # Environment: MUTANTS_JOBS (parallel builds, default 1), MUTANTS_TIMEOUT (seconds per test
 # run, default 300), MUTANTS_BASELINE=skip (skip the unmutated baseline run of each scope),
-# MUTANTS_SHARD=K/N (only the K-th of N shards of each scope), MUTANTS_OUT (default
+# MUTANTS_SHARD=K/N (only the K-th of N shards of each scope), MUTANTS_ITERATE=1 (retest only
+# the mutants an earlier run in MUTANTS_OUT did not catch: after adding tests), MUTANTS_OUT (default
 # target/mutants). Writes MUTANTS_OUT/SCOPE/mutants.out/ (caught.txt, missed.txt, timeout.txt,
 # unviable.txt) and prints one line per scope: generated, caught, missed, timed out, unviable,
 # minutes. Exits non-zero when a mutant was missed or timed out, or a scope did not run.
@@ -17,15 +18,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ALL=(rng config safetensors sampler forward quant)
-# scope NAME: sets file, re (mutant-name filter, may be empty) and tests (cargo test args): the
-# crate's unit tests (each file's own among them), or for the forward the fixture conformance.
-# cargo-mutants builds every test target of the crate per mutant; unoptimised that is about
-# 20 s on an idle 2-core machine (50 s under a load of 20).
+# scope NAME: sets file, re (mutant-name filter, may be empty), target (the one test target
+# built and run per mutant, passed to every cargo call so that the build skips the crate's other
+# test targets) and tests (the test binary's args): the crate's unit tests (each file's own
+# among them), or for the forward the fixture conformance.
 # The crate's unit tests without the NELBO evaluation's (a minute each, unoptimised; they
 # cover none of these files' logic that the others do not).
-unit=(--lib -- --skip tools::eval::)
+unit=(-- --skip tools::eval::)
 scope() {
-  re=''
+  re='' target=--lib opt=0
   case "$1" in
     rng) file=crates/bd3lm/src/runtime/rng.rs; tests=("${unit[@]}") ;;
     sampler)
@@ -51,7 +52,9 @@ scope() {
       # or the block driver.
       file=crates/bd3lm/src/runtime/forward.rs
       re='(in|replace) layer_norm_modulate\b|forward.rs:(24[1-9]|2[5-9][0-9]|30[0-4]):.* in layer$'
-      tests=(--test conformance_cpu) ;;
+      # Optimised a little: the reference forward over every fixture takes 20 s unoptimised,
+      # a second at opt-level 1 (which costs the build a few seconds).
+      target=--test=conformance_cpu tests=() opt=1 ;;
     *) echo "mutants.sh: unknown scope '$1' (${ALL[*]})" >&2; exit 2 ;;
   esac
 }
@@ -64,8 +67,9 @@ OUT=${MUTANTS_OUT:-target/mutants}
 mkdir -p "$OUT"
 # One target directory for every scope: the dependencies build once, not once per scratch copy.
 export CARGO_TARGET_DIR=$PWD/$OUT/target
-# The mutated crate unoptimised (dependencies stay at opt-level 2): it compiles once per mutant.
-export CARGO_PROFILE_DEV_OPT_LEVEL=${CARGO_PROFILE_DEV_OPT_LEVEL:-0}
+# The mutated crate unoptimised (`forward`: opt-level 1; dependencies stay at opt-level 2) and
+# without debug info: it compiles and links once per mutant. MUTANTS_OPT_LEVEL overrides.
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
 count() {
   local n
   n=$(grep -c . "$1" 2>/dev/null) || true
@@ -78,11 +82,12 @@ for name in "$@"; do
   started=$SECONDS
   rc=0
   args=(--package bd3lm --file "$file" --timeout "${MUTANTS_TIMEOUT:-300}" --build-timeout 900
-    --jobs "${MUTANTS_JOBS:-1}" --no-shuffle --output "$OUT/$name")
+    --jobs "${MUTANTS_JOBS:-1}" --no-shuffle --output "$OUT/$name" --cargo-arg "$target")
   [[ -z $re ]] || args+=(--re "$re")
   [[ -z ${MUTANTS_SHARD:-} ]] || args+=(--shard "$MUTANTS_SHARD")
   [[ ${MUTANTS_BASELINE:-run} != skip ]] || args+=(--baseline skip)
-  cargo mutants "${args[@]}" -- "${tests[@]}" >"$OUT/$name.log" 2>&1 || rc=$?
+  [[ ${MUTANTS_ITERATE:-0} != 1 ]] || args+=(--iterate)
+  CARGO_PROFILE_DEV_OPT_LEVEL=${MUTANTS_OPT_LEVEL:-$opt} cargo mutants "${args[@]}" -- "${tests[@]+"${tests[@]}"}" >"$OUT/$name.log" 2>&1 || rc=$?
   dir=$OUT/$name/mutants.out
   caught=$(count "$dir/caught.txt") missed=$(count "$dir/missed.txt")
   timeout=$(count "$dir/timeout.txt") unviable=$(count "$dir/unviable.txt")

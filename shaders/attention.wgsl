@@ -16,7 +16,10 @@
 // unnormalised output with its running max and sum. `combine`: one
 // workgroup per row of the call merges its group's splits in order (deterministic, no atomics) and
 // normalises. The host sizes the splits per window: the whole window on CPU adapters (one
-// split), enough splits on GPUs that heads x splits keeps every compute unit busy.
+// split), enough splits on GPUs that heads x splits keeps every compute unit busy. A group
+// whose window is one split needs no merge: `partial` normalises and writes its rows itself
+// (exactly what `combine` would: every weight is exp(0) = 1), `combine` skips them, and the
+// host records no combine when no group of the call has more than one split.
 
 #include uniforms.wgsl
 
@@ -47,7 +50,7 @@ const TPR: u32 = {{TPR}}u;
 // Per (split, head, row): the unnormalised output [D] and (running max, running sum).
 @group(0) @binding(6) var<storage, read_write> part_o: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> part_ml: array<f32>;
-// combine: [B, H] attention output.
+// [call rows, H] attention output (combine; partial for a group of one split).
 @group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
 
 var<workgroup> qs: array<f32, B * QD>;
@@ -230,6 +233,17 @@ fn partial(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
         }
         workgroupBarrier();
     }
+    if (splits(g) == 1u) {
+        for (var a = 0u; a < ACC; a = a + 1u) {
+            let idx = tid + a * 256u;
+            if (idx < B * D / 4u) {
+                let r = idx / (D / 4u);
+                let d4 = idx % (D / 4u);
+                out[((g.row0 + r) * h) / 4u + head * (D / 4u) + d4] = acc[a] / l[r];
+            }
+        }
+        return;
+    }
     let part = split * p.heads + head;
     for (var a = 0u; a < ACC; a = a + 1u) {
         let idx = tid + a * 256u;
@@ -248,6 +262,10 @@ fn combine(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wg:
     let r = wg.x;
     let h = p.hidden;
     let n_splits = splits(group_of(r));
+    if (n_splits == 1u) {
+        // Written by `partial`.
+        return;
+    }
     for (var i = tid; i < h / 4u; i = i + 256u) {
         let head = i / (D / 4u);
         let d4 = i % (D / 4u);

@@ -60,6 +60,10 @@ pub struct GpuArgs {
     /// call per block; the exact reference always runs it on its own).
     #[arg(long)]
     pub no_fold: bool,
+    /// WebGPU's default limits only (the portable path); by default the device asks for the
+    /// adapter's workgroup memory (up to 32 KiB), which longer attention tiles use.
+    #[arg(long, env = "BD3LM_GPU_BASELINE")]
+    pub gpu_baseline: bool,
     /// Request timestamp queries where the adapter has them (set by `bench --profile`).
     #[arg(skip)]
     pub timestamps: bool,
@@ -71,6 +75,7 @@ impl GpuArgs {
             tiling: self.gpu_tiling.tiling(),
             steps_per_submit: self.steps_per_submit.map(|n| n as usize),
             separate_store: self.no_fold,
+            baseline: self.gpu_baseline,
             timestamps: self.timestamps,
             ..GpuOptions::default()
         }

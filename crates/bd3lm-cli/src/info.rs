@@ -62,6 +62,7 @@ fn json_report(args: &InfoArgs, model: &LoadedModel, source: &ModelSource) -> Cl
                 "driver": format!("{} {}", ctx.info.driver, ctx.info.driver_info),
                 "software_adapter": ctx.is_software(),
                 "gpu_tiling": ctx.tiling.name(),
+                "workgroup_bytes": ctx.workgroup_bytes(),
                 "limits": limits,
                 "features": ctx.feature_names(),
             })

@@ -114,6 +114,12 @@ fn the_rehearsal_runs_every_step_without_cargo() {
         .collect();
     assert_eq!(fills, [0, 16]);
     assert!(bench[0]["forwards_per_s"].as_f64().is_some_and(|f| f > 0.0));
+    // The A/B of the adapter's workgroup memory against WebGPU's default 16 KiB.
+    let baseline = run.all("bench_baseline");
+    assert_eq!(baseline.len(), 2, "{baseline:?}");
+    assert!(baseline[0]["adapter"]
+        .as_str()
+        .is_some_and(|a| a.ends_with(", 16 KiB workgroup memory")));
     assert_eq!(run.all("counters").len(), 2);
     let profiles = run.all("profile");
     assert_eq!(profiles.len(), 2, "fills 16 and 0");

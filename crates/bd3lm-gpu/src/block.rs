@@ -134,6 +134,10 @@ impl GpuEngine {
                         self.record(&mut pass, &step_list, slot, &plain);
                     } else {
                         for (i, d) in indirect.iter().enumerate() {
+                            // The grids of the later steps are `plain`'s until emptied.
+                            if !d.runs(&plain) {
+                                continue;
+                            }
                             d.record_indirect(
                                 &mut pass,
                                 slot,

@@ -10,6 +10,10 @@ use std::sync::{Arc, Mutex};
 /// The largest storage binding the engine uses, whatever the adapter allows (WebGPU's default).
 pub const MAX_BINDING_BYTES: u64 = 128 << 20;
 
+/// The most workgroup memory the kernels ask for (an adapter may offer more: 48 KiB and up on
+/// desktop GPUs); WebGPU guarantees 16 KiB.
+pub const MAX_WORKGROUP_BYTES: u32 = 32 << 10;
+
 #[derive(Debug, Clone, Default)]
 pub struct GpuOptions {
     /// Restrict the backends tried (native: honours `WGPU_BACKEND` when `None`).
@@ -27,6 +31,10 @@ pub struct GpuOptions {
     /// Run each block's store pass as a model call of its own instead of folding it into the
     /// next block's first call (`--no-fold`: the same tokens, one more call per block).
     pub separate_store: bool,
+    /// WebGPU's default limits only (`--gpu-baseline`): the portable path every adapter runs.
+    /// Otherwise the device also asks for the adapter's workgroup memory, up to
+    /// [`MAX_WORKGROUP_BYTES`], which the attention kernel fills with longer key tiles.
+    pub baseline: bool,
     /// Request the adapter's timestamp-query features (`bench --profile`: GPU time per
     /// dispatch); off by default so the engine's device is the same everywhere.
     pub timestamps: bool,
@@ -38,7 +46,8 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
-    /// The device's limits: WebGPU's defaults, which the engine is written to fit.
+    /// The device's limits: WebGPU's defaults, which the engine is written to fit, with the
+    /// adapter's workgroup memory unless [`GpuOptions::baseline`].
     pub limits: wgpu::Limits,
     /// What the adapter could offer (for `bd3lm info`).
     pub adapter_limits: wgpu::Limits,
@@ -136,12 +145,21 @@ impl GpuContext {
         } else {
             wgpu::Features::empty()
         };
+        // WebGPU's default limits, which every kernel fits; beyond them only the adapter's own
+        // workgroup memory, and only where it has more.
+        let mut required_limits = wgpu::Limits::default();
+        if !opts.baseline {
+            required_limits.max_compute_workgroup_storage_size =
+                adapter_limits.max_compute_workgroup_storage_size.clamp(
+                    required_limits.max_compute_workgroup_storage_size,
+                    MAX_WORKGROUP_BYTES,
+                );
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("bd3lm"),
                 required_features: timestamps,
-                // WebGPU's default limits: the engine must run on any WebGPU device.
-                required_limits: wgpu::Limits::default(),
+                required_limits,
                 ..Default::default()
             })
             .await
@@ -186,6 +204,13 @@ impl GpuContext {
             lost_reason,
             errors,
         })
+    }
+
+    /// Workgroup memory the kernels may use on this device (16 KiB at WebGPU's defaults).
+    pub fn workgroup_bytes(&self) -> u32 {
+        self.limits
+            .max_compute_workgroup_storage_size
+            .min(MAX_WORKGROUP_BYTES)
     }
 
     /// Buffers and bind groups created on this device so far.
@@ -267,8 +292,11 @@ impl GpuContext {
             &self.info.name
         };
         format!(
-            "{name} ({:?}, {:?}), {} tiling",
-            self.info.backend, self.info.device_type, self.tiling
+            "{name} ({:?}, {:?}), {} tiling, {} KiB workgroup memory",
+            self.info.backend,
+            self.info.device_type,
+            self.tiling,
+            self.workgroup_bytes() >> 10
         )
     }
 

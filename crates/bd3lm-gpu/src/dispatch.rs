@@ -213,8 +213,14 @@ impl Call {
 #[derive(Debug, Clone, Copy)]
 pub enum Grid {
     Fixed(u32, u32),
-    /// One workgroup per row of the call (embedding, residual updates, attention combine).
+    /// One workgroup per row of the call (embedding, residual updates).
     Rows,
+    /// The attention combine: one workgroup per row of the call when a group's window has
+    /// more than one split, none otherwise (the partials then write the output themselves).
+    Combine {
+        block: u32,
+        tiles: AttentionTiles,
+    },
     /// Attention partials: heads x splits of the widest window x the call's row groups.
     Attention {
         heads: u32,
@@ -278,6 +284,12 @@ impl Dispatch {
         match self.grid {
             Grid::Fixed(x, y) => (x, y, 1),
             Grid::Rows => (call.total_rows(), 1, 1),
+            Grid::Combine { block, tiles } => {
+                let split = call
+                    .groups()
+                    .any(|(_, cached)| tiles.splits(cached + block as usize) > 1);
+                (if split { call.total_rows() } else { 0 }, 1, 1)
+            }
             Grid::Attention {
                 heads,
                 block,
@@ -303,9 +315,19 @@ impl Dispatch {
         }
     }
 
-    /// Records the dispatch for `call`, reading step slot `slot` of the step table.
+    /// Whether the dispatch launches anything in `call` (an attention combine does not when
+    /// every window of the call has one split).
+    pub fn runs(&self, call: &Call) -> bool {
+        let (x, y, z) = self.workgroups(call);
+        x * y * z > 0
+    }
+
+    /// Records the dispatch for `call`, reading step slot `slot` of the step table; nothing
+    /// when it launches no workgroup.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32, call: &Call) {
-        self.record_grid(pass, slot, self.workgroups(call));
+        if self.runs(call) {
+            self.record_grid(pass, slot, self.workgroups(call));
+        }
     }
 
     /// Records the dispatch with an explicit grid (the one-row sampler of a probe).

@@ -220,7 +220,13 @@ impl Plan {
             .splits
             .max(mlp_out_kernel.tiles.splits);
         let partials = storage(ctx, "partial sums", max_splits as u64 * rows_h, none);
-        let attention_kernel = Attention::new(tiling, b, cfg.head_dim(), cfg.n_heads);
+        let attention_kernel = Attention::new(
+            tiling,
+            b,
+            cfg.head_dim(),
+            cfg.n_heads,
+            ctx.workgroup_bytes(),
+        );
         let (o_floats, ml_floats) = attention_kernel.partial_floats(h);
         let part_o = storage(ctx, "attention partials", o_floats as u64 * f32b, none);
         let part_ml = storage(ctx, "attention max/sum", ml_floats as u64 * f32b, none);
@@ -529,6 +535,7 @@ impl Plan {
     pub fn step_infos(&self, head: Head, call: &Call) -> Vec<DispatchInfo> {
         self.block_step(head, RevealRule::Scheduled)
             .iter()
+            .filter(|d| d.runs(call))
             .map(|d| d.info(call))
             .collect()
     }

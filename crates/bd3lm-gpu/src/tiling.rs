@@ -221,13 +221,15 @@ impl AttentionTiles {
     }
 }
 
-/// Keys per attention tile so the kernel's workgroup memory stays within 16 KiB: queries and
-/// keys with padded rows, V, the scores, three floats per row and the softmax's 256 lanes.
-pub fn attention_tile(block: usize, head_dim: usize) -> u32 {
+/// Keys per attention tile so the kernel's workgroup memory stays within `workgroup_bytes`
+/// (less 384 bytes of margin): queries and keys with padded rows, V, the scores, three floats
+/// per row and the softmax's 256 lanes. Longer tiles mean fewer of the tile loop's barriers.
+pub fn attention_tile(block: usize, head_dim: usize, workgroup_bytes: u32) -> u32 {
     let floats =
         |kt: usize| block * (head_dim + 1) + kt * (2 * head_dim + 1) + block * kt + 3 * block + 256;
+    let budget = (workgroup_bytes as usize / 4).saturating_sub(96);
     let mut kt = 64;
-    while kt > 4 && floats(kt) > 4000 {
+    while kt > 4 && floats(kt) > budget {
         kt /= 2;
     }
     kt as u32
@@ -252,8 +254,9 @@ pub fn attention_tiles(
     block: usize,
     head_dim: usize,
     heads: usize,
+    workgroup_bytes: u32,
 ) -> AttentionTiles {
-    let kt = attention_tile(block, head_dim);
+    let kt = attention_tile(block, head_dim, workgroup_bytes);
     if tiling == Tiling::Hardware {
         // Windows of at least MIN_KEYS_PER_SPLIT x splits keys give heads x splits >=
         // MIN_WORKGROUPS: from a fill of 336 keys on at the released shapes.
@@ -307,7 +310,7 @@ mod tests {
         }
         let soft = matmul_tiles(Tiling::Software, v, h, false, b, 16);
         assert!(!soft.staged && soft.cols == WORKGROUP_SIZE);
-        let a = attention_tiles(Tiling::Hardware, b, h / heads, heads);
+        let a = attention_tiles(Tiling::Hardware, b, h / heads, heads, WORKGROUP_BYTES);
         for fill in [512, 1008] {
             assert!(
                 a.splits(fill + b) * heads as u32 >= MIN_WORKGROUPS,
@@ -321,8 +324,27 @@ mod tests {
                 "{keys}"
             );
         }
-        let s = attention_tiles(Tiling::Software, b, h / heads, heads);
+        let s = attention_tiles(Tiling::Software, b, h / heads, heads, WORKGROUP_BYTES);
         assert_eq!((s.splits(n), s.keys_per_split(n)), (1, n as u32));
+    }
+
+    /// The attention tile within the device's workgroup memory: 16 keys at WebGPU's default
+    /// for the released shapes (and a folded call's 32 rows), 32 with 32 KiB.
+    #[test]
+    fn attention_tiles_fit_the_workgroup_memory() {
+        let bytes = |block: usize, d: usize, kt: usize| {
+            4 * (block * (d + 1) + kt * (2 * d + 1) + block * kt + 3 * block + 256)
+        };
+        for (wg_bytes, want) in [(WORKGROUP_BYTES, 16), (2 * WORKGROUP_BYTES, 32)] {
+            assert_eq!(attention_tile(16, 64, wg_bytes), want);
+            for block in 1..=16 {
+                for d in [8, 16, 64, 128] {
+                    let kt = attention_tile(block, d, wg_bytes) as usize;
+                    assert!(kt == 4 || bytes(block, d, kt) <= wg_bytes as usize - 384);
+                    assert!(kt == 64 || bytes(block, d, 2 * kt) > wg_bytes as usize - 384);
+                }
+            }
+        }
     }
 
     #[test]

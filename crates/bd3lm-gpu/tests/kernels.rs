@@ -50,7 +50,18 @@ fn gpu_matrix_split_over_two_bindings_matches_cpu() {
 
 #[test]
 fn gpu_attention_over_ring_cache_matches_cpu() {
-    pollster::block_on(common::attention_ring(&context(), &common::BLOCK_SIZES));
+    let ctx = context();
+    pollster::block_on(common::attention_ring(&ctx, &common::BLOCK_SIZES));
+    // WebGPU's default workgroup memory (shorter key tiles) where the adapter offers more.
+    let baseline = pollster::block_on(GpuContext::new(&GpuOptions {
+        baseline: true,
+        ..Default::default()
+    }))
+    .expect("GPU adapter");
+    assert_eq!(baseline.workgroup_bytes(), 16 << 10);
+    if ctx.workgroup_bytes() > baseline.workgroup_bytes() {
+        pollster::block_on(common::attention_ring(&baseline, &common::BLOCK_SIZES));
+    }
 }
 
 #[test]

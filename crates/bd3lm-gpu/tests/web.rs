@@ -2,8 +2,10 @@
 //! run by `wasm-bindgen-test` in headless Chromium on its WebGPU adapter (SwiftShader). The
 //! default tiling there is the software one; the hardware tiling (the GPU's kernels, forced,
 //! several times slower on SwiftShader) runs every kernel test, every fixture's teacher-forced
-//! and nucleus checks, one first-hitting trace (the 50,258-token fixture's) and the per-block
-//! loop against the per-step path, without replaying every trace a second time.
+//! and nucleus checks (the 50,258-token fixture's draws on the sampler's many-tile grid among
+//! them), one first-hitting trace (the smallest fixture's: the traces of every fixture in both
+//! tilings run natively on lavapipe, with the same WGSL) and the per-block loop against the
+//! per-step path, without replaying every trace a second time.
 //!
 //! Test data: fixture files are fetched over HTTP from the fixture server the test command
 //! starts (`scripts/serve-fixtures.py`, CORS enabled), at `BD3LM_FIXTURE_URL` (compile time;
@@ -115,7 +117,7 @@ async fn webgpu_conformance_on_every_fixture() {
 }
 
 /// The hardware tiling: every fixture's teacher-forced and nucleus checks, the first-hitting
-/// trace of the GPT-2-vocabulary fixture (run block by block, as generation runs), and a short
+/// trace of the block-4 fixture (run block by block, as generation runs), and a short
 /// generation per block against per step.
 #[wasm_bindgen_test]
 async fn webgpu_hardware_tiling_conformance() {
@@ -125,7 +127,7 @@ async fn webgpu_hardware_tiling_conformance() {
     })
     .await;
     assert_eq!(ctx.tiling, Tiling::Hardware);
-    conformance_on(ctx.clone(), Some("gpt2vocab-bs8")).await;
+    conformance_on(ctx.clone(), Some("tiny-v512-bs4")).await;
     let fx = fixture("tiny-v512-bs4").await;
     let mut gpu = GpuEngine::from_weights(&ctx, &fx.weights)
         .await

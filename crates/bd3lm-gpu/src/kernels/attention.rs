@@ -1,5 +1,6 @@
 //! `attention.wgsl`: flash-decoding over the ring KV cache, `partial` per (head, split) and
-//! `combine` per block row.
+//! `combine` per block row; a window of one split is finished by `partial` itself and the
+//! combine is not recorded when no window of the call has more.
 
 use super::{compile_and_bind, Layout};
 use crate::context::GpuContext;
@@ -29,6 +30,7 @@ const PARTIAL_LAYOUT: Layout = &[
     (5, Slot::Read),
     (6, Slot::ReadWrite),
     (7, Slot::ReadWrite),
+    (8, Slot::ReadWrite),
 ];
 
 const COMBINE_LAYOUT: Layout = &[
@@ -40,12 +42,20 @@ const COMBINE_LAYOUT: Layout = &[
 ];
 
 impl Attention {
-    pub fn new(tiling: Tiling, rows: usize, head_dim: usize, heads: usize) -> Attention {
+    /// The kernels for `tiling` within `workgroup_bytes` of workgroup memory
+    /// ([`GpuContext::workgroup_bytes`]).
+    pub fn new(
+        tiling: Tiling,
+        rows: usize,
+        head_dim: usize,
+        heads: usize,
+        workgroup_bytes: u32,
+    ) -> Attention {
         Attention {
             rows: rows as u32,
             max_rows: 2 * rows as u32,
             head_dim: head_dim as u32,
-            tiles: attention_tiles(tiling, rows, head_dim, heads),
+            tiles: attention_tiles(tiling, rows, head_dim, heads, workgroup_bytes),
         }
     }
 
@@ -123,6 +133,7 @@ pub async fn dispatches(
         Bound::Buffer(io.rope),
         Bound::Buffer(io.part_o),
         Bound::Buffer(io.part_ml),
+        Bound::Buffer(io.out),
     ];
     let (compiled, bind_group) = compile_and_bind(ctx, &a.partial_key(), &partial_buffers).await?;
     let h = io.params.hidden as u64;
@@ -158,7 +169,10 @@ pub async fn dispatches(
         layer,
         compiled,
         bind_group,
-        grid: Grid::Rows,
+        grid: Grid::Combine {
+            block: a.rows,
+            tiles: a.tiles,
+        },
         cost: Cost {
             flops_per_row: 4 * h,
             ..Cost::default()

@@ -398,7 +398,7 @@ pub struct AttentionInputs<'a> {
 /// splits of the widest window.
 pub async fn attention(ctx: &GpuContext, a: &AttentionInputs<'_>) -> Result<(Vec<f32>, u32)> {
     let (h, d) = (a.heads * a.head_dim, a.head_dim);
-    let kernel = Attention::new(a.tiling, a.block, d, a.heads);
+    let kernel = Attention::new(a.tiling, a.block, d, a.heads, ctx.workgroup_bytes());
     let (o_floats, ml_floats) = kernel.partial_floats(h);
     let (clean_rows, (clean_cached, clean_ring_start)) = match a.clean {
         Some(w) => (a.block, w),

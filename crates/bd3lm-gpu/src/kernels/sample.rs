@@ -17,6 +17,7 @@ use crate::dispatch::{uniform, Bound, Cost, Dispatch, Grid, SampleParams, StepTa
 use crate::error::Result;
 use crate::pipelines::{PipelineKey, Slot};
 use crate::shaders::Variant;
+use crate::tiling::Tiling;
 
 const SAMPLE_LAYOUT: Layout = &[
     (0, Slot::Uniform),
@@ -189,7 +190,13 @@ pub async fn sample_dispatches(
     rows: u32,
 ) -> Result<Vec<Dispatch>> {
     let vocab = io.params.vocab as usize;
-    let (tiles, tile_len) = sample_tiles(vocab, rows as usize);
+    // CPU adapters (the software tiling) run one workgroup per row, as they run one split of
+    // the cache: every workgroup's barriers cost them a context switch per SIMD group.
+    let (tiles, tile_len) = if ctx.tiling == Tiling::Software {
+        (1, (vocab.div_ceil(SAMPLE_WG) * SAMPLE_WG) as u32)
+    } else {
+        sample_tiles(vocab, rows as usize)
+    };
     let params = SampleParams {
         tiles,
         tile_len,

@@ -468,4 +468,69 @@ mod tests {
         assert!(SafetensorsHeader::parse("t", b"[1,2]", 1000).is_err());
         assert!(SafetensorsHeader::parse("t", b"\xff", 1000).is_err());
     }
+
+    /// `check` walks every tensor the config names: a complete header passes, and a missing
+    /// tensor or a wrong shape is an error naming the tensor.
+    #[test]
+    fn check_requires_every_tensor_of_the_config() {
+        let cfg = Config {
+            vocab_size: 8,
+            hidden_dim: 8,
+            n_heads: 2,
+            cond_dim: 4,
+            n_layers: 1,
+            ..Config::default()
+        };
+        let specs = crate::checkpoint::hf_tensor_specs(&cfg);
+        let header = |skip: Option<usize>, bad_shape: Option<usize>| {
+            let (mut entries, mut offset) = (Vec::new(), 0usize);
+            for (i, (name, shape)) in specs.iter().enumerate() {
+                if skip == Some(i) {
+                    continue;
+                }
+                let mut shape = shape.clone();
+                if bad_shape == Some(i) {
+                    shape.push(2);
+                }
+                let bytes = 4 * shape.iter().product::<usize>();
+                entries.push(format!(
+                    r#""{name}":{{"dtype":"F32","shape":{shape:?},"data_offsets":[{offset},{}]}}"#,
+                    offset + bytes
+                ));
+                offset += bytes;
+            }
+            let h = header_json(&entries.join(","));
+            let len = 8 + h.len() as u64 + offset as u64;
+            SafetensorsHeader::parse("t", &h, len).expect("parses")
+        };
+        header(None, None).check("t", &cfg).expect("complete");
+        let last = specs.len() - 1;
+        for i in [0, last] {
+            let err = header(Some(i), None).check("t", &cfg).expect_err("missing");
+            assert!(err.to_string().contains(&specs[i].0), "{err}");
+            let err = header(None, Some(i)).check("t", &cfg).expect_err("shape");
+            assert!(err.to_string().contains(&specs[i].0), "{err}");
+        }
+    }
+
+    /// Names as safetensors spells them (errors quote them), and each dtype's decoding.
+    #[test]
+    fn dtype_names_and_decoding() {
+        for dtype in [
+            CheckpointDtype::F32,
+            CheckpointDtype::F16,
+            CheckpointDtype::BF16,
+        ] {
+            assert_eq!(CheckpointDtype::parse(dtype.name()), Some(dtype));
+        }
+        assert_eq!(CheckpointDtype::BF16.name(), "BF16");
+        // 1.0, -2.0 and 1.5 in each format, little-endian.
+        let want = [1.0f32, -2.0, 1.5];
+        let f32s: Vec<u8> = want.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(CheckpointDtype::F32.decode(&f32s), want);
+        let f16s = [0x00, 0x3c, 0x00, 0xc0, 0x00, 0x3e];
+        assert_eq!(CheckpointDtype::F16.decode(&f16s), want);
+        let bf16s = [0x80, 0x3f, 0x00, 0xc0, 0xc0, 0x3f];
+        assert_eq!(CheckpointDtype::BF16.decode(&bf16s), want);
+    }
 }

@@ -314,14 +314,17 @@ struct Q4Group {
     min: f16,
 }
 
+/// No encoding yet: any candidate beats it.
+const UNENCODED: Q4Group = Q4Group {
+    err: f32::INFINITY,
+    codes: [0; GROUP],
+    scale: f16::ZERO,
+    min: f16::ZERO,
+};
+
 /// Encodes `group` with the f16-rounded `(scale, min)`, each value to its nearest level.
 fn encode_q4(group: &[f32], scale: f32, min: f32) -> Q4Group {
-    encode_q4_below(group, scale, min, f32::INFINITY).unwrap_or(Q4Group {
-        err: f32::INFINITY,
-        codes: [0; GROUP],
-        scale: f16::ZERO,
-        min: f16::ZERO,
-    })
+    encode_q4_below(group, scale, min, f32::INFINITY).unwrap_or(UNENCODED)
 }
 
 /// [`encode_q4`], abandoned (`None`) as soon as its squared error reaches `bound`: the error
@@ -364,7 +367,8 @@ fn quantize_q4_group(group: &[f32], fit: Q4Fit) -> Q4Group {
     let lo = group.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let range = hi - lo;
-    let mut best = encode_q4(group, range / 15.0, lo);
+    // The grid's first candidate (no shrink) is the plain [lo, hi] range.
+    let mut best = UNENCODED;
     for &a in &SHRINKS {
         for &b in &SHRINKS {
             let (mn, mx) = (lo + a * range, hi - b * range);
@@ -460,6 +464,20 @@ mod tests {
         assert!(max_err(&m, &m.quantize(Scheme::Q4)) < 0.2 / 15.0 * 0.5 * 1.5);
     }
 
+    /// Any row on its own reads the same values as the whole matrix (every scheme, f32 too).
+    #[test]
+    fn rows_dequantize_as_the_whole_matrix() {
+        for scheme in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4] {
+            let q = sample(3, 64).quantize(scheme);
+            let all = q.to_f32();
+            for r in [2, 0, 1] {
+                let mut row = vec![f32::NAN; 64];
+                q.dequantize_row(r, &mut row);
+                assert_eq!(row, all[r * 64..(r + 1) * 64], "{scheme:?} row {r}");
+            }
+        }
+    }
+
     #[test]
     fn sizes_match_the_data() {
         for scheme in [Scheme::F32, Scheme::F16, Scheme::Q8, Scheme::Q4] {
@@ -480,7 +498,106 @@ mod tests {
         let values = m.as_f32().unwrap();
         for quantize in [quantize_q8 as fn(&[f32]) -> MatrixData, quantize_q4] {
             assert_eq!(in_parallel_above(values, quantize, 32), quantize(values));
+            // Odd group counts over every thread the machine has: the groups stay whole.
+            for groups in [7, 13] {
+                let few = &values[..groups * GROUP];
+                assert_eq!(
+                    in_parallel_above(few, quantize, 1),
+                    quantize(few),
+                    "{groups}"
+                );
+            }
         }
+    }
+
+    /// The quantizers' exact output on a fixed matrix (FNV-1a of codes, scales and mins).
+    /// Packages must be reproducible (`bd3lm quantize` rebuilds the embedded package byte for
+    /// byte): a change here is a format change, made on purpose with new digests.
+    #[test]
+    fn quantized_bytes_are_pinned() {
+        fn fnv(digest: &mut u64, bytes: &[u8]) {
+            for &b in bytes {
+                *digest = (*digest ^ b as u64).wrapping_mul(0x100000001b3);
+            }
+        }
+        let m = sample(16, 64);
+        let digest = |q: Matrix| {
+            let mut d = 0xcbf29ce484222325u64;
+            let halves = |v: &[u16]| v.iter().flat_map(|h| h.to_le_bytes()).collect::<Vec<u8>>();
+            match &q.data {
+                MatrixData::Q8 { q, scales } => {
+                    fnv(&mut d, bytemuck::cast_slice(q));
+                    fnv(&mut d, &halves(scales));
+                }
+                MatrixData::Q4 { q, scales, mins } => {
+                    fnv(&mut d, q);
+                    fnv(&mut d, &halves(scales));
+                    fnv(&mut d, &halves(mins));
+                }
+                _ => unreachable!("quantized"),
+            }
+            d
+        };
+        let got = [
+            digest(m.quantize(Scheme::Q8)),
+            digest(m.quantize_with(Scheme::Q4, Q4Fit::Range)),
+            digest(m.quantize_with(Scheme::Q4, Q4Fit::LeastSquares)),
+        ];
+        assert_eq!(
+            got,
+            [0x57f1bd5363bb1989, 0x96241b54fafdaebc, 0x140e57cd59235861],
+            "{got:#x?}"
+        );
+    }
+
+    /// Groups whose scale rounds to a zero f16 get zero codes, never codes from x / 0.
+    #[test]
+    fn groups_below_f16_resolution_get_zero_codes() {
+        let mut v = vec![0.0f32; GROUP];
+        (v[3], v[5]) = (1e-9, -1e-9);
+        let m = Matrix::from_f32(1, GROUP, v);
+        let MatrixData::Q8 { q, scales } = m.quantize(Scheme::Q8).data else {
+            panic!("q8")
+        };
+        assert_eq!(scales, vec![0]);
+        assert!(q.iter().all(|&c| c == 0), "{q:?}");
+        let MatrixData::Q4 { q, scales, .. } = m.quantize(Scheme::Q4).data else {
+            panic!("q4")
+        };
+        assert_eq!(scales, vec![0]);
+        assert!(q.iter().all(|&c| c == 0), "{q:?}");
+    }
+
+    /// The range fit keeps, per group, the candidate of least squared error: never worse than
+    /// the plain [min, max] range it starts from (computed here independently).
+    #[test]
+    fn range_fit_is_never_worse_than_the_plain_range() {
+        let m = sample(16, 64);
+        let values = m.to_f32();
+        let fitted = m.quantize(Scheme::Q4).to_f32();
+        let sq = |a: &[f32], b: &[f32]| -> f64 {
+            a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum()
+        };
+        let mut strictly_better = 0;
+        for (group, got) in values.chunks(GROUP).zip(fitted.chunks(GROUP)) {
+            let lo = group.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let (s, mn) = (
+                f16::from_f32((hi - lo) / 15.0).to_f32(),
+                f16::from_f32(lo).to_f32(),
+            );
+            let plain: Vec<f32> = group
+                .iter()
+                .map(|&x| ((x - mn) / s).round().clamp(0.0, 15.0) * s + mn)
+                .collect();
+            let (fit_err, plain_err) = (sq(group, got), sq(group, &plain));
+            assert!(
+                fit_err <= plain_err * (1.0 + 1e-6),
+                "{fit_err} > {plain_err}"
+            );
+            strictly_better += usize::from(fit_err < plain_err);
+        }
+        assert!(strictly_better > 0, "the shrunk ranges win somewhere");
     }
 
     #[test]

@@ -259,4 +259,44 @@ mod tests {
         );
         assert_eq!(&logits[4..], &[-1e6, 0.0, -1e6, -1e6]);
     }
+
+    /// The race is the spec's formula (§9.5) on elements `offset + v` of the step's stream,
+    /// over many seeds, so a changed term or index changes some winner.
+    #[test]
+    fn race_is_the_spec_formula_on_the_step_stream() {
+        let q = [0.1, 0.4, 0.2, 0.3, 0.0, 0.25];
+        for seed in 0..200u64 {
+            let offset = 17 * seed;
+            let key = |v: usize| {
+                let u = rng::uniform(seed, offset + v as u64);
+                q[v] / (1e-10 - (u + 1e-10).ln())
+            };
+            let want = (1..q.len()).fold(0, |b, v| if key(v) > key(b) { v } else { b });
+            assert_eq!(race(&q, seed, offset) as usize, want, "seed {seed}");
+        }
+    }
+
+    /// The selection rules at their edges: the fallback in any candidate order, equal
+    /// confidences, and a prefix whose entropies before its last sum to exactly gamma.
+    #[test]
+    fn selection_rules_at_their_edges() {
+        assert_eq!(select_confident(&[(1, 0.2), (3, 0.5)], 0.9), vec![3]);
+        assert_eq!(select_confident(&[(3, 0.5), (1, 0.2)], 0.9), vec![3]);
+        assert_eq!(select_confident(&[(1, 0.5), (3, 0.5)], 0.9), vec![1]);
+        let even = [(0, 0.5), (1, 0.5), (2, 0.5)];
+        assert_eq!(select_low_entropy(&even, 1.0), vec![0, 1, 2]);
+        assert_eq!(select_low_entropy(&even, 0.99), vec![0, 1]);
+        // At least one row, whatever the bound.
+        assert_eq!(select_low_entropy(&even, -1.0), vec![0]);
+    }
+
+    /// A negative MASK logit still ends at probability 0 (-1e6 is added, whatever its sign).
+    #[test]
+    fn subs_masks_a_negative_mask_logit() {
+        let mut logits = vec![1.0, 2.0, 3.0, -2.0];
+        subs_log_probs(&mut logits, &[3], 4, 3);
+        assert_eq!(probs_from_log_probs(&logits)[3], 0.0);
+        let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+        assert!((logits[2] as f64 - (3.0 - lse)).abs() < 1e-6, "{logits:?}");
+    }
 }
