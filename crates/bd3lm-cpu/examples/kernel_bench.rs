@@ -1,7 +1,7 @@
 //! Times one matmul per scheme and shape with each kernel family (min of repeats):
 //! `cargo run --release -p bd3lm-cpu --example kernel_bench [threads]`.
 use bd3lm::quant::{Matrix, Scheme};
-use bd3lm_cpu::matmul::{matmul, MatmulScratch};
+use bd3lm_cpu::matmul::{matmul, Epilogue, MatmulScratch};
 use bd3lm_cpu::threads::Pool;
 use bd3lm_cpu::Simd;
 use std::time::Instant;
@@ -34,7 +34,7 @@ fn main() {
                     let mut best = f64::INFINITY;
                     for _ in 0..7 {
                         let t = Instant::now();
-                        matmul(&pool, simd, &m, &x, rows, &mut out, &mut s);
+                        matmul(&pool, simd, &m, &x, rows, &mut out, Epilogue::None, &mut s);
                         best = best.min(t.elapsed().as_secs_f64());
                     }
                     println!(

@@ -182,15 +182,9 @@ impl CpuEngine {
             commit,
             final_norm: !commit,
         };
-        forward::forward(
-            &self.pool,
-            self.simd,
-            &self.model,
-            &mut self.ring,
-            &mut self.state,
-            call,
-            probe,
-        );
+        let (pool, simd, model) = (&self.pool, self.simd, &self.model);
+        let (ring, state) = (&mut self.ring, &mut self.state);
+        pool.run(|| forward::forward(pool, simd, model, ring, state, call, probe));
         self.block.clear();
         if !commit {
             self.block.extend_from_slice(block);
@@ -217,15 +211,10 @@ impl CpuEngine {
             x.extend_from_slice(&self.state.final_hidden[r * h..(r + 1) * h]);
         }
         let mut out = vec![0f32; missing.len() * v];
-        matmul::matmul(
-            &self.pool,
-            self.simd,
-            &w.lm_head,
-            &x,
-            missing.len(),
-            &mut out,
-            &mut self.state.matmul,
-        );
+        let (pool, simd, scratch) = (&self.pool, self.simd, &mut self.state.matmul);
+        let rows = missing.len();
+        let none = matmul::Epilogue::None;
+        pool.run(|| matmul::matmul(pool, simd, &w.lm_head, &x, rows, &mut out, none, scratch));
         for (i, &r) in missing.iter().enumerate() {
             let mut row = out[i * v..(i + 1) * v].to_vec();
             for (o, &b) in row.iter_mut().zip(&w.lm_head_bias) {

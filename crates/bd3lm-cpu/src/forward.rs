@@ -11,7 +11,7 @@
 use crate::attention::{self, AttnInputs, AttnMask, AttnShape};
 use crate::kernels::{self, Simd};
 use crate::math;
-use crate::matmul::{self, MatmulScratch};
+use crate::matmul::{self, Epilogue, MatmulScratch};
 use crate::threads::Pool;
 use bd3lm::forward::Activations;
 use bd3lm::weights::LayerWeights;
@@ -295,7 +295,16 @@ fn layer(
     // Attention branch.
     math::layer_norm_modulate(xn, x, &lw.norm1, shift_msa, scale_msa);
     let qkv = &mut s.qkv[..rows * 3 * h];
-    matmul::matmul(pool, simd, &lw.qkv, xn, rows, qkv, &mut s.matmul);
+    matmul::matmul(
+        pool,
+        simd,
+        &lw.qkv,
+        xn,
+        rows,
+        qkv,
+        Epilogue::None,
+        &mut s.matmul,
+    );
     let attn = &mut s.attn[..rows * h];
     // Group by group: the clean rows attend before the block's K/V are written, which (when
     // the window slides) overwrite the oldest keys the clean rows see.
@@ -315,7 +324,16 @@ fn layer(
         attention::attention(pool, simd, g.shape, &inputs, out, &mut s.heads);
     }
     let proj = &mut s.proj[..rows * h];
-    matmul::matmul(pool, simd, &lw.attn_out, attn, rows, proj, &mut s.matmul);
+    matmul::matmul(
+        pool,
+        simd,
+        &lw.attn_out,
+        attn,
+        rows,
+        proj,
+        Epilogue::None,
+        &mut s.matmul,
+    );
     math::gated_residual(x, proj, gate_msa);
     if let Some(p) = probe.as_deref_mut() {
         p.l0_qkv = qkv.to_vec();
@@ -330,10 +348,28 @@ fn layer(
         p.l0_mlp_in = xn.to_vec();
     }
     let hidden = &mut s.hidden[..rows * 4 * h];
-    matmul::matmul(pool, simd, &lw.mlp_in, xn, rows, hidden, &mut s.matmul);
-    math::bias_gelu(simd, hidden, &lw.mlp_in_bias);
-    matmul::matmul(pool, simd, &lw.mlp_out, hidden, rows, proj, &mut s.matmul);
-    math::add_bias(proj, &lw.mlp_out_bias);
+    let gelu = Epilogue::BiasGelu(&lw.mlp_in_bias);
+    matmul::matmul(
+        pool,
+        simd,
+        &lw.mlp_in,
+        xn,
+        rows,
+        hidden,
+        gelu,
+        &mut s.matmul,
+    );
+    let bias = Epilogue::Bias(&lw.mlp_out_bias);
+    matmul::matmul(
+        pool,
+        simd,
+        &lw.mlp_out,
+        hidden,
+        rows,
+        proj,
+        bias,
+        &mut s.matmul,
+    );
     math::gated_residual(x, proj, gate_mlp);
     if let Some(p) = probe {
         p.l0_mlp_out = proj.to_vec();

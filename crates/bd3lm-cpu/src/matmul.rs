@@ -1,8 +1,10 @@
 //! `y = x · Wᵀ` over a thread pool: the weight matrix's outputs are split into contiguous
 //! chunks, one kernel call per chunk, and activation rows go through in tiles of at most
-//! [`MAX_TILE_ROWS`]. Weights stay in the package's scheme ([`view`]).
+//! [`MAX_TILE_ROWS`]. Each task writes its outputs into their columns and applies the
+//! [`Epilogue`] there. Weights stay in the package's scheme ([`view`]).
 
 use crate::kernels::{self, Input, QuantActs, Simd, WeightView, MAX_TILE_ROWS};
+use crate::math;
 use crate::threads::Pool;
 use bd3lm::quant::{Matrix, MatrixData};
 
@@ -37,8 +39,35 @@ fn chunk_outputs(threads: usize, outputs: usize, work_per_output: usize) -> usiz
     even.max(worth).clamp(1, outputs.max(1))
 }
 
-/// `out[r * n + o] = W[o] · x[r]` for `rows` rows of `x` (`[rows, k]`), `W` `[n, k]`. When the
-/// pool splits `W` with other parties, `w` is this party's slice and they compute the rest.
+/// What a matmul applies to its outputs before it returns, per output column: done by the
+/// thread that computed them, while they are still in its cache.
+#[derive(Debug, Clone, Copy)]
+pub enum Epilogue<'a> {
+    None,
+    /// `y += bias[o]`.
+    Bias(&'a [f32]),
+    /// `y = gelu(y + bias[o])` (tanh approximation, `math::bias_gelu`).
+    BiasGelu(&'a [f32]),
+}
+
+impl Epilogue<'_> {
+    /// Applies the epilogue to `y`, outputs `first..first + y.len()` of one row.
+    fn apply(self, simd: Simd, y: &mut [f32], first: usize) {
+        if y.is_empty() {
+            return;
+        }
+        match self {
+            Epilogue::None => {}
+            Epilogue::Bias(b) => math::add_bias(y, &b[first..first + y.len()]),
+            Epilogue::BiasGelu(b) => math::bias_gelu(simd, y, &b[first..first + y.len()]),
+        }
+    }
+}
+
+/// `out[r * n + o] = W[o] · x[r]` for `rows` rows of `x` (`[rows, k]`), `W` `[n, k]`, then the
+/// epilogue. When the pool splits `W` with other parties, `w` is this party's slice and they
+/// compute the rest.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     pool: &Pool,
     simd: Simd,
@@ -46,19 +75,52 @@ pub fn matmul(
     x: &[f32],
     rows: usize,
     out: &mut [f32],
+    epilogue: Epilogue<'_>,
     scratch: &mut MatmulScratch,
 ) {
     let Some((split, m)) = pool.split().and_then(|s| s.locate(w).map(|m| (s, m))) else {
-        return matmul_columns(pool, simd, w, x, rows, out, (w.rows, 0), scratch);
+        let columns = (w.rows, 0);
+        return matmul_columns(pool, simd, w, x, rows, out, columns, epilogue, scratch);
     };
     split.start(m, &x[..rows * w.cols], rows);
     let columns = (m.outputs, m.local_start);
-    matmul_columns(pool, simd, w, x, rows, out, columns, scratch);
-    split.finish(m, rows, out)
+    matmul_columns(pool, simd, w, x, rows, out, columns, epilogue, scratch);
+    split.finish(m, rows, out);
+    // The other parties' columns.
+    let local = m.local_start..m.local_start + w.rows;
+    for row in out.chunks_exact_mut(m.outputs).take(rows) {
+        epilogue.apply(simd, &mut row[..local.start], 0);
+        epilogue.apply(simd, &mut row[local.end..], local.end);
+    }
+}
+
+/// `out` shared by the tasks of one matmul, each writing its own columns.
+#[derive(Clone, Copy)]
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the tasks write disjoint columns (`SharedOut::segment`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// `out[at..at + len]`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap the segment.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn segment(&self, at: usize, len: usize) -> &mut [f32] {
+        assert!(at + len <= self.len, "segment past the output");
+        // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
+    }
 }
 
 /// `out[r * stride + first + o] = W[o] · x[r]` for `(stride, first) = columns`: `W`'s outputs
-/// as columns `[first, first + n)` of rows `stride` long (the hook for a split matrix).
+/// as columns `[first, first + n)` of rows `stride` long (the hook for a split matrix), the
+/// epilogue applied to those columns.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_columns(
     pool: &Pool,
@@ -68,11 +130,20 @@ pub fn matmul_columns(
     rows: usize,
     out: &mut [f32],
     (stride, first): (usize, usize),
+    epilogue: Epilogue<'_>,
     scratch: &mut MatmulScratch,
 ) {
     let (n, k) = (w.rows, w.cols);
     let view = view(w);
     let MatmulScratch { acts, tile } = scratch;
+    assert!(
+        rows == 0 || (rows - 1) * stride + first + n <= out.len(),
+        "matmul output"
+    );
+    let shared = SharedOut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
     for r0 in (0..rows).step_by(MAX_TILE_ROWS) {
         let rt = (rows - r0).min(MAX_TILE_ROWS);
         let xs = &x[r0 * k..(r0 + rt) * k];
@@ -86,20 +157,19 @@ pub fn matmul_columns(
         tile.resize(n * rt, 0.0);
         let chunk = chunk_outputs(pool.threads(), n, rt * k);
         pool.for_each_chunk(&mut tile[..n * rt], chunk * rt, |i, c| {
-            kernels::matmul_tile(simd, view, k, i * chunk, input, c)
-        });
-        // Transposed back in blocks of outputs, so the tile is read once, in order.
-        const BLOCK: usize = 256;
-        for o0 in (0..n).step_by(BLOCK) {
-            let o1 = (o0 + BLOCK).min(n);
+            let o0 = i * chunk;
+            kernels::matmul_tile(simd, view, k, o0, input, c);
+            // The chunk's columns of each row, transposed from `c` (`[outputs, rows]`).
+            let len = c.len() / rt;
             for r in 0..rt {
-                let at = (r0 + r) * stride + first;
-                let dst = &mut out[at + o0..at + o1];
-                for (d, o) in dst.iter_mut().zip(o0..o1) {
-                    *d = tile[o * rt + r];
+                // SAFETY: chunk i alone writes columns first + o0.. of these rows.
+                let y = unsafe { shared.segment((r0 + r) * stride + first + o0, len) };
+                for (o, v) in y.iter_mut().enumerate() {
+                    *v = c[o * rt + r];
                 }
+                epilogue.apply(simd, y, first + o0);
             }
-        }
+        });
     }
 }
 

@@ -10,7 +10,7 @@
 //! copies cross, a few hundred KB per matmul. Needs cross-origin isolation (docs/web.md).
 
 use crate::kernels::Simd;
-use crate::matmul::{self, MatmulScratch};
+use crate::matmul::{self, Epilogue, MatmulScratch};
 use crate::split::{self, part_range, SplitMatmul, SplitMatrix};
 use crate::threads::Pool;
 use bd3lm::quant::Matrix;
@@ -237,7 +237,16 @@ impl PartServer {
             x.resize(rows * m.cols, 0.0);
             self.views.x.subarray(0, x.len() as u32).copy_to(&mut x[..]);
             y.resize(rows * m.rows, 0.0);
-            matmul::matmul(&pool, simd, m, &x, rows, &mut y, &mut scratch);
+            matmul::matmul(
+                &pool,
+                simd,
+                m,
+                &x,
+                rows,
+                &mut y,
+                Epilogue::None,
+                &mut scratch,
+            );
             let at = (rows * start) as u32;
             self.views
                 .out

@@ -12,7 +12,7 @@ use bd3lm::package::{
 };
 use bd3lm::quant::{Matrix, Scheme};
 use bd3lm::{Engine, EngineProbes, Weights};
-use bd3lm_cpu::matmul::{matmul_columns, MatmulScratch};
+use bd3lm_cpu::matmul::{matmul_columns, Epilogue, MatmulScratch};
 use bd3lm_cpu::shard_part::{read_shard_part, Keep};
 use bd3lm_cpu::split::{self, PartSlices, SplitMatmul, SplitMatrix};
 use bd3lm_cpu::threads::Pool;
@@ -61,6 +61,7 @@ impl SplitMatmul for InProcessSplit {
                 rows,
                 out,
                 (m.outputs, *start),
+                Epilogue::None,
                 &mut scratch,
             );
         }

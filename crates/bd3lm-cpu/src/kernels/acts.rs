@@ -79,16 +79,30 @@ impl QuantActs {
     /// out for the kernels of `simd`.
     pub fn prepare(&mut self, x: &[f32], rows: usize, k: usize, scheme: QuantScheme, simd: Simd) {
         debug_assert!(k.is_multiple_of(GROUP) && x.len() >= rows * k);
-        let groups = k / GROUP;
         self.rows = rows;
         self.k = k;
+        self.lanes = simd == Simd::Avx512 && rows >= LANES_MIN_ROWS;
+        #[cfg(target_arch = "x86_64")]
+        if self.lanes {
+            self.size_lanes(scheme);
+            // SAFETY: the lane layout is only chosen with the AVX-512 family, which is only
+            // selected when the CPU reports its features.
+            unsafe { super::x86_avx512_acts::prepare_lanes(self, x, scheme, act_max(scheme)) };
+            return;
+        }
+        self.quantize_rows(x, scheme);
+        if self.lanes {
+            self.interleave(scheme);
+        }
+    }
+
+    /// The codes and scales row by row (every family but the lane layout reads these).
+    fn quantize_rows(&mut self, x: &[f32], scheme: QuantScheme) {
+        let (rows, k, groups) = (self.rows, self.k, self.groups());
         self.q.resize(rows * k, 0);
         self.scale8.resize(rows * groups * 8, 0.0);
         self.scale_sum.resize(rows * groups, 0.0);
-        let act_max = match scheme {
-            QuantScheme::Q8 => ACT_MAX,
-            QuantScheme::Q4 => ACT_MAX_Q4,
-        };
+        let act_max = act_max(scheme);
         for r in 0..rows {
             for g in 0..groups {
                 let src = &x[r * k + g * GROUP..r * k + (g + 1) * GROUP];
@@ -118,15 +132,45 @@ impl QuantActs {
         if scheme == QuantScheme::Q4 {
             self.q_bytes.extend(self.q.iter().map(|&c| c as i8));
         }
-        self.lanes = simd == Simd::Avx512 && rows >= LANES_MIN_ROWS;
-        if self.lanes {
-            self.interleave(scheme);
+    }
+
+    /// Sizes the lane layout's buffers for `self.rows` rows (padding lanes zero).
+    fn size_lanes(&mut self, scheme: QuantScheme) {
+        let (tiles, groups) = (self.tiles(), self.groups());
+        let parts = match scheme {
+            QuantScheme::Q8 => 2,
+            QuantScheme::Q4 => 1,
+        };
+        self.lane_words.clear();
+        self.lane_words
+            .resize(tiles * groups * parts * TILE_GROUP_BYTES / 4, 0);
+        for v in [&mut self.lane_scale, &mut self.lane_scale_sum] {
+            v.clear();
+            v.resize(tiles * groups * LANES, 0.0);
         }
+        self.lane_corr.clear();
+        self.lane_corr.resize(tiles * groups * LANES, 0);
+    }
+
+    /// The lane layout by the scalar path (the oracle of the AVX-512 one).
+    #[cfg(test)]
+    pub(super) fn prepare_lanes_scalar(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        k: usize,
+        scheme: QuantScheme,
+    ) {
+        self.rows = rows;
+        self.k = k;
+        self.lanes = true;
+        self.quantize_rows(x, scheme);
+        self.interleave(scheme);
     }
 
     /// Builds the lane layout from the codes.
     fn interleave(&mut self, scheme: QuantScheme) {
-        let (rows, k, groups, tiles) = (self.rows, self.k, self.groups(), self.tiles());
+        let (rows, k, groups) = (self.rows, self.k, self.groups());
         let parts = match scheme {
             QuantScheme::Q8 => 2,
             QuantScheme::Q4 => 1,
@@ -134,15 +178,8 @@ impl QuantActs {
         // In 32-bit words: one word holds a lane's four codes of a quad.
         let per_group = parts * TILE_GROUP_BYTES / 4;
         let part = TILE_GROUP_BYTES / 4;
+        self.size_lanes(scheme);
         let mut words = std::mem::take(&mut self.lane_words);
-        words.clear();
-        words.resize(tiles * groups * per_group, 0);
-        for v in [&mut self.lane_scale, &mut self.lane_scale_sum] {
-            v.clear();
-            v.resize(tiles * groups * LANES, 0.0);
-        }
-        self.lane_corr.clear();
-        self.lane_corr.resize(tiles * groups * LANES, 0);
         for r in 0..rows {
             let (t, lane) = (r / LANES, r % LANES);
             for g in 0..groups {
@@ -170,6 +207,14 @@ impl QuantActs {
             }
         }
         self.lane_words = words;
+    }
+}
+
+/// Largest activation code for weights in `scheme`.
+fn act_max(scheme: QuantScheme) -> f32 {
+    match scheme {
+        QuantScheme::Q8 => ACT_MAX,
+        QuantScheme::Q4 => ACT_MAX_Q4,
     }
 }
 

@@ -26,6 +26,8 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512_acts;
+#[cfg(target_arch = "x86_64")]
 mod x86_avx512_quant;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_rows;

@@ -163,3 +163,39 @@ fn families_parse_and_detect() {
     }
     assert_eq!(Simd::parse("mmx"), None);
 }
+
+/// The AVX-512 lane layout, built from f32 in registers, is the scalar path's bit for bit:
+/// ties, zero groups, NaN, infinities, rows filling one tile partly and two tiles.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_lane_preparation_is_the_scalar_one() {
+    if !Simd::Avx512.is_available() {
+        eprintln!("skipped: no AVX-512 VNNI on this machine");
+        return;
+    }
+    for scheme in [QuantScheme::Q8, QuantScheme::Q4] {
+        for rows in [4usize, 16, 23, 32] {
+            let k = 96;
+            let mut x = random(rows * k, rows as u64, 4.0);
+            // A group of zeros, one holding ties at the q4 step, NaN and infinities.
+            x[32..64].fill(0.0);
+            for (i, v) in x[k..k + 32].iter_mut().enumerate() {
+                *v = (i as f32 - 16.0) * 0.5;
+            }
+            x[k + 31] = 127.0;
+            x[2 * k + 5] = f32::NAN;
+            x[3 * k + 40] = f32::INFINITY;
+            x[3 * k + 70] = f32::NEG_INFINITY;
+            let mut fast = QuantActs::default();
+            fast.prepare(&x, rows, k, scheme, Simd::Avx512);
+            assert!(fast.lanes);
+            let mut scalar = QuantActs::default();
+            scalar.prepare_lanes_scalar(&x, rows, k, scheme);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(fast.lane_words, scalar.lane_words, "{scheme:?} rows {rows}");
+            assert_eq!(bits(&fast.lane_scale), bits(&scalar.lane_scale));
+            assert_eq!(fast.lane_corr, scalar.lane_corr, "{scheme:?} rows {rows}");
+            assert_eq!(bits(&fast.lane_scale_sum), bits(&scalar.lane_scale_sum));
+        }
+    }
+}

@@ -23,6 +23,20 @@ use core::arch::x86_64::*;
 /// Outputs per pass of the lane kernels.
 const OUTS: usize = 4;
 
+/// Requests group `g`'s `share` bytes of the next pass's weights at `ahead` (nothing when
+/// null): with `share` the pass's bytes per group, `groups` calls cover them all.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn prefetch_share(ahead: *const u8, g: usize, share: usize) {
+    if ahead.is_null() {
+        return;
+    }
+    for line in (0..share).step_by(64) {
+        let p = ahead.wrapping_add(g * share + line);
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+}
+
 /// Writes lanes `0..rows` of `v` to `dst`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
@@ -53,11 +67,12 @@ pub(super) fn q8_tile(
 ) {
     let groups = k / GROUP;
     assert!(q.len() >= (first + count) * k && scales.len() >= (first + count) * groups);
-    assert!(a.q.len() >= a.rows * k && a.rows <= MAX_TILE_ROWS && out.len() >= count * a.rows);
+    assert!(a.rows <= MAX_TILE_ROWS && out.len() >= count * a.rows);
     if a.lanes {
         assert!(a.lane_words.len() * 4 >= a.tiles() * groups * 2 * TILE_GROUP_BYTES);
         q8_lanes(q, scales, k, first, count, a, out)
     } else {
+        assert!(a.q.len() >= a.rows * k);
         q8_rows(q, scales, k, first, count, a, out)
     }
 }
@@ -109,7 +124,14 @@ fn q8_lanes(
             );
         }
         let signed = q[(first + i0) * k..].as_ptr() as *const u8;
+        // The next pass's rows, requested while this one computes (first tile only).
+        let next = signed.wrapping_add(OUTS * k);
         for t in 0..a.tiles() {
+            let ahead = if t == 0 && i0 + OUTS < count {
+                next
+            } else {
+                core::ptr::null()
+            };
             let lanes = (rows - t * LANES).min(LANES);
             let mut put = |j: usize, v: __m512| {
                 let at = (i0 + j) * rows + t * LANES;
@@ -117,7 +139,7 @@ fn q8_lanes(
             };
             if n == OUTS {
                 // SAFETY: rows first+i0.. first+i0+OUTS exist (q8_tile's asserts).
-                let res = unsafe { q8_pass::<OUTS>(signed, &flipped, &ws, k, a, t) };
+                let res = unsafe { q8_pass::<OUTS>(signed, &flipped, &ws, k, a, t, ahead) };
                 for (j, v) in res.into_iter().enumerate() {
                     put(j, v);
                 }
@@ -132,6 +154,7 @@ fn q8_lanes(
                             k,
                             a,
                             t,
+                            core::ptr::null(),
                         )
                     };
                     put(j, res[0]);
@@ -142,7 +165,9 @@ fn q8_lanes(
 }
 
 /// `N` consecutive outputs (signed codes from `signed`, flipped ones and f32 scales in rows
-/// of `k` resp. `groups`) for lane tile `t`.
+/// of `k` resp. `groups`) for lane tile `t`. Unless null, the `N * k` bytes at `ahead` (the
+/// next pass's weights) are prefetched along the way: streaming them in while the
+/// multiplies run keeps the next pass from waiting on memory.
 ///
 /// # Safety
 /// `signed` must point at `N` rows of `k` codes; the lane layout must be present.
@@ -155,11 +180,13 @@ unsafe fn q8_pass<const N: usize>(
     k: usize,
     a: &QuantActs,
     t: usize,
+    ahead: *const u8,
 ) -> [__m512; N] {
     let groups = k / GROUP;
     assert!(flipped.len() >= N * k && ws.len() >= (N - 1) * groups + groups);
     let mut res = [_mm512_setzero_ps(); N];
     for g in 0..groups {
+        prefetch_share(ahead, g, N * GROUP);
         let base =
             a.lane_words[(t * groups + g) * 2 * TILE_GROUP_BYTES / 4..].as_ptr() as *const u8;
         let mut hi = [_mm512_setzero_si512(); N];
@@ -210,11 +237,10 @@ pub(super) fn q4_tile(
     let groups = k / GROUP;
     let end = (first + count) * groups;
     assert!(q.len() * 2 >= (first + count) * k && scales.len() >= end && mins.len() >= end);
-    assert!(
-        a.q_bytes.len() >= a.rows * k && a.rows <= MAX_TILE_ROWS && out.len() >= count * a.rows
-    );
+    assert!(a.rows <= MAX_TILE_ROWS && out.len() >= count * a.rows);
     let (rows, mut ws, mut wm) = (a.rows, vec![0f32; OUTS * groups], vec![0f32; OUTS * groups]);
     if !a.lanes {
+        assert!(a.q_bytes.len() >= a.rows * k);
         return q4_rows(q, scales, mins, k, first, count, a, out);
     }
     assert!(a.lane_words.len() * 4 >= a.tiles() * groups * TILE_GROUP_BYTES);
@@ -231,14 +257,23 @@ pub(super) fn q4_tile(
             f16_row(&scales[o * groups..(o + 1) * groups], &mut ws[span.clone()]);
             f16_row(&mins[o * groups..(o + 1) * groups], &mut wm[span]);
         }
+        // The next pass's packed rows, requested while this one computes (first tile only).
+        let next = q[(first + i0) * k / 2..]
+            .as_ptr()
+            .wrapping_add(OUTS * k / 2);
         for t in 0..a.tiles() {
             let lanes = (rows - t * LANES).min(LANES);
             let mut put = |j: usize, v: __m512| {
                 let at = (i0 + j) * rows + t * LANES;
                 store_lanes(&mut out[at..at + lanes], v);
             };
+            let ahead = if t == 0 && i0 + OUTS < count {
+                next
+            } else {
+                core::ptr::null()
+            };
             if n == OUTS {
-                for (j, v) in q4_pass::<OUTS>(&codes, &ws, &wm, k, a, t)
+                for (j, v) in q4_pass::<OUTS>(&codes, &ws, &wm, k, a, t, ahead)
                     .into_iter()
                     .enumerate()
                 {
@@ -247,7 +282,15 @@ pub(super) fn q4_tile(
             } else {
                 for j in 0..n {
                     let span = j * groups..;
-                    let v = q4_pass::<1>(&codes[j * k..], &ws[span.clone()], &wm[span], k, a, t);
+                    let v = q4_pass::<1>(
+                        &codes[j * k..],
+                        &ws[span.clone()],
+                        &wm[span],
+                        k,
+                        a,
+                        t,
+                        core::ptr::null(),
+                    );
                     put(j, v[0]);
                 }
             }
@@ -273,7 +316,8 @@ fn unpack_row(src: &[u8], dst: &mut [u8]) {
 }
 
 /// `N` consecutive outputs (unpacked codes, f32 scales and minimums in rows of `k` resp.
-/// `groups`) for lane tile `t`.
+/// `groups`) for lane tile `t`, prefetching the next pass's packed codes at `ahead` unless
+/// null (as `q8_pass`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
 fn q4_pass<const N: usize>(
@@ -283,12 +327,14 @@ fn q4_pass<const N: usize>(
     k: usize,
     a: &QuantActs,
     t: usize,
+    ahead: *const u8,
 ) -> [__m512; N] {
     let groups = k / GROUP;
     let need = (N - 1) * groups + groups;
     assert!(codes.len() >= N * k && ws.len() >= need && wm.len() >= need);
     let (mut res, mut mins) = ([_mm512_setzero_ps(); N], [_mm512_setzero_ps(); N]);
     for g in 0..groups {
+        prefetch_share(ahead, g, N * GROUP / 2);
         let base = a.lane_words[(t * groups + g) * TILE_GROUP_BYTES / 4..].as_ptr() as *const u8;
         let mut acc = [_mm512_setzero_si512(); N];
         for quad in 0..GROUP / 4 {
