@@ -27,11 +27,46 @@ pub fn probs_from_log_probs(row: &[f32]) -> Vec<f64> {
     row.iter().map(|&x| (x as f64).exp()).collect()
 }
 
-/// Indices of `row` sorted by descending value (ties: lower index first).
+/// Indices of `row` sorted by descending value in `f64::total_cmp`'s order (ties: lower
+/// index first).
+///
+/// A stable least-significant-digit radix sort on the values' bits, mapped so that unsigned
+/// order is descending `total_cmp` order: a 50,258-token row sorts in a fraction of the time
+/// of a comparison sort, which sat on every step's critical path.
 fn descending_order(row: &[f64]) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-    idx
+    // total_cmp order as unsigned order, then flipped for descending.
+    let key = |v: f64| {
+        let b = v.to_bits();
+        let ascending = if b >> 63 == 1 { !b } else { b | 1 << 63 };
+        !ascending
+    };
+    let mut cur: Vec<(u64, u32)> = row
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (key(v), i as u32))
+        .collect();
+    let mut next = vec![(0u64, 0u32); cur.len()];
+    for shift in (0..64).step_by(8) {
+        let mut counts = [0usize; 256];
+        for &(k, _) in &cur {
+            counts[(k >> shift) as usize & 255] += 1;
+        }
+        // A digit shared by every key leaves the order as it is.
+        if counts.iter().any(|&c| c == cur.len()) {
+            continue;
+        }
+        let mut at = 0;
+        for c in counts.iter_mut() {
+            (*c, at) = (at, at + *c);
+        }
+        for &(k, i) in &cur {
+            let d = (k >> shift) as usize & 255;
+            next[counts[d]] = (k, i);
+            counts[d] += 1;
+        }
+        std::mem::swap(&mut cur, &mut next);
+    }
+    cur.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Nucleus filter of spec §9.4 in place; returns (kept count, kept mass before renormalising).
@@ -164,6 +199,40 @@ pub fn unigram_entropy(tokens: &[u32]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    /// The radix order is the comparison sort's: descending `total_cmp`, ties by index.
+    #[test]
+    fn descending_order_is_the_stable_comparison_order() {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 11
+        };
+        let specials = [
+            0.0,
+            -0.0,
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e-300,
+            0.5,
+        ];
+        for len in [0usize, 1, 2, 17, 300, 5000] {
+            let row: Vec<f64> = (0..len)
+                .map(|_| match next() % 4 {
+                    0 => specials[(next() % 8) as usize],
+                    1 => (next() % 5) as f64 * 0.25, // ties
+                    _ => (next() as f64 / (1u64 << 53) as f64 - 0.3) * 2.0,
+                })
+                .collect();
+            let mut want: Vec<u32> = (0..len as u32).collect();
+            want.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            assert_eq!(super::descending_order(&row), want, "length {len}");
+        }
+    }
+
     use super::*;
 
     #[test]
