@@ -15,7 +15,7 @@
 use crate::attention::AttnMask;
 use crate::forward::{self, Call, KvRing, Model, State};
 use crate::kernels::Simd;
-use crate::matmul;
+use crate::matmul::{self, WeightSums};
 use crate::threads::Pool;
 use bd3lm::engine::{self, DrawRequest, Engine, RowDraw, Rows};
 use bd3lm::forward::Activations;
@@ -99,9 +99,17 @@ impl CpuEngine {
         let pool = Pool::new(options.threads)?;
         let cfg = weights.config.clone();
         let b = cfg.block_size;
+        let mut state = State::new(&cfg, 2 * b);
+        if simd == Simd::Avx512 {
+            let matrices = weights
+                .layers
+                .iter()
+                .flat_map(|l| l.matrices().map(|(_, m)| m));
+            state.matmul.sums = WeightSums::of(matrices.chain([&weights.lm_head]));
+        }
         Ok(CpuEngine {
             ring: KvRing::new(&cfg),
-            state: State::new(&cfg, 2 * b),
+            state,
             model: Model::new(weights),
             pool,
             simd,

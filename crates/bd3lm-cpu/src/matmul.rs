@@ -6,24 +6,78 @@
 use crate::kernels::{self, Input, QuantActs, Simd, WeightView, MAX_TILE_ROWS};
 use crate::math;
 use crate::threads::Pool;
-use bd3lm::quant::{Matrix, MatrixData};
+use bd3lm::quant::{Matrix, MatrixData, GROUP};
+use std::collections::HashMap;
 
 /// A kernel's view of a package matrix (no copy).
 pub fn view(m: &Matrix) -> WeightView<'_> {
     match &m.data {
         MatrixData::F32(v) => WeightView::F32(v),
         MatrixData::F16(v) => WeightView::F16(v),
-        MatrixData::Q8 { q, scales } => WeightView::Q8 { q, scales },
+        MatrixData::Q8 { q, scales } => WeightView::Q8 {
+            q,
+            scales,
+            sums: None,
+        },
         MatrixData::Q4 { q, scales, mins } => WeightView::Q4 { q, scales, mins },
     }
 }
 
-/// Buffers reused by every matmul of an engine.
+/// The q8 matrices' group sums (`WeightView::Q8::sums`) of an engine's weights, computed once
+/// for the AVX-512 lane kernel (4 bytes per 32 weights), by matrix address: weights behind
+/// an `Arc` never move, and the codes' address is checked too.
+#[derive(Default)]
+pub struct WeightSums {
+    by_matrix: HashMap<usize, (usize, Vec<i32>)>,
+}
+
+impl WeightSums {
+    pub fn of<'a>(matrices: impl IntoIterator<Item = &'a Matrix>) -> WeightSums {
+        let mut by_matrix = HashMap::new();
+        for m in matrices {
+            if let MatrixData::Q8 { q, .. } = &m.data {
+                let mut sums = vec![0i32; m.rows * (m.cols / GROUP)];
+                for (row, out) in q
+                    .chunks_exact(m.cols)
+                    .zip(sums.chunks_exact_mut(m.cols / GROUP))
+                {
+                    kernels::q8_group_sums(row, out);
+                }
+                let key = m as *const Matrix as usize;
+                by_matrix.insert(key, (q.as_ptr() as usize, sums));
+            }
+        }
+        WeightSums { by_matrix }
+    }
+
+    /// [`view`] with `m`'s group sums when known.
+    pub fn view<'a>(&'a self, m: &'a Matrix) -> WeightView<'a> {
+        match view(m) {
+            WeightView::Q8 { q, scales, .. } => WeightView::Q8 {
+                q,
+                scales,
+                sums: self.get(m),
+            },
+            other => other,
+        }
+    }
+
+    fn get(&self, m: &Matrix) -> Option<&[i32]> {
+        let MatrixData::Q8 { q, .. } = &m.data else {
+            return None;
+        };
+        let (codes, sums) = self.by_matrix.get(&(m as *const Matrix as usize))?;
+        (*codes == q.as_ptr() as usize).then_some(sums.as_slice())
+    }
+}
+
+/// Buffers reused by every matmul of an engine, and what it knows of the engine's weights.
 #[derive(Default)]
 pub struct MatmulScratch {
     acts: QuantActs,
     /// `[outputs, rows]`: the kernels' transposed results before they are laid out.
     tile: Vec<f32>,
+    pub sums: WeightSums,
 }
 
 /// Multiply-accumulates per task below which splitting work costs more than it saves.
@@ -134,8 +188,8 @@ pub fn matmul_columns(
     scratch: &mut MatmulScratch,
 ) {
     let (n, k) = (w.rows, w.cols);
-    let view = view(w);
-    let MatmulScratch { acts, tile } = scratch;
+    let MatmulScratch { acts, tile, sums } = scratch;
+    let view = sums.view(w);
     assert!(
         rows == 0 || (rows - 1) * stride + first + n <= out.len(),
         "matmul output"

@@ -13,8 +13,9 @@ use super::{Simd, GROUP};
 /// The lane layout ([`QuantActs::prepare`] with the AVX-512 family and at least
 /// [`LANES_MIN_ROWS`] rows) holds [`LANES`] rows per tile, one per 32-bit lane: for each tile,
 /// group and run of four codes ("quad"), one 64-byte vector with each row's four codes. A
-/// 16-bit q8 code `c` is split into `c = 256 * hi + lo` with `hi = c >> 8` (signed byte) and
-/// `lo = c & 255` (unsigned byte), so two `vpdpbusd` multiply it by a weight byte exactly.
+/// 16-bit q8 code `c` is offset and split into two unsigned bytes, `c + 32768 = 256 H + L`
+/// (`H = (c >> 8) + 128`, `L = c & 255`), so two `vpdpbusd` multiply it by one broadcast of
+/// signed weight bytes exactly; the kernel removes the offset with the weights' group sums.
 #[derive(Debug, Default, Clone)]
 pub struct QuantActs {
     pub rows: usize,
@@ -31,13 +32,10 @@ pub struct QuantActs {
     /// Lane layout present (see the type's documentation).
     pub(super) lanes: bool,
     /// `[tiles, groups, parts, 8 quads, LANES]` words of four codes (bytes, little-endian):
-    /// q8 parts `hi`, then `lo`; q4 one part. Padding lanes are zero.
+    /// q8 parts `H`, then `L`; q4 one part. Padding lanes are zero.
     pub(super) lane_words: Vec<u32>,
     /// `[tiles, groups, LANES]` activation scales (zero in padding lanes).
     pub(super) lane_scale: Vec<f32>,
-    /// `[tiles, groups, LANES]` q8: `sum(hi) << 15`, what the unsigned weight bytes
-    /// (`w + 128`) add to the `hi` products, times 256.
-    pub(super) lane_corr: Vec<i32>,
     /// `[tiles, groups, LANES]` q4: `scale_sum` per lane.
     pub(super) lane_scale_sum: Vec<f32>,
 }
@@ -148,8 +146,6 @@ impl QuantActs {
             v.clear();
             v.resize(tiles * groups * LANES, 0.0);
         }
-        self.lane_corr.clear();
-        self.lane_corr.resize(tiles * groups * LANES, 0);
     }
 
     /// The lane layout by the scalar path (the oracle of the AVX-512 one).
@@ -188,14 +184,13 @@ impl QuantActs {
                 self.lane_scale_sum[at] = self.scale_sum[r * groups + g];
                 let codes = &self.q[r * k + g * GROUP..][..GROUP];
                 let base = (t * groups + g) * per_group + lane;
-                let mut hi_sum = 0i32;
                 for (quad, &c) in codes.as_chunks::<4>().0.iter().enumerate() {
                     let slot = base + quad * LANES;
                     match scheme {
                         QuantScheme::Q8 => {
-                            let hi = c.map(|c| c >> 8);
-                            hi_sum += hi.iter().map(|&h| h as i32).sum::<i32>();
-                            words[slot] = u32::from_le_bytes(hi.map(|h| h as u8));
+                            // c + 32768 = 256 H + L: H = (c >> 8) + 128, L = c & 255.
+                            let high = c.map(|c| ((c >> 8) + 128) as u8);
+                            words[slot] = u32::from_le_bytes(high);
                             words[slot + part] = u32::from_le_bytes(c.map(|c| (c & 255) as u8));
                         }
                         QuantScheme::Q4 => {
@@ -203,7 +198,6 @@ impl QuantActs {
                         }
                     }
                 }
-                self.lane_corr[at] = hi_sum << 15;
             }
         }
         self.lane_words = words;

@@ -118,6 +118,10 @@ pub enum WeightView<'a> {
     Q8 {
         q: &'a [i8],
         scales: &'a [u16],
+        /// `[rows, groups]`: `-(sum of the group's codes) << 15`, the correction the AVX-512
+        /// lane kernel adds per group, computed once per engine (`matmul::WeightSums`);
+        /// `None`: that kernel computes it per call.
+        sums: Option<&'a [i32]>,
     },
     /// 4-bit codes, two per byte (low nibble = even column), f16 scale and min per group:
     /// `w = q * scale + min`.
@@ -188,6 +192,14 @@ pub fn matmul_tile(
     }
 }
 
+/// `-(sum of each group's codes) << 15` of one row of q8 codes: the AVX-512 lane kernel's
+/// correction for its activations' offset of 32768 (`WeightView::Q8::sums`).
+pub fn q8_group_sums(row: &[i8], out: &mut [i32]) {
+    for (o, g) in out.iter_mut().zip(row.chunks_exact(GROUP)) {
+        *o = -(g.iter().map(|&c| c as i32).sum::<i32>() << 15);
+    }
+}
+
 /// f16 bits to f32.
 #[inline]
 pub fn f16_to_f32(bits: u16) -> f32 {
@@ -204,7 +216,7 @@ pub fn dequantize_row(w: WeightView<'_>, k: usize, o: usize, out: &mut [f32]) {
                 *x = f16_to_f32(b);
             }
         }
-        WeightView::Q8 { q, scales } => {
+        WeightView::Q8 { q, scales, .. } => {
             for (g, chunk) in out.chunks_mut(GROUP).enumerate() {
                 let s = f16_to_f32(scales[start / GROUP + g]);
                 for (i, x) in chunk.iter_mut().enumerate() {

@@ -53,7 +53,7 @@ pub(super) fn matmul_tile(
                 }
             }
         }
-        (WeightView::Q8 { q, scales }, Input::Quant(a)) => {
+        (WeightView::Q8 { q, scales, .. }, Input::Quant(a)) => {
             for i in 0..count {
                 let o = first + i;
                 for r in 0..rows {

@@ -438,7 +438,7 @@ fn tile<V: V128>(
                 }
             }
         }
-        (WeightView::Q8 { q, scales }, Input::Quant(a)) => {
+        (WeightView::Q8 { q, scales, .. }, Input::Quant(a)) => {
             q8_tile::<V>(q, scales, k, first, count, a, out)
         }
         (WeightView::Q4 { q, scales, mins }, Input::Quant(a)) => {

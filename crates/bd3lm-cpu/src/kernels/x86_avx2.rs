@@ -36,7 +36,7 @@ pub(super) unsafe fn matmul_tile(
                 }
             }
         }
-        (WeightView::Q8 { q, scales }, Input::Quant(a)) => {
+        (WeightView::Q8 { q, scales, .. }, Input::Quant(a)) => {
             q8_tile(q, scales, k, first, count, a, out)
         }
         (WeightView::Q4 { q, scales, mins }, Input::Quant(a)) => {

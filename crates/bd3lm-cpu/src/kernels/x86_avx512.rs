@@ -38,8 +38,8 @@ pub(super) unsafe fn matmul_tile(
                 }
             }
         }
-        (WeightView::Q8 { q, scales }, Input::Quant(a)) => {
-            quant::q8_tile(q, scales, k, first, count, a, out)
+        (WeightView::Q8 { q, scales, sums }, Input::Quant(a)) => {
+            quant::q8_tile(q, scales, sums, k, first, count, a, out)
         }
         (WeightView::Q4 { q, scales, mins }, Input::Quant(a)) => {
             quant::q4_tile(q, scales, mins, k, first, count, a, out)

@@ -60,13 +60,13 @@ pub(super) fn prepare_lanes(a: &mut QuantActs, x: &[f32], scheme: QuantScheme, a
             let words = &mut a.lane_words[base..base + per_group - lane];
             match scheme {
                 QuantScheme::Q8 => {
-                    let (h0, h1) = (_mm512_srai_epi32::<8>(c0), _mm512_srai_epi32::<8>(c1));
+                    // c + 32768 = 256 H + L (acts.rs).
+                    let offset = _mm512_set1_epi32(128);
+                    let high = |c| _mm512_add_epi32(_mm512_srai_epi32::<8>(c), offset);
                     let byte = _mm512_set1_epi32(255);
                     let (l0, l1) = (_mm512_and_si512(c0, byte), _mm512_and_si512(c1, byte));
-                    let hi_sum = _mm512_reduce_add_epi32(_mm512_add_epi32(h0, h1));
-                    scatter_quads(words, 0, h0, h1);
+                    scatter_quads(words, 0, high(c0), high(c1));
                     scatter_quads(words, part, l0, l1);
-                    a.lane_corr[at] = hi_sum << 15;
                 }
                 QuantScheme::Q4 => {
                     let e = _mm512_permutex2var_epi32(c0, even, c1);

@@ -7,17 +7,18 @@
 //! (`acts.rs`): 16 rows in the lanes of one register, so one broadcast of four weight bytes
 //! serves 16 rows in one `vpdpbusd`, and a pass handles [`OUTS`] outputs so each loaded
 //! activation vector serves several weight rows; the group scales then apply to 16 rows at
-//! once. `vpdpbusd` multiplies unsigned by signed bytes: a q8 code `c = 256 hi + lo` takes
-//! `lo` (unsigned) against the signed weights, and `hi` (signed) against the weights plus 128
-//! (unsigned, flipped once per pass into a scratch row), whose excess `128 * sum(hi)` per
-//! group is subtracted exactly. q4's nibbles are unsigned already (unpacked once per pass).
+//! once. `vpdpbusd` multiplies unsigned by signed bytes: a q8 code is stored as two unsigned
+//! bytes `c + 32768 = 256 H + L`, so both multiply the same broadcast of signed weights, and
+//! the offset's share `-32768 * sum(w)` of each group (a property of the weights alone,
+//! computed once per engine) starts the group's accumulator. q4's nibbles are unsigned
+//! already (unpacked once per pass).
 //!
 //! With fewer rows, `x86_avx512_rows.rs` sums each group's products horizontally.
 
 use super::acts::{LANES, TILE_GROUP_BYTES};
 use super::x86_avx2::f16_row;
 use super::x86_avx512_rows::{q4_rows, q8_rows};
-use super::{QuantActs, GROUP, MAX_TILE_ROWS};
+use super::{q8_group_sums, QuantActs, GROUP, MAX_TILE_ROWS};
 use core::arch::x86_64::*;
 
 /// Outputs per pass of the lane kernels.
@@ -56,9 +57,11 @@ unsafe fn bcast4(p: *const u8) -> __m512i {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn q8_tile(
     q: &[i8],
     scales: &[u16],
+    sums: Option<&[i32]>,
     k: usize,
     first: usize,
     count: usize,
@@ -70,40 +73,19 @@ pub(super) fn q8_tile(
     assert!(a.rows <= MAX_TILE_ROWS && out.len() >= count * a.rows);
     if a.lanes {
         assert!(a.lane_words.len() * 4 >= a.tiles() * groups * 2 * TILE_GROUP_BYTES);
-        q8_lanes(q, scales, k, first, count, a, out)
+        q8_lanes(q, scales, sums, k, first, count, a, out)
     } else {
         assert!(a.q.len() >= a.rows * k);
         q8_rows(q, scales, k, first, count, a, out)
     }
 }
 
-/// Row `src` of q8 codes plus 128, as unsigned bytes.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline]
-fn flip_row(src: &[i8], dst: &mut [u8]) {
-    let n = src.len().min(dst.len());
-    let bias = _mm256_set1_epi8(-128);
-    let mut i = 0;
-    // SAFETY: reads and writes stay below n.
-    unsafe {
-        while i + 32 <= n {
-            let v = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
-            _mm256_storeu_si256(
-                dst.as_mut_ptr().add(i) as *mut __m256i,
-                _mm256_xor_si256(v, bias),
-            );
-            i += 32;
-        }
-    }
-    for j in i..n {
-        dst[j] = (src[j] as u8) ^ 0x80;
-    }
-}
-
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn q8_lanes(
     q: &[i8],
     scales: &[u16],
+    sums: Option<&[i32]>,
     k: usize,
     first: usize,
     count: usize,
@@ -111,19 +93,33 @@ fn q8_lanes(
     out: &mut [f32],
 ) {
     let (rows, groups) = (a.rows, k / GROUP);
-    let mut flipped = vec![0u8; OUTS * k];
+    if let Some(s) = sums {
+        assert!(s.len() >= (first + count) * groups, "q8 group sums");
+    }
     let mut ws = vec![0f32; OUTS * groups];
+    // The pass's group sums when the engine has none.
+    let mut own_sums = vec![0i32; if sums.is_some() { 0 } else { OUTS * groups }];
     for i0 in (0..count).step_by(OUTS) {
         let n = (count - i0).min(OUTS);
+        let o0 = first + i0;
         for j in 0..n {
-            let o = first + i0 + j;
-            flip_row(&q[o * k..(o + 1) * k], &mut flipped[j * k..(j + 1) * k]);
+            let o = o0 + j;
             f16_row(
                 &scales[o * groups..(o + 1) * groups],
                 &mut ws[j * groups..(j + 1) * groups],
             );
+            if sums.is_none() {
+                q8_group_sums(
+                    &q[o * k..(o + 1) * k],
+                    &mut own_sums[j * groups..(j + 1) * groups],
+                );
+            }
         }
-        let signed = q[(first + i0) * k..].as_ptr() as *const u8;
+        let pass_sums = match sums {
+            Some(s) => &s[o0 * groups..(o0 + n) * groups],
+            None => &own_sums[..n * groups],
+        };
+        let signed = q[o0 * k..].as_ptr() as *const u8;
         // The next pass's rows, requested while this one computes (first tile only).
         let next = signed.wrapping_add(OUTS * k);
         for t in 0..a.tiles() {
@@ -138,19 +134,20 @@ fn q8_lanes(
                 store_lanes(&mut out[at..at + lanes], v);
             };
             if n == OUTS {
-                // SAFETY: rows first+i0.. first+i0+OUTS exist (q8_tile's asserts).
-                let res = unsafe { q8_pass::<OUTS>(signed, &flipped, &ws, k, a, t, ahead) };
+                // SAFETY: rows o0..o0 + OUTS exist (q8_tile's asserts).
+                let res = unsafe { q8_pass::<OUTS>(signed, pass_sums, &ws, k, a, t, ahead) };
                 for (j, v) in res.into_iter().enumerate() {
                     put(j, v);
                 }
             } else {
                 for j in 0..n {
+                    let g = j * groups..;
                     // SAFETY: as above, one row at a time.
                     let res = unsafe {
                         q8_pass::<1>(
                             signed.add(j * k),
-                            &flipped[j * k..],
-                            &ws[j * groups..],
+                            &pass_sums[g.clone()],
+                            &ws[g],
                             k,
                             a,
                             t,
@@ -164,10 +161,10 @@ fn q8_lanes(
     }
 }
 
-/// `N` consecutive outputs (signed codes from `signed`, flipped ones and f32 scales in rows
-/// of `k` resp. `groups`) for lane tile `t`. Unless null, the `N * k` bytes at `ahead` (the
-/// next pass's weights) are prefetched along the way: streaming them in while the
-/// multiplies run keeps the next pass from waiting on memory.
+/// `N` consecutive outputs (codes from `signed`, group sums and f32 scales in rows of `k`
+/// resp. `groups`) for lane tile `t`. Unless null, the `N * k` bytes at `ahead` (the next
+/// pass's weights) are prefetched along the way: streaming them in while the multiplies run
+/// keeps the next pass from waiting on memory.
 ///
 /// # Safety
 /// `signed` must point at `N` rows of `k` codes; the lane layout must be present.
@@ -175,7 +172,7 @@ fn q8_lanes(
 #[inline]
 unsafe fn q8_pass<const N: usize>(
     signed: *const u8,
-    flipped: &[u8],
+    sums: &[i32],
     ws: &[f32],
     k: usize,
     a: &QuantActs,
@@ -183,14 +180,15 @@ unsafe fn q8_pass<const N: usize>(
     ahead: *const u8,
 ) -> [__m512; N] {
     let groups = k / GROUP;
-    assert!(flipped.len() >= N * k && ws.len() >= (N - 1) * groups + groups);
+    let need = (N - 1) * groups + groups;
+    assert!(sums.len() >= need && ws.len() >= need);
     let mut res = [_mm512_setzero_ps(); N];
     for g in 0..groups {
         prefetch_share(ahead, g, N * GROUP);
         let base =
             a.lane_words[(t * groups + g) * 2 * TILE_GROUP_BYTES / 4..].as_ptr() as *const u8;
         let mut hi = [_mm512_setzero_si512(); N];
-        let mut lo = [_mm512_setzero_si512(); N];
+        let mut lo: [__m512i; N] = std::array::from_fn(|j| _mm512_set1_epi32(sums[j * groups + g]));
         for quad in 0..GROUP / 4 {
             // SAFETY: the layout holds 2 * TILE_GROUP_BYTES per group and tile; weights as
             // the caller guarantees.
@@ -198,23 +196,17 @@ unsafe fn q8_pass<const N: usize>(
                 let hi_v = _mm512_loadu_si512(base.add(quad * 64) as *const _);
                 let lo_v = _mm512_loadu_si512(base.add(TILE_GROUP_BYTES + quad * 64) as *const _);
                 for j in 0..N {
-                    let at = j * k + g * GROUP + quad * 4;
-                    lo[j] = _mm512_dpbusd_epi32(lo[j], lo_v, bcast4(signed.add(at)));
-                    hi[j] = _mm512_dpbusd_epi32(hi[j], bcast4(flipped.as_ptr().add(at)), hi_v);
+                    let w = bcast4(signed.add(j * k + g * GROUP + quad * 4));
+                    hi[j] = _mm512_dpbusd_epi32(hi[j], hi_v, w);
+                    lo[j] = _mm512_dpbusd_epi32(lo[j], lo_v, w);
                 }
             }
         }
-        let at = (t * groups + g) * LANES;
         // SAFETY: the layout holds LANES values per group and tile.
-        let (corr, act_scale) = unsafe {
-            (
-                _mm512_loadu_si512(a.lane_corr.as_ptr().add(at) as *const _),
-                _mm512_loadu_ps(a.lane_scale.as_ptr().add(at)),
-            )
-        };
+        let act_scale =
+            unsafe { _mm512_loadu_ps(a.lane_scale.as_ptr().add((t * groups + g) * LANES)) };
         for j in 0..N {
-            let dot =
-                _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(hi[j]), lo[j]), corr);
+            let dot = _mm512_add_epi32(_mm512_slli_epi32::<8>(hi[j]), lo[j]);
             let s = _mm512_mul_ps(_mm512_set1_ps(ws[j * groups + g]), act_scale);
             res[j] = _mm512_add_ps(res[j], _mm512_mul_ps(s, _mm512_cvtepi32_ps(dot)));
         }
