@@ -74,11 +74,17 @@ impl Pool {
     /// Runs `f` on one of the pool's threads, so the parallel loops inside it start there
     /// (stealing between workers) instead of waking the pool from outside once per loop,
     /// which costs each loop a pair of context switches.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Some(pool) = &self.pool {
-            return pool.install(f);
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
         }
+    }
+
+    /// The calling thread is the only one on wasm32.
+    #[cfg(target_arch = "wasm32")]
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
     }
 
