@@ -34,10 +34,6 @@ pub const MAX_WORKERS: usize = (HEADER_BYTES / 4 - DONE) as usize;
 const STOP: i32 = -1;
 /// How long a wait sleeps before it looks at [`ABORT`] again (ms).
 const WAIT_SLICE_MS: f64 = 500.0;
-/// Polls of a word before a wait sleeps (a fraction of a millisecond): a worker woken from
-/// `Atomics.wait` resumes far later than one that is still polling, and most waits (a
-/// helper's between two matmuls of a layer, worker 0's for the helpers' columns) are short.
-const SPIN_POLLS: u32 = 4_000;
 
 /// Rows, inputs and outputs of the largest matmul a call runs (a folded store pass doubles
 /// the rows).
@@ -91,12 +87,6 @@ impl Views {
 
     /// Sleeps until `word` differs from `seen` (or the page aborts); gives its new value.
     fn wait_change(&self, word: u32, seen: i32) -> Option<i32> {
-        for _ in 0..SPIN_POLLS {
-            let v = self.load(word);
-            if v != seen {
-                return Some(v);
-            }
-        }
         loop {
             let v = self.load(word);
             if v != seen {

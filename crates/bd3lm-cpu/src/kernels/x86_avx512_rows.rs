@@ -65,6 +65,36 @@ fn prefetch_next(base: *const u8, len: usize, row_bytes: usize, next: usize, at:
     }
 }
 
+/// One output's products of one group with the codes `c` (16 partial sums), zero unless
+/// `present`: the 32 weight codes at `q + at`, widened to 16 bits.
+///
+/// # Safety
+/// When `present`, 32 bytes at `q + at` must be readable.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_slot(q: *const i8, at: usize, present: bool, c: __m512i) -> __m512i {
+    if !present {
+        return _mm512_setzero_si512();
+    }
+    // SAFETY: as the caller guarantees.
+    let w = unsafe { _mm512_cvtepi8_epi16(_mm256_loadu_si256(q.add(at) as *const __m256i)) };
+    _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, c)
+}
+
+/// One output's 16 bytes of packed q4 codes of one group at `q + at`, zero unless `present`.
+///
+/// # Safety
+/// When `present`, 16 bytes at `q + at` must be readable.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn q4_slot(q: *const u8, at: usize, present: bool) -> __m128i {
+    if !present {
+        return _mm_setzero_si128();
+    }
+    // SAFETY: as the caller guarantees.
+    unsafe { _mm_loadu_si128(q.add(at) as *const __m128i) }
+}
+
 /// `[groups, BLOCK]` f32 values of the block's outputs `o0..o0 + n` (zero past `n`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn block_values(src: &[u16], groups: usize, o0: usize, n: usize, row: &mut [f32], out: &mut [f32]) {
@@ -126,19 +156,16 @@ pub(super) fn q8_rows(
                 // SAFETY: q8_tile's asserts bound the loads (outputs past n are not read).
                 let dot = unsafe {
                     let c = _mm512_loadu_si512(a.q.as_ptr().add(r * k + g * GROUP) as *const _);
-                    let slot = |s: usize| {
-                        let j = SLOT[s];
-                        if j >= n {
-                            return _mm512_setzero_si512();
-                        }
-                        let w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(
-                            q.as_ptr().add((o0 + j) * k + g * GROUP) as *const __m256i,
-                        ));
-                        _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, c)
-                    };
-                    transpose_sum(std::array::from_fn(|i| {
-                        halve_pair(slot(2 * i), slot(2 * i + 1))
-                    }))
+                    let at = |s: usize| (o0 + SLOT[s]) * k + g * GROUP;
+                    let mut halves = [_mm512_setzero_si512(); BLOCK / 2];
+                    for (i, h) in halves.iter_mut().enumerate() {
+                        let (s0, s1) = (2 * i, 2 * i + 1);
+                        *h = halve_pair(
+                            q8_slot(q.as_ptr(), at(s0), SLOT[s0] < n, c),
+                            q8_slot(q.as_ptr(), at(s1), SLOT[s1] < n, c),
+                        );
+                    }
+                    transpose_sum(halves)
                 };
                 let ws = load16(&ws[g * BLOCK..]);
                 let s = _mm512_mul_ps(ws, _mm512_set1_ps(a.group_scale(r, g)));
@@ -193,17 +220,17 @@ pub(super) fn q4_rows(
                         a.q_bytes.as_ptr().add(r * k + g * GROUP) as *const __m256i
                     );
                     let c = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(c), c);
-                    let codes = |s: usize| {
-                        let j = SLOT[s];
-                        if j >= n {
-                            return _mm_setzero_si128();
-                        }
-                        _mm_loadu_si128(q.as_ptr().add(((o0 + j) * k + g * GROUP) / 2) as *const _)
-                    };
-                    transpose_sum(std::array::from_fn(|i| {
-                        let w = unpack_two(codes(2 * i), codes(2 * i + 1));
-                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, c)
-                    }))
+                    let at = |s: usize| ((o0 + SLOT[s]) * k + g * GROUP) / 2;
+                    let mut halves = [_mm512_setzero_si512(); BLOCK / 2];
+                    for (i, h) in halves.iter_mut().enumerate() {
+                        let (s0, s1) = (2 * i, 2 * i + 1);
+                        let w = unpack_two(
+                            q4_slot(q.as_ptr(), at(s0), SLOT[s0] < n),
+                            q4_slot(q.as_ptr(), at(s1), SLOT[s1] < n),
+                        );
+                        *h = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, c);
+                    }
+                    transpose_sum(halves)
                 };
                 let ws = load16(&ws[g * BLOCK..]);
                 let s = _mm512_mul_ps(ws, _mm512_set1_ps(a.group_scale(r, g)));
