@@ -149,7 +149,7 @@ impl QuantActs {
     }
 
     /// The lane layout by the scalar path (the oracle of the AVX-512 one).
-    #[cfg(test)]
+    #[cfg(all(test, target_arch = "x86_64"))]
     pub(super) fn prepare_lanes_scalar(
         &mut self,
         x: &[f32],
