@@ -66,7 +66,11 @@ command -v cargo-mutants >/dev/null || { echo "mutants.sh: cargo install cargo-m
 OUT=${MUTANTS_OUT:-target/mutants}
 mkdir -p "$OUT"
 # One target directory for every scope: the dependencies build once, not once per scratch copy.
-export CARGO_TARGET_DIR=$PWD/$OUT/target
+# An absolute MUTANTS_OUT stays where it points (not under this checkout).
+case $OUT in
+  /*) export CARGO_TARGET_DIR=$OUT/target ;;
+  *) export CARGO_TARGET_DIR=$PWD/$OUT/target ;;
+esac
 # The mutated crate unoptimised (`forward`: opt-level 1; dependencies stay at opt-level 2) and
 # without debug info: it compiles and links once per mutant. MUTANTS_OPT_LEVEL overrides.
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
