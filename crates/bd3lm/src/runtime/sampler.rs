@@ -68,18 +68,10 @@ fn descending_order(row: &[f64]) -> Vec<u32> {
         std::mem::swap(&mut cur, &mut next);
     }
     let index = |c: u64| c as u32;
-    let mut start = 0;
-    while start < cur.len() {
-        let high = cur[start] >> 32;
-        let end = start
-            + cur[start..]
-                .iter()
-                .take_while(|&&c| c >> 32 == high)
-                .count();
-        if end - start > 1 {
-            cur[start..end].sort_unstable_by_key(|&c| (key(row[index(c) as usize]), index(c)));
+    for run in cur.chunk_by_mut(|a, b| a >> 32 == b >> 32) {
+        if run.len() > 1 {
+            run.sort_unstable_by_key(|&c| (key(row[index(c) as usize]), index(c)));
         }
-        start = end;
     }
     cur.into_iter().map(index).collect()
 }
