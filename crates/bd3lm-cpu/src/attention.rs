@@ -10,10 +10,12 @@
 //! rotated copy. Only the call's rows are queries.
 //!
 //! Scores are computed with the rows in the vector lanes (`s[j][r] += q[i][r] * k_j[i]`), so
-//! neither the scores nor the softmax need horizontal sums. The window is read as at most two
-//! contiguous runs of slots (before and after the ring's end). On AVX-512 the inner loops are
-//! `attention/avx512.rs` (several keys per pass over the queries; `p · V` over blocks of keys
-//! whose V stay in L1). Each head's sums have a fixed order, so results do not depend on the
+//! neither the scores nor the softmax need horizontal sums. The window is read once, as at
+//! most two contiguous runs of slots (before and after the ring's end), in blocks of keys:
+//! each block's scores, an online softmax (running max and sum, earlier outputs rescaled),
+//! then its `p · V`, so that K and V stream together under the arithmetic. On AVX-512 the
+//! inner loops are `attention/avx512.rs` (several keys per pass over the queries; the block's
+//! V in L1 for `p · V`). Each head's sums have a fixed order, so results do not depend on the
 //! thread count.
 
 use crate::kernels::Simd;
@@ -58,6 +60,9 @@ pub struct AttnInputs<'a> {
 
 /// Query rows per register tile (one 512-bit register of f32, four 128-bit ones).
 const LANES: usize = 16;
+/// Keys per block of the one pass over the window: their K and V (32 KiB each at d = 64)
+/// and scores (8 KiB for 16 rows) stay in L1 and L2 while they are used.
+const ATTN_BLOCK: usize = 128;
 /// Rows whose output accumulators are held at once in the `p · V` product.
 const PV_ROWS: usize = 4;
 /// Rotated keys a head's scratch holds (the AVX-512 kernel rotates 8 at a time).
@@ -73,7 +78,7 @@ fn scratch_len(shape: AttnShape) -> usize {
     let chunks = shape.rows.div_ceil(LANES);
     let total = shape.cached + shape.rows;
     let d = shape.head_dim;
-    chunks * d * LANES + chunks * total * LANES + chunks * LANES + ROTATED_KEYS * d
+    chunks * d * LANES + chunks * total * LANES + 2 * chunks * LANES + ROTATED_KEYS * d
 }
 
 /// `out` (`[rows, H]`) = attention of the call's rows; `heads_buf` is scratch, kept between
@@ -232,7 +237,7 @@ fn runs(start: usize, total: usize, n_ctx: usize) -> [(usize, usize, usize); 2] 
 }
 
 /// The work of one head: its queries' rows in `scratch`, the softmax and the normalisation
-/// here; the scores and `p · V` per run of slots, by `inner`.
+/// here; the scores and `p · V` of each block of keys, by `inner`.
 #[inline(always)]
 fn head_impl<const FMA: bool>(
     inner: Inner,
@@ -259,6 +264,7 @@ fn head_impl<const FMA: bool>(
     let (qt, rest) = scratch.split_at_mut(chunks * d * LANES);
     let (scores, rest) = rest.split_at_mut(chunks * total * LANES);
     let (sums, rest) = rest.split_at_mut(chunks * LANES);
+    let (maxes, rest) = rest.split_at_mut(chunks * LANES);
     let rotated = &mut rest[..ROTATED_KEYS * d];
     // Slots `slot0..slot0 + len` of this head's ring.
     let ring_range =
@@ -279,23 +285,41 @@ fn head_impl<const FMA: bool>(
         }
     }
 
-    // Scores s[(c * total + j) * LANES + l] = q · k_j / sqrt(d), keys rotated to window
-    // positions.
+    // One pass over the window in blocks of ATTN_BLOCK keys (flash attention): the block's
+    // scores, the softmax's running max and sum per row, the rows' outputs rescaled when
+    // the max grows, then the block's `p · V`. K and V stream together and every step works
+    // while the next block arrives, instead of a pass over all K, a softmax with the memory
+    // idle, then a pass over all V. Scores s[(c * total + j) * LANES + l] = q · k_j / sqrt(d),
+    // keys rotated to window positions.
     let scale = 1.0 / (d as f32).sqrt();
-    for (j0, slot0, len) in runs(start, total, n_ctx) {
+    maxes.fill(f32::NEG_INFINITY);
+    sums.fill(0.0);
+    out.fill(0.0);
+    let blocks = runs(start, total, n_ctx)
+        .into_iter()
+        .flat_map(|(j0, slot0, len)| {
+            (0..len)
+                .step_by(ATTN_BLOCK)
+                .map(move |b| (j0 + b, slot0 + b, (len - b).min(ATTN_BLOCK)))
+        })
+        .filter(|&(_, _, len)| len > 0);
+    let mut blocks = blocks.peekable();
+    // Not `for`: the AVX-512 path peeks at the next block.
+    #[allow(clippy::while_let_on_iterator)]
+    while let Some((jb, slot0, len)) = blocks.next() {
         let k = &k_ring[ring_range(slot0, len)];
+        let v = &v_ring[ring_range(slot0, len)];
         match inner {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Inner::Avx512` is only chosen on a CPU with AVX-512 (`one_head`).
             Inner::Avx512 => unsafe {
                 let tables = (inputs.cos, inputs.sin);
-                let v = &v_ring[ring_range(slot0, len)];
                 avx512::scores(
                     qt,
                     chunks,
                     d,
                     (k, v),
-                    (j0, total),
+                    (jb, total),
                     tables,
                     scale,
                     scores,
@@ -304,7 +328,7 @@ fn head_impl<const FMA: bool>(
             },
             _ => {
                 for (jj, key) in k.chunks_exact(d).enumerate() {
-                    let j = j0 + jj;
+                    let j = jb + jj;
                     let (cos, sin) = (&inputs.cos[j * half..], &inputs.sin[j * half..]);
                     rope(&mut rotated[..d], key, cos, sin);
                     for c in 0..chunks {
@@ -315,37 +339,39 @@ fn head_impl<const FMA: bool>(
                 }
             }
         }
-    }
-
-    // Softmax over the keys, all rows of a chunk at once.
-    for c in 0..chunks {
-        let block = &mut scores[c * total * LANES..(c + 1) * total * LANES];
-        let mut max = [f32::NEG_INFINITY; LANES];
-        for s in block.chunks_exact(LANES) {
-            for l in 0..LANES {
-                // Not `f32::max`, whose NaN rule keeps the loop from vectorising.
-                max[l] = if s[l] > max[l] { s[l] } else { max[l] };
+        for c in 0..chunks {
+            let block = &mut scores[(c * total + jb) * LANES..(c * total + jb + len) * LANES];
+            let (max, sum) = (
+                &mut maxes[c * LANES..][..LANES],
+                &mut sums[c * LANES..][..LANES],
+            );
+            let alpha = softmax_block(block, max, sum);
+            for (l, &a) in alpha.iter().enumerate() {
+                let r = c * LANES + l;
+                if r < rows && a != 1.0 {
+                    for o in &mut out[r * d..(r + 1) * d] {
+                        *o *= a;
+                    }
+                }
             }
         }
-        let mut sum = [0f32; LANES];
-        for s in block.chunks_exact_mut(LANES) {
-            for l in 0..LANES {
-                s[l] = math::exp(s[l] - max[l]);
-                sum[l] += s[l];
-            }
-        }
-        sums[c * LANES..(c + 1) * LANES].copy_from_slice(&sum);
-    }
-
-    // out[r] = sum_j p[j][r] v_j / sum[r], accumulated in `out` over the runs in window order.
-    out.fill(0.0);
-    for (j0, slot0, len) in runs(start, total, n_ctx) {
-        let v = &v_ring[ring_range(slot0, len)];
         match inner {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Inner::Avx512 => unsafe { avx512::pv(scores, (j0, total), rows, d, v, out) },
-            _ => pv_plain::<FMA>(scores, (j0, total), rows, d, v, out),
+            Inner::Avx512 => unsafe {
+                // The next block's keys (or the next head's first ones) are requested
+                // meanwhile.
+                let next: &[f32] = match blocks.peek() {
+                    Some(&(_, slot, n)) => &k_ring[ring_range(slot, n)],
+                    None if head + 1 < shape.heads => {
+                        let n = ATTN_BLOCK.min(total).min(n_ctx - start);
+                        &k_ring[((head + 1) * n_ctx + start) * d..][..n * d]
+                    }
+                    None => &[],
+                };
+                avx512::pv(scores, (jb, total), rows, d, v, next, out)
+            },
+            _ => pv_plain::<FMA>(scores, (jb, total), rows, d, v, out),
         }
     }
     for r in 0..rows {
@@ -356,7 +382,41 @@ fn head_impl<const FMA: bool>(
     }
 }
 
-/// The generic `p · V` of one run (as `avx512::pv`): PV_ROWS rows by LANES dimensions at a
+/// One block of the online softmax, all rows of a chunk at once: the scores become
+/// `exp(s - max)` with the running max raised to the block's, `sum` is rescaled and gains
+/// the block's terms; returns each row's factor for the outputs accumulated so far.
+#[inline(always)]
+fn softmax_block(block: &mut [f32], max: &mut [f32], sum: &mut [f32]) -> [f32; LANES] {
+    let mut new_max = [f32::NEG_INFINITY; LANES];
+    new_max.copy_from_slice(max);
+    for s in block.chunks_exact(LANES) {
+        for l in 0..LANES {
+            // Not `f32::max`, whose NaN rule keeps the loop from vectorising.
+            new_max[l] = if s[l] > new_max[l] { s[l] } else { new_max[l] };
+        }
+    }
+    let mut alpha = [1f32; LANES];
+    for l in 0..LANES {
+        if new_max[l] != max[l] {
+            // From the first block's -inf: exp clamps to a tiny factor of sums still 0.
+            alpha[l] = math::exp(max[l] - new_max[l]);
+        }
+    }
+    let mut block_sum = [0f32; LANES];
+    for s in block.chunks_exact_mut(LANES) {
+        for l in 0..LANES {
+            s[l] = math::exp(s[l] - new_max[l]);
+            block_sum[l] += s[l];
+        }
+    }
+    for l in 0..LANES {
+        sum[l] = sum[l] * alpha[l] + block_sum[l];
+    }
+    max.copy_from_slice(&new_max);
+    alpha
+}
+
+/// The generic `p · V` of one block of keys (as `avx512::pv`): PV_ROWS rows by LANES dimensions at a
 /// time, then the dimensions past the last whole LANES (small test models only).
 #[inline(always)]
 fn pv_plain<const FMA: bool>(

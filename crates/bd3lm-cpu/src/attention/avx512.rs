@@ -7,10 +7,6 @@
 use super::{LANES, PV_ROWS};
 use core::arch::x86_64::*;
 
-/// Keys per block of the `p · V` product: their V (32 KiB at d = 64) stay in L1 while every
-/// row group uses them.
-const PV_KEYS: usize = 128;
-
 /// Keys scored at once: one accumulator each, all sharing every loaded query vector.
 const KEYS: usize = 8;
 
@@ -44,8 +40,8 @@ fn lanes_mask(n: usize) -> __mmask16 {
 /// Scores of the keys at window positions `j0..` (`k`: their un-rotated head vectors, one
 /// after another): rotated with table rows `j0..` into `rotated`, KEYS at a time, then
 /// `scores[(c * total + j) * LANES + l] = scale * sum_i qt[(c * d + i) * LANES + l] * k_j[i]`
-/// for every chunk `c` of rows, one accumulator per key summed over `i` in order. The first
-/// `pv` block of the same keys' `v` (unread here) is requested into L2 meanwhile.
+/// for every chunk `c` of rows, one accumulator per key summed over `i` in order. The
+/// same keys' `v` (unread here, used next by `pv`) is requested into L2 meanwhile.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and FMA.
@@ -75,9 +71,7 @@ pub(super) unsafe fn scores(
         let n = (len - g).min(KEYS);
         let ahead = ((g + K_AHEAD).min(len) * d, (g + K_AHEAD + n).min(len) * d);
         prefetch::<_MM_HINT_T0>(&k[ahead.0..ahead.1]);
-        if g < PV_KEYS {
-            prefetch::<_MM_HINT_T1>(&v[g * d..(g + n) * d]);
-        }
+        prefetch::<_MM_HINT_T1>(&v[g * d..(g + n) * d]);
         for key in 0..KEYS {
             let dst = rot.add(key * d);
             if key >= n {
@@ -122,14 +116,13 @@ pub(super) unsafe fn scores(
 
 /// `out[r][i] += sum_j probs[(c * total + j) * LANES + l] * v_j[i]` (row `r` in lane `l` of
 /// chunk `c`) over the keys at window positions `j0..` (`v`: their head vectors, one after
-/// another), in blocks of PV_KEYS keys that stay in L1 while PV_ROWS rows × 64 dimensions
-/// at a time (16 accumulators) use them; each output sums over `j` in order.
-/// While a block is used, the next one is requested from memory, a cache line per inner
-/// step, so that the stream of V overlaps this product's arithmetic.
+/// another: a block that stays in L1 while PV_ROWS rows × 64 dimensions at a time, 16
+/// accumulators, use it); each output sums over `j` in order. Meanwhile the cache lines of
+/// `next` (the keys the caller scores next) are requested from memory, spread over the
+/// inner steps, so that the stream continues under this product's arithmetic.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and FMA.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(super) unsafe fn pv(
     probs: &[f32],
@@ -137,58 +130,57 @@ pub(super) unsafe fn pv(
     rows: usize,
     d: usize,
     v: &[f32],
+    next: &[f32],
     out: &mut [f32],
 ) {
     let len = v.len() / d;
     assert!(suits(d) && j0 + len <= total && out.len() >= rows * d);
     assert!(probs.len() >= rows.div_ceil(LANES) * total * LANES);
     let (vp, pp, op) = (v.as_ptr(), probs.as_ptr(), out.as_mut_ptr());
-    for jb in (0..len).step_by(PV_KEYS) {
-        let je = (jb + PV_KEYS).min(len);
-        // The next block's cache lines, one per (row group, column pass, key) step.
-        let next = je * d;
-        let next_lines = ((je + PV_KEYS).min(len) * d - next).div_ceil(16);
-        let mut step = 0;
-        for r0 in (0..rows).step_by(PV_ROWS) {
-            let n_rows = (rows - r0).min(PV_ROWS);
-            let (c, l0) = (r0 / LANES, r0 % LANES);
-            for d0 in (0..d).step_by(4 * LANES) {
-                // Vectors past the head width are masked off (their lanes neither read nor
-                // written; the pointers to them are only formed, with `wrapping_add`).
-                let masks = [0, 1, 2, 3].map(|x| lanes_mask(d.saturating_sub(d0 + x * LANES)));
-                let mut acc = [[_mm512_setzero_ps(); 4]; PV_ROWS];
-                // SAFETY (all loads and stores below): bounds asserted above, lanes past the
-                // head width masked; the lanes l0..l0 + PV_ROWS of a chunk are inside it (l0
-                // is a multiple of PV_ROWS).
-                for (a, acc) in acc.iter_mut().enumerate().take(n_rows) {
-                    let o = op.wrapping_add((r0 + a) * d + d0);
-                    for (x, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm512_maskz_loadu_ps(masks[x], o.wrapping_add(x * LANES));
+    let steps = rows.div_ceil(PV_ROWS) * d.div_ceil(4 * LANES) * len;
+    let lines = next.len().div_ceil(16);
+    let per_step = lines.div_ceil(steps.max(1));
+    let mut line = 0;
+    for r0 in (0..rows).step_by(PV_ROWS) {
+        let n_rows = (rows - r0).min(PV_ROWS);
+        let (c, l0) = (r0 / LANES, r0 % LANES);
+        for d0 in (0..d).step_by(4 * LANES) {
+            // Vectors past the head width are masked off (their lanes neither read nor
+            // written; the pointers to them are only formed, with `wrapping_add`).
+            let masks = [0, 1, 2, 3].map(|x| lanes_mask(d.saturating_sub(d0 + x * LANES)));
+            let mut acc = [[_mm512_setzero_ps(); 4]; PV_ROWS];
+            // SAFETY (all loads and stores below): bounds asserted above, lanes past the
+            // head width masked; the lanes l0..l0 + PV_ROWS of a chunk are inside it (l0
+            // is a multiple of PV_ROWS).
+            for (a, acc) in acc.iter_mut().enumerate().take(n_rows) {
+                let o = op.wrapping_add((r0 + a) * d + d0);
+                for (x, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_maskz_loadu_ps(masks[x], o.wrapping_add(x * LANES));
+                }
+            }
+            for j in 0..len {
+                for _ in 0..per_step {
+                    if line < lines {
+                        prefetch::<_MM_HINT_T1>(&next[line * 16..][..1]);
+                        line += 1;
                     }
                 }
-                for j in jb..je {
-                    let t = step + j - jb;
-                    if t < next_lines {
-                        prefetch::<_MM_HINT_T1>(&v[next + t * 16..][..1]);
-                    }
-                    let row = vp.wrapping_add(j * d + d0);
-                    let vs = [0, 1, 2, 3]
-                        .map(|x| _mm512_maskz_loadu_ps(masks[x], row.wrapping_add(x * LANES)));
-                    let p = pp.add((c * total + j0 + j) * LANES + l0);
-                    for (a, acc) in acc.iter_mut().enumerate() {
-                        let pa = _mm512_set1_ps(*p.add(a));
-                        for (acc, &vx) in acc.iter_mut().zip(&vs) {
-                            *acc = _mm512_fmadd_ps(pa, vx, *acc);
-                        }
+                let row = vp.wrapping_add(j * d + d0);
+                let vs = [0, 1, 2, 3]
+                    .map(|x| _mm512_maskz_loadu_ps(masks[x], row.wrapping_add(x * LANES)));
+                let p = pp.add((c * total + j0 + j) * LANES + l0);
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let pa = _mm512_set1_ps(*p.add(a));
+                    for (acc, &vx) in acc.iter_mut().zip(&vs) {
+                        *acc = _mm512_fmadd_ps(pa, vx, *acc);
                     }
                 }
-                for (a, acc) in acc.iter().enumerate().take(n_rows) {
-                    let o = op.wrapping_add((r0 + a) * d + d0);
-                    for (x, &acc) in acc.iter().enumerate() {
-                        _mm512_mask_storeu_ps(o.wrapping_add(x * LANES), masks[x], acc);
-                    }
+            }
+            for (a, acc) in acc.iter().enumerate().take(n_rows) {
+                let o = op.wrapping_add((r0 + a) * d + d0);
+                for (x, &acc) in acc.iter().enumerate() {
+                    _mm512_mask_storeu_ps(o.wrapping_add(x * LANES), masks[x], acc);
                 }
-                step += je - jb;
             }
         }
     }

@@ -159,7 +159,17 @@ fn matches_a_plain_loop_on_a_wrapping_ring() {
         cached: 300,
         start: 48,
     });
-    // More keys than one p·V block, fewer rows than a chunk, no wrap.
+    // Five blocks of the online softmax, the ring's end inside a block: later blocks
+    // raise the running max of most rows, so earlier outputs are rescaled.
+    check(Case {
+        heads: 2,
+        d: 64,
+        n_ctx: 640,
+        rows: 16,
+        cached: 600,
+        start: 300,
+    });
+    // More keys than one block, fewer rows than a chunk, no wrap.
     check(Case {
         heads: 2,
         d: 64,
