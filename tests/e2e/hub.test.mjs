@@ -128,6 +128,8 @@ check(costs.includes(expectedDownload) && /kept as a [\d.]+ MB q8 package in thi
 check(costs.includes("GPT-2's, shipped with this page"), 'says the GPT-2 tokenizer will be used');
 check(/Storage: [\d.]+ \w?B of [\d.]+ \w?B used/.test(costs), 'shows the storage estimate');
 check(weightRequests(await emulator.log()).length === 0, 'nothing big was downloaded before Load');
+// With the demo still loaded, the button names what loading the chosen checkpoint costs.
+check((await text('#load')).startsWith('Download and convert'), `the Load button: "${await text('#load')}"`);
 check((await text('#package-facts')).includes('commit'), `facts: "${await text('#package-facts')}"`);
 
 // 2. Load: streamed with one cut connection (resumed with a Range request), converted while

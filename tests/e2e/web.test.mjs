@@ -356,8 +356,10 @@ await axeClean('at 390 px, with an error shown');
 check((await sidewaysAt(page, [360])).length === 0, 'no sideways scrolling at 360 px with the error shown');
 await page.setViewportSize(DESKTOP);
 await page.fill('#prompt', 'My fellow citizens,');
-// Start wrote the refused prompt into the URL (the page writes it when Start is pressed); the
-// reloads below must start from the demo's defaults.
+// A refused run leaves the URL of the last run that ran (the page writes it when a run ends).
+check(!(new URL(page.url()).searchParams.get('prompt') ?? '').includes('We the people'),
+  `the refused prompt is not written into the URL (${new URL(page.url()).search.slice(0, 80)})`);
+// The reloads below must start from the demo's defaults.
 await page.evaluate(() => history.replaceState(null, '', location.pathname));
 
 // 6. Reload: every file comes from the Cache API, no network request for model files.

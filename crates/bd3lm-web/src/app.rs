@@ -485,19 +485,17 @@ impl Page {
             self.form
                 .update(|f| f.seed = parsed.sampling.seed.to_string());
         }
-        // The URL now reproduces this run (continuing depends on the canvas, so it is not
-        // written for Continue).
-        if !continue_text {
-            let pairs = url_state::pairs(
+        // The URL will reproduce this run (continuing depends on the canvas, so it is not
+        // written for Continue); written once the run has begun and ended, so a refused run
+        // (a prompt longer than the context) leaves the URL of the last good one.
+        let url_pairs = (!continue_text).then(|| {
+            url_state::pairs(
                 &self.loaded_from.get_untracked(),
                 &self.prompt.get_untracked(),
                 &form,
                 parsed.sampling.seed,
-            );
-            if let Err(e) = browser::replace_query(&url_state::KEYS, &pairs) {
-                browser::log(&format!("bd3lm: the URL could not be updated: {e}"));
-            }
-        }
+            )
+        });
         let Some(mut model) = self.model.borrow_mut().take() else {
             return;
         };
@@ -518,6 +516,11 @@ impl Page {
         spawn_local(async move {
             let end = runner::generate(&mut model, run, page.canvas, page.stats, &page.stop).await;
             browser::log(&format!("bd3lm: run ended: {end:?}"));
+            if let (Some(pairs), RunEnd::Finished(_) | RunEnd::Stopped) = (&url_pairs, &end) {
+                if let Err(e) = browser::replace_query(&url_state::KEYS, pairs) {
+                    browser::log(&format!("bd3lm: the URL could not be updated: {e}"));
+                }
+            }
             page.runs.update(|(_, ended)| *ended += 1);
             match end {
                 RunEnd::Failed(err) if err.is_device_lost() => {

@@ -159,9 +159,15 @@ pub fn ModelPanel(page: Page) -> impl IntoView {
             )
         })
     };
+    let loaded_from = page.loaded_from;
+    // "Reload" only for the model that is loaded: another one picked meanwhile shows what
+    // loading it costs.
+    let shows_loaded = move || url.with(|u| loaded_from.with(|l| u == l));
     let load_label = move || match phase.get() {
         Phase::Loading => "Loading…".to_string(),
-        Phase::Ready | Phase::Generating | Phase::Stopping => "Reload model".to_string(),
+        Phase::Ready | Phase::Generating | Phase::Stopping if shows_loaded() => {
+            "Reload model".to_string()
+        }
         _ if hub_info.with(|h| h.is_some()) => hub_info.with(|h| match h {
             Some(h) if h.stored.is_some() && h.download_bytes() == 0 => {
                 "Load model (stored)".to_string()
