@@ -328,18 +328,24 @@ fn q4_pass<const N: usize>(
     for g in 0..groups {
         prefetch_share(ahead, g, N * GROUP / 2);
         let base = a.lane_words[(t * groups + g) * TILE_GROUP_BYTES / 4..].as_ptr() as *const u8;
-        let mut acc = [_mm512_setzero_si512(); N];
-        for quad in 0..GROUP / 4 {
+        // Two accumulators per output (even and odd quads): 2N chains of 4 dependent
+        // `vpdpbusd` instead of N of 8, so their latency hides; integer sums, so exact.
+        let mut even = [_mm512_setzero_si512(); N];
+        let mut odd = [_mm512_setzero_si512(); N];
+        for quad in (0..GROUP / 4).step_by(2) {
             // SAFETY: the layout holds TILE_GROUP_BYTES per group and tile; the assert above
             // bounds the weight reads.
             unsafe {
-                let c = _mm512_loadu_si512(base.add(quad * 64) as *const _);
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let w = bcast4(codes.as_ptr().add(j * k + g * GROUP + quad * 4));
-                    *acc = _mm512_dpbusd_epi32(*acc, w, c);
+                let c0 = _mm512_loadu_si512(base.add(quad * 64) as *const _);
+                let c1 = _mm512_loadu_si512(base.add(quad * 64 + 64) as *const _);
+                for j in 0..N {
+                    let w = codes.as_ptr().add(j * k + g * GROUP + quad * 4);
+                    even[j] = _mm512_dpbusd_epi32(even[j], bcast4(w), c0);
+                    odd[j] = _mm512_dpbusd_epi32(odd[j], bcast4(w.add(4)), c1);
                 }
             }
         }
+        let acc: [__m512i; N] = std::array::from_fn(|j| _mm512_add_epi32(even[j], odd[j]));
         let at = (t * groups + g) * LANES;
         // SAFETY: the layout holds LANES values per group and tile.
         let (act_scale, scale_sum) = unsafe {

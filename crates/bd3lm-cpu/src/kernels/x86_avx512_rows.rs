@@ -187,6 +187,52 @@ fn unpack_two(x: __m128i, y: __m128i) -> __m512i {
     _mm512_and_si512(_mm512_srlv_epi64(v, shift), _mm512_set1_epi8(15))
 }
 
+/// Groups per block of the q4 rows kernel: one output's packed codes of 4 groups are one
+/// 64-byte load.
+const QUAD: usize = 4;
+
+/// Sixteen outputs' products over one block of [`QUAD`] groups (`v[j]`: output `j`'s 128-bit
+/// lane `g` holds four partial sums of group `g`) to one vector per group whose lane `j` is
+/// output `j`'s exact group dot product.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn quad_sums(v: &[__m512i; BLOCK]) -> [__m512i; QUAD] {
+    let pair = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    };
+    let p: [__m512i; 8] = std::array::from_fn(|a| pair(v[2 * a], v[2 * a + 1]));
+    let four = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+    };
+    // q[m]'s 128-bit lane g: outputs 4m..4m + 4 of group g.
+    let q: [__m512i; 4] = std::array::from_fn(|m| four(p[2 * m], p[2 * m + 1]));
+    let t = [
+        _mm512_shuffle_i32x4::<0x44>(q[0], q[1]),
+        _mm512_shuffle_i32x4::<0xEE>(q[0], q[1]),
+        _mm512_shuffle_i32x4::<0x44>(q[2], q[3]),
+        _mm512_shuffle_i32x4::<0xEE>(q[2], q[3]),
+    ];
+    [
+        _mm512_shuffle_i32x4::<0x88>(t[0], t[2]),
+        _mm512_shuffle_i32x4::<0xDD>(t[0], t[2]),
+        _mm512_shuffle_i32x4::<0x88>(t[1], t[3]),
+        _mm512_shuffle_i32x4::<0xDD>(t[1], t[3]),
+    ]
+}
+
+/// One row's q4 activation bytes regrouped per block of [`QUAD`] groups: the bytes that meet
+/// the low nibbles of the 4 groups' packed codes (64), then those that meet the high ones.
+fn quad_acts(row: &[i8], lo_hi: &mut Vec<i8>) {
+    lo_hi.clear();
+    for block in row.chunks_exact(QUAD * GROUP) {
+        for half in 0..2 {
+            for g in block.chunks_exact(GROUP) {
+                lo_hi.extend_from_slice(&g[half * GROUP / 2..(half + 1) * GROUP / 2]);
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) fn q4_rows(
@@ -202,6 +248,7 @@ pub(super) fn q4_rows(
     let (rows, groups) = (a.rows, k / GROUP);
     let mut row = vec![0f32; groups];
     let (mut ws, mut wm) = (vec![0f32; groups * BLOCK], vec![0f32; groups * BLOCK]);
+    let mut lo_hi = Vec::with_capacity(k);
     let half = GROUP / 2;
     for i0 in (0..count).step_by(BLOCK) {
         let (o0, n) = (first + i0, (count - i0).min(BLOCK));
@@ -210,7 +257,46 @@ pub(super) fn q4_rows(
         let mut acc = [_mm512_setzero_ps(); MAX_TILE_ROWS];
         for (r, acc) in acc.iter_mut().enumerate().take(rows) {
             let mut min_acc = _mm512_setzero_ps();
-            for g in 0..groups {
+            let mut apply = |g: usize, dot: __m512i| {
+                let ws = load16(&ws[g * BLOCK..]);
+                let s = _mm512_mul_ps(ws, _mm512_set1_ps(a.group_scale(r, g)));
+                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(s, _mm512_cvtepi32_ps(dot)));
+                let wm = load16(&wm[g * BLOCK..]);
+                let m = _mm512_mul_ps(wm, _mm512_set1_ps(a.scale_sum[r * groups + g]));
+                min_acc = _mm512_add_ps(min_acc, m);
+            };
+            // Blocks of QUAD groups: per output one 64-byte load, two `vpdpbusd`.
+            let quads = groups / QUAD;
+            quad_acts(&a.q_bytes[r * k..r * k + quads * QUAD * GROUP], &mut lo_hi);
+            for b in 0..quads {
+                if r == 0 {
+                    prefetch_next(q.as_ptr(), q.len(), k / 2, o0 + BLOCK, b * QUAD * half);
+                }
+                // SAFETY: q4_tile's asserts bound the loads (outputs past n are not read);
+                // lo_hi holds 128 bytes per block.
+                let dots = unsafe {
+                    let acts = lo_hi.as_ptr().add(b * 2 * QUAD * half);
+                    let a_lo = _mm512_loadu_si512(acts as *const _);
+                    let a_hi = _mm512_loadu_si512(acts.add(QUAD * half) as *const _);
+                    let low = _mm512_set1_epi8(15);
+                    let v: [__m512i; BLOCK] = std::array::from_fn(|j| {
+                        if j >= n {
+                            return _mm512_setzero_si512();
+                        }
+                        let at = ((o0 + j) * k + b * QUAD * GROUP) / 2;
+                        let p = _mm512_loadu_si512(q.as_ptr().add(at) as *const _);
+                        let lo = _mm512_and_si512(p, low);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(p), low);
+                        let v = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, a_lo);
+                        _mm512_dpbusd_epi32(v, hi, a_hi)
+                    });
+                    quad_sums(&v)
+                };
+                for (i, &dot) in dots.iter().enumerate() {
+                    apply(b * QUAD + i, dot);
+                }
+            }
+            for g in quads * QUAD..groups {
                 if r == 0 && g % 4 == 0 {
                     prefetch_next(q.as_ptr(), q.len(), k / 2, o0 + BLOCK, g * half);
                 }
@@ -232,12 +318,7 @@ pub(super) fn q4_rows(
                     }
                     transpose_sum(halves)
                 };
-                let ws = load16(&ws[g * BLOCK..]);
-                let s = _mm512_mul_ps(ws, _mm512_set1_ps(a.group_scale(r, g)));
-                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(s, _mm512_cvtepi32_ps(dot)));
-                let wm = load16(&wm[g * BLOCK..]);
-                let m = _mm512_mul_ps(wm, _mm512_set1_ps(a.scale_sum[r * groups + g]));
-                min_acc = _mm512_add_ps(min_acc, m);
+                apply(g, dot);
             }
             *acc = _mm512_add_ps(*acc, min_acc);
         }
