@@ -287,10 +287,10 @@ fn head_impl<const FMA: bool>(
 
     // One pass over the window in blocks of ATTN_BLOCK keys (flash attention): the block's
     // scores, the softmax's running max and sum per row, the rows' outputs rescaled when
-    // the max grows, then the block's `p · V`. K and V stream together and every step works
-    // while the next block arrives, instead of a pass over all K, a softmax with the memory
-    // idle, then a pass over all V. Scores s[(c * total + j) * LANES + l] = q · k_j / sqrt(d),
-    // keys rotated to window positions.
+    // the max grows, then the block's `p · V`: K and V stream together and the softmax is
+    // not a pass of its own with the memory idle (on the 2-core test machine this measured
+    // within the noise of the two-pass kernel, docs/performance.md). Scores
+    // s[(c * total + j) * LANES + l] = q · k_j / sqrt(d), keys rotated to window positions.
     let scale = 1.0 / (d as f32).sqrt();
     maxes.fill(f32::NEG_INFINITY);
     sums.fill(0.0);
