@@ -221,9 +221,9 @@ fn quad_sums(v: &[__m512i; BLOCK]) -> [__m512i; QUAD] {
 }
 
 /// One row's q4 activation bytes regrouped per block of [`QUAD`] groups: the bytes that meet
-/// the low nibbles of the 4 groups' packed codes (64), then those that meet the high ones.
+/// the low nibbles of the 4 groups' packed codes (64), then those that meet the high ones,
+/// appended to `lo_hi`.
 fn quad_acts(row: &[i8], lo_hi: &mut Vec<i8>) {
-    lo_hi.clear();
     for block in row.chunks_exact(QUAD * GROUP) {
         for half in 0..2 {
             for g in block.chunks_exact(GROUP) {
@@ -248,8 +248,13 @@ pub(super) fn q4_rows(
     let (rows, groups) = (a.rows, k / GROUP);
     let mut row = vec![0f32; groups];
     let (mut ws, mut wm) = (vec![0f32; groups * BLOCK], vec![0f32; groups * BLOCK]);
-    let mut lo_hi = Vec::with_capacity(k);
     let half = GROUP / 2;
+    // Each row's activations regrouped for the blocks of QUAD groups, once per call.
+    let quads = groups / QUAD;
+    let mut lo_hi = Vec::with_capacity(rows * quads * QUAD * GROUP);
+    for r in 0..rows {
+        quad_acts(&a.q_bytes[r * k..r * k + quads * QUAD * GROUP], &mut lo_hi);
+    }
     for i0 in (0..count).step_by(BLOCK) {
         let (o0, n) = (first + i0, (count - i0).min(BLOCK));
         block_values(scales, groups, o0, n, &mut row, &mut ws);
@@ -266,16 +271,15 @@ pub(super) fn q4_rows(
                 min_acc = _mm512_add_ps(min_acc, m);
             };
             // Blocks of QUAD groups: per output one 64-byte load, two `vpdpbusd`.
-            let quads = groups / QUAD;
-            quad_acts(&a.q_bytes[r * k..r * k + quads * QUAD * GROUP], &mut lo_hi);
+            let row_acts = &lo_hi[r * quads * QUAD * GROUP..];
             for b in 0..quads {
                 if r == 0 {
                     prefetch_next(q.as_ptr(), q.len(), k / 2, o0 + BLOCK, b * QUAD * half);
                 }
                 // SAFETY: q4_tile's asserts bound the loads (outputs past n are not read);
-                // lo_hi holds 128 bytes per block.
+                // row_acts holds 128 bytes per block.
                 let dots = unsafe {
-                    let acts = lo_hi.as_ptr().add(b * 2 * QUAD * half);
+                    let acts = row_acts.as_ptr().add(b * 2 * QUAD * half);
                     let a_lo = _mm512_loadu_si512(acts as *const _);
                     let a_hi = _mm512_loadu_si512(acts.add(QUAD * half) as *const _);
                     let low = _mm512_set1_epi8(15);
