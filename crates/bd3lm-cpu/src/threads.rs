@@ -1,5 +1,6 @@
-//! The engine's threads: a rayon pool of `--threads N` workers natively, the calling thread
-//! alone on wasm32 (the page runs the engine inside one Web Worker).
+//! The engine's threads: the caller and `--threads N` - 1 spinning workers natively
+//! ([`crate::spin_pool`]), the calling thread alone on wasm32 (the page runs the engine inside
+//! one Web Worker per party of a split, `crate::split`).
 //!
 //! Work is split by output (each output is computed whole by one thread, in an order fixed
 //! by the kernel), so results are identical for every thread count.
@@ -7,10 +8,26 @@
 use crate::split::SplitMatmul;
 use bd3lm::{Error, Result};
 
+/// The base of a slice whose disjoint chunks the pool's threads write.
+#[cfg(not(target_arch = "wasm32"))]
+struct SharedSlice<T>(*mut T);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<T> SharedSlice<T> {
+    fn at(&self, i: usize) -> *mut T {
+        // SAFETY: callers pass offsets inside the slice.
+        unsafe { self.0.add(i) }
+    }
+}
+
+// SAFETY: each chunk is handed to one thread only (`Pool::for_each_chunk`).
+#[cfg(not(target_arch = "wasm32"))]
+unsafe impl<T: Send> Sync for SharedSlice<T> {}
+
 pub struct Pool {
     threads: usize,
     #[cfg(not(target_arch = "wasm32"))]
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<crate::spin_pool::SpinPool>,
     /// Other parties computing the rest of each split matrix (`crate::split`).
     split: Option<Box<dyn SplitMatmul>>,
 }
@@ -37,19 +54,14 @@ impl Pool {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let pool = if threads > 1 {
-                Some(
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .thread_name(|i| format!("bd3lm-cpu-{i}"))
-                        .build()
-                        .map_err(|e| {
-                            Error::Backend(format!("cannot start {threads} threads: {e}"))
-                        })?,
-                )
-            } else {
-                None
-            };
+            let pool =
+                if threads > 1 {
+                    Some(crate::spin_pool::SpinPool::new(threads).map_err(|e| {
+                        Error::Backend(format!("cannot start {threads} threads: {e}"))
+                    })?)
+                } else {
+                    None
+                };
             Ok(Pool {
                 threads,
                 pool,
@@ -71,19 +83,7 @@ impl Pool {
         self.split.as_deref()
     }
 
-    /// Runs `f` on one of the pool's threads, so the parallel loops inside it start there
-    /// (stealing between workers) instead of waking the pool from outside once per loop,
-    /// which costs each loop a pair of context switches.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
-    }
-
-    /// The calling thread is the only one on wasm32.
-    #[cfg(target_arch = "wasm32")]
+    /// Runs `f`, whose parallel loops the calling thread shares with the workers.
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
     }
@@ -98,11 +98,15 @@ impl Pool {
         let chunk_len = chunk_len.max(1);
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(pool) = &self.pool {
-            use rayon::prelude::*;
-            pool.install(|| {
-                data.par_chunks_mut(chunk_len)
-                    .enumerate()
-                    .for_each(|(i, c)| f(i, c))
+            let len = data.len();
+            let base = SharedSlice(data.as_mut_ptr());
+            pool.for_each(len.div_ceil(chunk_len), &|i| {
+                let at = i * chunk_len;
+                // SAFETY: chunk i alone covers data[at..at + n], inside `data`, which this
+                // call borrows mutably until every chunk has returned.
+                let c =
+                    unsafe { std::slice::from_raw_parts_mut(base.at(at), chunk_len.min(len - at)) };
+                f(i, c)
             });
             return;
         }
