@@ -79,30 +79,96 @@ fn descending_order(row: &[f64]) -> Vec<u32> {
 /// Nucleus filter of spec §9.4 in place; returns (kept count, kept mass before renormalising).
 /// Keeps the largest prefix of the sorted row whose cumulative sum is `<= p` (at least one
 /// token); `p >= 1` leaves the row untouched.
+///
+/// Only the top of the order is sorted where it can be: [`top_candidates`] finds, from a
+/// histogram of the values' binary exponents, the values large enough that their mass passes
+/// `p`; they are the first entries of the full order (every value at least the smallest of
+/// them is among them), so the running sum over them is the full sort's, bit for bit. When the
+/// border is not crossed inside them (rounding, or no such set), the whole row is sorted. A
+/// peaked row (a trained model's) sorts a few hundred values instead of 50,258.
 pub fn nucleus(row: &mut [f64], p: f64) -> (usize, f64) {
     if p >= 1.0 {
         let nonzero = row.iter().filter(|&&x| x > 0.0).count();
         return (nonzero, row.iter().sum());
     }
-    let order = descending_order(row);
-    let mut cum = 0.0;
-    let mut kept = 0;
-    for (i, &v) in order.iter().enumerate() {
-        cum += row[v as usize];
-        if i == 0 || cum <= p {
-            kept = i + 1;
-        } else {
-            break;
+    let top = top_candidates(row, p).and_then(|candidates| {
+        let values: Vec<f64> = candidates.iter().map(|&i| row[i as usize]).collect();
+        let order: Vec<u32> = descending_order(&values)
+            .into_iter()
+            .map(|j| candidates[j as usize])
+            .collect();
+        let kept = crossing(row, &order, p)?;
+        Some((order, kept))
+    });
+    let kept = match top {
+        Some((order, kept)) => {
+            let mut keep = vec![false; row.len()];
+            for &v in &order[..kept] {
+                keep[v as usize] = true;
+            }
+            for (x, k) in row.iter_mut().zip(keep) {
+                if !k {
+                    *x = 0.0;
+                }
+            }
+            kept
         }
-    }
-    for &v in &order[kept..] {
-        row[v as usize] = 0.0;
-    }
+        None => {
+            let order = descending_order(row);
+            let kept = crossing(row, &order, p).unwrap_or(order.len());
+            for &v in &order[kept..] {
+                row[v as usize] = 0.0;
+            }
+            kept
+        }
+    };
     let mass: f64 = row.iter().sum();
     for x in row.iter_mut() {
         *x /= mass;
     }
     (kept, mass)
+}
+
+/// Where the running sum over `order` first stops being `<= p` (never at the first entry;
+/// a NaN sum stops it): the count kept. `None` when it never does.
+fn crossing(row: &[f64], order: &[u32], p: f64) -> Option<usize> {
+    let mut cum = 0.0;
+    for (i, &v) in order.iter().enumerate() {
+        cum += row[v as usize];
+        if i > 0 && !(cum <= p) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Indices (ascending) of every value of at least `2^e`, for the largest binary exponent `e`
+/// at which those values are at least two and their mass passes `p`: the head of the
+/// descending order that holds the nucleus border (the running sum passes `p` at one of its
+/// entries after the first). `None` for rows with a negative or non-finite value (sorted
+/// whole, as `total_cmp` orders them) or when no such head is smaller than the row.
+fn top_candidates(row: &[f64], p: f64) -> Option<Vec<u32>> {
+    const EXPONENTS: usize = 2048;
+    let mut mass = [0.0f64; EXPONENTS];
+    let mut count = [0u32; EXPONENTS];
+    for &x in row {
+        if !(x.is_finite() && x >= 0.0) {
+            return None;
+        }
+        let e = (x.to_bits() >> 52) as usize;
+        mass[e] += x;
+        count[e] += 1;
+    }
+    let (mut acc, mut n) = (0.0, 0u32);
+    let floor = (1..EXPONENTS).rev().find(|&e| {
+        acc += mass[e];
+        n += count[e];
+        acc > p && n >= 2
+    })?;
+    let candidates: Vec<u32> = (0..row.len() as u32)
+        .filter(|&i| (row[i as usize].to_bits() >> 52) as usize >= floor)
+        .collect();
+    (candidates.len() < row.len()).then_some(candidates)
 }
 
 /// The posterior row `q = p_x0 * (1 - mask_prob)`, `q[MASK] = mask_prob` (spec §9.2); the
@@ -206,6 +272,72 @@ pub fn unigram_entropy(tokens: &[u32]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    /// The nucleus as it was before the head-only sort: the whole row sorted.
+    fn nucleus_full_sort(row: &mut [f64], p: f64) -> (usize, f64) {
+        let order = super::descending_order(row);
+        let mut cum = 0.0;
+        let mut kept = 0;
+        for (i, &v) in order.iter().enumerate() {
+            cum += row[v as usize];
+            if i == 0 || cum <= p {
+                kept = i + 1;
+            } else {
+                break;
+            }
+        }
+        for &v in &order[kept..] {
+            row[v as usize] = 0.0;
+        }
+        let mass: f64 = row.iter().sum();
+        for x in row.iter_mut() {
+            *x /= mass;
+        }
+        (kept, mass)
+    }
+
+    /// Same kept set, mass and bits as sorting the whole row, on peaked, flat, tied, sparse
+    /// and broken rows, at every kind of `p`.
+    #[test]
+    fn head_only_nucleus_equals_the_full_sort() {
+        let mut heads = 0;
+        for seed in 0..40u64 {
+            let n = [1usize, 2, 7, 500, 50_258][seed as usize % 5];
+            let temperature = [0.05, 0.3, 1.0, 3.0, 30.0][(seed / 5) as usize % 5];
+            let logits: Vec<f64> = (0..n)
+                .map(|i| {
+                    let u = crate::rng::uniform(seed, i as u64);
+                    // Ties: every 13th logit repeats one value.
+                    if i % 13 == 5 {
+                        0.7 / temperature
+                    } else {
+                        (-(u + 1e-12).ln()).ln() / -temperature
+                    }
+                })
+                .collect();
+            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut row: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+            let total: f64 = row.iter().sum();
+            row.iter_mut().for_each(|x| *x /= total);
+            match seed % 8 {
+                3 => row.iter_mut().step_by(3).for_each(|x| *x = 0.0),
+                6 if n > 2 => row[n / 2] = f64::NAN,
+                7 if n > 2 => row[1] = f64::INFINITY,
+                _ => {}
+            }
+            for p in [0.0, 1e-9, 0.5, 0.9, 0.95, 0.999_999_999, 1.0 - 1e-16] {
+                let (mut a, mut b) = (row.clone(), row.clone());
+                let got = super::nucleus(&mut a, p);
+                let want = nucleus_full_sort(&mut b, p);
+                assert_eq!(got.0, want.0, "seed {seed}, p {p}");
+                assert_eq!(got.1.to_bits(), want.1.to_bits(), "seed {seed}, p {p}");
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+                heads += usize::from(super::top_candidates(&row, p).is_some());
+            }
+        }
+        // The head-only path ran (and so was compared), not only the fallback.
+        assert!(heads > 60, "{heads}");
+    }
+
     /// The radix order is the comparison sort's: descending `total_cmp`, ties by index.
     #[test]
     fn descending_order_is_the_stable_comparison_order() {
