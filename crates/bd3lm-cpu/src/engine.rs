@@ -192,7 +192,7 @@ impl CpuEngine {
         };
         let (pool, simd, model) = (&self.pool, self.simd, &self.model);
         let (ring, state) = (&mut self.ring, &mut self.state);
-        pool.run(|| forward::forward(pool, simd, model, ring, state, call, probe));
+        forward::forward(pool, simd, model, ring, state, call, probe);
         self.block.clear();
         if !commit {
             self.block.extend_from_slice(block);
@@ -222,7 +222,7 @@ impl CpuEngine {
         let (pool, simd, scratch) = (&self.pool, self.simd, &mut self.state.matmul);
         let rows = missing.len();
         let none = matmul::Epilogue::None;
-        pool.run(|| matmul::matmul(pool, simd, &w.lm_head, &x, rows, &mut out, none, scratch));
+        matmul::matmul(pool, simd, &w.lm_head, &x, rows, &mut out, none, scratch);
         for (i, &r) in missing.iter().enumerate() {
             let mut row = out[i * v..(i + 1) * v].to_vec();
             for (o, &b) in row.iter_mut().zip(&w.lm_head_bias) {

@@ -83,11 +83,6 @@ impl Pool {
         self.split.as_deref()
     }
 
-    /// Runs `f`, whose parallel loops the calling thread shares with the workers.
-    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        f()
-    }
-
     /// Calls `f(i, chunk)` for every `chunk_len`-sized chunk `i` of `data`, in parallel.
     pub fn for_each_chunk<T: Send>(
         &self,

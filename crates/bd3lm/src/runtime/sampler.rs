@@ -2,6 +2,7 @@
 //! SUBS log-probs, the nucleus filter, the posterior (DDPM) row and the exponential race.
 
 use crate::rng;
+use std::cmp::Ordering;
 
 /// SUBS post-processing in place (spec §4.5): `-1e6` added to the MASK logit, log-softmax,
 /// rows of clean tokens become exact one-hots (0 at the token, -1e6 elsewhere).
@@ -135,7 +136,8 @@ fn crossing(row: &[f64], order: &[u32], p: f64) -> Option<usize> {
     let mut cum = 0.0;
     for (i, &v) in order.iter().enumerate() {
         cum += row[v as usize];
-        if i > 0 && !(cum <= p) {
+        // Not `<= p`, NaN included (the original loop's `else`).
+        if i > 0 && !matches!(cum.partial_cmp(&p), Some(Ordering::Less | Ordering::Equal)) {
             return Some(i);
         }
     }
