@@ -37,6 +37,9 @@ struct Shared {
     panicked: AtomicBool,
     generation: AtomicU64,
     sleeping: AtomicUsize,
+    /// A loop is in flight: a nested or concurrent loop runs serially instead of replacing it
+    /// (which would leave the first one's chunks unclaimable: a hang).
+    busy: AtomicBool,
     park: Mutex<()>,
     wake: Condvar,
     stop: AtomicBool,
@@ -117,6 +120,7 @@ impl SpinPool {
             panicked: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             sleeping: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
             park: Mutex::new(()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -139,6 +143,18 @@ impl SpinPool {
     /// returns when all have returned (a panic in any is resumed here).
     pub fn for_each(&self, chunks: usize, body: &(dyn Fn(usize) + Sync)) {
         let s = &*self.shared;
+        if s.busy.swap(true, SeqCst) {
+            (0..chunks).for_each(body);
+            return;
+        }
+        // Cleared however this call ends (a panic included).
+        struct Idle<'a>(&'a AtomicBool);
+        impl Drop for Idle<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, SeqCst);
+            }
+        }
+        let _idle = Idle(&s.busy);
         let chunks = u32::try_from(chunks).expect("fewer than 2^32 chunks");
         let job = {
             let mut slot = s.job.lock().unwrap_or_else(|e| e.into_inner());
@@ -218,6 +234,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_loop_inside_a_loop_runs_serially_instead_of_hanging() {
+        let pool = SpinPool::new(2).unwrap();
+        let hits: Vec<AtomicU32> = (0..64).map(|_| AtomicU32::new(0)).collect();
+        pool.for_each(8, &|i| {
+            pool.for_each(8, &|j| {
+                hits[i * 8 + j].fetch_add(1, SeqCst);
+            });
+        });
+        assert!(hits.iter().all(|h| h.load(SeqCst) == 1));
     }
 
     #[test]
